@@ -1,0 +1,17 @@
+import { defineConfig } from "vitest/config";
+
+export default defineConfig({
+  test: {
+    include: [
+      "libs/*/src/**/*.test.ts",
+      "libs/*/test/**/*.test.ts",
+      "apps/*/src/**/*.test.ts",
+      "apps/*/test/**/*.test.ts",
+    ],
+    pool: "forks",
+    testTimeout: 30_000,
+    hookTimeout: 60_000,
+    // Each file isolates itself (own database, own QUEUE_PREFIX), so files run in parallel.
+    fileParallelism: true,
+  },
+});
