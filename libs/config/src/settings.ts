@@ -1,0 +1,59 @@
+import { ConfigError } from "./config-error.js";
+import { type Env, type LogLevel, readLogLevel, readString, readUrl } from "./readers.js";
+
+/** Where the apps find PostgreSQL when `DATABASE_URL` is unset. */
+export const DEFAULT_DATABASE_URL = "postgres://postgres:postgres@localhost:5432/trellis";
+
+/** Where the apps find Redis when `REDIS_URL` is unset. */
+export const DEFAULT_REDIS_URL = "redis://localhost:6379";
+
+/** The BullMQ prefix when `QUEUE_PREFIX` is unset. */
+export const DEFAULT_QUEUE_PREFIX = "trellis";
+
+/** Protocols accepted in `DATABASE_URL`. */
+export const DATABASE_URL_PROTOCOLS = ["postgres:", "postgresql:"];
+
+/** Protocols accepted in `REDIS_URL` (`rediss:` is Redis over TLS). */
+export const REDIS_URL_PROTOCOLS = ["redis:", "rediss:"];
+
+/** What a queue prefix may contain: BullMQ rejects `:` in names, and Redis keys are built from it. */
+export const QUEUE_PREFIX_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
+
+/** Settings every app reads. */
+export interface CommonSettings {
+  /** `DATABASE_URL`: the PostgreSQL connection string. @default DEFAULT_DATABASE_URL */
+  databaseUrl: string;
+  /** `LOG_LEVEL`. @default "info" */
+  logLevel: LogLevel;
+}
+
+/** Reads `DATABASE_URL` and `LOG_LEVEL`. */
+export function readCommonSettings(env: Env): CommonSettings {
+  return {
+    databaseUrl: readUrl(env, "DATABASE_URL", DEFAULT_DATABASE_URL, DATABASE_URL_PROTOCOLS),
+    logLevel: readLogLevel(env),
+  };
+}
+
+/** Settings of the apps that use Redis through BullMQ (scheduler, worker, dashboard). */
+export interface RedisSettings {
+  /** `REDIS_URL`. @default DEFAULT_REDIS_URL */
+  redisUrl: string;
+  /** `QUEUE_PREFIX`: BullMQ prefix, so several deployments can share one Redis. @default "trellis" */
+  queuePrefix: string;
+}
+
+/** Reads `REDIS_URL` and `QUEUE_PREFIX`. */
+export function readRedisSettings(env: Env): RedisSettings {
+  const queuePrefix = readString(env, "QUEUE_PREFIX", DEFAULT_QUEUE_PREFIX);
+  if (!QUEUE_PREFIX_PATTERN.test(queuePrefix)) {
+    throw ConfigError.invalid(
+      "QUEUE_PREFIX",
+      `must be 1 to 64 of A-Z a-z 0-9 _ . - (no ":"), got ${JSON.stringify(queuePrefix)}`,
+    );
+  }
+  return {
+    redisUrl: readUrl(env, "REDIS_URL", DEFAULT_REDIS_URL, REDIS_URL_PROTOCOLS),
+    queuePrefix,
+  };
+}

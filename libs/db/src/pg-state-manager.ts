@@ -1,0 +1,848 @@
+import { and, asc, desc, eq, inArray, lt, or, sql, type SQL } from "drizzle-orm";
+import { create, fromJson, type JsonObject } from "@bufbuild/protobuf";
+import type { FieldMask } from "@bufbuild/protobuf/wkt";
+import {
+  DEFAULT_LIMITS,
+  FailedPreconditionError,
+  InvalidArgumentError,
+  NotFoundError,
+  ResourceExhaustedError,
+  TrellisError,
+  assertWorkflowId,
+  countPendingParents,
+  decideRetry,
+  effectiveRetryPolicy,
+  effectiveTimeoutMs,
+  initialStatusForParents,
+  isTerminalWorkflowStatus,
+  planEdits,
+  planNodeUpdate,
+  topologicalOrder,
+  validateLabels,
+  validateWorkflowNodes,
+  workflowStatusAfterAction,
+  type EditPlan,
+  type GraphNode,
+  type WorkflowLimits,
+} from "@trellis/core";
+import {
+  EditType,
+  ErrorKind,
+  NodeEditSchema,
+  NodeStatus,
+  RetryPolicySchema,
+  WorkflowAction,
+  type Node,
+  type NodeEdit,
+  type Workflow,
+  type WorkflowEvent,
+} from "@trellis/proto";
+import { CHANNELS } from "./channels.js";
+import {
+  durationToMs,
+  errorKindToName,
+  eventFromRow,
+  nodeFromRow,
+  nodeStatusFromName,
+  nodeStatusToName,
+  retryPolicyToJson,
+  valueFromJson,
+  valueToJson,
+  workflowFromRow,
+  workflowStatusFromName,
+  workflowStatusToName,
+  type NodeRow,
+  type NodeStatusName,
+  type WorkflowRow,
+} from "./mapping.js";
+import type { Database } from "./pool.js";
+import { nodeEdges, nodes, workflowEvents, workflows } from "./schema.js";
+import type {
+  ActionEffects,
+  CreateWorkflowInput,
+  CreateWorkflowResult,
+  HeldLease,
+  ListWorkflowsQuery,
+  NodeResult,
+  QueuedNode,
+  RecordOutcome,
+  StartedNode,
+  StateManager,
+  UpdateWorkflowInput,
+  WorkflowPage,
+} from "./state-manager.js";
+import { WorkflowChanges, lockWorkflow, type Tx } from "./workflow-changes.js";
+
+/** Options of the PostgreSQL StateManager. */
+export interface PgStateManagerOptions {
+  /** Limits on workflows and edits. @default DEFAULT_LIMITS */
+  limits?: WorkflowLimits;
+}
+
+type NewNode = typeof nodes.$inferInsert;
+type NewEdge = typeof nodeEdges.$inferInsert;
+
+const NODE_CHUNK = 2_000;
+const EDGE_CHUNK = 10_000;
+const MAX_NAME_LENGTH = 256;
+const UNFINISHED: NodeStatusName[] = ["PENDING", "QUEUED", "RUNNING"];
+
+/** Deterministic BullMQ job id of a node's queue generation; BullMQ forbids ':' and node ids cannot hold '/'. */
+export function jobIdFor(workflowId: string, nodeId: string, queueGen: number): string {
+  return `${workflowId}/${nodeId}/${queueGen}`;
+}
+
+function chunks<T>(items: readonly T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}
+
+function isUniqueViolation(error: unknown, constraint: string): boolean {
+  const e = error as { code?: string; constraint?: string; cause?: { code?: string; constraint?: string } };
+  const inner = e.cause ?? e;
+  return inner.code === "23505" && inner.constraint === constraint;
+}
+
+function jsonBytes(value: unknown): number {
+  return Buffer.byteLength(JSON.stringify(value ?? {}), "utf8");
+}
+
+function encodePageToken(row: Pick<WorkflowRow, "createdAt" | "id">): string {
+  return Buffer.from(JSON.stringify([row.createdAt.toISOString(), row.id])).toString("base64url");
+}
+
+function decodePageToken(token: string): { createdAt: Date; id: string } {
+  try {
+    const [iso, id] = JSON.parse(Buffer.from(token, "base64url").toString("utf8")) as [string, string];
+    const createdAt = new Date(iso);
+    if (typeof id !== "string" || Number.isNaN(createdAt.getTime())) throw new Error("bad token");
+    assertWorkflowId(id, "page_token");
+    return { createdAt, id };
+  } catch {
+    throw new InvalidArgumentError("page_token", "is not a token returned by ListWorkflows");
+  }
+}
+
+/** The PostgreSQL StateManager: the only code that writes SQL. */
+export class PgStateManager implements StateManager {
+  private readonly limits: WorkflowLimits;
+
+  constructor(
+    private readonly db: Database,
+    options: PgStateManagerOptions = {},
+  ) {
+    this.limits = options.limits ?? DEFAULT_LIMITS;
+  }
+
+  // ---------------------------------------------------------------- workflows
+
+  async createWorkflow(input: CreateWorkflowInput): Promise<CreateWorkflowResult> {
+    if (input.name.length > MAX_NAME_LENGTH) {
+      throw new InvalidArgumentError("name", `must be at most ${MAX_NAME_LENGTH} characters`);
+    }
+    if (input.requestId !== undefined && input.requestId.length > 256) {
+      throw new InvalidArgumentError("request_id", "must be at most 256 characters");
+    }
+    validateLabels(input.labels ?? {}, "labels", this.limits);
+    if (jsonBytes(input.input) > this.limits.maxInputBytes) {
+      throw new ResourceExhaustedError("input", `exceeds ${this.limits.maxInputBytes} bytes`);
+    }
+    validateWorkflowNodes(input.nodes, this.limits, "nodes");
+
+    const requestId = input.requestId ? input.requestId : null;
+    if (requestId) {
+      const existing = await this.findByRequestId(requestId);
+      if (existing) return { workflow: existing, created: false };
+    }
+    const workflowId = crypto.randomUUID();
+    try {
+      await this.db.transaction(async (tx) => {
+        const [row] = await tx
+          .insert(workflows)
+          .values({
+            id: workflowId,
+            name: input.name,
+            status: "PENDING",
+            input: input.input ?? {},
+            labels: input.labels ?? {},
+            requestId,
+          })
+          .returning();
+        const changes = new WorkflowChanges(row!);
+        changes.workflow("workflow.created", { nodeCount: input.nodes.length });
+        await this.insertNodes(tx, workflowId, input.nodes, new Map());
+        changes.markReady();
+        await changes.commit(tx);
+      });
+    } catch (error) {
+      if (requestId && isUniqueViolation(error, "workflows_request_id_key")) {
+        const existing = await this.findByRequestId(requestId);
+        if (existing) return { workflow: existing, created: false };
+      }
+      throw error;
+    }
+    return { workflow: await this.getWorkflow(workflowId), created: true };
+  }
+
+  private async findByRequestId(requestId: string): Promise<Workflow | null> {
+    const [row] = await this.db.select({ id: workflows.id }).from(workflows).where(eq(workflows.requestId, requestId));
+    return row ? this.getWorkflow(row.id) : null;
+  }
+
+  /**
+   * Inserts nodes (already validated) with their edges. `knownStatuses` gives the statuses of parents
+   * that already exist; parents among `newNodes` are resolved in topological order.
+   */
+  private async insertNodes(
+    tx: Tx,
+    workflowId: string,
+    newNodes: readonly Node[],
+    knownStatuses: ReadonlyMap<string, NodeStatus>,
+  ): Promise<Map<string, NodeStatusName>> {
+    const byId = new Map(newNodes.map((n) => [n.id, n]));
+    const order = topologicalOrder(
+      newNodes.map((n) => n.id),
+      (id) => (byId.get(id)?.parentIds ?? []).filter((p) => byId.has(p)),
+    );
+    const statuses = new Map<string, NodeStatus>(knownStatuses);
+    const rows: NewNode[] = [];
+    const edges: NewEdge[] = [];
+    const result = new Map<string, NodeStatusName>();
+    for (const id of order) {
+      const node = byId.get(id)!;
+      const parentStatuses = node.parentIds.map((p) => statuses.get(p) ?? NodeStatus.PENDING);
+      const status = initialStatusForParents(parentStatuses);
+      statuses.set(id, status);
+      result.set(id, nodeStatusToName(status));
+      rows.push({
+        workflowId,
+        id,
+        name: node.name || node.id,
+        capability: node.capability,
+        status: nodeStatusToName(status),
+        parentIds: [...node.parentIds],
+        pendingParents: countPendingParents(parentStatuses),
+        input: node.input ?? {},
+        retryPolicy: retryPolicyToJson(node.retryPolicy),
+        timeoutMs: durationToMs(node.timeout),
+        labels: { ...node.labels },
+        finishedAt: status === NodeStatus.PENDING ? null : new Date(),
+      });
+      for (const parentId of node.parentIds) edges.push({ workflowId, parentId, childId: id });
+    }
+    for (const chunk of chunks(rows, NODE_CHUNK)) await tx.insert(nodes).values(chunk);
+    for (const chunk of chunks(edges, EDGE_CHUNK)) await tx.insert(nodeEdges).values(chunk).onConflictDoNothing();
+    return result;
+  }
+
+  async getWorkflow(workflowId: string): Promise<Workflow> {
+    assertWorkflowId(workflowId);
+    const [row] = await this.db.select().from(workflows).where(eq(workflows.id, workflowId));
+    if (!row) throw new NotFoundError(`workflow ${workflowId} not found`);
+    const rows = await this.db
+      .select()
+      .from(nodes)
+      .where(eq(nodes.workflowId, workflowId))
+      .orderBy(asc(nodes.createdAt), asc(nodes.id));
+    const byId = new Map(rows.map((r) => [r.id, r]));
+    const order = topologicalOrder(
+      rows.map((r) => r.id),
+      (id) => byId.get(id)?.parentIds ?? [],
+    );
+    return workflowFromRow(
+      row,
+      order.map((id) => nodeFromRow(byId.get(id)!)),
+    );
+  }
+
+  async listWorkflows(query: ListWorkflowsQuery): Promise<WorkflowPage> {
+    const pageSize = query.pageSize;
+    if (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > 500) {
+      throw new InvalidArgumentError("page_size", "must be between 1 and 500");
+    }
+    const conditions: SQL[] = [];
+    if (query.status !== undefined && query.status !== 0) {
+      conditions.push(eq(workflows.status, workflowStatusToName(query.status)));
+    }
+    if (query.labelSelector && Object.keys(query.labelSelector).length > 0) {
+      conditions.push(sql`${workflows.labels} @> ${JSON.stringify(query.labelSelector)}::jsonb`);
+    }
+    if (query.pageToken) {
+      const after = decodePageToken(query.pageToken);
+      conditions.push(
+        or(
+          lt(workflows.createdAt, after.createdAt),
+          and(eq(workflows.createdAt, after.createdAt), lt(workflows.id, after.id)),
+        )!,
+      );
+    }
+    const rows = await this.db
+      .select()
+      .from(workflows)
+      .where(conditions.length ? and(...conditions) : undefined)
+      .orderBy(desc(workflows.createdAt), desc(workflows.id))
+      .limit(pageSize + 1);
+    const page = rows.slice(0, pageSize);
+    const last = page[page.length - 1];
+    return {
+      workflows: page.map((r) => workflowFromRow(r)),
+      nextPageToken: rows.length > pageSize && last ? encodePageToken(last) : "",
+    };
+  }
+
+  async updateWorkflow(workflowId: string, update: UpdateWorkflowInput): Promise<ActionEffects> {
+    assertWorkflowId(workflowId);
+    if (update.name !== undefined && update.name.length > MAX_NAME_LENGTH) {
+      throw new InvalidArgumentError("name", `must be at most ${MAX_NAME_LENGTH} characters`);
+    }
+    if (update.labels !== undefined) validateLabels(update.labels, "labels", this.limits);
+    const effects: Omit<ActionEffects, "workflow"> = { cancelledRunning: [], removedJobIds: [] };
+    await this.db.transaction(async (tx) => {
+      const row = await this.lockOrThrow(tx, workflowId);
+      const changes = new WorkflowChanges(row);
+      if (update.name !== undefined || update.labels !== undefined) {
+        await tx
+          .update(workflows)
+          .set({
+            ...(update.name !== undefined ? { name: update.name } : {}),
+            ...(update.labels !== undefined ? { labels: update.labels } : {}),
+          })
+          .where(eq(workflows.id, workflowId));
+        changes.workflow("workflow.updated", {
+          ...(update.name !== undefined ? { name: update.name } : {}),
+          ...(update.labels !== undefined ? { labels: update.labels } : {}),
+        });
+      }
+      if (update.action !== undefined && update.action !== WorkflowAction.UNSPECIFIED) {
+        await this.applyAction(tx, changes, update.action, effects);
+      }
+      await changes.commit(tx);
+      if (effects.cancelledRunning.length > 0) {
+        await tx.execute(
+          sql`select pg_notify(${CHANNELS.cancel}, ${JSON.stringify({
+            workflowId,
+            nodeIds: effects.cancelledRunning.map((n) => n.nodeId),
+          })})`,
+        );
+      }
+    });
+    return { workflow: await this.getWorkflow(workflowId), ...effects };
+  }
+
+  private async applyAction(
+    tx: Tx,
+    changes: WorkflowChanges,
+    action: WorkflowAction,
+    effects: Omit<ActionEffects, "workflow">,
+  ): Promise<void> {
+    const workflowId = changes.row.id;
+    const next = workflowStatusToName(workflowStatusAfterAction(workflowStatusFromName(changes.status), action));
+    switch (action) {
+      case WorkflowAction.PAUSE: {
+        changes.setStatus(next, { action: "PAUSE" });
+        // Queued nodes go back to PENDING; their jobs find them so and are dropped.
+        const returned = await tx
+          .update(nodes)
+          .set({ status: "PENDING", queuedAt: null, updatedAt: sql`now()` })
+          .where(and(eq(nodes.workflowId, workflowId), eq(nodes.status, "QUEUED")))
+          .returning({ id: nodes.id, capability: nodes.capability, queueGen: nodes.queueGen });
+        for (const n of returned) {
+          changes.node("node.status_changed", n.id, "PENDING", { from: "QUEUED", reason: "workflow paused" });
+          effects.removedJobIds.push({ capability: n.capability, jobId: jobIdFor(workflowId, n.id, n.queueGen) });
+        }
+        return;
+      }
+      case WorkflowAction.RESUME: {
+        changes.setStatus(next, { action: "RESUME" });
+        changes.markReady();
+        return;
+      }
+      case WorkflowAction.CANCEL: {
+        changes.setStatus(next, { action: "CANCEL" });
+        const cancelled = await tx.execute<{ id: string; capability: string; queue_gen: number; old_status: NodeStatusName }>(sql`
+          update nodes n
+             set status = 'CANCELLED', lease = null, lease_expires_at = null, finished_at = now(), updated_at = now()
+            from (select id, status from nodes
+                   where workflow_id = ${workflowId} and status in ('PENDING', 'QUEUED', 'RUNNING')
+                     for update) old
+           where n.workflow_id = ${workflowId} and n.id = old.id
+          returning n.id, n.capability, n.queue_gen, old.status as old_status`);
+        for (const n of cancelled.rows) {
+          changes.node("node.status_changed", n.id, "CANCELLED", { from: n.old_status, reason: "workflow cancelled" });
+          if (n.old_status === "RUNNING") effects.cancelledRunning.push({ nodeId: n.id });
+          if (n.old_status === "QUEUED") {
+            effects.removedJobIds.push({ capability: n.capability, jobId: jobIdFor(workflowId, n.id, n.queue_gen) });
+          }
+        }
+        return;
+      }
+      case WorkflowAction.RETRY: {
+        changes.setStatus(next, { action: "RETRY" });
+        const reopened = await tx
+          .update(nodes)
+          .set({
+            status: "PENDING",
+            errorKind: null,
+            errorMessage: null,
+            output: null,
+            finishedAt: null,
+            attemptBase: sql`${nodes.attempt}`,
+            updatedAt: sql`now()`,
+          })
+          .where(and(eq(nodes.workflowId, workflowId), inArray(nodes.status, ["FAIL", "SKIPPED"])))
+          .returning({ id: nodes.id });
+        await this.recountPendingParents(
+          tx,
+          workflowId,
+          reopened.map((n) => n.id),
+        );
+        for (const n of reopened) changes.node("node.status_changed", n.id, "PENDING", { reason: "workflow retried" });
+        changes.markReady();
+        return;
+      }
+      case WorkflowAction.UNSPECIFIED:
+        return;
+      default: {
+        const never: never = action;
+        throw new InvalidArgumentError("action", `unknown action ${String(never)}`);
+      }
+    }
+  }
+
+  private async recountPendingParents(tx: Tx, workflowId: string, nodeIds: readonly string[]): Promise<void> {
+    if (nodeIds.length === 0) return;
+    await tx.execute(sql`
+      update nodes n
+         set pending_parents = (
+               select count(*) from nodes p
+                where p.workflow_id = n.workflow_id and p.id = any(n.parent_ids) and p.status <> 'PASS')
+       where n.workflow_id = ${workflowId} and n.id = any(${sql.param([...nodeIds])}::text[])`);
+  }
+
+  private async lockOrThrow(tx: Tx, workflowId: string): Promise<WorkflowRow> {
+    const row = await lockWorkflow(tx, workflowId);
+    if (!row) throw new NotFoundError(`workflow ${workflowId} not found`);
+    return row;
+  }
+
+  // -------------------------------------------------------------------- nodes
+
+  async getNode(workflowId: string, nodeId: string): Promise<Node> {
+    assertWorkflowId(workflowId);
+    const [row] = await this.db
+      .select()
+      .from(nodes)
+      .where(and(eq(nodes.workflowId, workflowId), eq(nodes.id, nodeId)));
+    if (row) return nodeFromRow(row);
+    await this.getWorkflowRowOrThrow(workflowId);
+    throw new NotFoundError(`node "${nodeId}" not found in workflow ${workflowId}`);
+  }
+
+  private async getWorkflowRowOrThrow(workflowId: string): Promise<WorkflowRow> {
+    const [row] = await this.db.select().from(workflows).where(eq(workflows.id, workflowId));
+    if (!row) throw new NotFoundError(`workflow ${workflowId} not found`);
+    return row;
+  }
+
+  async createNode(workflowId: string, node: Node): Promise<Node> {
+    await this.applyNodeEdits(workflowId, [create(NodeEditSchema, { type: EditType.INSERT, node })]);
+    return this.getNode(workflowId, node.id);
+  }
+
+  async updateNode(workflowId: string, node: Node, updateMask: FieldMask | undefined): Promise<Node> {
+    assertWorkflowId(workflowId);
+    await this.editInTransaction(workflowId, (graph) => planNodeUpdate(graph, node, updateMask, this.limits, "node"));
+    return this.getNode(workflowId, node.id);
+  }
+
+  async applyNodeEdits(workflowId: string, edits: readonly NodeEdit[]): Promise<Workflow> {
+    assertWorkflowId(workflowId);
+    await this.editInTransaction(workflowId, (graph) => planEdits(graph, edits, this.limits, "edits"));
+    return this.getWorkflow(workflowId);
+  }
+
+  private async editInTransaction(
+    workflowId: string,
+    plan: (graph: ReadonlyMap<string, GraphNode>) => EditPlan,
+  ): Promise<void> {
+    await this.db.transaction(async (tx) => {
+      const row = await this.lockOrThrow(tx, workflowId);
+      const changes = new WorkflowChanges(row);
+      if (changes.finished) {
+        throw new FailedPreconditionError(
+          `workflow ${workflowId} is ${row.status}; a finished workflow cannot be edited`,
+        );
+      }
+      const graph = await this.loadGraph(tx, workflowId);
+      await this.applyPlan(tx, changes, graph, plan(graph));
+      await this.settle(tx, changes);
+      await changes.commit(tx);
+    });
+  }
+
+  private async loadGraph(tx: Tx, workflowId: string): Promise<Map<string, GraphNode>> {
+    const rows = await tx
+      .select({ id: nodes.id, status: nodes.status, parentIds: nodes.parentIds })
+      .from(nodes)
+      .where(eq(nodes.workflowId, workflowId));
+    return new Map(rows.map((r) => [r.id, { id: r.id, status: nodeStatusFromName(r.status), parentIds: r.parentIds }]));
+  }
+
+  /** Writes a validated edit plan: deletes, inserts, updates, then one workflow.edited event. */
+  private async applyPlan(
+    tx: Tx,
+    changes: WorkflowChanges,
+    graph: ReadonlyMap<string, GraphNode>,
+    plan: EditPlan,
+  ): Promise<void> {
+    const workflowId = changes.row.id;
+    const statuses = new Map<string, NodeStatus>([...graph.values()].map((n) => [n.id, n.status]));
+    if (plan.deletes.length > 0) {
+      const ids = [...plan.deletes];
+      await tx
+        .delete(nodeEdges)
+        .where(and(eq(nodeEdges.workflowId, workflowId), or(inArray(nodeEdges.childId, ids), inArray(nodeEdges.parentId, ids))));
+      await tx.delete(nodes).where(and(eq(nodes.workflowId, workflowId), inArray(nodes.id, ids)));
+      for (const id of ids) {
+        statuses.delete(id);
+        changes.node("node.deleted", id, null);
+      }
+    }
+    if (plan.inserts.length > 0) {
+      const inserted = await this.insertNodes(tx, workflowId, plan.inserts, statuses);
+      for (const node of plan.inserts) {
+        const status = inserted.get(node.id)!;
+        statuses.set(node.id, nodeStatusFromName(status));
+        changes.node("node.created", node.id, status, { capability: node.capability, parentIds: [...node.parentIds] });
+      }
+    }
+    for (const { id, changes: fields } of plan.updates) {
+      const set: Partial<NewNode> = {};
+      if (fields.name !== undefined) set.name = fields.name || id;
+      if (fields.capability !== undefined) set.capability = fields.capability;
+      if (fields.input !== undefined) set.input = fields.input;
+      if (fields.retryPolicy !== undefined) set.retryPolicy = retryPolicyToJson(fields.retryPolicy);
+      if (fields.timeout !== undefined) set.timeoutMs = durationToMs(fields.timeout);
+      if (fields.labels !== undefined) set.labels = fields.labels;
+      let status: NodeStatusName = "PENDING";
+      if (fields.parentIds !== undefined) {
+        const parentStatuses = fields.parentIds.map((p) => statuses.get(p) ?? NodeStatus.PENDING);
+        status = nodeStatusToName(initialStatusForParents(parentStatuses));
+        set.parentIds = fields.parentIds;
+        set.pendingParents = countPendingParents(parentStatuses);
+        set.status = status;
+        if (status !== "PENDING") set.finishedAt = new Date();
+        await tx.delete(nodeEdges).where(and(eq(nodeEdges.workflowId, workflowId), eq(nodeEdges.childId, id)));
+        if (fields.parentIds.length > 0) {
+          await tx
+            .insert(nodeEdges)
+            .values(fields.parentIds.map((parentId) => ({ workflowId, parentId, childId: id })))
+            .onConflictDoNothing();
+        }
+      }
+      await tx
+        .update(nodes)
+        .set({ ...set, updatedAt: sql`now()` })
+        .where(and(eq(nodes.workflowId, workflowId), eq(nodes.id, id)));
+      changes.node("node.updated", id, status, { fields: Object.keys(fields) });
+    }
+    changes.workflow("workflow.edited", {
+      inserted: plan.inserts.map((n) => n.id),
+      updated: plan.updates.map((u) => u.id),
+      deleted: [...plan.deletes],
+    });
+    changes.markReady();
+  }
+
+  /** Sets the workflow's final status when no node can run any more. */
+  private async settle(tx: Tx, changes: WorkflowChanges): Promise<void> {
+    if (changes.finished) return;
+    const result = await tx.execute<{ unfinished: boolean; failed: boolean }>(sql`
+      select exists(select 1 from nodes where workflow_id = ${changes.row.id}
+                      and status in ('PENDING', 'QUEUED', 'RUNNING')) as unfinished,
+             exists(select 1 from nodes where workflow_id = ${changes.row.id} and status = 'FAIL') as failed`);
+    const { unfinished, failed } = result.rows[0]!;
+    if (unfinished) return;
+    changes.setStatus(failed ? "FAILED" : "SUCCEEDED");
+  }
+
+  // ------------------------------------------------------------ orchestration
+
+  async claimReadyNodes(limit: number): Promise<QueuedNode[]> {
+    if (limit < 1) return [];
+    return this.db.transaction(async (tx) => {
+      const candidates = await tx.execute<{ workflow_id: string }>(sql`
+        select distinct n.workflow_id
+          from nodes n
+          join workflows w on w.id = n.workflow_id
+         where n.status = 'PENDING' and n.pending_parents = 0 and w.status in ('PENDING', 'RUNNING')
+         limit ${limit}`);
+      if (candidates.rows.length === 0) return [];
+      const ids = candidates.rows.map((r) => r.workflow_id);
+      // Workflows are locked in id order, like every other multi-workflow writer, so no deadlock.
+      const locked = await tx
+        .select()
+        .from(workflows)
+        .where(and(inArray(workflows.id, ids), inArray(workflows.status, ["PENDING", "RUNNING"])))
+        .orderBy(asc(workflows.id))
+        .for("update");
+      if (locked.length === 0) return [];
+      const claimed = await tx.execute<{
+        workflow_id: string;
+        id: string;
+        capability: string;
+        queue_gen: number;
+        retry_policy: JsonObject | null;
+      }>(sql`
+        update nodes n
+           set status = 'QUEUED', queue_gen = n.queue_gen + 1, queued_at = now(), updated_at = now()
+         where (n.workflow_id, n.id) in (
+                 select workflow_id, id from nodes
+                  where workflow_id = any(${sql.param(locked.map((w) => w.id))}::uuid[])
+                    and status = 'PENDING' and pending_parents = 0
+                  limit ${limit}
+                    for update skip locked)
+        returning n.workflow_id, n.id, n.capability, n.queue_gen, n.retry_policy`);
+      const byWorkflow = new Map(locked.map((w) => [w.id, new WorkflowChanges(w)]));
+      const queued: QueuedNode[] = [];
+      for (const row of claimed.rows) {
+        const changes = byWorkflow.get(row.workflow_id)!;
+        if (changes.status === "PENDING") changes.setStatus("RUNNING");
+        changes.node("node.status_changed", row.id, "QUEUED", { from: "PENDING" });
+        queued.push({
+          workflowId: row.workflow_id,
+          nodeId: row.id,
+          capability: row.capability,
+          jobId: jobIdFor(row.workflow_id, row.id, row.queue_gen),
+          retryPolicy: effectiveRetryPolicy(
+            row.retry_policy ? fromJson(RetryPolicySchema, row.retry_policy) : undefined,
+          ),
+        });
+      }
+      for (const changes of byWorkflow.values()) await changes.commit(tx);
+      return queued;
+    });
+  }
+
+  async startNode(workflowId: string, nodeId: string, leaseTtlMs: number): Promise<StartedNode | null> {
+    return this.db.transaction(async (tx) => {
+      const row = await lockWorkflow(tx, workflowId);
+      if (!row || isTerminalWorkflowStatus(workflowStatusFromName(row.status))) return null;
+      const [node] = await tx
+        .update(nodes)
+        .set({
+          status: "RUNNING",
+          attempt: sql`${nodes.attempt} + 1`,
+          lease: sql`gen_random_uuid()`,
+          leaseExpiresAt: sql`now() + make_interval(secs => ${leaseTtlMs / 1000})`,
+          startedAt: sql`now()`,
+          updatedAt: sql`now()`,
+        })
+        .where(and(eq(nodes.workflowId, workflowId), eq(nodes.id, nodeId), eq(nodes.status, "QUEUED")))
+        .returning();
+      if (!node) return null;
+      const parents =
+        node.parentIds.length === 0
+          ? []
+          : await tx
+              .select({ id: nodes.id, output: nodes.output })
+              .from(nodes)
+              .where(and(eq(nodes.workflowId, workflowId), inArray(nodes.id, node.parentIds)));
+      const changes = new WorkflowChanges(row);
+      if (changes.status === "PENDING") changes.setStatus("RUNNING");
+      changes.node("node.status_changed", nodeId, "RUNNING", { from: "QUEUED", attempt: node.attempt });
+      await changes.commit(tx);
+      const parentOutputs: StartedNode["parentOutputs"] = {};
+      for (const p of parents) {
+        const value = valueFromJson(p.output);
+        if (value) parentOutputs[p.id] = value;
+      }
+      const proto = nodeFromRow(node);
+      return {
+        node: proto,
+        workflowName: row.name,
+        workflowInput: row.input as JsonObject,
+        parentOutputs,
+        lease: node.lease!,
+        attempt: node.attempt,
+        timeoutMs: effectiveTimeoutMs(proto),
+        retryPolicy: effectiveRetryPolicy(proto.retryPolicy),
+        queuedAt: node.queuedAt,
+      };
+    });
+  }
+
+  async recordResult(workflowId: string, nodeId: string, lease: string, result: NodeResult): Promise<RecordOutcome> {
+    return this.db.transaction(async (tx) => {
+      const row = await lockWorkflow(tx, workflowId);
+      if (!row) return { outcome: "stale" };
+      const [node] = await tx
+        .select()
+        .from(nodes)
+        .where(
+          and(eq(nodes.workflowId, workflowId), eq(nodes.id, nodeId), eq(nodes.status, "RUNNING"), eq(nodes.lease, lease)),
+        )
+        .for("update");
+      if (!node) return { outcome: "stale" };
+      const changes = new WorkflowChanges(row);
+      let outcome: RecordOutcome;
+      if (result.kind === "success") {
+        outcome = await this.recordSuccess(tx, changes, node, result);
+      } else {
+        outcome = await this.recordError(tx, changes, node, result.errorKind, result.message);
+      }
+      if (outcome.outcome !== "retry") {
+        await this.settle(tx, changes);
+        if (outcome.outcome === "passed" || outcome.outcome === "failed") {
+          outcome = { ...outcome, workflowStatus: workflowStatusFromName(changes.status) };
+        }
+      }
+      await changes.commit(tx);
+      return outcome;
+    });
+  }
+
+  private async recordSuccess(
+    tx: Tx,
+    changes: WorkflowChanges,
+    node: NodeRow,
+    result: Extract<NodeResult, { kind: "success" }>,
+  ): Promise<RecordOutcome> {
+    const workflowId = changes.row.id;
+    if (result.edits.length > 0) {
+      let plan: EditPlan;
+      const graph = await this.loadGraph(tx, workflowId);
+      try {
+        plan = planEdits(graph, result.edits, this.limits, "edits");
+      } catch (error) {
+        if (!(error instanceof TrellisError)) throw error;
+        return this.failNode(tx, changes, node, ErrorKind.TASK_ERROR, `invalid edits: ${error.message}`);
+      }
+      await this.applyPlan(tx, changes, graph, plan);
+    }
+    await tx
+      .update(nodes)
+      .set({
+        status: "PASS",
+        output: valueToJson(result.output),
+        errorKind: null,
+        errorMessage: null,
+        lease: null,
+        leaseExpiresAt: null,
+        finishedAt: sql`now()`,
+        updatedAt: sql`now()`,
+      })
+      .where(and(eq(nodes.workflowId, workflowId), eq(nodes.id, node.id)));
+    changes.node("node.status_changed", node.id, "PASS", { from: "RUNNING", attempt: node.attempt });
+    const children = await tx.execute<{ id: string; pending_parents: number; status: NodeStatusName }>(sql`
+      update nodes n
+         set pending_parents = n.pending_parents - 1, updated_at = now()
+        from node_edges e
+       where e.workflow_id = ${workflowId} and e.parent_id = ${node.id}
+         and n.workflow_id = e.workflow_id and n.id = e.child_id
+      returning n.id, n.pending_parents, n.status`);
+    if (children.rows.some((c) => c.pending_parents === 0 && c.status === "PENDING")) changes.markReady();
+    return { outcome: "passed", workflowStatus: workflowStatusFromName(changes.status) };
+  }
+
+  private async recordError(
+    tx: Tx,
+    changes: WorkflowChanges,
+    node: NodeRow,
+    kind: ErrorKind,
+    message: string,
+  ): Promise<RecordOutcome> {
+    const errorKind = kind === ErrorKind.INFRA_ERROR ? ErrorKind.INFRA_ERROR : ErrorKind.TASK_ERROR;
+    const policy = effectiveRetryPolicy(
+      node.retryPolicy ? fromJson(RetryPolicySchema, node.retryPolicy as JsonObject) : undefined,
+    );
+    const decision = decideRetry(policy, node.attempt - node.attemptBase, errorKind);
+    if (!decision.retry) return this.failNode(tx, changes, node, errorKind, message);
+    await tx
+      .update(nodes)
+      .set({
+        status: "QUEUED",
+        errorKind: errorKindToName(errorKind),
+        errorMessage: message,
+        lease: null,
+        leaseExpiresAt: null,
+        queuedAt: sql`now()`,
+        updatedAt: sql`now()`,
+      })
+      .where(and(eq(nodes.workflowId, changes.row.id), eq(nodes.id, node.id)));
+    changes.node("node.retry_scheduled", node.id, "QUEUED", {
+      attempt: node.attempt,
+      delayMs: decision.delayMs,
+      error: { kind: errorKindToName(errorKind), message },
+    });
+    return { outcome: "retry", delayMs: decision.delayMs, attempt: node.attempt };
+  }
+
+  private async failNode(
+    tx: Tx,
+    changes: WorkflowChanges,
+    node: NodeRow,
+    kind: ErrorKind,
+    message: string,
+  ): Promise<RecordOutcome> {
+    const workflowId = changes.row.id;
+    await tx
+      .update(nodes)
+      .set({
+        status: "FAIL",
+        output: null,
+        errorKind: errorKindToName(kind),
+        errorMessage: message,
+        lease: null,
+        leaseExpiresAt: null,
+        finishedAt: sql`now()`,
+        updatedAt: sql`now()`,
+      })
+      .where(and(eq(nodes.workflowId, workflowId), eq(nodes.id, node.id)));
+    changes.node("node.status_changed", node.id, "FAIL", {
+      from: node.status,
+      attempt: node.attempt,
+      error: { kind: errorKindToName(kind), message },
+    });
+    const skipped = await tx.execute<{ id: string }>(sql`
+      with recursive descendants(id) as (
+        select child_id from node_edges where workflow_id = ${workflowId} and parent_id = ${node.id}
+        union
+        select e.child_id from node_edges e join descendants d on e.parent_id = d.id
+         where e.workflow_id = ${workflowId}
+      )
+      update nodes set status = 'SKIPPED', finished_at = now(), updated_at = now()
+       where workflow_id = ${workflowId} and id in (select id from descendants) and status in ('PENDING', 'QUEUED')
+      returning id`);
+    for (const s of skipped.rows) {
+      changes.node("node.status_changed", s.id, "SKIPPED", { reason: `ancestor "${node.id}" failed` });
+    }
+    return { outcome: "failed", errorKind: kind, message, workflowStatus: workflowStatusFromName(changes.status) };
+  }
+
+  async renewLeases(leases: readonly HeldLease[], leaseTtlMs: number): Promise<HeldLease[]> {
+    if (leases.length === 0) return [];
+    const renewed = await this.db.execute<{ workflow_id: string; id: string }>(sql`
+      update nodes n
+         set lease_expires_at = now() + make_interval(secs => ${leaseTtlMs / 1000})
+        from unnest(${sql.param(leases.map((l) => l.workflowId))}::uuid[],
+                    ${sql.param(leases.map((l) => l.nodeId))}::text[],
+                    ${sql.param(leases.map((l) => l.lease))}::uuid[]) as held(workflow_id, id, lease)
+       where n.workflow_id = held.workflow_id and n.id = held.id and n.lease = held.lease and n.status = 'RUNNING'
+      returning n.workflow_id, n.id`);
+    const kept = new Set(renewed.rows.map((r) => `${r.workflow_id}/${r.id}`));
+    return leases.filter((l) => !kept.has(`${l.workflowId}/${l.nodeId}`));
+  }
+
+  async listEvents(workflowId: string, afterSequence: number, limit = 1_000): Promise<WorkflowEvent[]> {
+    assertWorkflowId(workflowId);
+    const rows = await this.db
+      .select()
+      .from(workflowEvents)
+      .where(and(eq(workflowEvents.workflowId, workflowId), sql`${workflowEvents.sequence} > ${afterSequence}`))
+      .orderBy(asc(workflowEvents.sequence))
+      .limit(limit);
+    return rows.map(eventFromRow);
+  }
+}

@@ -1,0 +1,45 @@
+import pg from "pg";
+import { drizzle, type NodePgDatabase } from "drizzle-orm/node-postgres";
+import { schema } from "./schema.js";
+
+/** The Drizzle database type used throughout libs/db. */
+export type Database = NodePgDatabase<typeof schema>;
+
+/** Options of a PostgreSQL connection pool. */
+export interface PoolOptions {
+  /** Connections at most. @default 10 */
+  max?: number;
+  /** Name shown in pg_stat_activity. @default "trellis" */
+  applicationName?: string;
+}
+
+/** Creates a pg pool; errors of idle clients are reported to `onError` instead of crashing the process. */
+export function createPool(databaseUrl: string, options: PoolOptions = {}, onError?: (error: Error) => void): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString: databaseUrl,
+    max: options.max ?? 10,
+    application_name: options.applicationName ?? "trellis",
+    connectionTimeoutMillis: 10_000,
+  });
+  pool.on("error", (error) => onError?.(error));
+  return pool;
+}
+
+/** Wraps a pg pool in Drizzle with the Trellis schema. */
+export function createDatabase(pool: pg.Pool): Database {
+  return drizzle(pool, { schema });
+}
+
+/** Returns the same URL pointing at another database of the server. */
+export function withDatabaseName(databaseUrl: string, name: string): string {
+  const url = new URL(databaseUrl);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+/** The database name of a connection URL. */
+export function databaseNameOf(databaseUrl: string): string {
+  const name = decodeURIComponent(new URL(databaseUrl).pathname.replace(/^\//, ""));
+  if (!name) throw new Error(`DATABASE_URL names no database: ${databaseUrl}`);
+  return name;
+}

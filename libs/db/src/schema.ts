@@ -1,0 +1,167 @@
+import { sql } from "drizzle-orm";
+import {
+  bigint,
+  index,
+  integer,
+  jsonb,
+  pgEnum,
+  pgTable,
+  primaryKey,
+  text,
+  timestamp,
+  uniqueIndex,
+  uuid,
+} from "drizzle-orm/pg-core";
+
+/** Workflow statuses as stored: the names of the protobuf enum without its prefix. */
+export const workflowStatusEnum = pgEnum("workflow_status", [
+  "PENDING",
+  "RUNNING",
+  "PAUSED",
+  "SUCCEEDED",
+  "FAILED",
+  "CANCELLED",
+]);
+
+/** Node statuses as stored: the names of the protobuf enum without its prefix. */
+export const nodeStatusEnum = pgEnum("node_status", [
+  "PENDING",
+  "QUEUED",
+  "RUNNING",
+  "PASS",
+  "FAIL",
+  "SKIPPED",
+  "CANCELLED",
+]);
+
+/** Error kinds as stored. */
+export const errorKindEnum = pgEnum("error_kind", ["TASK_ERROR", "INFRA_ERROR"]);
+
+type Json = Record<string, unknown>;
+
+/** One row per workflow; `event_seq` is the sequence of its last committed event. */
+export const workflows = pgTable(
+  "workflows",
+  {
+    id: uuid("id").primaryKey(),
+    name: text("name").notNull(),
+    status: workflowStatusEnum("status").notNull(),
+    input: jsonb("input").$type<Json>().notNull().default({}),
+    labels: jsonb("labels").$type<Record<string, string>>().notNull().default({}),
+    requestId: text("request_id"),
+    eventSeq: bigint("event_seq", { mode: "number" }).notNull().default(0),
+    createdAt: timestamp("created_at", { withTimezone: true, precision: 3 }).notNull().defaultNow(),
+    updatedAt: timestamp("updated_at", { withTimezone: true, precision: 3 }).notNull().defaultNow(),
+    finishedAt: timestamp("finished_at", { withTimezone: true, precision: 3 }),
+  },
+  (t) => [
+    uniqueIndex("workflows_request_id_key").on(t.requestId),
+    index("workflows_created_at_id_idx").on(t.createdAt.desc(), t.id.desc()),
+    index("workflows_status_created_at_idx").on(t.status, t.createdAt.desc(), t.id.desc()),
+    index("workflows_labels_idx").using("gin", t.labels),
+    index("workflows_active_idx")
+      .on(t.id)
+      .where(sql`${t.status} in ('PENDING', 'RUNNING')`),
+  ],
+);
+
+/** One row per node. `pending_parents` counts parents not yet PASS; `lease` fences the worker holding it. */
+export const nodes = pgTable(
+  "nodes",
+  {
+    workflowId: uuid("workflow_id")
+      .notNull()
+      .references(() => workflows.id, { onDelete: "cascade" }),
+    id: text("id").notNull(),
+    name: text("name").notNull(),
+    capability: text("capability").notNull(),
+    status: nodeStatusEnum("status").notNull(),
+    parentIds: text("parent_ids").array().notNull().default([]),
+    pendingParents: integer("pending_parents").notNull().default(0),
+    input: jsonb("input").$type<Json>().notNull().default({}),
+    output: jsonb("output"),
+    errorKind: errorKindEnum("error_kind"),
+    errorMessage: text("error_message"),
+    attempt: integer("attempt").notNull().default(0),
+    /** `attempt` when the workflow was last RETRYed: attempts of the current run are attempt - attempt_base. */
+    attemptBase: integer("attempt_base").notNull().default(0),
+    /** RetryPolicy in its protobuf JSON form, as the caller gave it (defaults applied at use). */
+    retryPolicy: jsonb("retry_policy").$type<Json>(),
+    /** Per-attempt timeout in milliseconds, as the caller gave it (null: the default). */
+    timeoutMs: integer("timeout_ms"),
+    labels: jsonb("labels").$type<Record<string, string>>().notNull().default({}),
+    /** Incremented each time the node is put on a queue; part of its deterministic job id. */
+    queueGen: integer("queue_gen").notNull().default(0),
+    lease: uuid("lease"),
+    leaseExpiresAt: timestamp("lease_expires_at", { withTimezone: true, precision: 3 }),
+    queuedAt: timestamp("queued_at", { withTimezone: true, precision: 3 }),
+    /** Set when the node was reported as queued with no live worker serving its capability. */
+    unroutableAt: timestamp("unroutable_at", { withTimezone: true, precision: 3 }),
+    createdAt: timestamp("created_at", { withTimezone: true, precision: 3 }).notNull().defaultNow(),
+    updatedAt: timestamp("updated_at", { withTimezone: true, precision: 3 }).notNull().defaultNow(),
+    startedAt: timestamp("started_at", { withTimezone: true, precision: 3 }),
+    finishedAt: timestamp("finished_at", { withTimezone: true, precision: 3 }),
+  },
+  (t) => [
+    primaryKey({ columns: [t.workflowId, t.id] }),
+    index("nodes_ready_idx")
+      .on(t.workflowId)
+      .where(sql`${t.status} = 'PENDING' and ${t.pendingParents} = 0`),
+    index("nodes_unfinished_idx")
+      .on(t.workflowId, t.status)
+      .where(sql`${t.status} in ('PENDING', 'QUEUED', 'RUNNING')`),
+    index("nodes_in_flight_idx")
+      .on(t.status, t.queuedAt)
+      .where(sql`${t.status} in ('QUEUED', 'RUNNING')`),
+  ],
+);
+
+/** Parent -> child edges, indexed both ways. */
+export const nodeEdges = pgTable(
+  "node_edges",
+  {
+    workflowId: uuid("workflow_id")
+      .notNull()
+      .references(() => workflows.id, { onDelete: "cascade" }),
+    parentId: text("parent_id").notNull(),
+    childId: text("child_id").notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.workflowId, t.parentId, t.childId] }),
+    index("node_edges_child_idx").on(t.workflowId, t.childId),
+  ],
+);
+
+/** The events outbox: written in the same transaction as the change each describes. */
+export const workflowEvents = pgTable(
+  "workflow_events",
+  {
+    workflowId: uuid("workflow_id")
+      .notNull()
+      .references(() => workflows.id, { onDelete: "cascade" }),
+    sequence: bigint("sequence", { mode: "number" }).notNull(),
+    type: text("type").notNull(),
+    nodeId: text("node_id"),
+    workflowStatus: workflowStatusEnum("workflow_status").notNull(),
+    nodeStatus: nodeStatusEnum("node_status"),
+    data: jsonb("data").$type<Json>().notNull().default({}),
+    time: timestamp("time", { withTimezone: true, precision: 3 }).notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ columns: [t.workflowId, t.sequence] })],
+);
+
+/** Live workers and the capabilities they serve, kept fresh by a heartbeat. */
+export const workers = pgTable(
+  "workers",
+  {
+    id: text("id").primaryKey(),
+    capabilities: text("capabilities").array().notNull(),
+    hostname: text("hostname").notNull().default(""),
+    startedAt: timestamp("started_at", { withTimezone: true, precision: 3 }).notNull().defaultNow(),
+    heartbeatAt: timestamp("heartbeat_at", { withTimezone: true, precision: 3 }).notNull().defaultNow(),
+  },
+  (t) => [index("workers_heartbeat_idx").on(t.heartbeatAt)],
+);
+
+/** Every table, for drizzle(). */
+export const schema = { workflows, nodes, nodeEdges, workflowEvents, workers };

@@ -1,0 +1,129 @@
+import type { JsonObject } from "@bufbuild/protobuf";
+import type { FieldMask, Value } from "@bufbuild/protobuf/wkt";
+import type { EffectiveRetryPolicy } from "@trellis/core";
+import type { ErrorKind, Node, NodeEdit, Workflow, WorkflowAction, WorkflowEvent, WorkflowStatus } from "@trellis/proto";
+
+/** What CreateWorkflow stores. */
+export interface CreateWorkflowInput {
+  name: string;
+  nodes: readonly Node[];
+  input?: JsonObject | undefined;
+  labels?: Record<string, string> | undefined;
+  /** Idempotency key: a second create with the same id returns the first workflow. */
+  requestId?: string | undefined;
+}
+
+/** Result of createWorkflow: `created` is false when `requestId` matched an existing workflow. */
+export interface CreateWorkflowResult {
+  workflow: Workflow;
+  created: boolean;
+}
+
+/** A page request of listWorkflows. */
+export interface ListWorkflowsQuery {
+  /** 1..500. */
+  pageSize: number;
+  pageToken?: string | undefined;
+  status?: WorkflowStatus | undefined;
+  labelSelector?: Record<string, string> | undefined;
+}
+
+/** A page of workflows (without nodes), newest first. */
+export interface WorkflowPage {
+  workflows: Workflow[];
+  nextPageToken: string;
+}
+
+/** Changes of UpdateWorkflow: name/labels when given, then the action. */
+export interface UpdateWorkflowInput {
+  name?: string | undefined;
+  labels?: Record<string, string> | undefined;
+  action?: WorkflowAction | undefined;
+}
+
+/** A node put on its capability's queue: what the scheduler hands to BullMQ. */
+export interface QueuedNode {
+  workflowId: string;
+  nodeId: string;
+  capability: string;
+  /** Deterministic BullMQ job id: `<workflow>/<node>/<queue generation>` (no ':'). */
+  jobId: string;
+  retryPolicy: EffectiveRetryPolicy;
+}
+
+/** A node a worker has moved to RUNNING, with everything ExecuteNode needs. */
+export interface StartedNode {
+  node: Node;
+  workflowName: string;
+  workflowInput: JsonObject;
+  parentOutputs: Record<string, Value>;
+  /** Fencing token: the result is recorded only while the node still holds it. */
+  lease: string;
+  attempt: number;
+  timeoutMs: number;
+  retryPolicy: EffectiveRetryPolicy;
+  /** When the node was queued, for the queue-wait metric. */
+  queuedAt: Date | null;
+}
+
+/** What the NodeService answered (or why the call failed). */
+export type NodeResult =
+  | { kind: "success"; output: Value | undefined; edits: readonly NodeEdit[] }
+  | { kind: "error"; errorKind: ErrorKind; message: string };
+
+/** How a result was recorded. */
+export type RecordOutcome =
+  | { outcome: "passed"; workflowStatus: WorkflowStatus }
+  | { outcome: "failed"; errorKind: ErrorKind; message: string; workflowStatus: WorkflowStatus }
+  | { outcome: "retry"; delayMs: number; attempt: number }
+  /** The lease was no longer held (cancelled, re-queued or taken over): nothing was written. */
+  | { outcome: "stale" };
+
+/** Nodes affected by a workflow action, so callers can act on queues and running calls. */
+export interface ActionEffects {
+  workflow: Workflow;
+  /** Nodes that were RUNNING and are now CANCELLED: their calls should be cancelled. */
+  cancelledRunning: { nodeId: string }[];
+  /** Jobs that no longer have a QUEUED node behind them. */
+  removedJobIds: { capability: string; jobId: string }[];
+}
+
+/** A lease a worker holds on a running node. */
+export interface HeldLease {
+  workflowId: string;
+  nodeId: string;
+  lease: string;
+}
+
+/**
+ * The only door to PostgreSQL. Protobuf in, protobuf out; every change writes its events in the same
+ * transaction, with a gap-free per-workflow sequence. Errors are the typed errors of libs/core.
+ */
+export interface StateManager {
+  /** Validates and stores a whole DAG with its edges and events in one transaction; idempotent on requestId. */
+  createWorkflow(input: CreateWorkflowInput): Promise<CreateWorkflowResult>;
+  /** One workflow with every node in topological order. */
+  getWorkflow(workflowId: string): Promise<Workflow>;
+  /** Keyset-paginated list, newest first, nodes left out. */
+  listWorkflows(query: ListWorkflowsQuery): Promise<WorkflowPage>;
+  /** Renames/relabels a workflow and/or applies PAUSE, RESUME, CANCEL or RETRY. */
+  updateWorkflow(workflowId: string, update: UpdateWorkflowInput): Promise<ActionEffects>;
+  /** Inserts one node (an INSERT edit). */
+  createNode(workflowId: string, node: Node): Promise<Node>;
+  /** One node. */
+  getNode(workflowId: string, nodeId: string): Promise<Node>;
+  /** Changes a PENDING node (an UPDATE edit). */
+  updateNode(workflowId: string, node: Node, updateMask: FieldMask | undefined): Promise<Node>;
+  /** Applies a batch of edits atomically, validated against the graph as it would be after the batch. */
+  applyNodeEdits(workflowId: string, edits: readonly NodeEdit[]): Promise<Workflow>;
+  /** Claims up to `limit` ready nodes (SKIP LOCKED), marks them QUEUED and returns their jobs. */
+  claimReadyNodes(limit: number): Promise<QueuedNode[]>;
+  /** QUEUED -> RUNNING with a fresh lease, attempt + 1; null when the node is no longer QUEUED. */
+  startNode(workflowId: string, nodeId: string, leaseTtlMs: number): Promise<StartedNode | null>;
+  /** Records an attempt's result if `lease` is still held. */
+  recordResult(workflowId: string, nodeId: string, lease: string, result: NodeResult): Promise<RecordOutcome>;
+  /** Extends held leases; returns the ones that are no longer held (their calls should stop). */
+  renewLeases(leases: readonly HeldLease[], leaseTtlMs: number): Promise<HeldLease[]>;
+  /** Committed events of a workflow with sequence > afterSequence, in order. */
+  listEvents(workflowId: string, afterSequence: number, limit?: number): Promise<WorkflowEvent[]>;
+}

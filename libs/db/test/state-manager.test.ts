@@ -1,0 +1,500 @@
+import { create, fromJson } from "@bufbuild/protobuf";
+import { ValueSchema } from "@bufbuild/protobuf/wkt";
+import {
+  FailedPreconditionError,
+  InvalidArgumentError,
+  NotFoundError,
+  ResourceExhaustedError,
+  DEFAULT_LIMITS,
+} from "@trellis/core";
+import {
+  EditType,
+  ErrorKind,
+  NodeSchema,
+  NodeStatus,
+  WorkflowAction,
+  WorkflowStatus,
+  type Node,
+  type Workflow,
+} from "@trellis/proto";
+import { createTestDatabase, type TestDatabase } from "@trellis/testing";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { PgStateManager, createDatabase, createPool } from "../src/index.js";
+
+let testDb: TestDatabase;
+let sm: PgStateManager;
+
+beforeAll(async () => {
+  testDb = await createTestDatabase("trellis_db");
+  sm = new PgStateManager(testDb.db);
+});
+
+afterAll(async () => {
+  await testDb.drop();
+});
+
+function node(id: string, parentIds: string[] = [], capability = "echo"): Node {
+  return create(NodeSchema, { id, capability, parentIds, input: { id } });
+}
+
+async function counts(): Promise<{ workflows: number; nodes: number; edges: number; events: number }> {
+  const r = await testDb.pool.query(`
+    select (select count(*) from workflows)::int as workflows, (select count(*) from nodes)::int as nodes,
+           (select count(*) from node_edges)::int as edges, (select count(*) from workflow_events)::int as events`);
+  return r.rows[0];
+}
+
+async function eventSequences(workflowId: string): Promise<number[]> {
+  const r = await testDb.pool.query("select sequence from workflow_events where workflow_id = $1 order by sequence", [
+    workflowId,
+  ]);
+  return r.rows.map((row) => Number(row.sequence));
+}
+
+function expectGapFree(sequences: number[]): void {
+  expect(sequences).toEqual(sequences.map((_, i) => i + 1));
+}
+
+async function diamond(name = "diamond"): Promise<Workflow> {
+  const { workflow } = await sm.createWorkflow({
+    name,
+    nodes: [node("d", ["b", "c"]), node("b", ["a"]), node("c", ["a"]), node("a")],
+  });
+  return workflow;
+}
+
+/** Claims, starts and passes every ready node of `workflowId` until nothing is ready. */
+async function runReady(workflowId: string): Promise<string[]> {
+  const ran: string[] = [];
+  for (;;) {
+    const claimed = (await sm.claimReadyNodes(100)).filter((q) => q.workflowId === workflowId);
+    if (claimed.length === 0) return ran;
+    for (const q of claimed) {
+      const started = await sm.startNode(q.workflowId, q.nodeId, 30_000);
+      expect(started).not.toBeNull();
+      await sm.recordResult(q.workflowId, q.nodeId, started!.lease, {
+        kind: "success",
+        output: fromJson(ValueSchema, { ran: q.nodeId }),
+        edits: [],
+      });
+      ran.push(q.nodeId);
+    }
+  }
+}
+
+describe("createWorkflow / getWorkflow", () => {
+  it("stores the DAG and returns nodes in topological order with defaults applied", async () => {
+    const wf = await diamond();
+    expect(wf.status).toBe(WorkflowStatus.PENDING);
+    const ids = wf.nodes.map((n) => n.id);
+    expect(ids.indexOf("a")).toBeLessThan(ids.indexOf("b"));
+    expect(ids.indexOf("b")).toBeLessThan(ids.indexOf("d"));
+    expect(ids.indexOf("c")).toBeLessThan(ids.indexOf("d"));
+    const d = wf.nodes.find((n) => n.id === "d")!;
+    expect(d.name).toBe("d");
+    expect(d.status).toBe(NodeStatus.PENDING);
+    expect(d.parentIds).toEqual(["b", "c"]);
+    expect(d.input).toEqual({ id: "d" });
+    expect(d.workflowId).toBe(wf.id);
+    const again = await sm.getWorkflow(wf.id);
+    expect(again.nodes.map((n) => n.id)).toEqual(ids);
+    expectGapFree(await eventSequences(wf.id));
+  });
+
+  it("is idempotent on request_id", async () => {
+    const first = await sm.createWorkflow({ name: "idem", nodes: [node("a")], requestId: "req-1" });
+    const second = await sm.createWorkflow({ name: "other", nodes: [node("z")], requestId: "req-1" });
+    expect(first.created).toBe(true);
+    expect(second.created).toBe(false);
+    expect(second.workflow.id).toBe(first.workflow.id);
+    expect(second.workflow.nodes.map((n) => n.id)).toEqual(["a"]);
+  });
+
+  it("returns the same workflow to concurrent creates with one request_id", async () => {
+    const results = await Promise.all(
+      Array.from({ length: 5 }, () => sm.createWorkflow({ name: "race", nodes: [node("a")], requestId: "req-race" })),
+    );
+    expect(new Set(results.map((r) => r.workflow.id)).size).toBe(1);
+    expect(results.filter((r) => r.created)).toHaveLength(1);
+  });
+
+  it("rejects an invalid DAG with the field named and writes nothing", async () => {
+    const before = await counts();
+    await expect(
+      sm.createWorkflow({ name: "bad", nodes: [node("a", ["ghost"])] }),
+    ).rejects.toThrow(InvalidArgumentError);
+    await expect(sm.createWorkflow({ name: "cycle", nodes: [node("a", ["b"]), node("b", ["a"])] })).rejects.toThrow(
+      /cycle/,
+    );
+    await expect(sm.createWorkflow({ name: "bad", nodes: [node("a", ["ghost"])] })).rejects.toThrow(
+      /nodes\[0\]\.parent_ids\[0\]/,
+    );
+    expect(await counts()).toEqual(before);
+  });
+
+  it("leaves nothing behind when the insert fails midway", async () => {
+    const before = await counts();
+    // A NUL character passes validation but PostgreSQL refuses it in text, failing the node insert.
+    await expect(
+      sm.createWorkflow({ name: "nul", nodes: [node("a"), create(NodeSchema, { id: "b", capability: "echo", name: "x\u0000y" })] }),
+    ).rejects.toThrow();
+    expect(await counts()).toEqual(before);
+  });
+
+  it("enforces the node limit with RESOURCE_EXHAUSTED", async () => {
+    const small = new PgStateManager(testDb.db, { limits: { ...DEFAULT_LIMITS, maxNodes: 2 } });
+    await expect(small.createWorkflow({ name: "big", nodes: [node("a"), node("b"), node("c")] })).rejects.toThrow(
+      ResourceExhaustedError,
+    );
+  });
+
+  it("answers NOT_FOUND for an unknown workflow and INVALID_ARGUMENT for a malformed id", async () => {
+    await expect(sm.getWorkflow(crypto.randomUUID())).rejects.toThrow(NotFoundError);
+    await expect(sm.getWorkflow("nope")).rejects.toThrow(InvalidArgumentError);
+  });
+
+  it("round-trips a 10,000-node workflow", async () => {
+    const many = Array.from({ length: 10_000 }, (_, i) => node(`n${i}`, i === 0 ? [] : [`n${Math.floor(i / 2)}`]));
+    const { workflow } = await sm.createWorkflow({ name: "wide", nodes: many });
+    expect(workflow.nodes).toHaveLength(10_000);
+    const position = new Map(workflow.nodes.map((n, i) => [n.id, i]));
+    for (const n of workflow.nodes) for (const p of n.parentIds) expect(position.get(p)!).toBeLessThan(position.get(n.id)!);
+  });
+});
+
+describe("listWorkflows", () => {
+  it("walks every page newest first without overlap or loss, with status and label filters", async () => {
+    const created: string[] = [];
+    for (let i = 0; i < 23; i++) {
+      const { workflow } = await sm.createWorkflow({
+        name: `page-${i}`,
+        nodes: [node("a")],
+        labels: { suite: "paging", parity: i % 2 === 0 ? "even" : "odd" },
+      });
+      created.push(workflow.id);
+    }
+    const seen: string[] = [];
+    let token = "";
+    do {
+      const page = await sm.listWorkflows({ pageSize: 5, pageToken: token, labelSelector: { suite: "paging" } });
+      expect(page.workflows.length).toBeLessThanOrEqual(5);
+      for (const w of page.workflows) expect(w.nodes).toHaveLength(0);
+      seen.push(...page.workflows.map((w) => w.id));
+      token = page.nextPageToken;
+    } while (token);
+    expect(seen).toEqual([...created].reverse());
+
+    const odd = await sm.listWorkflows({ pageSize: 500, labelSelector: { suite: "paging", parity: "odd" } });
+    expect(odd.workflows).toHaveLength(11);
+    await sm.updateWorkflow(created[0]!, { action: WorkflowAction.CANCEL });
+    const cancelled = await sm.listWorkflows({
+      pageSize: 500,
+      status: WorkflowStatus.CANCELLED,
+      labelSelector: { suite: "paging" },
+    });
+    expect(cancelled.workflows.map((w) => w.id)).toEqual([created[0]]);
+  });
+
+  it("rejects a forged page token and an out-of-range page size", async () => {
+    await expect(sm.listWorkflows({ pageSize: 5, pageToken: "garbage" })).rejects.toThrow(/page_token/);
+    await expect(sm.listWorkflows({ pageSize: 0 })).rejects.toThrow(/page_size/);
+    await expect(sm.listWorkflows({ pageSize: 501 })).rejects.toThrow(/page_size/);
+  });
+});
+
+describe("nodes and edits", () => {
+  it("creates, reads and updates a node", async () => {
+    const wf = await diamond("nodes");
+    const created = await sm.createNode(wf.id, node("e", ["d"], "llm.mock"));
+    expect(created.status).toBe(NodeStatus.PENDING);
+    const updated = await sm.updateNode(wf.id, create(NodeSchema, { id: "e", capability: "web.search", name: "Eve" }), {
+      paths: ["capability", "name"],
+    } as never);
+    expect(updated.capability).toBe("web.search");
+    expect(updated.name).toBe("Eve");
+    expect((await sm.getNode(wf.id, "e")).parentIds).toEqual(["d"]);
+    await expect(sm.getNode(wf.id, "zzz")).rejects.toThrow(NotFoundError);
+    expectGapFree(await eventSequences(wf.id));
+  });
+
+  it("applies a valid batch atomically and rejects an invalid one without any change", async () => {
+    const wf = await diamond("edits");
+    const after = await sm.applyNodeEdits(wf.id, [
+      { type: EditType.INSERT, node: node("x", ["a"]) },
+      { type: EditType.INSERT, node: node("y", ["x"]) },
+      { type: EditType.UPDATE, node: node("d", ["b", "c", "y"]), updateMask: { paths: ["parent_ids"] } },
+    ] as never);
+    expect(after.nodes.map((n) => n.id)).toContain("y");
+    expect(after.nodes.find((n) => n.id === "d")!.parentIds).toEqual(["b", "c", "y"]);
+
+    const before = await counts();
+    const snapshot = await sm.getWorkflow(wf.id);
+    await expect(
+      sm.applyNodeEdits(wf.id, [
+        { type: EditType.INSERT, node: node("z", ["a"]) },
+        { type: EditType.UPDATE, node: node("a", ["d"]), updateMask: { paths: ["parent_ids"] } },
+      ] as never),
+    ).rejects.toThrow(/cycle/);
+    await expect(sm.applyNodeEdits(wf.id, [{ type: EditType.DELETE, nodeId: "x" }] as never)).rejects.toThrow(
+      /still a parent/,
+    );
+    expect(await counts()).toEqual(before);
+    expect(await sm.getWorkflow(wf.id)).toEqual(snapshot);
+  });
+
+  it("serialises concurrent batches: both valid batches apply, a conflicting one is rejected whole", async () => {
+    const wf = await diamond("concurrent");
+    const results = await Promise.allSettled([
+      sm.applyNodeEdits(wf.id, [{ type: EditType.INSERT, node: node("p1", ["a"]) }] as never),
+      sm.applyNodeEdits(wf.id, [{ type: EditType.INSERT, node: node("p2", ["a"]) }] as never),
+    ]);
+    expect(results.every((r) => r.status === "fulfilled")).toBe(true);
+    // Both insert "q": exactly one wins, the other is rejected with nothing half-applied.
+    const conflict = await Promise.allSettled([
+      sm.applyNodeEdits(wf.id, [
+        { type: EditType.INSERT, node: node("q", ["p1"]) },
+        { type: EditType.INSERT, node: node("only-first", ["q"]) },
+      ] as never),
+      sm.applyNodeEdits(wf.id, [
+        { type: EditType.INSERT, node: node("q", ["p2"]) },
+        { type: EditType.INSERT, node: node("only-second", ["q"]) },
+      ] as never),
+    ]);
+    expect(conflict.filter((r) => r.status === "fulfilled")).toHaveLength(1);
+    const ids = (await sm.getWorkflow(wf.id)).nodes.map((n) => n.id);
+    expect(ids.includes("only-first") !== ids.includes("only-second")).toBe(true);
+    expectGapFree(await eventSequences(wf.id));
+  });
+
+  it("refuses to edit a RUNNING node or a finished workflow", async () => {
+    const { workflow } = await sm.createWorkflow({ name: "running-edit", nodes: [node("a"), node("b", ["a"])] });
+    const claimed = (await sm.claimReadyNodes(1000)).find((q) => q.workflowId === workflow.id)!;
+    await sm.startNode(workflow.id, claimed.nodeId, 30_000);
+    await expect(
+      sm.updateNode(workflow.id, node("a", [], "other"), { paths: ["capability"] } as never),
+    ).rejects.toThrow(FailedPreconditionError);
+    await sm.updateWorkflow(workflow.id, { action: WorkflowAction.CANCEL });
+    await expect(sm.createNode(workflow.id, node("c"))).rejects.toThrow(FailedPreconditionError);
+  });
+});
+
+describe("claiming, running and recording", () => {
+  it("runs a diamond in order and finishes the workflow SUCCEEDED with gap-free events", async () => {
+    const wf = await diamond("run");
+    const ran = await runReady(wf.id);
+    expect(ran[0]).toBe("a");
+    expect(ran[ran.length - 1]).toBe("d");
+    const done = await sm.getWorkflow(wf.id);
+    expect(done.status).toBe(WorkflowStatus.SUCCEEDED);
+    expect(done.finishedAt).toBeDefined();
+    expect(done.nodes.every((n) => n.status === NodeStatus.PASS && n.attempt === 1)).toBe(true);
+    expectGapFree(await eventSequences(wf.id));
+  });
+
+  it("hands a node its parents' outputs and the workflow input", async () => {
+    const { workflow } = await sm.createWorkflow({
+      name: "outputs",
+      nodes: [node("a"), node("b", ["a"])],
+      input: { topic: "x" },
+    });
+    const [a] = (await sm.claimReadyNodes(1000)).filter((q) => q.workflowId === workflow.id);
+    const startedA = await sm.startNode(workflow.id, a!.nodeId, 30_000);
+    await sm.recordResult(workflow.id, "a", startedA!.lease, {
+      kind: "success",
+      output: fromJson(ValueSchema, { answer: 42 }),
+      edits: [],
+    });
+    const [b] = (await sm.claimReadyNodes(1000)).filter((q) => q.workflowId === workflow.id);
+    const startedB = await sm.startNode(workflow.id, b!.nodeId, 30_000);
+    expect(startedB!.workflowInput).toEqual({ topic: "x" });
+    expect(Object.keys(startedB!.parentOutputs)).toEqual(["a"]);
+    expect(startedB!.node.status).toBe(NodeStatus.RUNNING);
+    expect(startedB!.attempt).toBe(1);
+  });
+
+  it("never hands the same node to two concurrent claimers", async () => {
+    const many = Array.from({ length: 300 }, (_, i) => node(`n${i}`));
+    const { workflow } = await sm.createWorkflow({ name: "claim-race", nodes: many });
+    const other = createPool(testDb.url, { max: 4 });
+    const sm2 = new PgStateManager(createDatabase(other));
+    try {
+      const claimedBy = await Promise.all(
+        [sm, sm2, sm, sm2].map(async (m) => {
+          const got: string[] = [];
+          for (;;) {
+            const batch = (await m.claimReadyNodes(25)).filter((q) => q.workflowId === workflow.id);
+            if (batch.length === 0) return got;
+            got.push(...batch.map((q) => q.nodeId));
+          }
+        }),
+      );
+      const all = claimedBy.flat();
+      expect(all).toHaveLength(300);
+      expect(new Set(all).size).toBe(300);
+      expectGapFree(await eventSequences(workflow.id));
+    } finally {
+      await other.end();
+    }
+  });
+
+  it("fails a node on TASK_ERROR, skips its descendants and lets an independent branch finish", async () => {
+    const { workflow } = await sm.createWorkflow({
+      name: "fail",
+      nodes: [node("bad"), node("child", ["bad"]), node("grandchild", ["child"]), node("solo")],
+    });
+    const claimed = (await sm.claimReadyNodes(1000)).filter((q) => q.workflowId === workflow.id);
+    expect(claimed.map((q) => q.nodeId).sort()).toEqual(["bad", "solo"]);
+    const bad = await sm.startNode(workflow.id, "bad", 30_000);
+    const solo = await sm.startNode(workflow.id, "solo", 30_000);
+    const failed = await sm.recordResult(workflow.id, "bad", bad!.lease, {
+      kind: "error",
+      errorKind: ErrorKind.TASK_ERROR,
+      message: "nope",
+    });
+    expect(failed).toMatchObject({ outcome: "failed", workflowStatus: WorkflowStatus.RUNNING });
+    const mid = await sm.getWorkflow(workflow.id);
+    expect(mid.nodes.find((n) => n.id === "grandchild")!.status).toBe(NodeStatus.SKIPPED);
+    const passed = await sm.recordResult(workflow.id, "solo", solo!.lease, { kind: "success", output: undefined, edits: [] });
+    expect(passed).toMatchObject({ outcome: "passed", workflowStatus: WorkflowStatus.FAILED });
+    const end = await sm.getWorkflow(workflow.id);
+    expect(end.nodes.find((n) => n.id === "bad")!.error).toMatchObject({ kind: ErrorKind.TASK_ERROR, message: "nope" });
+
+    // RETRY re-opens only the failed node and what it skipped.
+    await sm.updateWorkflow(workflow.id, { action: WorkflowAction.RETRY });
+    const ran = await runReady(workflow.id);
+    expect(ran).toEqual(["bad", "child", "grandchild"]);
+    expect((await sm.getWorkflow(workflow.id)).status).toBe(WorkflowStatus.SUCCEEDED);
+    expectGapFree(await eventSequences(workflow.id));
+  });
+
+  it("schedules retries for INFRA_ERROR up to max_attempts, then fails with INFRA_ERROR", async () => {
+    const { workflow } = await sm.createWorkflow({
+      name: "retry",
+      nodes: [create(NodeSchema, { id: "f", capability: "flaky", retryPolicy: { maxAttempts: 2 } })],
+    });
+    await sm.claimReadyNodes(1000);
+    const first = await sm.startNode(workflow.id, "f", 30_000);
+    const r1 = await sm.recordResult(workflow.id, "f", first!.lease, {
+      kind: "error",
+      errorKind: ErrorKind.INFRA_ERROR,
+      message: "unavailable",
+    });
+    expect(r1).toEqual({ outcome: "retry", delayMs: 1000, attempt: 1 });
+    expect((await sm.getNode(workflow.id, "f")).status).toBe(NodeStatus.QUEUED);
+    const second = await sm.startNode(workflow.id, "f", 30_000);
+    expect(second!.attempt).toBe(2);
+    const r2 = await sm.recordResult(workflow.id, "f", second!.lease, {
+      kind: "error",
+      errorKind: ErrorKind.INFRA_ERROR,
+      message: "unavailable",
+    });
+    expect(r2).toMatchObject({ outcome: "failed", errorKind: ErrorKind.INFRA_ERROR });
+    expect((await sm.getWorkflow(workflow.id)).status).toBe(WorkflowStatus.FAILED);
+  });
+
+  it("records a result exactly once: a stale lease or a duplicate changes nothing", async () => {
+    const { workflow } = await sm.createWorkflow({ name: "stale", nodes: [node("a")] });
+    await sm.claimReadyNodes(1000);
+    const started = await sm.startNode(workflow.id, "a", 30_000);
+    expect(await sm.startNode(workflow.id, "a", 30_000)).toBeNull();
+    const ok = await sm.recordResult(workflow.id, "a", started!.lease, { kind: "success", output: undefined, edits: [] });
+    expect(ok.outcome).toBe("passed");
+    const before = await eventSequences(workflow.id);
+    const dup = await sm.recordResult(workflow.id, "a", started!.lease, {
+      kind: "error",
+      errorKind: ErrorKind.TASK_ERROR,
+      message: "late",
+    });
+    expect(dup).toEqual({ outcome: "stale" });
+    expect(await sm.recordResult(workflow.id, "a", crypto.randomUUID(), { kind: "success", output: undefined, edits: [] })).toEqual({
+      outcome: "stale",
+    });
+    expect(await eventSequences(workflow.id)).toEqual(before);
+    expect((await sm.getNode(workflow.id, "a")).status).toBe(NodeStatus.PASS);
+  });
+
+  it("applies a planner's edits with its PASS, and fails it on invalid edits with nothing applied", async () => {
+    const { workflow } = await sm.createWorkflow({
+      name: "planner",
+      nodes: [node("plan", [], "plan"), node("join", ["plan"])],
+    });
+    await sm.claimReadyNodes(1000);
+    const p = await sm.startNode(workflow.id, "plan", 30_000);
+    await sm.recordResult(workflow.id, "plan", p!.lease, {
+      kind: "success",
+      output: undefined,
+      edits: [
+        { type: EditType.INSERT, node: node("t1", ["plan"]) },
+        { type: EditType.INSERT, node: node("t2", ["plan"]) },
+        { type: EditType.UPDATE, node: node("join", ["plan", "t1", "t2"]), updateMask: { paths: ["parent_ids"] } },
+      ] as never,
+    });
+    const claimed = (await sm.claimReadyNodes(1000)).filter((q) => q.workflowId === workflow.id).map((q) => q.nodeId);
+    expect(claimed.sort()).toEqual(["t1", "t2"]);
+    expect((await sm.getNode(workflow.id, "join")).parentIds).toEqual(["plan", "t1", "t2"]);
+
+    const { workflow: wf2 } = await sm.createWorkflow({ name: "bad-planner", nodes: [node("plan", [], "plan")] });
+    await sm.claimReadyNodes(1000);
+    const p2 = await sm.startNode(wf2.id, "plan", 30_000);
+    const outcome = await sm.recordResult(wf2.id, "plan", p2!.lease, {
+      kind: "success",
+      output: undefined,
+      edits: [{ type: EditType.INSERT, node: node("t1", ["ghost"]) }] as never,
+    });
+    expect(outcome).toMatchObject({ outcome: "failed", errorKind: ErrorKind.TASK_ERROR });
+    const after = await sm.getWorkflow(wf2.id);
+    expect(after.nodes.map((n) => n.id)).toEqual(["plan"]);
+    expect(after.nodes[0]!.error?.message).toMatch(/invalid edits: .*unknown node "ghost"/);
+  });
+
+  it("pauses (queued nodes return to PENDING), resumes and cancels with the right effects", async () => {
+    const { workflow } = await sm.createWorkflow({ name: "control", nodes: [node("a"), node("b"), node("c", ["a"])] });
+    await sm.claimReadyNodes(1000);
+    const running = await sm.startNode(workflow.id, "a", 30_000);
+    const paused = await sm.updateWorkflow(workflow.id, { action: WorkflowAction.PAUSE });
+    expect(paused.workflow.status).toBe(WorkflowStatus.PAUSED);
+    expect(paused.removedJobIds.map((j) => j.jobId)).toEqual([`${workflow.id}/b/1`]);
+    expect((await sm.claimReadyNodes(1000)).filter((q) => q.workflowId === workflow.id)).toHaveLength(0);
+    await expect(sm.updateWorkflow(workflow.id, { action: WorkflowAction.PAUSE })).rejects.toThrow(
+      FailedPreconditionError,
+    );
+    const resumed = await sm.updateWorkflow(workflow.id, { action: WorkflowAction.RESUME });
+    expect(resumed.workflow.status).toBe(WorkflowStatus.RUNNING);
+    const requeued = (await sm.claimReadyNodes(1000)).filter((q) => q.workflowId === workflow.id);
+    expect(requeued.map((q) => [q.nodeId, q.jobId])).toEqual([["b", `${workflow.id}/b/2`]]);
+    const cancelled = await sm.updateWorkflow(workflow.id, { action: WorkflowAction.CANCEL });
+    expect(cancelled.workflow.status).toBe(WorkflowStatus.CANCELLED);
+    expect(cancelled.cancelledRunning).toEqual([{ nodeId: "a" }]);
+    expect(cancelled.workflow.nodes.every((n) => n.status === NodeStatus.CANCELLED)).toBe(true);
+    expect(
+      await sm.recordResult(workflow.id, "a", running!.lease, { kind: "success", output: undefined, edits: [] }),
+    ).toEqual({ outcome: "stale" });
+    expectGapFree(await eventSequences(workflow.id));
+  });
+
+  it("renews held leases and reports the ones lost", async () => {
+    const { workflow } = await sm.createWorkflow({ name: "leases", nodes: [node("a"), node("b")] });
+    await sm.claimReadyNodes(1000);
+    const a = await sm.startNode(workflow.id, "a", 1_000);
+    const b = await sm.startNode(workflow.id, "b", 1_000);
+    await sm.recordResult(workflow.id, "b", b!.lease, { kind: "success", output: undefined, edits: [] });
+    const lost = await sm.renewLeases(
+      [
+        { workflowId: workflow.id, nodeId: "a", lease: a!.lease },
+        { workflowId: workflow.id, nodeId: "b", lease: b!.lease },
+      ],
+      60_000,
+    );
+    expect(lost.map((l) => l.nodeId)).toEqual(["b"]);
+  });
+
+  it("lists committed events after a sequence, in order", async () => {
+    const wf = await diamond("events");
+    await runReady(wf.id);
+    const all = await sm.listEvents(wf.id, 0);
+    expect(all[0]!.type).toBe("workflow.created");
+    expect(all[all.length - 1]!.workflowStatus).toBe(WorkflowStatus.SUCCEEDED);
+    const tail = await sm.listEvents(wf.id, 3);
+    expect(tail.map((e) => Number(e.sequence))).toEqual(all.slice(3).map((e) => Number(e.sequence)));
+  });
+});

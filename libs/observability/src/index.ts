@@ -1,0 +1,10 @@
+export { GracefulShutdown, type GracefulShutdownOptions } from "./graceful-shutdown.js";
+export {
+  type HttpRoutes,
+  type HttpServerOptions,
+  type RunningHttpServer,
+  startHttpServer,
+} from "./http-server.js";
+export { createLogger, type LoggerOptions } from "./logger.js";
+export { createMetricsRegistry, type MetricsRegistryOptions } from "./metrics.js";
+export { type WaitForDependencyOptions, waitForDependency } from "./wait-for-dependency.js";
