@@ -71,6 +71,54 @@ export function describeCycle(cycle: readonly string[]): string {
   return `cycle ${cycle.join(" -> ")}`;
 }
 
+/**
+ * A graph over nodes 0..n-1 in compressed form: the parents of node `v` are
+ * `parents[offsets[v]] .. parents[offsets[v + 1] - 1]`, in list order.
+ */
+interface IndexedGraph {
+  offsets: Int32Array;
+  parents: Int32Array;
+}
+
+/** {@link findCycle} over an {@link IndexedGraph}, trying roots 0..n-1 in order; typed arrays only. */
+function findIndexedCycle({ offsets, parents }: IndexedGraph): number[] | undefined {
+  const n = offsets.length - 1;
+  const state = new Uint8Array(n);
+  const path = new Int32Array(n);
+  const nextEdge = new Int32Array(n);
+  for (let root = 0; root < n; root++) {
+    if (state[root] !== 0) continue;
+    let depth = 0;
+    path[0] = root;
+    nextEdge[0] = offsets[root]!;
+    state[root] = ON_PATH;
+    while (depth >= 0) {
+      const v = path[depth]!;
+      const edge = nextEdge[depth]!;
+      if (edge >= offsets[v + 1]!) {
+        state[v] = DONE;
+        depth--;
+        continue;
+      }
+      nextEdge[depth] = edge + 1;
+      const parent = parents[edge]!;
+      if (state[parent] === ON_PATH) {
+        const cycle = [parent];
+        for (let k = depth; path[k] !== parent; k--) cycle.push(path[k]!);
+        cycle.push(parent);
+        return cycle;
+      }
+      if (state[parent] === 0) {
+        depth++;
+        path[depth] = parent;
+        nextEdge[depth] = offsets[parent]!;
+        state[parent] = ON_PATH;
+      }
+    }
+  }
+  return undefined;
+}
+
 /** A binary min-heap of non-negative integers. */
 class IndexHeap {
   private readonly items: number[] = [];
@@ -124,26 +172,39 @@ export function topologicalOrder<T extends string = string>(
 ): T[] {
   const indexOf = new Map<string, number>();
   const unique: T[] = [];
-  for (const id of ids) {
+  for (let i = 0; i < ids.length; i++) {
+    const id = ids[i]!;
     if (!indexOf.has(id)) {
       indexOf.set(id, unique.length);
       unique.push(id);
     }
   }
   const n = unique.length;
+  const offsets = new Int32Array(n + 1);
+  const flat: number[] = [];
   const pendingParents = new Int32Array(n);
-  const children: number[][] = Array.from({ length: n }, () => []);
-  const knownParents: (readonly string[])[] = new Array(n);
   for (let i = 0; i < n; i++) {
-    const known: string[] = [];
-    for (const parent of parentsOf(unique[i]!)) {
-      const p = indexOf.get(parent);
-      if (p === undefined) continue;
-      known.push(parent);
-      children[p]!.push(i);
-      pendingParents[i] = pendingParents[i]! + 1;
+    const parentIds = parentsOf(unique[i]!);
+    for (let j = 0; j < parentIds.length; j++) {
+      const p = indexOf.get(parentIds[j]!);
+      if (p !== undefined) flat.push(p);
     }
-    knownParents[i] = known;
+    offsets[i + 1] = flat.length;
+    pendingParents[i] = flat.length - offsets[i]!;
+  }
+  const graph: IndexedGraph = { offsets, parents: Int32Array.from(flat) };
+  // Children lists in the same compressed form, for Kahn's algorithm.
+  const childOffsets = new Int32Array(n + 1);
+  for (const p of graph.parents) childOffsets[p + 1] = childOffsets[p + 1]! + 1;
+  for (let i = 0; i < n; i++) childOffsets[i + 1] = childOffsets[i + 1]! + childOffsets[i]!;
+  const children = new Int32Array(graph.parents.length);
+  const fill = childOffsets.slice(0, n);
+  for (let c = 0; c < n; c++) {
+    for (let e = offsets[c]!; e < offsets[c + 1]!; e++) {
+      const p = graph.parents[e]!;
+      children[fill[p]!] = c;
+      fill[p] = fill[p]! + 1;
+    }
   }
   const ready = new IndexHeap();
   for (let i = 0; i < n; i++) if (pendingParents[i] === 0) ready.push(i);
@@ -151,19 +212,16 @@ export function topologicalOrder<T extends string = string>(
   while (ready.size > 0) {
     const i = ready.pop();
     order.push(unique[i]!);
-    for (const c of children[i]!) {
+    for (let e = childOffsets[i]!; e < childOffsets[i + 1]!; e++) {
+      const c = children[e]!;
       const left = pendingParents[c]! - 1;
       pendingParents[c] = left;
       if (left === 0) ready.push(c);
     }
   }
   if (order.length < n) {
-    const stuck = unique.filter((_, i) => pendingParents[i]! > 0);
-    const cycle = findCycle(stuck, (id) => {
-      const i = indexOf.get(id);
-      return i === undefined ? undefined : knownParents[i];
-    });
-    throw new InvalidArgumentError("nodes", describeCycle(cycle ?? stuck));
+    const cycle = findIndexedCycle(graph) ?? [];
+    throw new InvalidArgumentError("nodes", describeCycle(cycle.map((i) => unique[i]!)));
   }
   return order;
 }
@@ -183,8 +241,11 @@ export function validateWorkflowNodes(
   if (nodes.length > limits.maxNodes) {
     throw new ResourceExhaustedError(field, `at most ${limits.maxNodes} nodes are allowed, got ${nodes.length}`);
   }
+  const n = nodes.length;
   const indexOf = new Map<string, number>();
-  for (const [i, node] of nodes.entries()) {
+  let edgeCount = 0;
+  for (let i = 0; i < n; i++) {
+    const node = nodes[i]!;
     validateNodeSpec(node, `${field}[${i}]`, limits);
     const first = indexOf.get(node.id);
     if (first !== undefined) {
@@ -194,20 +255,25 @@ export function validateWorkflowNodes(
       );
     }
     indexOf.set(node.id, i);
+    edgeCount += node.parentIds.length;
   }
-  for (const [i, node] of nodes.entries()) {
-    for (const [j, parentId] of node.parentIds.entries()) {
-      if (!indexOf.has(parentId)) {
-        throw new InvalidArgumentError(`${field}[${i}].parent_ids[${j}]`, `unknown node ${quoteForMessage(parentId)}`);
+  const offsets = new Int32Array(n + 1);
+  const parents = new Int32Array(edgeCount);
+  let e = 0;
+  for (let i = 0; i < n; i++) {
+    const parentIds = nodes[i]!.parentIds;
+    for (let j = 0; j < parentIds.length; j++) {
+      const p = indexOf.get(parentIds[j]!);
+      if (p === undefined) {
+        throw new InvalidArgumentError(
+          `${field}[${i}].parent_ids[${j}]`,
+          `unknown node ${quoteForMessage(parentIds[j]!)}`,
+        );
       }
+      parents[e++] = p;
     }
+    offsets[i + 1] = e;
   }
-  const cycle = findCycle(
-    nodes.map((node) => node.id),
-    (id) => {
-      const i = indexOf.get(id);
-      return i === undefined ? undefined : nodes[i]!.parentIds;
-    },
-  );
-  if (cycle !== undefined) throw new InvalidArgumentError(field, describeCycle(cycle));
+  const cycle = findIndexedCycle({ offsets, parents });
+  if (cycle !== undefined) throw new InvalidArgumentError(field, describeCycle(cycle.map((i) => nodes[i]!.id)));
 }

@@ -105,7 +105,7 @@ class EditBatchPlanner {
   private readonly updates: NodeUpdate[] = [];
   private readonly deletes: string[] = [];
   private readonly parentsAfter = new Map<string, readonly string[]>();
-  /** Node id -> the field of the edit that touches it. */
+  /** Node id -> the edit that touches it (e.g. `edits[3]`). */
   private readonly touched = new Map<string, string>();
   private readonly insertedIds = new Set<string>();
   private readonly checks: PendingCheck[] = [];
@@ -117,7 +117,7 @@ class EditBatchPlanner {
     private readonly deletedBy: ReadonlyMap<string, string>,
   ) {}
 
-  insert(node: Node | undefined, nodeField: string): void {
+  insert(node: Node | undefined, edit: string, nodeField: string): void {
     if (node === undefined) throw new InvalidArgumentError(nodeField, "required");
     validateNodeSpec(node, nodeField, this.limits);
     const id = node.id;
@@ -135,7 +135,7 @@ class EditBatchPlanner {
     if (earlier !== undefined) {
       throw new InvalidArgumentError(idField, `duplicate node id ${quoteForMessage(id)} (also ${earlier})`);
     }
-    this.touched.set(id, nodeField);
+    this.touched.set(id, edit);
     this.insertedIds.add(id);
     const stored = normalizeNewNode(node);
     this.inserts.push(stored);
@@ -145,6 +145,7 @@ class EditBatchPlanner {
 
   update(
     node: Node | undefined,
+    edit: string,
     mask: FieldMask | undefined,
     nodeField: string,
     maskField: string,
@@ -156,7 +157,7 @@ class EditBatchPlanner {
     if (id === "") throw new InvalidArgumentError(idField, "required");
     const current = this.graph.get(id);
     if (current === undefined) throw unknownNode(id);
-    this.claim(id, idField, nodeField);
+    this.claim(id, idField, edit);
     const paths = this.maskPaths(mask, maskField);
     const changes: NodeFieldChanges = {};
     for (const path of paths) this.applyPath(changes, path, node, id, nodeField);
@@ -172,11 +173,11 @@ class EditBatchPlanner {
     this.updates.push({ id, changes });
   }
 
-  delete(nodeId: string, idField: string): void {
+  delete(nodeId: string, edit: string, idField: string): void {
     if (nodeId === "") throw new InvalidArgumentError(idField, "required");
     const current = this.graph.get(nodeId);
     if (current === undefined) throw new InvalidArgumentError(idField, `unknown node ${quoteForMessage(nodeId)}`);
-    this.claim(nodeId, idField, idField);
+    this.claim(nodeId, idField, edit);
     if (current.status !== NodeStatus.PENDING) {
       throw new FailedPreconditionError(
         `node ${quoteForMessage(nodeId)} is ${nodeStatusName(current.status)}; only PENDING nodes can be deleted`,
@@ -206,7 +207,7 @@ class EditBatchPlanner {
             `${check.field}[${j}]`,
             deleter === undefined
               ? `unknown node ${quoteForMessage(parentId)}`
-              : `node ${quoteForMessage(parentId)} is deleted by ${deleter.replace(/\.node_id$/, "")}`,
+              : `node ${quoteForMessage(parentId)} is deleted by ${deleter}`,
           );
         }
       } else {
@@ -244,7 +245,7 @@ class EditBatchPlanner {
     return childOf;
   }
 
-  private claim(id: string, idField: string, editField: string): void {
+  private claim(id: string, idField: string, edit: string): void {
     const earlier = this.touched.get(id);
     if (earlier !== undefined) {
       throw new InvalidArgumentError(
@@ -252,7 +253,7 @@ class EditBatchPlanner {
         `node ${quoteForMessage(id)} is also touched by ${earlier}; a node may be touched by only one edit per batch`,
       );
     }
-    this.touched.set(id, editField);
+    this.touched.set(id, edit);
   }
 
   private maskPaths(mask: FieldMask | undefined, maskField: string): UpdatableNodeField[] {
@@ -342,11 +343,12 @@ export function planEdits(
     const editField = `${field}[${i}]`;
     switch (edit.type) {
       case EditType.INSERT:
-        planner.insert(edit.node, `${editField}.node`);
+        planner.insert(edit.node, editField, `${editField}.node`);
         break;
       case EditType.UPDATE:
         planner.update(
           edit.node,
+          editField,
           edit.updateMask,
           `${editField}.node`,
           `${editField}.update_mask`,
@@ -354,7 +356,7 @@ export function planEdits(
         );
         break;
       case EditType.DELETE:
-        planner.delete(edit.nodeId, `${editField}.node_id`);
+        planner.delete(edit.nodeId, editField, `${editField}.node_id`);
         break;
       case EditType.UNSPECIFIED:
         throw new InvalidArgumentError(`${editField}.type`, "required");
@@ -382,6 +384,7 @@ export function planNodeUpdate(
   const planner = new EditBatchPlanner(graph, limits, new Map());
   planner.update(
     node,
+    field,
     updateMask,
     field,
     "update_mask",

@@ -24,13 +24,14 @@ export function validateParentIds(
   if (parentIds.length > limits.maxParents) {
     throw new InvalidArgumentError(field, `at most ${limits.maxParents} parents are allowed, got ${parentIds.length}`);
   }
-  const seen = new Set<string>();
-  for (const [j, parentId] of parentIds.entries()) {
+  // Most nodes have a parent or two: compare pairwise then, and only build a set for long lists.
+  const seen = parentIds.length > 8 ? new Set<string>() : undefined;
+  for (let j = 0; j < parentIds.length; j++) {
+    const parentId = parentIds[j]!;
     if (parentId === nodeId) throw new InvalidArgumentError(`${field}[${j}]`, "a node cannot be its own parent");
-    if (seen.has(parentId)) {
-      throw new InvalidArgumentError(`${field}[${j}]`, `duplicate parent ${quoteForMessage(parentId)}`);
-    }
-    seen.add(parentId);
+    const repeated = seen === undefined ? parentIds.indexOf(parentId) < j : seen.has(parentId);
+    if (repeated) throw new InvalidArgumentError(`${field}[${j}]`, `duplicate parent ${quoteForMessage(parentId)}`);
+    seen?.add(parentId);
   }
 }
 

@@ -6,3 +6,4 @@ export * from "./pool.js";
 export * from "./schema.js";
 export * from "./state-manager.js";
 export { WorkflowChanges, lockWorkflow, type Tx } from "./workflow-changes.js";
+export * from "./listener.js";

@@ -1,5 +1,12 @@
 import { create, fromJson, toJson, type JsonObject, type JsonValue } from "@bufbuild/protobuf";
-import { durationFromMs, durationMs, timestampFromDate, ValueSchema, type Duration, type Value } from "@bufbuild/protobuf/wkt";
+import {
+  durationFromMs,
+  durationMs,
+  timestampFromDate,
+  ValueSchema,
+  type Duration,
+  type Value,
+} from "@bufbuild/protobuf/wkt";
 import {
   ErrorKind,
   NodeSchema,
@@ -89,9 +96,7 @@ export function nodeFromRow(row: NodeRow): Node {
     input: row.input as JsonObject,
     status: nodeStatusFromName(row.status),
     output: valueFromJson(row.output),
-    error: row.errorKind
-      ? { kind: ErrorKind[row.errorKind], message: row.errorMessage ?? "" }
-      : undefined,
+    error: row.errorKind ? { kind: ErrorKind[row.errorKind], message: row.errorMessage ?? "" } : undefined,
     attempt: row.attempt,
     retryPolicy: row.retryPolicy ? fromJson(RetryPolicySchema, row.retryPolicy as JsonObject) : undefined,
     timeout: row.timeoutMs === null ? undefined : durationFromMs(row.timeoutMs),

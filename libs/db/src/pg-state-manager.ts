@@ -1,6 +1,6 @@
 import { and, asc, desc, eq, inArray, lt, or, sql, type SQL } from "drizzle-orm";
 import { create, fromJson, type JsonObject } from "@bufbuild/protobuf";
-import type { FieldMask } from "@bufbuild/protobuf/wkt";
+import { ValueSchema, type FieldMask } from "@bufbuild/protobuf/wkt";
 import {
   DEFAULT_LIMITS,
   FailedPreconditionError,
@@ -56,7 +56,7 @@ import {
   type WorkflowRow,
 } from "./mapping.js";
 import type { Database } from "./pool.js";
-import { nodeEdges, nodes, workflowEvents, workflows } from "./schema.js";
+import { nodeEdges, nodes, workers, workflowEvents, workflows } from "./schema.js";
 import type {
   ActionEffects,
   CreateWorkflowInput,
@@ -360,7 +360,12 @@ export class PgStateManager implements StateManager {
       }
       case WorkflowAction.CANCEL: {
         changes.setStatus(next, { action: "CANCEL" });
-        const cancelled = await tx.execute<{ id: string; capability: string; queue_gen: number; old_status: NodeStatusName }>(sql`
+        const cancelled = await tx.execute<{
+          id: string;
+          capability: string;
+          queue_gen: number;
+          old_status: NodeStatusName;
+        }>(sql`
           update nodes n
              set status = 'CANCELLED', lease = null, lease_expires_at = null, finished_at = now(), updated_at = now()
             from (select id, status from nodes
@@ -502,7 +507,12 @@ export class PgStateManager implements StateManager {
       const ids = [...plan.deletes];
       await tx
         .delete(nodeEdges)
-        .where(and(eq(nodeEdges.workflowId, workflowId), or(inArray(nodeEdges.childId, ids), inArray(nodeEdges.parentId, ids))));
+        .where(
+          and(
+            eq(nodeEdges.workflowId, workflowId),
+            or(inArray(nodeEdges.childId, ids), inArray(nodeEdges.parentId, ids)),
+          ),
+        );
       await tx.delete(nodes).where(and(eq(nodes.workflowId, workflowId), inArray(nodes.id, ids)));
       for (const id of ids) {
         statuses.delete(id);
@@ -654,10 +664,8 @@ export class PgStateManager implements StateManager {
       changes.node("node.status_changed", nodeId, "RUNNING", { from: "QUEUED", attempt: node.attempt });
       await changes.commit(tx);
       const parentOutputs: StartedNode["parentOutputs"] = {};
-      for (const p of parents) {
-        const value = valueFromJson(p.output);
-        if (value) parentOutputs[p.id] = value;
-      }
+      // Every parent is present; one that returned no output maps to a null Value.
+      for (const p of parents) parentOutputs[p.id] = valueFromJson(p.output) ?? fromJson(ValueSchema, null);
       const proto = nodeFromRow(node);
       return {
         node: proto,
@@ -681,7 +689,12 @@ export class PgStateManager implements StateManager {
         .select()
         .from(nodes)
         .where(
-          and(eq(nodes.workflowId, workflowId), eq(nodes.id, nodeId), eq(nodes.status, "RUNNING"), eq(nodes.lease, lease)),
+          and(
+            eq(nodes.workflowId, workflowId),
+            eq(nodes.id, nodeId),
+            eq(nodes.status, "RUNNING"),
+            eq(nodes.lease, lease),
+          ),
         )
         .for("update");
       if (!node) return { outcome: "stale" };
@@ -833,6 +846,179 @@ export class PgStateManager implements StateManager {
       returning n.workflow_id, n.id`);
     const kept = new Set(renewed.rows.map((r) => `${r.workflow_id}/${r.id}`));
     return leases.filter((l) => !kept.has(`${l.workflowId}/${l.nodeId}`));
+  }
+
+  async requeueExpiredLeases(limit: number): Promise<QueuedNode[]> {
+    return this.db.transaction(async (tx) => {
+      const expired = await tx.execute<{ workflow_id: string }>(sql`
+        select distinct workflow_id from nodes
+         where status = 'RUNNING' and lease_expires_at < now()
+         limit ${limit}`);
+      const queued: QueuedNode[] = [];
+      for (const row of await this.lockWorkflows(
+        tx,
+        expired.rows.map((r) => r.workflow_id),
+      )) {
+        const changes = new WorkflowChanges(row);
+        const nodesOf = await tx
+          .select()
+          .from(nodes)
+          .where(and(eq(nodes.workflowId, row.id), eq(nodes.status, "RUNNING"), sql`${nodes.leaseExpiresAt} < now()`))
+          .for("update");
+        for (const node of nodesOf) {
+          const message = `lease expired at attempt ${node.attempt}: the worker running it was lost`;
+          const outcome = await this.recordError(tx, changes, node, ErrorKind.INFRA_ERROR, message);
+          if (outcome.outcome === "retry") {
+            const [bumped] = await tx
+              .update(nodes)
+              .set({ queueGen: sql`${nodes.queueGen} + 1` })
+              .where(and(eq(nodes.workflowId, row.id), eq(nodes.id, node.id)))
+              .returning();
+            queued.push({ ...this.queuedNodeOf(bumped!), delayMs: outcome.delayMs });
+          }
+        }
+        await this.settle(tx, changes);
+        await changes.commit(tx);
+      }
+      return queued;
+    });
+  }
+
+  async findQueuedNodes(olderThanMs: number, limit: number): Promise<QueuedNode[]> {
+    const rows = await this.db
+      .select()
+      .from(nodes)
+      .where(
+        and(eq(nodes.status, "QUEUED"), sql`${nodes.queuedAt} < now() - make_interval(secs => ${olderThanMs / 1000})`),
+      )
+      .orderBy(asc(nodes.queuedAt))
+      .limit(limit);
+    return rows.map((r) => this.queuedNodeOf(r));
+  }
+
+  async requeueNodes(lost: readonly Pick<QueuedNode, "workflowId" | "nodeId" | "jobId">[]): Promise<QueuedNode[]> {
+    if (lost.length === 0) return [];
+    return this.db.transaction(async (tx) => {
+      const queued: QueuedNode[] = [];
+      for (const row of await this.lockWorkflows(tx, [...new Set(lost.map((l) => l.workflowId))])) {
+        const changes = new WorkflowChanges(row);
+        for (const l of lost.filter((x) => x.workflowId === row.id)) {
+          const gen = Number(l.jobId.slice(l.jobId.lastIndexOf("/") + 1));
+          const [bumped] = await tx
+            .update(nodes)
+            .set({ queueGen: sql`${nodes.queueGen} + 1`, queuedAt: sql`now()`, updatedAt: sql`now()` })
+            .where(
+              and(
+                eq(nodes.workflowId, row.id),
+                eq(nodes.id, l.nodeId),
+                eq(nodes.status, "QUEUED"),
+                eq(nodes.queueGen, gen),
+              ),
+            )
+            .returning();
+          if (!bumped) continue;
+          changes.node("node.requeued", l.nodeId, "QUEUED", {
+            reason: "job missing from the queue",
+            lostJobId: l.jobId,
+          });
+          queued.push(this.queuedNodeOf(bumped));
+        }
+        await changes.commit(tx);
+      }
+      return queued;
+    });
+  }
+
+  private queuedNodeOf(row: NodeRow): QueuedNode {
+    return {
+      workflowId: row.workflowId,
+      nodeId: row.id,
+      capability: row.capability,
+      jobId: jobIdFor(row.workflowId, row.id, row.queueGen),
+      retryPolicy: effectiveRetryPolicy(
+        row.retryPolicy ? fromJson(RetryPolicySchema, row.retryPolicy as JsonObject) : undefined,
+      ),
+    };
+  }
+
+  /** Locks workflows in id order (the order every multi-workflow writer uses, so none deadlock). */
+  private async lockWorkflows(tx: Tx, ids: readonly string[]): Promise<WorkflowRow[]> {
+    if (ids.length === 0) return [];
+    return tx
+      .select()
+      .from(workflows)
+      .where(inArray(workflows.id, [...ids]))
+      .orderBy(asc(workflows.id))
+      .for("update");
+  }
+
+  async heartbeatWorker(workerId: string, capabilities: readonly string[], hostname: string): Promise<void> {
+    await this.db
+      .insert(workers)
+      .values({ id: workerId, capabilities: [...capabilities], hostname })
+      .onConflictDoUpdate({
+        target: workers.id,
+        set: { capabilities: [...capabilities], heartbeatAt: sql`now()` },
+      });
+  }
+
+  async removeWorker(workerId: string): Promise<void> {
+    await this.db.delete(workers).where(eq(workers.id, workerId));
+  }
+
+  async liveCapabilities(maxAgeMs: number): Promise<Map<string, number>> {
+    const rows = await this.db.execute<{ capability: string; workers: number }>(sql`
+      select c as capability, count(*)::int as workers
+        from workers, unnest(capabilities) c
+       where heartbeat_at > now() - make_interval(secs => ${maxAgeMs / 1000})
+       group by c`);
+    return new Map(rows.rows.map((r) => [r.capability, r.workers]));
+  }
+
+  async reportUnroutable(served: ReadonlySet<string>): Promise<Map<string, number>> {
+    return this.db.transaction(async (tx) => {
+      const servedList = [...served];
+      const fresh = await tx.execute<{ workflow_id: string }>(sql`
+        select distinct workflow_id from nodes
+         where status = 'QUEUED' and unroutable_at is null
+           and not (capability = any(${sql.param(servedList)}::text[]))`);
+      for (const row of await this.lockWorkflows(
+        tx,
+        fresh.rows.map((r) => r.workflow_id),
+      )) {
+        const marked = await tx
+          .update(nodes)
+          .set({ unroutableAt: sql`now()` })
+          .where(
+            and(
+              eq(nodes.workflowId, row.id),
+              eq(nodes.status, "QUEUED"),
+              sql`${nodes.unroutableAt} is null`,
+              sql`not (${nodes.capability} = any(${sql.param(servedList)}::text[]))`,
+            ),
+          )
+          .returning({ id: nodes.id, capability: nodes.capability });
+        const changes = new WorkflowChanges(row);
+        for (const n of marked) {
+          changes.node("node.unroutable", n.id, "QUEUED", {
+            capability: n.capability,
+            reason: `no live worker serves capability "${n.capability}"`,
+          });
+        }
+        await changes.commit(tx);
+      }
+      const counts = await tx.execute<{ capability: string; n: number }>(sql`
+        select capability, count(*)::int as n from nodes
+         where status = 'QUEUED' and not (capability = any(${sql.param(servedList)}::text[]))
+         group by capability`);
+      return new Map(counts.rows.map((r) => [r.capability, r.n]));
+    });
+  }
+
+  async countNodesByStatus(): Promise<Map<string, number>> {
+    const rows = await this.db.execute<{ status: string; n: number }>(sql`
+      select status, count(*)::int as n from nodes where status in ('PENDING', 'QUEUED', 'RUNNING') group by status`);
+    return new Map(rows.rows.map((r) => [r.status, r.n]));
   }
 
   async listEvents(workflowId: string, afterSequence: number, limit = 1_000): Promise<WorkflowEvent[]> {

@@ -59,9 +59,7 @@ export const workflows = pgTable(
     index("workflows_created_at_id_idx").on(t.createdAt.desc(), t.id.desc()),
     index("workflows_status_created_at_idx").on(t.status, t.createdAt.desc(), t.id.desc()),
     index("workflows_labels_idx").using("gin", t.labels),
-    index("workflows_active_idx")
-      .on(t.id)
-      .where(sql`${t.status} in ('PENDING', 'RUNNING')`),
+    index("workflows_active_idx").on(t.id).where(sql`${t.status} in ('PENDING', 'RUNNING')`),
   ],
 );
 
@@ -104,15 +102,11 @@ export const nodes = pgTable(
   },
   (t) => [
     primaryKey({ columns: [t.workflowId, t.id] }),
-    index("nodes_ready_idx")
-      .on(t.workflowId)
-      .where(sql`${t.status} = 'PENDING' and ${t.pendingParents} = 0`),
+    index("nodes_ready_idx").on(t.workflowId).where(sql`${t.status} = 'PENDING' and ${t.pendingParents} = 0`),
     index("nodes_unfinished_idx")
       .on(t.workflowId, t.status)
       .where(sql`${t.status} in ('PENDING', 'QUEUED', 'RUNNING')`),
-    index("nodes_in_flight_idx")
-      .on(t.status, t.queuedAt)
-      .where(sql`${t.status} in ('QUEUED', 'RUNNING')`),
+    index("nodes_in_flight_idx").on(t.status, t.queuedAt).where(sql`${t.status} in ('QUEUED', 'RUNNING')`),
   ],
 );
 

@@ -1,7 +1,15 @@
 import type { JsonObject } from "@bufbuild/protobuf";
 import type { FieldMask, Value } from "@bufbuild/protobuf/wkt";
 import type { EffectiveRetryPolicy } from "@trellis/core";
-import type { ErrorKind, Node, NodeEdit, Workflow, WorkflowAction, WorkflowEvent, WorkflowStatus } from "@trellis/proto";
+import type {
+  ErrorKind,
+  Node,
+  NodeEdit,
+  Workflow,
+  WorkflowAction,
+  WorkflowEvent,
+  WorkflowStatus,
+} from "@trellis/proto";
 
 /** What CreateWorkflow stores. */
 export interface CreateWorkflowInput {
@@ -49,6 +57,8 @@ export interface QueuedNode {
   /** Deterministic BullMQ job id: `<workflow>/<node>/<queue generation>` (no ':'). */
   jobId: string;
   retryPolicy: EffectiveRetryPolicy;
+  /** Run no earlier than this many ms from now (a retry's backoff). */
+  delayMs?: number;
 }
 
 /** A node a worker has moved to RUNNING, with everything ExecuteNode needs. */
@@ -124,6 +134,25 @@ export interface StateManager {
   recordResult(workflowId: string, nodeId: string, lease: string, result: NodeResult): Promise<RecordOutcome>;
   /** Extends held leases; returns the ones that are no longer held (their calls should stop). */
   renewLeases(leases: readonly HeldLease[], leaseTtlMs: number): Promise<HeldLease[]>;
+  /** RUNNING nodes whose lease expired (their worker died) go back to QUEUED, or FAIL when out of attempts. */
+  requeueExpiredLeases(limit: number): Promise<QueuedNode[]>;
+  /** QUEUED nodes queued more than `olderThanMs` ago, with their current job ids (for the reconciler). */
+  findQueuedNodes(olderThanMs: number, limit: number): Promise<QueuedNode[]>;
+  /** Gives QUEUED nodes whose job was lost a new queue generation (new job id); skips nodes that moved on. */
+  requeueNodes(lost: readonly Pick<QueuedNode, "workflowId" | "nodeId" | "jobId">[]): Promise<QueuedNode[]>;
+  /** Records that a worker is alive and serves these capabilities. */
+  heartbeatWorker(workerId: string, capabilities: readonly string[], hostname: string): Promise<void>;
+  /** Forgets a worker (graceful shutdown). */
+  removeWorker(workerId: string): Promise<void>;
+  /** Live workers per capability: those whose heartbeat is younger than `maxAgeMs`. */
+  liveCapabilities(maxAgeMs: number): Promise<Map<string, number>>;
+  /**
+   * Emits `node.unroutable` once for each QUEUED node whose capability no live worker serves; returns how
+   * many QUEUED nodes are unroutable now, per capability.
+   */
+  reportUnroutable(served: ReadonlySet<string>): Promise<Map<string, number>>;
+  /** Node counts per status over unfinished workflows, for gauges. */
+  countNodesByStatus(): Promise<Map<string, number>>;
   /** Committed events of a workflow with sequence > afterSequence, in order. */
   listEvents(workflowId: string, afterSequence: number, limit?: number): Promise<WorkflowEvent[]>;
 }

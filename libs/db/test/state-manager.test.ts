@@ -120,9 +120,9 @@ describe("createWorkflow / getWorkflow", () => {
 
   it("rejects an invalid DAG with the field named and writes nothing", async () => {
     const before = await counts();
-    await expect(
-      sm.createWorkflow({ name: "bad", nodes: [node("a", ["ghost"])] }),
-    ).rejects.toThrow(InvalidArgumentError);
+    await expect(sm.createWorkflow({ name: "bad", nodes: [node("a", ["ghost"])] })).rejects.toThrow(
+      InvalidArgumentError,
+    );
     await expect(sm.createWorkflow({ name: "cycle", nodes: [node("a", ["b"]), node("b", ["a"])] })).rejects.toThrow(
       /cycle/,
     );
@@ -136,7 +136,10 @@ describe("createWorkflow / getWorkflow", () => {
     const before = await counts();
     // A NUL character passes validation but PostgreSQL refuses it in text, failing the node insert.
     await expect(
-      sm.createWorkflow({ name: "nul", nodes: [node("a"), create(NodeSchema, { id: "b", capability: "echo", name: "x\u0000y" })] }),
+      sm.createWorkflow({
+        name: "nul",
+        nodes: [node("a"), create(NodeSchema, { id: "b", capability: "echo", name: "x\u0000y" })],
+      }),
     ).rejects.toThrow();
     expect(await counts()).toEqual(before);
   });
@@ -158,7 +161,8 @@ describe("createWorkflow / getWorkflow", () => {
     const { workflow } = await sm.createWorkflow({ name: "wide", nodes: many });
     expect(workflow.nodes).toHaveLength(10_000);
     const position = new Map(workflow.nodes.map((n, i) => [n.id, i]));
-    for (const n of workflow.nodes) for (const p of n.parentIds) expect(position.get(p)!).toBeLessThan(position.get(n.id)!);
+    for (const n of workflow.nodes)
+      for (const p of n.parentIds) expect(position.get(p)!).toBeLessThan(position.get(n.id)!);
   });
 });
 
@@ -354,7 +358,11 @@ describe("claiming, running and recording", () => {
     expect(failed).toMatchObject({ outcome: "failed", workflowStatus: WorkflowStatus.RUNNING });
     const mid = await sm.getWorkflow(workflow.id);
     expect(mid.nodes.find((n) => n.id === "grandchild")!.status).toBe(NodeStatus.SKIPPED);
-    const passed = await sm.recordResult(workflow.id, "solo", solo!.lease, { kind: "success", output: undefined, edits: [] });
+    const passed = await sm.recordResult(workflow.id, "solo", solo!.lease, {
+      kind: "success",
+      output: undefined,
+      edits: [],
+    });
     expect(passed).toMatchObject({ outcome: "passed", workflowStatus: WorkflowStatus.FAILED });
     const end = await sm.getWorkflow(workflow.id);
     expect(end.nodes.find((n) => n.id === "bad")!.error).toMatchObject({ kind: ErrorKind.TASK_ERROR, message: "nope" });
@@ -397,7 +405,11 @@ describe("claiming, running and recording", () => {
     await sm.claimReadyNodes(1000);
     const started = await sm.startNode(workflow.id, "a", 30_000);
     expect(await sm.startNode(workflow.id, "a", 30_000)).toBeNull();
-    const ok = await sm.recordResult(workflow.id, "a", started!.lease, { kind: "success", output: undefined, edits: [] });
+    const ok = await sm.recordResult(workflow.id, "a", started!.lease, {
+      kind: "success",
+      output: undefined,
+      edits: [],
+    });
     expect(ok.outcome).toBe("passed");
     const before = await eventSequences(workflow.id);
     const dup = await sm.recordResult(workflow.id, "a", started!.lease, {
@@ -406,7 +418,9 @@ describe("claiming, running and recording", () => {
       message: "late",
     });
     expect(dup).toEqual({ outcome: "stale" });
-    expect(await sm.recordResult(workflow.id, "a", crypto.randomUUID(), { kind: "success", output: undefined, edits: [] })).toEqual({
+    expect(
+      await sm.recordResult(workflow.id, "a", crypto.randomUUID(), { kind: "success", output: undefined, edits: [] }),
+    ).toEqual({
       outcome: "stale",
     });
     expect(await eventSequences(workflow.id)).toEqual(before);

@@ -1,0 +1,105 @@
+import { readFileSync } from "node:fs";
+import {
+  ConfigError,
+  configOrExit,
+  type Env,
+  type HostPort,
+  type LogLevel,
+  readCommonSettings,
+  readHostPort,
+  readInt,
+  readOptionalString,
+} from "@trellis/config";
+
+/** Key material that switches the gRPC server to TLS, and to mutual TLS when `caCert` is set. */
+export interface ApiTlsSettings {
+  /** PEM certificate chain of the server (`GRPC_TLS_CERT`). */
+  cert: Buffer;
+  /** PEM private key of the server (`GRPC_TLS_KEY`). */
+  key: Buffer;
+  /** PEM CA bundle client certificates must chain to (`GRPC_TLS_CA`); unset means no client certificates. */
+  caCert?: Buffer | undefined;
+}
+
+/** Everything the api app reads from its environment, validated once at start. */
+export interface ApiSettings {
+  /** `DATABASE_URL`. */
+  databaseUrl: string;
+  /** `LOG_LEVEL`. @default "info" */
+  logLevel: LogLevel;
+  /** `GRPC_ADDR`: where the gRPC server listens. @default 0.0.0.0:50051 */
+  grpcAddr: HostPort;
+  /** `HTTP_ADDR`: the side port serving /metrics, /healthz and /readyz. @default :9464 */
+  httpAddr: HostPort;
+  /** `API_TOKEN`: when set, every call but health needs `authorization: Bearer <token>`. @default unset (no auth) */
+  apiToken?: string | undefined;
+  /** `GRPC_TLS_CERT`/`GRPC_TLS_KEY`/`GRPC_TLS_CA`, read from the named files. @default unset (plaintext) */
+  tls?: ApiTlsSettings | undefined;
+  /** `GRPC_MAX_RECEIVE_BYTES`: largest request message accepted. @default 16 MiB */
+  maxReceiveBytes: number;
+  /** `API_DB_POOL_SIZE`: PostgreSQL connections at most. @default 10 */
+  dbPoolSize: number;
+  /** `SHUTDOWN_TIMEOUT_MS`: how long in-flight calls may take to finish after SIGTERM. @default 10000 */
+  shutdownTimeoutMs: number;
+}
+
+/** `GRPC_ADDR` when unset. */
+export const DEFAULT_GRPC_ADDR = "0.0.0.0:50051";
+/** `HTTP_ADDR` of the api when unset. */
+export const DEFAULT_API_HTTP_ADDR = ":9464";
+/** `GRPC_MAX_RECEIVE_BYTES` when unset: 16 MiB. */
+export const DEFAULT_MAX_RECEIVE_BYTES = 16 * 1024 * 1024;
+
+/** Reads a file named by a setting; a missing or unreadable file is a ConfigError naming the setting. */
+export type ReadSettingFile = (path: string) => Buffer;
+
+function readPemFile(name: string, path: string, readFile: ReadSettingFile): Buffer {
+  try {
+    return readFile(path);
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    throw ConfigError.invalid(name, `cannot read ${JSON.stringify(path)}: ${reason}`);
+  }
+}
+
+function readTls(env: Env, readFile: ReadSettingFile): ApiTlsSettings | undefined {
+  const certPath = readOptionalString(env, "GRPC_TLS_CERT");
+  const keyPath = readOptionalString(env, "GRPC_TLS_KEY");
+  const caPath = readOptionalString(env, "GRPC_TLS_CA");
+  if (certPath === undefined && keyPath === undefined) {
+    if (caPath !== undefined) throw ConfigError.invalid("GRPC_TLS_CA", "needs GRPC_TLS_CERT and GRPC_TLS_KEY");
+    return undefined;
+  }
+  if (certPath === undefined) throw ConfigError.invalid("GRPC_TLS_CERT", "required when GRPC_TLS_KEY is set");
+  if (keyPath === undefined) throw ConfigError.invalid("GRPC_TLS_KEY", "required when GRPC_TLS_CERT is set");
+  return {
+    cert: readPemFile("GRPC_TLS_CERT", certPath, readFile),
+    key: readPemFile("GRPC_TLS_KEY", keyPath, readFile),
+    caCert: caPath === undefined ? undefined : readPemFile("GRPC_TLS_CA", caPath, readFile),
+  };
+}
+
+/**
+ * Reads and validates the api's settings; throws a ConfigError (`<VARIABLE>: <reason>`) on the first bad one.
+ * The only code of the api that looks at the environment.
+ */
+export function readApiSettings(env: Env, readFile: ReadSettingFile = readFileSync): ApiSettings {
+  return {
+    ...readCommonSettings(env),
+    grpcAddr: readHostPort(env, "GRPC_ADDR", DEFAULT_GRPC_ADDR),
+    httpAddr: readHostPort(env, "HTTP_ADDR", DEFAULT_API_HTTP_ADDR),
+    apiToken: readOptionalString(env, "API_TOKEN"),
+    tls: readTls(env, readFile),
+    maxReceiveBytes: readInt(env, "GRPC_MAX_RECEIVE_BYTES", DEFAULT_MAX_RECEIVE_BYTES, {
+      min: 1024,
+      max: 2_147_483_647,
+    }),
+    dbPoolSize: readInt(env, "API_DB_POOL_SIZE", 10, { min: 1, max: 1000 }),
+    shutdownTimeoutMs: readInt(env, "SHUTDOWN_TIMEOUT_MS", 10_000, { min: 0, max: 600_000 }),
+  };
+}
+
+/** The api's settings from `process.env`; on a bad setting prints one line and exits with code 2. */
+export function loadApiSettings(): ApiSettings {
+  return configOrExit(() => readApiSettings(process.env), "api");
+}

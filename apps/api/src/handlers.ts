@@ -1,0 +1,235 @@
+import { create, type DescMessage, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import { InvalidArgumentError, assertNodeId, assertWorkflowId, quoteForMessage } from "@trellis/core";
+import type { StateManager, UpdateWorkflowInput } from "@trellis/db";
+import {
+  type CreateWorkflowRequest,
+  CreateWorkflowRequestSchema,
+  CreateWorkflowResponseSchema,
+  type EditWorkflowRequest,
+  EditWorkflowRequestSchema,
+  EditWorkflowResponseSchema,
+  type GetNodeRequest,
+  GetNodeRequestSchema,
+  GetNodeResponseSchema,
+  type GetWorkflowRequest,
+  GetWorkflowRequestSchema,
+  GetWorkflowResponseSchema,
+  type GrpcServiceHandlers,
+  type ListWorkflowsRequest,
+  ListWorkflowsRequestSchema,
+  ListWorkflowsResponseSchema,
+  type UpdateNodeRequest,
+  UpdateNodeRequestSchema,
+  UpdateNodeResponseSchema,
+  type UpdateWorkflowRequest,
+  UpdateWorkflowRequestSchema,
+  UpdateWorkflowResponseSchema,
+  WorkflowAction,
+  type WorkflowService,
+  WorkflowStatus,
+} from "@trellis/proto";
+import type { Logger } from "pino";
+import { deadlinePassed } from "./deadline.js";
+import { toCallError } from "./errors.js";
+
+/** ListWorkflows page size when the request leaves it 0. */
+export const DEFAULT_PAGE_SIZE = 50;
+/** Largest ListWorkflows page size. */
+export const MAX_PAGE_SIZE = 500;
+
+/** What the WorkflowService handlers need. */
+export interface WorkflowServiceDeps {
+  /** Where every read and write goes; it validates the domain rules and throws typed errors. */
+  stateManager: StateManager;
+  /** Unexpected errors are logged here with their correlation id. */
+  logger: Logger;
+  /**
+   * Called after a change that may have made nodes ready (create, resume, retry, edits). The StateManager already
+   * NOTIFYs the scheduler in the change's transaction; this lets an in-process scheduler (`npm start`) wake at once.
+   */
+  notifyScheduler?: ((workflowId: string) => void) | undefined;
+}
+
+/** The unary RPCs of WorkflowService as plain functions: request shape check -> StateManager -> response. */
+export interface WorkflowServiceMethods {
+  createWorkflow(request: CreateWorkflowRequest): Promise<MessageInitShape<typeof CreateWorkflowResponseSchema>>;
+  getWorkflow(request: GetWorkflowRequest): Promise<MessageInitShape<typeof GetWorkflowResponseSchema>>;
+  listWorkflows(request: ListWorkflowsRequest): Promise<MessageInitShape<typeof ListWorkflowsResponseSchema>>;
+  updateWorkflow(request: UpdateWorkflowRequest): Promise<MessageInitShape<typeof UpdateWorkflowResponseSchema>>;
+  getNode(request: GetNodeRequest): Promise<MessageInitShape<typeof GetNodeResponseSchema>>;
+  updateNode(request: UpdateNodeRequest): Promise<MessageInitShape<typeof UpdateNodeResponseSchema>>;
+  editWorkflow(request: EditWorkflowRequest): Promise<MessageInitShape<typeof EditWorkflowResponseSchema>>;
+}
+
+/** A workflow id that is present and a UUID; an unknown one is the StateManager's NOT_FOUND. */
+function requireWorkflowId(workflowId: string): string {
+  if (workflowId === "") throw new InvalidArgumentError("workflow_id", "required");
+  assertWorkflowId(workflowId, "workflow_id");
+  return workflowId;
+}
+
+/** The page size a ListWorkflows request asks for: 0 is the default, anything outside 1..500 is refused. */
+export function pageSizeOf(requested: number): number {
+  if (requested === 0) return DEFAULT_PAGE_SIZE;
+  if (!Number.isInteger(requested) || requested < 1 || requested > MAX_PAGE_SIZE) {
+    throw new InvalidArgumentError(
+      "page_size",
+      `must be between 1 and ${MAX_PAGE_SIZE} (0 means ${DEFAULT_PAGE_SIZE}), got ${requested}`,
+    );
+  }
+  return requested;
+}
+
+function assertKnownStatus(status: WorkflowStatus): void {
+  if (WorkflowStatus[status] === undefined) throw new InvalidArgumentError("status", `unknown status ${status}`);
+}
+
+function assertKnownAction(action: WorkflowAction): void {
+  if (WorkflowAction[action] === undefined) throw new InvalidArgumentError("action", `unknown action ${action}`);
+}
+
+/**
+ * The changes an UpdateWorkflow request asks for. `update_mask` may name `name` and `labels`; the action is applied
+ * after them. A request with neither is refused rather than silently doing nothing.
+ */
+export function workflowUpdateOf(request: UpdateWorkflowRequest): UpdateWorkflowInput {
+  assertKnownAction(request.action);
+  const paths = request.updateMask?.paths ?? [];
+  const update: UpdateWorkflowInput = {};
+  const seen = new Set<string>();
+  paths.forEach((path, i) => {
+    const field = `update_mask.paths[${i}]`;
+    if (seen.has(path)) throw new InvalidArgumentError(field, `duplicate path ${quoteForMessage(path)}`);
+    seen.add(path);
+    switch (path) {
+      case "name":
+        update.name = request.name;
+        break;
+      case "labels":
+        update.labels = { ...request.labels };
+        break;
+      default:
+        throw new InvalidArgumentError(field, `${quoteForMessage(path)} cannot be updated (allowed: name, labels)`);
+    }
+  });
+  if (request.action !== WorkflowAction.UNSPECIFIED) update.action = request.action;
+  if (paths.length === 0 && request.action === WorkflowAction.UNSPECIFIED) {
+    throw new InvalidArgumentError("update_mask", "required when no action is given (paths: name, labels)");
+  }
+  return update;
+}
+
+/** Whether an action may have made nodes ready, so the scheduler should look. */
+function wakesScheduler(action: WorkflowAction | undefined): boolean {
+  return action === WorkflowAction.RESUME || action === WorkflowAction.RETRY;
+}
+
+/** The WorkflowService's unary RPCs over a StateManager; they throw TrellisErrors for the caller's mistakes. */
+export function workflowServiceMethods(deps: WorkflowServiceDeps): WorkflowServiceMethods {
+  const { stateManager } = deps;
+  const wake = (workflowId: string): void => deps.notifyScheduler?.(workflowId);
+  return {
+    async createWorkflow(request) {
+      const { workflow, created } = await stateManager.createWorkflow({
+        name: request.name,
+        nodes: request.nodes,
+        input: request.input,
+        labels: request.labels,
+        requestId: request.requestId === "" ? undefined : request.requestId,
+      });
+      if (created) wake(workflow.id);
+      return { workflow };
+    },
+
+    async getWorkflow(request) {
+      return { workflow: await stateManager.getWorkflow(requireWorkflowId(request.workflowId)) };
+    },
+
+    async listWorkflows(request) {
+      const pageSize = pageSizeOf(request.pageSize);
+      assertKnownStatus(request.status);
+      const page = await stateManager.listWorkflows({
+        pageSize,
+        pageToken: request.pageToken === "" ? undefined : request.pageToken,
+        status: request.status === WorkflowStatus.UNSPECIFIED ? undefined : request.status,
+        labelSelector: Object.keys(request.labelSelector).length === 0 ? undefined : request.labelSelector,
+      });
+      return { workflows: page.workflows, nextPageToken: page.nextPageToken };
+    },
+
+    async updateWorkflow(request) {
+      const workflowId = requireWorkflowId(request.workflowId);
+      const update = workflowUpdateOf(request);
+      const effects = await stateManager.updateWorkflow(workflowId, update);
+      if (wakesScheduler(update.action)) wake(workflowId);
+      return { workflow: effects.workflow };
+    },
+
+    async getNode(request) {
+      const workflowId = requireWorkflowId(request.workflowId);
+      assertNodeId(request.nodeId, "node_id");
+      return { node: await stateManager.getNode(workflowId, request.nodeId) };
+    },
+
+    async updateNode(request) {
+      const workflowId = requireWorkflowId(request.workflowId);
+      if (request.node === undefined) throw new InvalidArgumentError("node", "required");
+      const node = await stateManager.updateNode(workflowId, request.node, request.updateMask);
+      wake(workflowId);
+      return { node };
+    },
+
+    async editWorkflow(request) {
+      const workflowId = requireWorkflowId(request.workflowId);
+      if (request.edits.length === 0) throw new InvalidArgumentError("edits", "at least one edit is required");
+      const workflow = await stateManager.applyNodeEdits(workflowId, request.edits);
+      wake(workflowId);
+      return { workflow };
+    },
+  };
+}
+
+/**
+ * Adapts one method to grpc-js: a call that is already cancelled or past its deadline does no work; a result
+ * becomes the response message, a thrown error the status chosen by {@link toCallError}.
+ */
+function unary<I extends DescMessage, O extends DescMessage>(
+  logger: Logger,
+  _requestSchema: I,
+  responseSchema: O,
+  run: (request: MessageShape<I>) => Promise<MessageInitShape<O>>,
+): grpc.handleUnaryCall<MessageShape<I>, MessageShape<O>> {
+  return (call, callback) => {
+    if (deadlinePassed(call.getDeadline())) {
+      callback({ code: grpc.status.DEADLINE_EXCEEDED, details: "deadline exceeded before the call started" });
+      return;
+    }
+    if (call.cancelled) {
+      callback({ code: grpc.status.CANCELLED, details: "cancelled before the call started" });
+      return;
+    }
+    run(call.request).then(
+      (response) => callback(null, create(responseSchema, response)),
+      (error: unknown) => callback(toCallError(error, logger, call.getPath())),
+    );
+  };
+}
+
+/** The grpc-js handlers of `workflow.v1.WorkflowService`; WatchWorkflow answers UNIMPLEMENTED for now. */
+export function createWorkflowServiceHandlers(deps: WorkflowServiceDeps): GrpcServiceHandlers<typeof WorkflowService> {
+  const methods = workflowServiceMethods(deps);
+  const { logger } = deps;
+  return {
+    createWorkflow: unary(logger, CreateWorkflowRequestSchema, CreateWorkflowResponseSchema, methods.createWorkflow),
+    getWorkflow: unary(logger, GetWorkflowRequestSchema, GetWorkflowResponseSchema, methods.getWorkflow),
+    listWorkflows: unary(logger, ListWorkflowsRequestSchema, ListWorkflowsResponseSchema, methods.listWorkflows),
+    updateWorkflow: unary(logger, UpdateWorkflowRequestSchema, UpdateWorkflowResponseSchema, methods.updateWorkflow),
+    getNode: unary(logger, GetNodeRequestSchema, GetNodeResponseSchema, methods.getNode),
+    updateNode: unary(logger, UpdateNodeRequestSchema, UpdateNodeResponseSchema, methods.updateNode),
+    editWorkflow: unary(logger, EditWorkflowRequestSchema, EditWorkflowResponseSchema, methods.editWorkflow),
+    watchWorkflow: (call) => {
+      call.emit("error", { code: grpc.status.UNIMPLEMENTED, details: "WatchWorkflow is not implemented yet" });
+    },
+  };
+}

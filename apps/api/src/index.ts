@@ -1,0 +1,30 @@
+export { HEALTH_PATH_PREFIX, createAuthInterceptor, isAuthorized } from "./auth.js";
+export { type GrpcCallMetrics, createCallObserver, createGrpcCallMetrics } from "./call-observer.js";
+export {
+  type ApiSettings,
+  type ApiTlsSettings,
+  DEFAULT_API_HTTP_ADDR,
+  DEFAULT_GRPC_ADDR,
+  DEFAULT_MAX_RECEIVE_BYTES,
+  type ReadSettingFile,
+  loadApiSettings,
+  readApiSettings,
+} from "./config.js";
+export { deadlinePassed } from "./deadline.js";
+export { type CallError, grpcStatusOf, toCallError } from "./errors.js";
+export {
+  DEFAULT_PAGE_SIZE,
+  MAX_PAGE_SIZE,
+  type WorkflowServiceDeps,
+  type WorkflowServiceMethods,
+  createWorkflowServiceHandlers,
+  pageSizeOf,
+  workflowServiceMethods,
+  workflowUpdateOf,
+} from "./handlers.js";
+export {
+  type ReflectionPackageDefinition,
+  createReflectionService,
+  reflectionPackageDefinition,
+} from "./reflection.js";
+export { type ApiServerSettings, type RunningApiServer, type StartApiServerOptions, startApiServer } from "./server.js";

@@ -1,0 +1,59 @@
+import { PgStateManager, createDatabase, createPool } from "@trellis/db";
+import {
+  GracefulShutdown,
+  createLogger,
+  createMetricsRegistry,
+  startHttpServer,
+  waitForDependency,
+} from "@trellis/observability";
+import { loadApiSettings } from "./config.js";
+import { type RunningApiServer, startApiServer } from "./server.js";
+
+// How long the api waits for PostgreSQL at start before giving up.
+const DATABASE_WAIT_MS = 30_000;
+
+const settings = loadApiSettings();
+const logger = createLogger({ app: "api", level: settings.logLevel });
+const registry = createMetricsRegistry({ app: "api" });
+// Each closer is bounded by this; the gRPC drain inside it has its own, shorter bound.
+const shutdown = new GracefulShutdown(logger, { timeoutMs: settings.shutdownTimeoutMs + 5_000 });
+shutdown.listen();
+
+try {
+  const pool = createPool(settings.databaseUrl, { max: settings.dbPoolSize, applicationName: "trellis-api" }, (error) =>
+    logger.error({ err: error }, "idle PostgreSQL connection failed"),
+  );
+  shutdown.add("postgres pool", () => pool.end());
+  await waitForDependency("PostgreSQL", () => pool.query("select 1"), {
+    logger,
+    timeoutMs: DATABASE_WAIT_MS,
+    signal: shutdown.signal,
+  });
+
+  let api: RunningApiServer | undefined;
+  const http = await startHttpServer({
+    host: settings.httpAddr.host,
+    port: settings.httpAddr.port,
+    registry,
+    logger,
+    isReady: () => api?.isServing() ?? false,
+  });
+  shutdown.add("http server", () => http.close());
+
+  api = await startApiServer({
+    stateManager: new PgStateManager(createDatabase(pool)),
+    logger,
+    registry,
+    settings,
+  });
+  const running = api;
+  shutdown.add("grpc server", () => running.close(settings.shutdownTimeoutMs));
+} catch (error) {
+  if (!shutdown.started) {
+    const message = error instanceof Error ? error.message : String(error);
+    logger.fatal({ err: error }, "api failed to start");
+    process.stderr.write(`trellis api: cannot start: ${message}\n`);
+    await shutdown.shutdown("start failed");
+    process.exit(1);
+  }
+}

@@ -1,0 +1,132 @@
+import * as grpc from "@grpc/grpc-js";
+import type { StateManager } from "@trellis/db";
+import { WorkflowService, addGrpcService } from "@trellis/proto";
+import { HealthImplementation } from "grpc-health-check";
+import type { Logger } from "pino";
+import type { Registry } from "prom-client";
+import { createAuthInterceptor } from "./auth.js";
+import { createCallObserver, createGrpcCallMetrics } from "./call-observer.js";
+import type { ApiSettings, ApiTlsSettings } from "./config.js";
+import { createWorkflowServiceHandlers } from "./handlers.js";
+import { createReflectionService } from "./reflection.js";
+
+/** The settings {@link startApiServer} uses. */
+export type ApiServerSettings = Pick<ApiSettings, "grpcAddr" | "apiToken" | "tls" | "maxReceiveBytes">;
+
+/** Options of {@link startApiServer}. */
+export interface StartApiServerOptions {
+  /** Where the WorkflowService reads and writes. */
+  stateManager: StateManager;
+  /** One line per call, and unexpected errors with their correlation id. */
+  logger: Logger;
+  /** Gets `trellis_grpc_requests_total` and `trellis_grpc_request_seconds`. */
+  registry: Registry;
+  /** Listen address, token, TLS and message size limit. */
+  settings: ApiServerSettings;
+  /** Wakes an in-process scheduler after changes that may make nodes ready (see WorkflowServiceDeps). */
+  notifyScheduler?: ((workflowId: string) => void) | undefined;
+}
+
+/** A running api server. */
+export interface RunningApiServer {
+  /** The port it listens on (the real one when 0 was asked). */
+  port: number;
+  /** The underlying grpc-js server. */
+  server: grpc.Server;
+  /** Whether health answers SERVING (false once draining). */
+  isServing(): boolean;
+  /** Switches grpc.health.v1.Health between SERVING and NOT_SERVING, for the whole server and WorkflowService. */
+  setServing(serving: boolean): void;
+  /**
+   * Drains: health goes NOT_SERVING, new calls are refused, in-flight calls get `graceMs` to finish, then the rest
+   * are cut. Resolves when the server is stopped. Safe to call twice.
+   */
+  close(graceMs: number): Promise<void>;
+}
+
+/** Service names health reports on: "" is the whole server. */
+const HEALTH_SERVICES = ["", WorkflowService.typeName];
+
+function serverCredentials(tls: ApiTlsSettings | undefined): grpc.ServerCredentials {
+  if (tls === undefined) return grpc.ServerCredentials.createInsecure();
+  return grpc.ServerCredentials.createSsl(
+    tls.caCert ?? null,
+    [{ cert_chain: tls.cert, private_key: tls.key }],
+    tls.caCert !== undefined,
+  );
+}
+
+function bind(server: grpc.Server, address: string, credentials: grpc.ServerCredentials): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.bindAsync(address, credentials, (error, port) => {
+      if (error) reject(new Error(`gRPC server cannot listen on ${address}: ${error.message}`, { cause: error }));
+      else resolve(port);
+    });
+  });
+}
+
+/**
+ * Starts the api's gRPC server: `workflow.v1.WorkflowService`, `grpc.health.v1.Health` (SERVING from the start:
+ * callers start it once PostgreSQL answers) and server reflection, behind the per-call log/metrics interceptor and,
+ * when a token is configured, the bearer-token check. Resolves once listening.
+ */
+export async function startApiServer(options: StartApiServerOptions): Promise<RunningApiServer> {
+  const { logger, settings } = options;
+  const interceptors = [createCallObserver(logger, createGrpcCallMetrics(options.registry))];
+  // Later interceptors wrap earlier ones: the auth check runs outside the observer, which thus logs its rejections.
+  if (settings.apiToken !== undefined) interceptors.push(createAuthInterceptor(settings.apiToken));
+  const server = new grpc.Server({
+    "grpc.max_receive_message_length": settings.maxReceiveBytes,
+    interceptors,
+  });
+
+  addGrpcService(
+    server,
+    WorkflowService,
+    createWorkflowServiceHandlers({
+      stateManager: options.stateManager,
+      logger,
+      notifyScheduler: options.notifyScheduler,
+    }),
+  );
+  const health = new HealthImplementation();
+  health.addToServer(server);
+  createReflectionService([WorkflowService]).addToServer(server);
+
+  let serving = false;
+  const setServing = (value: boolean): void => {
+    serving = value;
+    for (const name of HEALTH_SERVICES) health.setStatus(name, value ? "SERVING" : "NOT_SERVING");
+  };
+  setServing(true);
+
+  const port = await bind(server, settings.grpcAddr.address, serverCredentials(settings.tls));
+  logger.info(
+    {
+      address: settings.grpcAddr.address,
+      port,
+      tls: settings.tls === undefined ? "off" : settings.tls.caCert === undefined ? "tls" : "mtls",
+      auth: settings.apiToken === undefined ? "off" : "bearer",
+    },
+    "grpc server listening",
+  );
+
+  let closing: Promise<void> | undefined;
+  const close = (graceMs: number): Promise<void> => {
+    closing ??= new Promise<void>((resolve) => {
+      setServing(false);
+      const cut = setTimeout(() => {
+        logger.warn({ graceMs }, "in-flight gRPC calls did not finish in time; cutting them");
+        server.forceShutdown();
+        resolve();
+      }, graceMs);
+      server.tryShutdown(() => {
+        clearTimeout(cut);
+        resolve();
+      });
+    });
+    return closing;
+  };
+
+  return { port, server, isServing: () => serving, setServing, close };
+}

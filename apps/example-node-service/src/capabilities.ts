@@ -1,0 +1,257 @@
+import { createHash } from "node:crypto";
+import { setTimeout as delay } from "node:timers/promises";
+import { create, fromJson, type JsonObject, type JsonValue, type MessageInitShape, toJson } from "@bufbuild/protobuf";
+import { type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
+import {
+  EditType,
+  type ExecuteNodeRequest,
+  type ExecuteNodeResponse,
+  ExecuteNodeResponseSchema,
+  ExecutionStatus,
+  type NodeEditSchema,
+} from "@trellis/proto";
+
+/** The capabilities the example NodeService implements, as a worker lists them in `WORKER_CAPABILITIES`. */
+export const EXAMPLE_CAPABILITIES = ["echo", "sleep", "fail", "flaky", "llm.mock", "plan"] as const;
+
+/** One of {@link EXAMPLE_CAPABILITIES}. */
+export type ExampleCapability = (typeof EXAMPLE_CAPABILITIES)[number];
+
+/** Longest `sleep` (`input.ms`) and `llm.mock` delay (`input.delay_ms`) accepted: 10 minutes. */
+export const MAX_SLEEP_MS = 600_000;
+
+/** The tasks `plan` fans out into when `input.tasks` is absent. */
+export const DEFAULT_PLAN_TASKS: readonly string[] = ["research the question", "draft an answer", "review the draft"];
+
+/** Most tasks one `plan` call may insert. */
+export const MAX_PLAN_TASKS = 1000;
+
+/** The model name `llm.mock` reports. */
+export const MOCK_MODEL = "trellis-mock-1";
+
+/** A node input the capability cannot use; answered as TASK_ERROR since retrying cannot help. */
+class InvalidInputError extends Error {
+  constructor(field: string, reason: string) {
+    super(`input.${field} ${reason}`);
+    this.name = "InvalidInputError";
+  }
+}
+
+/** One capability: answers a request or rejects when `signal` aborts. */
+type CapabilityHandler = (request: ExecuteNodeRequest, signal: AbortSignal) => Promise<ExecuteNodeResponse>;
+
+type NodeEditInit = MessageInitShape<typeof NodeEditSchema>;
+
+function success(output: JsonValue, edits: NodeEditInit[] = []): ExecuteNodeResponse {
+  return create(ExecuteNodeResponseSchema, {
+    status: ExecutionStatus.SUCCESS,
+    output: fromJson(ValueSchema, output),
+    edits,
+  });
+}
+
+function failure(
+  status: ExecutionStatus.TASK_ERROR | ExecutionStatus.INFRA_ERROR,
+  message: string,
+): ExecuteNodeResponse {
+  return create(ExecuteNodeResponseSchema, { status, errorMessage: message });
+}
+
+function inputOf(request: ExecuteNodeRequest): JsonObject {
+  return request.node?.input ?? {};
+}
+
+/** `input[field]` as an integer in [min, max]; absent or null gives `fallback`. */
+function readInt(input: JsonObject, field: string, fallback: number, min: number, max: number): number {
+  const value = input[field];
+  if (value === undefined || value === null) return fallback;
+  if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
+    throw new InvalidInputError(field, `must be an integer between ${min} and ${max}, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+/** `input[field]` as a string; absent or null gives undefined. */
+function readOptionalString(input: JsonObject, field: string): string | undefined {
+  const value = input[field];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== "string") throw new InvalidInputError(field, `must be a string, got ${JSON.stringify(value)}`);
+  return value;
+}
+
+/** `input[field]` as a list of strings of at most `maxItems`; absent or null gives `fallback`. */
+function readStringList(input: JsonObject, field: string, fallback: readonly string[], maxItems: number): string[] {
+  const value = input[field];
+  if (value === undefined || value === null) return [...fallback];
+  if (!Array.isArray(value) || !value.every((item): item is string => typeof item === "string")) {
+    throw new InvalidInputError(field, "must be a list of strings");
+  }
+  if (value.length > maxItems) throw new InvalidInputError(field, `must have at most ${maxItems} items`);
+  return value;
+}
+
+/** A stored output as JSON; an unset Value (no output recorded) reads as null rather than throwing. */
+function valueToJson(value: Value): JsonValue {
+  return value.kind.case === undefined ? null : toJson(ValueSchema, value);
+}
+
+/** `echo`: hands back what the node received, so tests and demos can see the data flow. */
+async function echo(request: ExecuteNodeRequest): Promise<ExecuteNodeResponse> {
+  const context = request.context;
+  const parents: JsonObject = {};
+  for (const [parentId, output] of Object.entries(context?.parentOutputs ?? {})) {
+    parents[parentId] = valueToJson(output);
+  }
+  return success({
+    input: inputOf(request),
+    parents,
+    attempt: context?.attempt ?? 0,
+    workflow_input: context?.workflowInput ?? {},
+  });
+}
+
+/** `sleep`: waits `input.ms` (default 100) unless the call is cancelled first. */
+async function sleep(request: ExecuteNodeRequest, signal: AbortSignal): Promise<ExecuteNodeResponse> {
+  const ms = readInt(inputOf(request), "ms", 100, 0, MAX_SLEEP_MS);
+  await delay(ms, undefined, { signal });
+  return success({ slept_ms: ms });
+}
+
+/** `fail`: a TASK_ERROR with `input.message`. */
+async function fail(request: ExecuteNodeRequest): Promise<ExecuteNodeResponse> {
+  const message = readOptionalString(inputOf(request), "message") ?? "failed on purpose";
+  return failure(ExecutionStatus.TASK_ERROR, message);
+}
+
+/** `flaky`: an INFRA_ERROR for the first `input.failures` attempts (default 1), then SUCCESS. */
+async function flaky(request: ExecuteNodeRequest): Promise<ExecuteNodeResponse> {
+  const failures = readInt(inputOf(request), "failures", 1, 0, 1000);
+  const attempt = request.context?.attempt ?? 0;
+  if (attempt <= failures) {
+    return failure(ExecutionStatus.INFRA_ERROR, `flaky: attempt ${attempt} fails on purpose (first ${failures} fail)`);
+  }
+  return success({ attempt });
+}
+
+const MOCK_WORDS = [
+  "agents",
+  "answer",
+  "careful",
+  "context",
+  "data",
+  "draft",
+  "evidence",
+  "graph",
+  "insight",
+  "model",
+  "next",
+  "node",
+  "plan",
+  "question",
+  "result",
+  "review",
+  "signal",
+  "step",
+  "summary",
+  "task",
+  "therefore",
+  "tool",
+  "useful",
+  "workflow",
+];
+
+/** A rough token count (about four characters a token), enough for a mock's usage numbers. */
+function estimateTokens(text: string): number {
+  return Math.ceil(text.length / 4);
+}
+
+/** A deterministic completion for `prompt`: the same prompt always gives the same words. */
+export function mockCompletion(prompt: string): string {
+  const digest = createHash("sha256").update(prompt).digest();
+  // 8 to 23 words, each picked by one byte of the digest, so the text depends only on the prompt.
+  const count = 8 + (digest[0]! % 16);
+  const words = Array.from({ length: count }, (_, i) => MOCK_WORDS[digest[i + 1]! % MOCK_WORDS.length]!);
+  const sentence = words.join(" ");
+  return `${sentence.charAt(0).toUpperCase()}${sentence.slice(1)}.`;
+}
+
+/** `llm.mock`: a deterministic fake completion of `input.prompt`, after `input.delay_ms` (default 0). */
+async function llmMock(request: ExecuteNodeRequest, signal: AbortSignal): Promise<ExecuteNodeResponse> {
+  const input = inputOf(request);
+  const prompt = readOptionalString(input, "prompt");
+  if (prompt === undefined) throw new InvalidInputError("prompt", "is required (a string)");
+  const delayMs = readInt(input, "delay_ms", 0, 0, MAX_SLEEP_MS);
+  if (delayMs > 0) await delay(delayMs, undefined, { signal });
+  const completion = mockCompletion(prompt);
+  const promptTokens = estimateTokens(prompt);
+  const completionTokens = estimateTokens(completion);
+  return success({
+    model: MOCK_MODEL,
+    completion,
+    finish_reason: "stop",
+    usage: {
+      prompt_tokens: promptTokens,
+      completion_tokens: completionTokens,
+      total_tokens: promptTokens + completionTokens,
+    },
+  });
+}
+
+/**
+ * `plan`: the agent-planning pattern. Inserts one node per task of `input.tasks` (ids `<node id>.task-<i>`, from 0,
+ * each a child of this node running `input.task_capability`, default `llm.mock`, on `{prompt: task}`) and, when
+ * `input.join` names a PENDING node, rewires it to wait for this node and every inserted task.
+ */
+async function plan(request: ExecuteNodeRequest): Promise<ExecuteNodeResponse> {
+  const input = inputOf(request);
+  const tasks = readStringList(input, "tasks", DEFAULT_PLAN_TASKS, MAX_PLAN_TASKS);
+  const join = readOptionalString(input, "join");
+  const taskCapability = readOptionalString(input, "task_capability") ?? "llm.mock";
+  const planner = request.node?.id ?? "";
+  const taskIds = tasks.map((_, i) => `${planner}.task-${i}`);
+  const edits: NodeEditInit[] = tasks.map((task, i) => ({
+    type: EditType.INSERT,
+    node: { id: taskIds[i], capability: taskCapability, input: { prompt: task }, parentIds: [planner] },
+  }));
+  if (join !== undefined && join !== "") {
+    // The planner cannot see the join's current parents, so it names all it knows must come first.
+    edits.push({
+      type: EditType.UPDATE,
+      node: { id: join, parentIds: [planner, ...taskIds] },
+      updateMask: { paths: ["parent_ids"] },
+    });
+  }
+  return success({ planned: tasks.length, task_ids: taskIds }, edits);
+}
+
+const HANDLERS: Record<ExampleCapability, CapabilityHandler> = {
+  echo,
+  sleep,
+  fail,
+  flaky,
+  "llm.mock": llmMock,
+  plan,
+};
+
+/** Whether `capability` is one the example NodeService implements. */
+export function isExampleCapability(capability: string): capability is ExampleCapability {
+  return (EXAMPLE_CAPABILITIES as readonly string[]).includes(capability);
+}
+
+/**
+ * Runs the node of `request` by its capability. Bad input and unknown capabilities are TASK_ERROR responses;
+ * rejects (with an AbortError) only when `signal` aborts first, e.g. because the caller cancelled the call.
+ */
+export async function executeExample(request: ExecuteNodeRequest, signal: AbortSignal): Promise<ExecuteNodeResponse> {
+  signal.throwIfAborted();
+  const capability = request.node?.capability ?? "";
+  if (!isExampleCapability(capability)) {
+    return failure(ExecutionStatus.TASK_ERROR, `unknown capability ${JSON.stringify(capability)}`);
+  }
+  try {
+    return await HANDLERS[capability](request, signal);
+  } catch (error) {
+    if (error instanceof InvalidInputError) return failure(ExecutionStatus.TASK_ERROR, error.message);
+    throw error;
+  }
+}

@@ -1,0 +1,44 @@
+import { configOrExit } from "@trellis/config";
+import { createLogger, createMetricsRegistry, GracefulShutdown, startHttpServer } from "@trellis/observability";
+import { readExampleNodeServiceConfig } from "./config.js";
+import { startExampleNodeService } from "./server.js";
+
+const APP = "example-node-service";
+
+/** Wires the app: settings, logger, HTTP side server, the NodeService, then SIGTERM/SIGINT handling. */
+async function main(): Promise<void> {
+  const config = configOrExit(() => readExampleNodeServiceConfig(process.env), APP);
+  const logger = createLogger({ app: APP, level: config.logLevel });
+  const shutdown = new GracefulShutdown(logger);
+  shutdown.listen();
+  const registry = createMetricsRegistry({ app: APP });
+
+  let serving = false;
+  try {
+    // Started first so it closes last: /healthz and /metrics stay up while calls drain.
+    const http = await startHttpServer({
+      host: config.http.host,
+      port: config.http.port,
+      registry,
+      logger,
+      isReady: () => serving && !shutdown.started,
+    });
+    shutdown.add("http server", () => http.close());
+    const service = await startExampleNodeService({
+      host: config.listen.host,
+      port: config.listen.port,
+      logger,
+      registry,
+    });
+    shutdown.add("node service", () => service.close());
+    serving = true;
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    logger.fatal({ err: error }, "start failed");
+    process.stderr.write(`trellis ${APP}: ${message}\n`);
+    await shutdown.shutdown("start failed");
+    process.exit(1);
+  }
+}
+
+await main();

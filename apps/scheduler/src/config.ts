@@ -1,0 +1,47 @@
+import {
+  type Env,
+  type HostPort,
+  type LogLevel,
+  readCommonSettings,
+  readHostPort,
+  readInt,
+  readRedisSettings,
+} from "@trellis/config";
+
+/** Settings of the scheduler app, read once at start. */
+export interface SchedulerSettings {
+  databaseUrl: string;
+  redisUrl: string;
+  queuePrefix: string;
+  logLevel: LogLevel;
+  http: HostPort;
+  /** Safety-net poll under LISTEN/NOTIFY. @default 1000 */
+  pollMs: number;
+  /** Nodes claimed per statement. @default 500 */
+  batchSize: number;
+  /** Reconciler period. @default 30000 */
+  reconcileIntervalMs: number;
+  /** A QUEUED node is checked for a missing job only after this long. @default 10000 */
+  reconcileQueuedAfterMs: number;
+  /** A worker whose heartbeat is older than this is not counted as serving its capabilities. @default 15000 */
+  workerStaleMs: number;
+  /** Connections of the scheduler's pool. @default 5 */
+  dbPoolSize: number;
+}
+
+/** Reads the scheduler's settings from the environment. */
+export function readSchedulerSettings(env: Env): SchedulerSettings {
+  const common = readCommonSettings(env);
+  const redis = readRedisSettings(env);
+  return {
+    ...common,
+    ...redis,
+    http: readHostPort(env, "HTTP_ADDR", ":9465"),
+    pollMs: readInt(env, "SCHEDULER_POLL_MS", 1_000, { min: 10, max: 60_000 }),
+    batchSize: readInt(env, "SCHEDULER_BATCH_SIZE", 500, { min: 1, max: 10_000 }),
+    reconcileIntervalMs: readInt(env, "RECONCILE_INTERVAL_MS", 30_000, { min: 100, max: 3_600_000 }),
+    reconcileQueuedAfterMs: readInt(env, "RECONCILE_QUEUED_AFTER_MS", 10_000, { min: 0, max: 3_600_000 }),
+    workerStaleMs: readInt(env, "WORKER_STALE_MS", 15_000, { min: 1_000, max: 3_600_000 }),
+    dbPoolSize: readInt(env, "SCHEDULER_DB_POOL_SIZE", 5, { min: 1, max: 100 }),
+  };
+}

@@ -1,0 +1,5 @@
+export * from "./app.js";
+export * from "./config.js";
+export * from "./metrics.js";
+export * from "./reconciler.js";
+export * from "./scheduler.js";

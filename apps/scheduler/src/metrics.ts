@@ -1,0 +1,39 @@
+import { Gauge, Histogram, type Registry } from "prom-client";
+
+/** Metrics the scheduler exports. */
+export interface SchedulerMetrics {
+  passSeconds: Histogram;
+  unroutable: Gauge<"capability">;
+  workers: Gauge<"capability">;
+  nodes: Gauge<"status">;
+}
+
+/** Registers the scheduler's metrics on `registry`. */
+export function createSchedulerMetrics(registry: Registry): SchedulerMetrics {
+  return {
+    passSeconds: new Histogram({
+      name: "trellis_scheduler_pass_seconds",
+      help: "Duration of one scheduler pass (claim ready nodes and enqueue them).",
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    }),
+    unroutable: new Gauge({
+      name: "trellis_nodes_unroutable",
+      help: "QUEUED nodes whose capability no live worker serves.",
+      labelNames: ["capability"],
+      registers: [registry],
+    }),
+    workers: new Gauge({
+      name: "trellis_workers",
+      help: "Live workers per capability (heartbeat younger than WORKER_STALE_MS).",
+      labelNames: ["capability"],
+      registers: [registry],
+    }),
+    nodes: new Gauge({
+      name: "trellis_nodes",
+      help: "Unfinished nodes per status.",
+      labelNames: ["status"],
+      registers: [registry],
+    }),
+  };
+}

@@ -1,0 +1,105 @@
+import type { StateManager } from "@trellis/db";
+import type { NodeQueues } from "@trellis/queue";
+import type { Logger } from "pino";
+import type { SchedulerMetrics } from "./metrics.js";
+
+/** Options of the Reconciler. */
+export interface ReconcilerOptions {
+  stateManager: StateManager;
+  queues: NodeQueues;
+  logger: Logger;
+  metrics?: SchedulerMetrics;
+  /** Period. @default 30000 */
+  intervalMs?: number;
+  /** QUEUED nodes younger than this are not checked (their job may be on its way). @default 10000 */
+  queuedAfterMs?: number;
+  /** Heartbeat age after which a worker no longer counts. @default 15000 */
+  workerStaleMs?: number;
+  /** Nodes examined per round. @default 1000 */
+  batchSize?: number;
+}
+
+/** What one reconcile round did. */
+export interface ReconcileReport {
+  expiredLeases: number;
+  lostJobs: number;
+  unroutable: number;
+}
+
+/**
+ * Makes Redis rebuildable from PostgreSQL: re-queues RUNNING nodes whose lease expired (dead worker),
+ * re-adds jobs of QUEUED nodes that have none, and reports nodes no live worker can take.
+ */
+export class Reconciler {
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<ReconcileReport> | null = null;
+
+  constructor(private readonly options: ReconcilerOptions) {}
+
+  /** Runs a round now and then every intervalMs. */
+  start(): void {
+    void this.runOnce().catch(() => undefined);
+    this.timer = setInterval(() => void this.runOnce().catch(() => undefined), this.options.intervalMs ?? 30_000);
+    this.timer.unref();
+  }
+
+  /** One round (rounds never overlap: a call during a round waits for it). */
+  runOnce(): Promise<ReconcileReport> {
+    if (!this.running) {
+      this.running = this.round()
+        .catch((error: unknown) => {
+          this.options.logger.error({ err: error }, "reconcile round failed; the next round retries");
+          throw error;
+        })
+        .finally(() => {
+          this.running = null;
+        });
+    }
+    return this.running;
+  }
+
+  private async round(): Promise<ReconcileReport> {
+    const { stateManager, queues, logger } = this.options;
+    const batch = this.options.batchSize ?? 1_000;
+
+    const expired = await stateManager.requeueExpiredLeases(batch);
+    if (expired.length > 0) {
+      await queues.enqueue(expired);
+      logger.warn({ nodes: expired.length }, "re-queued nodes whose worker lease expired");
+    }
+
+    const queued = await stateManager.findQueuedNodes(this.options.queuedAfterMs ?? 10_000, batch);
+    const states = await queues.jobStates(queued);
+    const lost = queued.filter((_, i) => {
+      const state = states[i];
+      return state === "unknown" || state === "completed" || state === "failed";
+    });
+    const requeued = await stateManager.requeueNodes(lost);
+    if (requeued.length > 0) {
+      await queues.enqueue(requeued);
+      logger.warn({ nodes: requeued.length }, "re-added jobs missing from Redis");
+    }
+
+    const live = await stateManager.liveCapabilities(this.options.workerStaleMs ?? 15_000);
+    const unroutable = await stateManager.reportUnroutable(new Set(live.keys()));
+    let unroutableTotal = 0;
+    this.options.metrics?.unroutable.reset();
+    for (const [capability, count] of unroutable) {
+      unroutableTotal += count;
+      this.options.metrics?.unroutable.set({ capability }, count);
+      logger.warn({ capability, nodes: count }, "nodes queued for a capability no live worker serves");
+    }
+    this.options.metrics?.workers.reset();
+    for (const [capability, count] of live) this.options.metrics?.workers.set({ capability }, count);
+    const byStatus = await stateManager.countNodesByStatus();
+    this.options.metrics?.nodes.reset();
+    for (const [status, count] of byStatus) this.options.metrics?.nodes.set({ status }, count);
+    return { expiredLeases: expired.length, lostJobs: requeued.length, unroutable: unroutableTotal };
+  }
+
+  /** Stops the timer and waits for a round in progress. */
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    await this.running?.catch(() => undefined);
+  }
+}

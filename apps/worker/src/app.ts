@@ -1,0 +1,58 @@
+import { hostname } from "node:os";
+import { PgStateManager, createDatabase, createPool } from "@trellis/db";
+import { checkRedis, createRedis } from "@trellis/queue";
+import type { Logger } from "pino";
+import type { Registry } from "prom-client";
+import type { WorkerSettings } from "./config.js";
+import { createWorkerMetrics } from "./metrics.js";
+import { createNodeServiceClient } from "./node-service-client.js";
+import { NodeWorker } from "./node-worker.js";
+
+/** A running worker app. */
+export interface WorkerApp {
+  worker: NodeWorker;
+  isReady(): boolean;
+  close(): Promise<void>;
+}
+
+/** Builds and starts a worker from its settings; PostgreSQL and Redis must answer. */
+export async function startWorkerApp(
+  settings: WorkerSettings,
+  deps: { logger: Logger; registry: Registry },
+): Promise<WorkerApp> {
+  const { logger } = deps;
+  const pool = createPool(settings.databaseUrl, { max: settings.dbPoolSize, applicationName: "trellis-worker" }, (e) =>
+    logger.warn({ err: e }, "idle PostgreSQL connection failed"),
+  );
+  await pool.query("select 1");
+  await checkRedis(settings.redisUrl);
+  const redis = createRedis(settings.redisUrl);
+  redis.on("error", (e) => logger.warn({ err: e }, "redis connection error"));
+  const client = createNodeServiceClient(settings.nodeServiceAddr, settings.nodeServiceMaxReceiveBytes);
+  const worker = new NodeWorker({
+    stateManager: new PgStateManager(createDatabase(pool)),
+    client,
+    connection: redis,
+    queuePrefix: settings.queuePrefix,
+    capabilities: settings.capabilities,
+    concurrency: settings.concurrency,
+    leaseTtlMs: settings.leaseTtlMs,
+    heartbeatMs: settings.heartbeatMs,
+    workerId: settings.workerId,
+    hostname: hostname(),
+    logger,
+    databaseUrl: settings.databaseUrl,
+    metrics: createWorkerMetrics(deps.registry),
+  });
+  await worker.start();
+  return {
+    worker,
+    isReady: () => worker.isReady(),
+    async close() {
+      await worker.close();
+      client.close();
+      redis.disconnect();
+      await pool.end();
+    },
+  };
+}

@@ -1,0 +1,75 @@
+import { hostname } from "node:os";
+import {
+  ConfigError,
+  type Env,
+  type HostPort,
+  type LogLevel,
+  readCommonSettings,
+  readHostPort,
+  readInt,
+  readList,
+  readRedisSettings,
+  readString,
+} from "@trellis/config";
+
+const CAPABILITY = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+
+/** Settings of the worker app, read once at start. */
+export interface WorkerSettings {
+  databaseUrl: string;
+  redisUrl: string;
+  queuePrefix: string;
+  logLevel: LogLevel;
+  http: HostPort;
+  /** Capabilities this worker pulls (WORKER_CAPABILITIES, required). */
+  capabilities: string[];
+  /** Jobs in flight per capability. @default 16 */
+  concurrency: number;
+  /** Where ExecuteNode is called. @default localhost:50052 */
+  nodeServiceAddr: string;
+  /** Largest ExecuteNodeResponse accepted. @default 16 MiB */
+  nodeServiceMaxReceiveBytes: number;
+  /** A running node's lease; renewed every third of it while the call runs. @default 30000 */
+  leaseTtlMs: number;
+  /** Heartbeat period of the worker registry. @default 5000 */
+  heartbeatMs: number;
+  /** Identity in the worker registry. @default <hostname>-<pid> */
+  workerId: string;
+  /** Connections of the worker's pool. @default concurrency x capabilities + 2, at most 50 */
+  dbPoolSize: number;
+}
+
+/** Reads the worker's settings from the environment. */
+export function readWorkerSettings(env: Env): WorkerSettings {
+  const common = readCommonSettings(env);
+  const redis = readRedisSettings(env);
+  const capabilities = readList(env, "WORKER_CAPABILITIES");
+  if (capabilities.length === 0) {
+    throw new ConfigError("WORKER_CAPABILITIES: required (comma-separated capabilities, e.g. llm.chat,web.search)");
+  }
+  for (const capability of capabilities) {
+    if (!CAPABILITY.test(capability)) {
+      throw new ConfigError(`WORKER_CAPABILITIES: "${capability}" is not a capability ([a-z0-9][a-z0-9._-]{0,63})`);
+    }
+  }
+  const concurrency = readInt(env, "WORKER_CONCURRENCY", 16, { min: 1, max: 1_000 });
+  return {
+    ...common,
+    ...redis,
+    http: readHostPort(env, "HTTP_ADDR", ":9466"),
+    capabilities: [...new Set(capabilities)],
+    concurrency,
+    nodeServiceAddr: readString(env, "NODE_SERVICE_ADDR", "localhost:50052"),
+    nodeServiceMaxReceiveBytes: readInt(env, "NODE_SERVICE_MAX_RECEIVE_BYTES", 16 * 1024 * 1024, {
+      min: 1024,
+      max: 1024 * 1024 * 1024,
+    }),
+    leaseTtlMs: readInt(env, "LEASE_TTL_MS", 30_000, { min: 1_000, max: 3_600_000 }),
+    heartbeatMs: readInt(env, "WORKER_HEARTBEAT_MS", 5_000, { min: 100, max: 60_000 }),
+    workerId: readString(env, "WORKER_ID", `${hostname()}-${process.pid}`),
+    dbPoolSize: readInt(env, "WORKER_DB_POOL_SIZE", Math.min(50, concurrency * capabilities.length + 2), {
+      min: 1,
+      max: 500,
+    }),
+  };
+}

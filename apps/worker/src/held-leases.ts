@@ -1,0 +1,45 @@
+import type { HeldLease } from "@trellis/db";
+
+/** A running node this process holds, with the means to abort its call. */
+export interface HeldNode extends HeldLease {
+  controller: AbortController;
+}
+
+/** The nodes this worker is running right now, keyed by `<workflow>/<node>`. */
+export class HeldLeases {
+  private readonly held = new Map<string, HeldNode>();
+
+  /** Starts tracking a node. */
+  add(node: HeldNode): void {
+    this.held.set(`${node.workflowId}/${node.nodeId}`, node);
+  }
+
+  /** Stops tracking a node (only if it is still the same lease). */
+  delete(node: HeldLease): void {
+    const key = `${node.workflowId}/${node.nodeId}`;
+    if (this.held.get(key)?.lease === node.lease) this.held.delete(key);
+  }
+
+  /** Every held node. */
+  all(): HeldNode[] {
+    return [...this.held.values()];
+  }
+
+  /** Aborts the calls of the given nodes of a workflow; returns how many were aborted. */
+  abort(workflowId: string, nodeIds: readonly string[], reason: string): number {
+    let aborted = 0;
+    for (const nodeId of nodeIds) {
+      const node = this.held.get(`${workflowId}/${nodeId}`);
+      if (node && !node.controller.signal.aborted) {
+        node.controller.abort(new Error(reason));
+        aborted++;
+      }
+    }
+    return aborted;
+  }
+
+  /** How many nodes are held. */
+  get size(): number {
+    return this.held.size;
+  }
+}

@@ -1,0 +1,74 @@
+import type { StateManager } from "@trellis/db";
+import { ErrorKind } from "@trellis/proto";
+import { RetryLaterError, type NodeJobData } from "@trellis/queue";
+import type { Logger } from "pino";
+import type { HeldLeases } from "./held-leases.js";
+import type { WorkerMetrics } from "./metrics.js";
+import { executeNode, type NodeServiceClient } from "./node-service-client.js";
+
+/** What happened to one job. */
+export type JobOutcome = "dropped" | "passed" | "failed" | "stale";
+
+/** Dependencies of runNodeJob. */
+export interface NodeRunnerDeps {
+  stateManager: StateManager;
+  client: NodeServiceClient;
+  held: HeldLeases;
+  logger: Logger;
+  leaseTtlMs: number;
+  metrics?: WorkerMetrics;
+}
+
+/**
+ * Runs one job: QUEUED -> RUNNING with a fresh lease, ExecuteNode, then the result recorded under the lease.
+ * A retry throws RetryLaterError so BullMQ re-delivers the job after the node's backoff.
+ */
+export async function runNodeJob(deps: NodeRunnerDeps, data: NodeJobData): Promise<JobOutcome> {
+  const { stateManager, held, metrics } = deps;
+  const started = await stateManager.startNode(data.workflowId, data.nodeId, deps.leaseTtlMs);
+  const logger = deps.logger.child({ workflow_id: data.workflowId, node_id: data.nodeId });
+  if (!started) {
+    logger.debug("job dropped: its node is no longer QUEUED");
+    return "dropped";
+  }
+  const capability = started.node.capability;
+  const log = logger.child({ attempt: started.attempt, capability });
+  if (started.queuedAt) {
+    metrics?.queueWaitSeconds.observe({ capability }, Math.max(0, Date.now() - started.queuedAt.getTime()) / 1000);
+  }
+  const controller = new AbortController();
+  const lease = { workflowId: data.workflowId, nodeId: data.nodeId, lease: started.lease, controller };
+  held.add(lease);
+  try {
+    const endTimer = metrics?.executionSeconds.startTimer({ capability });
+    const result = await executeNode(deps.client, started, controller.signal);
+    endTimer?.();
+    const outcome = await stateManager.recordResult(data.workflowId, data.nodeId, started.lease, result);
+    switch (outcome.outcome) {
+      case "passed":
+        metrics?.nodesFinished.inc({ capability, status: "PASS", error_kind: "" });
+        log.debug("node passed");
+        return "passed";
+      case "failed":
+        metrics?.nodesFinished.inc({ capability, status: "FAIL", error_kind: ErrorKind[outcome.errorKind] ?? "" });
+        log.info({ error: outcome.message }, "node failed");
+        return "failed";
+      case "retry":
+        metrics?.retries.inc({ capability });
+        log.info(
+          { delay_ms: outcome.delayMs, error: result.kind === "error" ? result.message : "" },
+          "node retry scheduled",
+        );
+        throw new RetryLaterError(outcome.delayMs, result.kind === "error" ? result.message : "retry");
+      case "stale":
+        log.warn("result not recorded: the node's lease was lost (cancelled, re-queued or taken over)");
+        return "stale";
+      default: {
+        const never: never = outcome;
+        throw new Error(`unknown outcome ${JSON.stringify(never)}`);
+      }
+    }
+  } finally {
+    held.delete(lease);
+  }
+}

@@ -1,0 +1,76 @@
+import * as grpc from "@grpc/grpc-js";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import type { NodeResult, StartedNode } from "@trellis/db";
+import { ErrorKind, ExecutionStatus, NodeService, createGrpcClient, type GrpcClient } from "@trellis/proto";
+
+/** A NodeService client: one channel per address. */
+export type NodeServiceClient = GrpcClient<typeof NodeService>;
+
+/** Opens the channel to the agent runtime; the receive limit is set deliberately (grpc-js defaults to 4 MiB). */
+export function createNodeServiceClient(address: string, maxReceiveBytes: number): NodeServiceClient {
+  return createGrpcClient(NodeService, address, grpc.credentials.createInsecure(), {
+    "grpc.max_receive_message_length": maxReceiveBytes,
+    "grpc.keepalive_time_ms": 30_000,
+    "grpc.keepalive_timeout_ms": 10_000,
+  });
+}
+
+/**
+ * Calls ExecuteNode for a started node with the node's timeout as deadline and maps every outcome to a
+ * NodeResult: a failed call (any status but OK) is an INFRA_ERROR, an unspecified status a TASK_ERROR.
+ */
+export async function executeNode(
+  client: NodeServiceClient,
+  started: StartedNode,
+  signal: AbortSignal,
+): Promise<NodeResult> {
+  const deadline = Date.now() + started.timeoutMs;
+  const workflowId = started.node.workflowId;
+  try {
+    const response = await client.executeNode(
+      {
+        node: started.node,
+        context: {
+          workflowId,
+          workflowName: started.workflowName,
+          workflowInput: started.workflowInput,
+          parentOutputs: started.parentOutputs,
+          attempt: started.attempt,
+          idempotencyKey: `${workflowId}/${started.node.id}`,
+          deadline: timestampFromMs(deadline),
+        },
+      },
+      { deadline, signal },
+    );
+    switch (response.status) {
+      case ExecutionStatus.SUCCESS:
+        return { kind: "success", output: response.output, edits: response.edits };
+      case ExecutionStatus.INFRA_ERROR:
+        return { kind: "error", errorKind: ErrorKind.INFRA_ERROR, message: response.errorMessage || "infra error" };
+      case ExecutionStatus.TASK_ERROR:
+        return { kind: "error", errorKind: ErrorKind.TASK_ERROR, message: response.errorMessage || "task error" };
+      case ExecutionStatus.UNSPECIFIED:
+        return {
+          kind: "error",
+          errorKind: ErrorKind.TASK_ERROR,
+          message: response.errorMessage || "NodeService returned no execution status",
+        };
+      default: {
+        const unknown: never = response.status;
+        return {
+          kind: "error",
+          errorKind: ErrorKind.TASK_ERROR,
+          message: `unknown execution status ${String(unknown)}`,
+        };
+      }
+    }
+  } catch (error) {
+    const e = error as Partial<grpc.ServiceError>;
+    const code = typeof e.code === "number" ? grpc.status[e.code] : "UNKNOWN";
+    return {
+      kind: "error",
+      errorKind: ErrorKind.INFRA_ERROR,
+      message: `ExecuteNode failed: ${code}: ${e.details ?? e.message ?? String(error)}`,
+    };
+  }
+}

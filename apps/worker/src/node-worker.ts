@@ -1,0 +1,127 @@
+import { Worker } from "bullmq";
+import type { Redis } from "ioredis";
+import { CHANNELS, PgListener, type StateManager } from "@trellis/db";
+import { NODE_BACKOFF_TYPE, nodeBackoffStrategy, type NodeJobData } from "@trellis/queue";
+import type { Logger } from "pino";
+import { HeldLeases } from "./held-leases.js";
+import type { WorkerMetrics } from "./metrics.js";
+import { runNodeJob } from "./node-runner.js";
+import type { NodeServiceClient } from "./node-service-client.js";
+
+/** Options of a NodeWorker. */
+export interface NodeWorkerOptions {
+  stateManager: StateManager;
+  client: NodeServiceClient;
+  connection: Redis;
+  queuePrefix: string;
+  capabilities: readonly string[];
+  concurrency: number;
+  leaseTtlMs: number;
+  heartbeatMs: number;
+  workerId: string;
+  hostname: string;
+  logger: Logger;
+  /** For LISTEN on cancellations; without it cancellations are seen at the next lease renewal. */
+  databaseUrl?: string;
+  metrics?: WorkerMetrics;
+}
+
+/**
+ * Pulls node jobs for its capabilities (one BullMQ Worker each), runs them, keeps their leases alive,
+ * aborts calls of cancelled nodes, and heartbeats the capabilities it serves.
+ */
+export class NodeWorker {
+  private readonly workers: Worker<NodeJobData>[] = [];
+  readonly held = new HeldLeases();
+  private heartbeat: NodeJS.Timeout | null = null;
+  private renewal: NodeJS.Timeout | null = null;
+  private listener: PgListener | null = null;
+  private closing = false;
+
+  constructor(private readonly options: NodeWorkerOptions) {}
+
+  /** Registers the worker, subscribes to cancellations and starts pulling jobs. */
+  async start(): Promise<void> {
+    const o = this.options;
+    await o.stateManager.heartbeatWorker(o.workerId, o.capabilities, o.hostname);
+    if (o.databaseUrl) {
+      this.listener = new PgListener({
+        databaseUrl: o.databaseUrl,
+        channels: [CHANNELS.cancel],
+        onError: (e) => o.logger.warn({ err: e }, "cancellation LISTEN lost; reconnecting"),
+      });
+      this.listener.on("notification", (_channel, payload) => this.onCancel(payload));
+      await this.listener.start();
+    }
+    this.heartbeat = setInterval(() => {
+      o.stateManager
+        .heartbeatWorker(o.workerId, o.capabilities, o.hostname)
+        .catch((e: unknown) => o.logger.warn({ err: e }, "worker heartbeat failed"));
+    }, o.heartbeatMs);
+    this.renewal = setInterval(() => void this.renewLeases(), Math.max(250, Math.floor(o.leaseTtlMs / 3)));
+    const deps = {
+      stateManager: o.stateManager,
+      client: o.client,
+      held: this.held,
+      logger: o.logger,
+      leaseTtlMs: o.leaseTtlMs,
+      metrics: o.metrics,
+    };
+    for (const capability of o.capabilities) {
+      const worker = new Worker<NodeJobData>(capability, async (job) => runNodeJob(deps, job.data), {
+        connection: o.connection,
+        prefix: o.queuePrefix,
+        concurrency: o.concurrency,
+        settings: {
+          backoffStrategy: (attemptsMade, type, err, job) =>
+            type === NODE_BACKOFF_TYPE ? nodeBackoffStrategy(attemptsMade, type, err, job) : 1_000,
+        },
+      });
+      worker.on("error", (e) => o.logger.warn({ err: e, capability }, "queue worker error"));
+      worker.on("failed", (job, e) => {
+        if (e.name !== "RetryLaterError") o.logger.warn({ err: e, capability, job_id: job?.id }, "node job failed");
+      });
+      this.workers.push(worker);
+    }
+    o.logger.info(
+      { capabilities: o.capabilities, concurrency: o.concurrency, worker_id: o.workerId },
+      "worker started",
+    );
+  }
+
+  private onCancel(payload: string): void {
+    try {
+      const { workflowId, nodeIds } = JSON.parse(payload) as { workflowId: string; nodeIds: string[] };
+      const aborted = this.held.abort(workflowId, nodeIds, "node cancelled");
+      if (aborted > 0) this.options.logger.info({ workflow_id: workflowId, aborted }, "cancelled running calls");
+    } catch (error) {
+      this.options.logger.warn({ err: error, payload }, "ignored a malformed cancellation");
+    }
+  }
+
+  private async renewLeases(): Promise<void> {
+    const held = this.held.all();
+    if (held.length === 0) return;
+    try {
+      const lost = await this.options.stateManager.renewLeases(held, this.options.leaseTtlMs);
+      for (const l of lost) this.held.abort(l.workflowId, [l.nodeId], "lease lost");
+    } catch (error) {
+      this.options.logger.warn({ err: error }, "lease renewal failed");
+    }
+  }
+
+  /** Whether every queue worker is running. */
+  isReady(): boolean {
+    return !this.closing && this.workers.length > 0 && this.workers.every((w) => w.isRunning());
+  }
+
+  /** Stops taking jobs, lets the ones in flight finish (bounded by the caller), unregisters. */
+  async close(): Promise<void> {
+    this.closing = true;
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    await Promise.all(this.workers.map((w) => w.close()));
+    if (this.renewal) clearInterval(this.renewal);
+    await this.listener?.close();
+    await this.options.stateManager.removeWorker(this.options.workerId).catch(() => undefined);
+  }
+}

@@ -1,0 +1,103 @@
+import { hostname } from "node:os";
+import pino from "pino";
+import { Registry } from "prom-client";
+import { PgStateManager, createDatabase, createPool } from "@trellis/db";
+import { createRedis } from "@trellis/queue";
+import { startSchedulerApp, type SchedulerApp } from "@trellis/scheduler";
+import type { TestDatabase } from "@trellis/testing";
+import { createNodeServiceClient } from "../src/node-service-client.js";
+import { NodeWorker } from "../src/node-worker.js";
+
+/** A scheduler and workers running in this process against a test database and its own queue prefix. */
+export interface TestEngine {
+  queuePrefix: string;
+  stateManager: PgStateManager;
+  scheduler: SchedulerApp;
+  workers: NodeWorker[];
+  startWorker(capabilities: string[], opts?: { concurrency?: number; leaseTtlMs?: number }): Promise<NodeWorker>;
+  startScheduler(): Promise<SchedulerApp>;
+  close(): Promise<void>;
+}
+
+/** Starts a scheduler (fast polls and reconciles) for tests; workers are started with startWorker. */
+export async function startTestEngine(
+  testDb: TestDatabase,
+  nodeServiceAddr: string,
+  opts: { reconcileIntervalMs?: number } = {},
+): Promise<TestEngine> {
+  const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
+  const queuePrefix = `t${Math.random().toString(36).slice(2, 10)}`;
+  const redisUrl = process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
+  const pool = createPool(testDb.url, { max: 20 });
+  const stateManager = new PgStateManager(createDatabase(pool));
+  const closers: (() => Promise<void>)[] = [];
+  const workers: NodeWorker[] = [];
+  const schedulers: SchedulerApp[] = [];
+
+  const startScheduler = async () => {
+    const app = await startSchedulerApp(
+      {
+        databaseUrl: testDb.url,
+        redisUrl,
+        queuePrefix,
+        logLevel: "silent",
+        http: { host: "127.0.0.1", port: 0, address: "127.0.0.1:0" },
+        pollMs: 200,
+        batchSize: 100,
+        reconcileIntervalMs: opts.reconcileIntervalMs ?? 500,
+        reconcileQueuedAfterMs: 1_000,
+        workerStaleMs: 2_000,
+        dbPoolSize: 4,
+      },
+      { logger, registry: new Registry() },
+    );
+    schedulers.push(app);
+    closers.push(() => app.close());
+    return app;
+  };
+
+  const scheduler = await startScheduler();
+  return {
+    queuePrefix,
+    stateManager,
+    scheduler,
+    workers,
+    startScheduler,
+    async startWorker(capabilities, workerOpts = {}) {
+      const redis = createRedis(redisUrl);
+      const client = createNodeServiceClient(nodeServiceAddr, 16 * 1024 * 1024);
+      const workerPool = createPool(testDb.url, { max: 10 });
+      const worker = new NodeWorker({
+        stateManager: new PgStateManager(createDatabase(workerPool)),
+        client,
+        connection: redis,
+        queuePrefix,
+        capabilities,
+        concurrency: workerOpts.concurrency ?? 8,
+        leaseTtlMs: workerOpts.leaseTtlMs ?? 30_000,
+        heartbeatMs: 200,
+        workerId: `${hostname()}-${Math.random().toString(36).slice(2, 8)}`,
+        hostname: hostname(),
+        logger,
+        databaseUrl: testDb.url,
+      });
+      await worker.start();
+      workers.push(worker);
+      closers.push(async () => {
+        await worker.close();
+        client.close();
+        redis.disconnect();
+        await workerPool.end();
+      });
+      return worker;
+    },
+    async close() {
+      for (const close of closers.reverse()) await close();
+      const redis = createRedis(redisUrl);
+      const keys = await redis.keys(`${queuePrefix}:*`);
+      if (keys.length > 0) await redis.del(...keys);
+      redis.disconnect();
+      await pool.end();
+    },
+  };
+}

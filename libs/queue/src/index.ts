@@ -1,0 +1,3 @@
+export * from "./node-job.js";
+export * from "./node-queues.js";
+export * from "./redis.js";

@@ -1,0 +1,97 @@
+import { Queue } from "bullmq";
+import type { Redis } from "ioredis";
+import { NODE_JOB_NAME, nodeJobOptions, type NodeJobData } from "./node-job.js";
+
+/** A node to put on its capability's queue. */
+export interface NodeToEnqueue {
+  workflowId: string;
+  nodeId: string;
+  capability: string;
+  jobId: string;
+  retryPolicy: NodeJobData["retryPolicy"];
+  delayMs?: number;
+}
+
+/** Where a job is, as BullMQ reports it; "unknown" means Redis has no such job. */
+export type JobState = Awaited<ReturnType<Queue["getJobState"]>>;
+
+/**
+ * One BullMQ queue per capability (queue name = capability, prefix = QUEUE_PREFIX), created on first use
+ * and sharing one Redis connection.
+ */
+export class NodeQueues {
+  private readonly queues = new Map<string, Queue<NodeJobData>>();
+
+  constructor(
+    private readonly connection: Redis,
+    readonly prefix: string,
+  ) {}
+
+  /** The queue of a capability. */
+  queue(capability: string): Queue<NodeJobData> {
+    let queue = this.queues.get(capability);
+    if (!queue) {
+      queue = new Queue<NodeJobData>(capability, { connection: this.connection, prefix: this.prefix });
+      this.queues.set(capability, queue);
+    }
+    return queue;
+  }
+
+  /** Adds one job per node with addBulk per capability; an id already present is left as it is. */
+  async enqueue(nodes: readonly NodeToEnqueue[]): Promise<void> {
+    const byCapability = new Map<string, NodeToEnqueue[]>();
+    for (const node of nodes) {
+      const list = byCapability.get(node.capability) ?? [];
+      list.push(node);
+      byCapability.set(node.capability, list);
+    }
+    await Promise.all(
+      [...byCapability].map(([capability, list]) =>
+        this.queue(capability).addBulk(
+          list.map((n) => ({
+            name: NODE_JOB_NAME,
+            data: { workflowId: n.workflowId, nodeId: n.nodeId, retryPolicy: n.retryPolicy },
+            opts: nodeJobOptions(n.jobId, n.retryPolicy, n.delayMs),
+          })),
+        ),
+      ),
+    );
+  }
+
+  /** The state of each job, in order. */
+  async jobStates(jobs: readonly { capability: string; jobId: string }[]): Promise<JobState[]> {
+    return Promise.all(jobs.map((j) => this.queue(j.capability).getJobState(j.jobId)));
+  }
+
+  /** Removes waiting or delayed jobs (active ones are left to find their node changed). */
+  async remove(jobs: readonly { capability: string; jobId: string }[]): Promise<void> {
+    await Promise.all(
+      jobs.map(async (j) => {
+        try {
+          await this.queue(j.capability).remove(j.jobId);
+        } catch {
+          // A locked (active) job cannot be removed; its worker drops it when it sees the node's status.
+        }
+      }),
+    );
+  }
+
+  /** Capabilities with a queue in Redis under this prefix (including ones this process never used). */
+  async discover(): Promise<string[]> {
+    const found = new Set<string>();
+    let cursor = "0";
+    do {
+      const [next, keys] = await this.connection.scan(cursor, "MATCH", `${this.prefix}:*:meta`, "COUNT", 1000);
+      cursor = next;
+      for (const key of keys) found.add(key.slice(this.prefix.length + 1, -":meta".length));
+    } while (cursor !== "0");
+    for (const name of this.queues.keys()) found.add(name);
+    return [...found].sort();
+  }
+
+  /** Closes every queue (not the shared connection). */
+  async close(): Promise<void> {
+    await Promise.all([...this.queues.values()].map((q) => q.close()));
+    this.queues.clear();
+  }
+}
