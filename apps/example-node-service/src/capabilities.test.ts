@@ -210,9 +210,7 @@ describe("plan", () => {
   });
 
   it("uses input.tasks and input.task_capability", async () => {
-    const response = await run(
-      request("plan", { id: "p", input: { tasks: ["one", "two"], task_capability: "echo" } }),
-    );
+    const response = await run(request("plan", { id: "p", input: { tasks: ["one", "two"], task_capability: "echo" } }));
 
     expect(outputOf(response)).toMatchObject({ planned: 2 });
     expect(response.edits.map((edit) => [edit.node?.id, edit.node?.capability, edit.node?.input])).toEqual([

@@ -1,3 +1,4 @@
+import * as grpc from "@grpc/grpc-js";
 import { configOrExit } from "@trellis/config";
 import { createLogger, createMetricsRegistry, GracefulShutdown, startHttpServer } from "@trellis/observability";
 import { readExampleNodeServiceConfig } from "./config.js";
@@ -9,6 +10,12 @@ const APP = "example-node-service";
 async function main(): Promise<void> {
   const config = configOrExit(() => readExampleNodeServiceConfig(process.env), APP);
   const logger = createLogger({ app: APP, level: config.logLevel });
+  // grpc-js writes its diagnostics to stderr; log them as JSON so stderr keeps only the one-line start failure.
+  const grpcLog =
+    (level: "debug" | "info" | "warn") =>
+    (message: unknown, ...rest: unknown[]) =>
+      logger[level]({ grpc: [message, ...rest].map(String).join(" ") }, "grpc-js");
+  grpc.setLogger({ debug: grpcLog("debug"), info: grpcLog("info"), error: grpcLog("warn") });
   const shutdown = new GracefulShutdown(logger);
   shutdown.listen();
   const registry = createMetricsRegistry({ app: APP });

@@ -85,7 +85,6 @@ type NewEdge = typeof nodeEdges.$inferInsert;
 const NODE_CHUNK = 2_000;
 const EDGE_CHUNK = 10_000;
 const MAX_NAME_LENGTH = 256;
-const UNFINISHED: NodeStatusName[] = ["PENDING", "QUEUED", "RUNNING"];
 
 /** Deterministic BullMQ job id of a node's queue generation; BullMQ forbids ':' and node ids cannot hold '/'. */
 export function jobIdFor(workflowId: string, nodeId: string, queueGen: number): string {

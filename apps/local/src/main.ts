@@ -1,0 +1,133 @@
+// `npm start`: the whole engine in one process for a laptop — migrations, api, scheduler, one worker,
+// dashboard, and the example NodeService unless NODE_SERVICE_ADDR points at a real one.
+import { readApiSettings, startApiServer } from "@trellis/api";
+import { configOrExit, type Env } from "@trellis/config";
+import { startDashboardApp, readDashboardSettings } from "@trellis/dashboard";
+import { PgStateManager, createDatabase, createPool, runMigrations } from "@trellis/db";
+import {
+  EXAMPLE_CAPABILITIES,
+  readExampleNodeServiceConfig,
+  startExampleNodeService,
+} from "@trellis/example-node-service";
+import { GracefulShutdown, createLogger, createMetricsRegistry, startHttpServer } from "@trellis/observability";
+import { readSchedulerSettings, startSchedulerApp } from "@trellis/scheduler";
+import { readWorkerSettings, startWorkerApp } from "@trellis/worker";
+
+// One HTTP_ADDR cannot serve five apps: in this process each app keeps its own default side port.
+const { HTTP_ADDR: _ignored, ...env } = process.env;
+const externalNodeService = env.NODE_SERVICE_ADDR;
+const nodeServiceEnv: Env = { NODE_SERVICE_LISTEN_ADDR: "127.0.0.1:50052", ...env };
+const settings = configOrExit(
+  () => ({
+    api: readApiSettings(env),
+    scheduler: readSchedulerSettings(env),
+    worker: readWorkerSettings({ WORKER_CAPABILITIES: EXAMPLE_CAPABILITIES.join(","), ...env }),
+    dashboard: readDashboardSettings(env),
+    nodeService: readExampleNodeServiceConfig(nodeServiceEnv),
+  }),
+  "start",
+);
+const loggerFor = (app: string) => createLogger({ app, level: settings.api.logLevel, pretty: process.stdout.isTTY });
+const logger = loggerFor("trellis");
+const shutdown = new GracefulShutdown(logger);
+shutdown.listen();
+
+function fail(error: unknown): never {
+  const message = error instanceof Error ? error.message : String(error);
+  const db = new URL(settings.api.databaseUrl);
+  const redis = new URL(settings.scheduler.redisUrl);
+  process.stderr.write(
+    `trellis start: ${message}\n` +
+      `  Trellis needs PostgreSQL 15+ at ${db.host} (DATABASE_URL) and Redis 7+ at ${redis.host} (REDIS_URL).\n` +
+      "  Start them (e.g. `docker compose up -d postgres redis`, or your system's services) and run `npm start` again.\n",
+  );
+  process.exit(1);
+}
+
+try {
+  await runMigrations(settings.api.databaseUrl);
+} catch (error) {
+  fail(error);
+}
+
+try {
+  const lines: string[] = [];
+  let nodeServiceAddr = externalNodeService;
+  if (!nodeServiceAddr) {
+    const ns = await startExampleNodeService({
+      host: settings.nodeService.listen.host,
+      port: settings.nodeService.listen.port,
+      logger: loggerFor("example-node-service"),
+    });
+    shutdown.add("example-node-service", () => ns.close());
+    nodeServiceAddr = ns.address;
+    lines.push(`example NodeService  grpc://${ns.address}`);
+  }
+
+  const pool = createPool(settings.api.databaseUrl, { max: settings.api.dbPoolSize, applicationName: "trellis-api" });
+  shutdown.add("api pool", () => pool.end());
+  const stateManager = new PgStateManager(createDatabase(pool));
+
+  const schedulerRegistry = createMetricsRegistry({ app: "scheduler" });
+  const scheduler = await startSchedulerApp(settings.scheduler, {
+    logger: loggerFor("scheduler"),
+    registry: schedulerRegistry,
+  });
+  shutdown.add("scheduler", () => scheduler.close());
+
+  const workerRegistry = createMetricsRegistry({ app: "worker", collectDefault: false });
+  const worker = await startWorkerApp(
+    { ...settings.worker, nodeServiceAddr },
+    { logger: loggerFor("worker"), registry: workerRegistry },
+  );
+  shutdown.add("worker", () => worker.close());
+
+  const apiRegistry = createMetricsRegistry({ app: "api", collectDefault: false });
+  const api = await startApiServer({
+    stateManager,
+    logger: loggerFor("api"),
+    registry: apiRegistry,
+    settings: settings.api,
+    notifyScheduler: () => scheduler.scheduler.wake(),
+  });
+  shutdown.add("api", () => api.close(settings.api.shutdownTimeoutMs));
+
+  const dashboard = await startDashboardApp(settings.dashboard, { logger: loggerFor("dashboard") });
+  shutdown.add("dashboard", () => dashboard.close());
+
+  const sides = [
+    { name: "api", registry: apiRegistry, addr: settings.api.httpAddr, ready: () => api.isServing() },
+    { name: "scheduler", registry: schedulerRegistry, addr: settings.scheduler.http, ready: () => scheduler.isReady() },
+    { name: "worker", registry: workerRegistry, addr: settings.worker.http, ready: () => worker.isReady() },
+  ];
+  for (const side of sides) {
+    const http = await startHttpServer({ ...side.addr, registry: side.registry, logger, isReady: side.ready });
+    shutdown.add(`${side.name} http`, () => http.close());
+  }
+  const dashboardHttp = await startHttpServer({
+    ...settings.dashboard.http,
+    registry: createMetricsRegistry({ app: "dashboard", collectDefault: false }),
+    logger,
+    isReady: () => dashboard.isReady(),
+    routes: (req, res) => dashboard.handle(req, res),
+  });
+  shutdown.add("dashboard http", () => dashboardHttp.close());
+
+  const host = (h: string) => (h === "0.0.0.0" || h === "::" ? "localhost" : h);
+  const banner = [
+    "",
+    "Trellis is running (Ctrl-C stops it)",
+    `  api (gRPC)           ${host(settings.api.grpcAddr.host)}:${api.port}   metrics :${settings.api.httpAddr.port}/metrics`,
+    `  dashboard            http://${host(settings.dashboard.http.host)}:${dashboardHttp.address.port}/   Bull Board /queues`,
+    `  scheduler            metrics :${settings.scheduler.http.port}/metrics`,
+    `  worker               ${settings.worker.capabilities.join(", ")} -> ${nodeServiceAddr}   metrics :${settings.worker.http.port}/metrics`,
+    ...lines.map((l) => `  ${l}`),
+    "",
+    "  try: npm run demo",
+    "",
+  ].join("\n");
+  process.stdout.write(`${banner}\n`);
+} catch (error) {
+  await shutdown.shutdown("start failed").catch(() => undefined);
+  fail(error);
+}
