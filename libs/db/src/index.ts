@@ -7,3 +7,4 @@ export * from "./schema.js";
 export * from "./state-manager.js";
 export { WorkflowChanges, lockWorkflow, type Tx } from "./workflow-changes.js";
 export * from "./listener.js";
+export * from "./event-hub.js";

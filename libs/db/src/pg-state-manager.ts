@@ -36,6 +36,7 @@ import {
   type NodeEdit,
   type Workflow,
   type WorkflowEvent,
+  type WorkflowStatus,
 } from "@trellis/proto";
 import { CHANNELS } from "./channels.js";
 import {
@@ -233,6 +234,16 @@ export class PgStateManager implements StateManager {
     for (const chunk of chunks(rows, NODE_CHUNK)) await tx.insert(nodes).values(chunk);
     for (const chunk of chunks(edges, EDGE_CHUNK)) await tx.insert(nodeEdges).values(chunk).onConflictDoNothing();
     return result;
+  }
+
+  async getWorkflowStatus(workflowId: string): Promise<WorkflowStatus> {
+    assertWorkflowId(workflowId);
+    const [row] = await this.db
+      .select({ status: workflows.status })
+      .from(workflows)
+      .where(eq(workflows.id, workflowId));
+    if (!row) throw new NotFoundError(`workflow ${workflowId} not found`);
+    return workflowStatusFromName(row.status);
   }
 
   async getWorkflow(workflowId: string): Promise<Workflow> {

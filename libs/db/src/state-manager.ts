@@ -112,6 +112,8 @@ export interface HeldLease {
 export interface StateManager {
   /** Validates and stores a whole DAG with its edges and events in one transaction; idempotent on requestId. */
   createWorkflow(input: CreateWorkflowInput): Promise<CreateWorkflowResult>;
+  /** A workflow's status alone (cheap). */
+  getWorkflowStatus(workflowId: string): Promise<WorkflowStatus>;
   /** One workflow with every node in topological order. */
   getWorkflow(workflowId: string): Promise<Workflow>;
   /** Keyset-paginated list, newest first, nodes left out. */
