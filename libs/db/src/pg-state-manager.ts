@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, inArray, lt, or, sql, type SQL } from "drizzle-orm";
+import { and, asc, desc, eq, getTableColumns, inArray, lt, or, sql, type SQL } from "drizzle-orm";
 import { create, fromJson, type JsonObject } from "@bufbuild/protobuf";
 import { ValueSchema, type FieldMask } from "@bufbuild/protobuf/wkt";
 import {
@@ -72,7 +72,7 @@ import type {
   UpdateWorkflowInput,
   WorkflowPage,
 } from "./state-manager.js";
-import { WorkflowChanges, lockWorkflow, type Tx } from "./workflow-changes.js";
+import { WorkflowChanges, asyncCommit, commitChanges, lockWorkflow, type Tx } from "./workflow-changes.js";
 
 /** Options of the PostgreSQL StateManager. */
 export interface PgStateManagerOptions {
@@ -592,6 +592,8 @@ export class PgStateManager implements StateManager {
   async claimReadyNodes(limit: number): Promise<QueuedNode[]> {
     if (limit < 1) return [];
     return this.db.transaction(async (tx) => {
+      // A lost claim is harmless: the nodes are PENDING again and claimed anew (their jobs find them so).
+      await asyncCommit(tx);
       const candidates = await tx.execute<{ workflow_id: string }>(sql`
         select distinct n.workflow_id
           from nodes n
@@ -640,16 +642,18 @@ export class PgStateManager implements StateManager {
           ),
         });
       }
-      for (const changes of byWorkflow.values()) await changes.commit(tx);
+      await commitChanges(tx, [...byWorkflow.values()]);
       return queued;
     });
   }
 
   async startNode(workflowId: string, nodeId: string, leaseTtlMs: number): Promise<StartedNode | null> {
     return this.db.transaction(async (tx) => {
+      // A lost start is harmless (the node is QUEUED again and re-delivered), so it need not wait for fsync.
+      await asyncCommit(tx);
       const row = await lockWorkflow(tx, workflowId);
       if (!row || isTerminalWorkflowStatus(workflowStatusFromName(row.status))) return null;
-      const [node] = await tx
+      const [started] = await tx
         .update(nodes)
         .set({
           status: "RUNNING",
@@ -660,22 +664,24 @@ export class PgStateManager implements StateManager {
           updatedAt: sql`now()`,
         })
         .where(and(eq(nodes.workflowId, workflowId), eq(nodes.id, nodeId), eq(nodes.status, "QUEUED")))
-        .returning();
-      if (!node) return null;
-      const parents =
-        node.parentIds.length === 0
-          ? []
-          : await tx
-              .select({ id: nodes.id, output: nodes.output })
-              .from(nodes)
-              .where(and(eq(nodes.workflowId, workflowId), inArray(nodes.id, node.parentIds)));
+        .returning({
+          ...getTableColumns(nodes),
+          // Parent outputs in the same round trip.
+          parentOutputs: sql<Record<string, unknown>>`(
+            select coalesce(jsonb_object_agg(p.id, p.output), '{}'::jsonb) from nodes p
+             where p.workflow_id = "nodes"."workflow_id" and p.id = any("nodes"."parent_ids"))`,
+        });
+      if (!started) return null;
+      const { parentOutputs: rawParents, ...node } = started;
       const changes = new WorkflowChanges(row);
       if (changes.status === "PENDING") changes.setStatus("RUNNING");
       changes.node("node.status_changed", nodeId, "RUNNING", { from: "QUEUED", attempt: node.attempt });
       await changes.commit(tx);
       const parentOutputs: StartedNode["parentOutputs"] = {};
       // Every parent is present; one that returned no output maps to a null Value.
-      for (const p of parents) parentOutputs[p.id] = valueFromJson(p.output) ?? fromJson(ValueSchema, null);
+      for (const [id, output] of Object.entries(rawParents)) {
+        parentOutputs[id] = valueFromJson(output) ?? fromJson(ValueSchema, null);
+      }
       const proto = nodeFromRow(node);
       return {
         node: proto,
@@ -695,60 +701,75 @@ export class PgStateManager implements StateManager {
     return this.db.transaction(async (tx) => {
       const row = await lockWorkflow(tx, workflowId);
       if (!row) return { outcome: "stale" };
-      const [node] = await tx
-        .select()
-        .from(nodes)
-        .where(
-          and(
-            eq(nodes.workflowId, workflowId),
-            eq(nodes.id, nodeId),
-            eq(nodes.status, "RUNNING"),
-            eq(nodes.lease, lease),
-          ),
-        )
-        .for("update");
-      if (!node) return { outcome: "stale" };
       const changes = new WorkflowChanges(row);
       let outcome: RecordOutcome;
-      if (result.kind === "success") {
-        outcome = await this.recordSuccess(tx, changes, node, result);
+      if (result.kind === "success" && result.edits.length === 0) {
+        // The common case in three statements: lock, PASS under the lease, children + completion check.
+        outcome = await this.passNode(tx, changes, nodeId, lease, result.output);
       } else {
-        outcome = await this.recordError(tx, changes, node, result.errorKind, result.message);
-      }
-      if (outcome.outcome !== "retry") {
-        await this.settle(tx, changes);
-        if (outcome.outcome === "passed" || outcome.outcome === "failed") {
+        const [node] = await tx
+          .select()
+          .from(nodes)
+          .where(
+            and(
+              eq(nodes.workflowId, workflowId),
+              eq(nodes.id, nodeId),
+              eq(nodes.status, "RUNNING"),
+              eq(nodes.lease, lease),
+            ),
+          )
+          .for("update");
+        if (!node) return { outcome: "stale" };
+        outcome =
+          result.kind === "success"
+            ? await this.recordEdits(tx, changes, node, result)
+            : await this.recordError(tx, changes, node, result.errorKind, result.message);
+        if (outcome.outcome === "failed") {
+          await this.settle(tx, changes);
           outcome = { ...outcome, workflowStatus: workflowStatusFromName(changes.status) };
         }
       }
-      await changes.commit(tx);
+      if (outcome.outcome !== "stale") await changes.commit(tx);
       return outcome;
     });
   }
 
-  private async recordSuccess(
+  /** A success whose response carries edits: the edits are applied with the PASS, or the node fails. */
+  private async recordEdits(
     tx: Tx,
     changes: WorkflowChanges,
     node: NodeRow,
     result: Extract<NodeResult, { kind: "success" }>,
   ): Promise<RecordOutcome> {
-    const workflowId = changes.row.id;
-    if (result.edits.length > 0) {
-      let plan: EditPlan;
-      const graph = await this.loadGraph(tx, workflowId);
-      try {
-        plan = planEdits(graph, result.edits, this.limits, "edits");
-      } catch (error) {
-        if (!(error instanceof TrellisError)) throw error;
-        return this.failNode(tx, changes, node, ErrorKind.TASK_ERROR, `invalid edits: ${error.message}`);
-      }
-      await this.applyPlan(tx, changes, graph, plan);
+    const graph = await this.loadGraph(tx, changes.row.id);
+    let plan: EditPlan;
+    try {
+      plan = planEdits(graph, result.edits, this.limits, "edits");
+    } catch (error) {
+      if (!(error instanceof TrellisError)) throw error;
+      return this.failNode(tx, changes, node, ErrorKind.TASK_ERROR, `invalid edits: ${error.message}`);
     }
-    await tx
+    await this.applyPlan(tx, changes, graph, plan);
+    return this.passNode(tx, changes, node.id, node.lease!, result.output);
+  }
+
+  /**
+   * RUNNING -> PASS under the lease; children's pending_parents decremented and the workflow settled in one
+   * more statement. Stale when the lease is no longer held.
+   */
+  private async passNode(
+    tx: Tx,
+    changes: WorkflowChanges,
+    nodeId: string,
+    lease: string,
+    output: Extract<NodeResult, { kind: "success" }>["output"],
+  ): Promise<RecordOutcome> {
+    const workflowId = changes.row.id;
+    const [passed] = await tx
       .update(nodes)
       .set({
         status: "PASS",
-        output: valueToJson(result.output),
+        output: valueToJson(output),
         errorKind: null,
         errorMessage: null,
         lease: null,
@@ -756,16 +777,33 @@ export class PgStateManager implements StateManager {
         finishedAt: sql`now()`,
         updatedAt: sql`now()`,
       })
-      .where(and(eq(nodes.workflowId, workflowId), eq(nodes.id, node.id)));
-    changes.node("node.status_changed", node.id, "PASS", { from: "RUNNING", attempt: node.attempt });
-    const children = await tx.execute<{ id: string; pending_parents: number; status: NodeStatusName }>(sql`
-      update nodes n
-         set pending_parents = n.pending_parents - 1, updated_at = now()
-        from node_edges e
-       where e.workflow_id = ${workflowId} and e.parent_id = ${node.id}
-         and n.workflow_id = e.workflow_id and n.id = e.child_id
-      returning n.id, n.pending_parents, n.status`);
-    if (children.rows.some((c) => c.pending_parents === 0 && c.status === "PENDING")) changes.markReady();
+      .where(
+        and(
+          eq(nodes.workflowId, workflowId),
+          eq(nodes.id, nodeId),
+          eq(nodes.status, "RUNNING"),
+          eq(nodes.lease, lease),
+        ),
+      )
+      .returning({ attempt: nodes.attempt });
+    if (!passed) return { outcome: "stale" };
+    changes.node("node.status_changed", nodeId, "PASS", { from: "RUNNING", attempt: passed.attempt });
+    // Children do not change status here, so the completion check can run in the same statement.
+    const result = await tx.execute<{ ready: number; unfinished: boolean; failed: boolean }>(sql`
+      with children as (
+        update nodes n
+           set pending_parents = n.pending_parents - 1, updated_at = now()
+          from node_edges e
+         where e.workflow_id = ${workflowId} and e.parent_id = ${nodeId}
+           and n.workflow_id = e.workflow_id and n.id = e.child_id
+        returning n.pending_parents, n.status)
+      select (select count(*)::int from children where pending_parents = 0 and status = 'PENDING') as ready,
+             exists(select 1 from nodes where workflow_id = ${workflowId}
+                     and status in ('PENDING', 'QUEUED', 'RUNNING')) as unfinished,
+             exists(select 1 from nodes where workflow_id = ${workflowId} and status = 'FAIL') as failed`);
+    const { ready, unfinished, failed } = result.rows[0]!;
+    if (ready > 0) changes.markReady();
+    if (!unfinished && !changes.finished) changes.setStatus(failed ? "FAILED" : "SUCCEEDED");
     return { outcome: "passed", workflowStatus: workflowStatusFromName(changes.status) };
   }
 

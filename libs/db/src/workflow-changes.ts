@@ -2,27 +2,19 @@ import { eq, sql } from "drizzle-orm";
 import type { JsonObject } from "@bufbuild/protobuf";
 import { assertWorkflowTransition, isTerminalWorkflowStatus } from "@trellis/core";
 import { CHANNELS } from "./channels.js";
-import {
-  type NodeStatusName,
-  type WorkflowRow,
-  type WorkflowStatusName,
-  workflowStatusFromName,
-  type EventRow,
-} from "./mapping.js";
+import { type NodeStatusName, type WorkflowRow, type WorkflowStatusName, workflowStatusFromName } from "./mapping.js";
 import type { Database } from "./pool.js";
-import { workflowEvents, workflows } from "./schema.js";
+import { type workflowEvents, workflows } from "./schema.js";
+
+/** An event about to be written. */
+export type NewEvent = typeof workflowEvents.$inferInsert;
 
 /** A Drizzle transaction. */
 export type Tx = Parameters<Parameters<Database["transaction"]>[0]>[0];
 
-type NewEvent = typeof workflowEvents.$inferInsert;
-
-// Multi-row inserts stay well below PostgreSQL's 65,535 bind parameters.
-const EVENT_CHUNK = 4_000;
-
 /**
  * Everything one transaction changes about a locked workflow: its status and the events it emits.
- * `commit` writes the events with consecutive sequences and the workflow row in two statements.
+ * `commit` writes the events with consecutive sequences, the workflow row and the notifications in one statement.
  */
 export class WorkflowChanges {
   /** Status after the changes so far. */
@@ -73,39 +65,96 @@ export class WorkflowChanges {
     });
   }
 
-  /** Writes events, the workflow row and notifications; returns the events as stored. */
-  async commit(tx: Tx): Promise<EventRow[]> {
-    const stored: EventRow[] = [];
-    for (let i = 0; i < this.events.length; i += EVENT_CHUNK) {
-      const rows = await tx
-        .insert(workflowEvents)
-        .values(this.events.slice(i, i + EVENT_CHUNK))
-        .returning();
-      stored.push(...rows);
-    }
-    const changedStatus = this.status !== this.row.status;
-    if (this.events.length > 0 || changedStatus) {
-      const lastSeq = this.row.eventSeq + this.events.length;
-      await tx.execute(sql`
-        update workflows
-           set event_seq = ${lastSeq},
-               status = ${this.status},
-               updated_at = now(),
-               finished_at = ${this.finished ? sql`coalesce(finished_at, now())` : sql`null`}
-         where id = ${this.row.id}`);
-      if (this.events.length > 0) {
-        await tx.execute(sql`select pg_notify(${CHANNELS.events}, ${`${this.row.id}:${lastSeq}`})`);
-      }
-    }
-    if (this.readyHint && !this.finished) {
-      await tx.execute(sql`select pg_notify(${CHANNELS.ready}, ${this.row.id})`);
-    }
-    return stored;
+  /** The events recorded so far, numbered. */
+  get pending(): readonly NewEvent[] {
+    return this.events;
   }
+
+  /** Writes events, the workflow row and notifications in one statement; returns the events written. */
+  async commit(tx: Tx): Promise<NewEvent[]> {
+    await commitChanges(tx, [this]);
+    return this.events;
+  }
+
+  /** Whether anything needs writing. */
+  get dirty(): boolean {
+    return this.events.length > 0 || this.status !== this.row.status || this.readyHint;
+  }
+
+  /** @internal The ready hint, for commitChanges. */
+  get wantsReady(): boolean {
+    return this.readyHint && !this.finished;
+  }
+}
+
+// One statement stays well below PostgreSQL's 65,535 bind parameters: 7 arrays are 7 parameters.
+const EVENT_BATCH = 20_000;
+
+/**
+ * Writes the changes of several locked workflows in as few statements as possible: every event, every
+ * workflow row (sequence, status, finished_at) and the notifications, in one statement per 20,000 events.
+ */
+export async function commitChanges(tx: Tx, all: readonly WorkflowChanges[]): Promise<void> {
+  const dirty = all.filter((c) => c.dirty);
+  if (dirty.length === 0) return;
+  const events = dirty.flatMap((c) => c.pending);
+  // Large batches (10,000-node edits) go in slices; the last slice carries the workflow updates.
+  for (let i = EVENT_BATCH; i < events.length; i += EVENT_BATCH) {
+    await insertEvents(tx, events.slice(i - EVENT_BATCH, i));
+  }
+  const tail = events.slice(Math.floor(Math.max(0, events.length - 1) / EVENT_BATCH) * EVENT_BATCH);
+  const ids = dirty.map((c) => c.row.id);
+  const seqs = dirty.map((c) => c.row.eventSeq + c.pending.length);
+  const statuses = dirty.map((c) => c.status);
+  const finished = dirty.map((c) => c.finished);
+  const eventPayloads = dirty
+    .filter((c) => c.pending.length > 0)
+    .map((c) => `${c.row.id}:${c.row.eventSeq + c.pending.length}`);
+  const ready = dirty.filter((c) => c.wantsReady).map((c) => c.row.id);
+  await tx.execute(sql`
+    with ev as (${eventsInsert(tail)}),
+    wf as (
+      update workflows w
+         set event_seq = u.seq, status = u.status, updated_at = now(),
+             finished_at = case when u.finished then coalesce(w.finished_at, now()) else null end
+        from unnest(${sql.param(ids)}::uuid[], ${sql.param(seqs)}::bigint[],
+                    ${sql.param(statuses)}::workflow_status[], ${sql.param(finished)}::boolean[])
+             as u(id, seq, status, finished)
+       where w.id = u.id
+      returning w.id)
+    select (select count(*) from ev) as events, (select count(*) from wf) as workflows,
+           (select count(pg_notify(${CHANNELS.events}, p)) from unnest(${sql.param(eventPayloads)}::text[]) p) as n1,
+           (select count(pg_notify(${CHANNELS.ready}, r)) from unnest(${sql.param(ready)}::text[]) r) as n2`);
+}
+
+function eventsInsert(events: readonly NewEvent[]) {
+  return sql`
+    insert into workflow_events (workflow_id, sequence, type, node_id, workflow_status, node_status, data)
+    select * from unnest(${sql.param(events.map((e) => e.workflowId))}::uuid[],
+                         ${sql.param(events.map((e) => e.sequence))}::bigint[],
+                         ${sql.param(events.map((e) => e.type))}::text[],
+                         ${sql.param(events.map((e) => e.nodeId ?? null))}::text[],
+                         ${sql.param(events.map((e) => e.workflowStatus))}::workflow_status[],
+                         ${sql.param(events.map((e) => e.nodeStatus ?? null))}::node_status[],
+                         ${sql.param(events.map((e) => JSON.stringify(e.data ?? {})))}::jsonb[])
+    returning 1`;
+}
+
+async function insertEvents(tx: Tx, events: readonly NewEvent[]): Promise<void> {
+  await tx.execute(sql`with ev as (${eventsInsert(events)}) select count(*) from ev`);
 }
 
 /** Locks a workflow row for the rest of the transaction; null when it does not exist. */
 export async function lockWorkflow(tx: Tx, workflowId: string): Promise<WorkflowRow | null> {
   const rows = await tx.select().from(workflows).where(eq(workflows.id, workflowId)).for("update");
   return rows[0] ?? null;
+}
+
+/**
+ * Lets this transaction commit without waiting for its WAL flush. Only for changes that are safe to lose in
+ * a PostgreSQL crash because the engine redoes them (claims, starts, lease renewals): a later synchronous
+ * commit flushes them too, so nothing that depends on them can survive without them.
+ */
+export async function asyncCommit(tx: Tx): Promise<void> {
+  await tx.execute(sql`set local synchronous_commit = off`);
 }
