@@ -1,4 +1,4 @@
-import { CHANNELS, PgListener, PgStateManager, createDatabase, createPool } from "@trellis/db";
+import { CHANNELS, PgListener, PgStateManager, createDatabase, createPool, eventLogger } from "@trellis/db";
 import { NodeQueues, checkRedis, createRedis } from "@trellis/queue";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
@@ -27,7 +27,7 @@ export async function startSchedulerApp(
     (e) => logger.warn({ err: e }, "idle PostgreSQL connection failed"),
   );
   await pool.query("select 1");
-  const stateManager = new PgStateManager(createDatabase(pool));
+  const stateManager = new PgStateManager(createDatabase(pool), { onEvents: eventLogger(logger) });
   const { evictionPolicy } = await checkRedis(settings.redisUrl);
   const redis = createRedis(settings.redisUrl);
   redis.on("error", (e) => logger.warn({ err: e }, "redis connection error"));

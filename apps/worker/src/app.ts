@@ -1,5 +1,5 @@
 import { hostname } from "node:os";
-import { PgStateManager, createDatabase, createPool } from "@trellis/db";
+import { PgStateManager, createDatabase, createPool, eventLogger } from "@trellis/db";
 import { checkRedis, createRedis } from "@trellis/queue";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
@@ -30,7 +30,7 @@ export async function startWorkerApp(
   redis.on("error", (e) => logger.warn({ err: e }, "redis connection error"));
   const client = createNodeServiceClient(settings.nodeServiceAddr, settings.nodeServiceMaxReceiveBytes);
   const worker = new NodeWorker({
-    stateManager: new PgStateManager(createDatabase(pool)),
+    stateManager: new PgStateManager(createDatabase(pool), { onEvents: eventLogger(logger) }),
     client,
     connection: redis,
     queuePrefix: settings.queuePrefix,

@@ -5,6 +5,7 @@ export * from "./pg-state-manager.js";
 export * from "./pool.js";
 export * from "./schema.js";
 export * from "./state-manager.js";
-export { WorkflowChanges, lockWorkflow, type Tx } from "./workflow-changes.js";
+export { WorkflowChanges, lockWorkflow, type NewEvent, type Tx } from "./workflow-changes.js";
 export * from "./listener.js";
 export * from "./event-hub.js";
+export * from "./event-log.js";

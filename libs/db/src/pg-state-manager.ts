@@ -72,12 +72,22 @@ import type {
   UpdateWorkflowInput,
   WorkflowPage,
 } from "./state-manager.js";
-import { WorkflowChanges, asyncCommit, commitChanges, lockWorkflow, type Tx } from "./workflow-changes.js";
+import {
+  WorkflowChanges,
+  asyncCommit,
+  collectEvents,
+  commitChanges,
+  lockWorkflow,
+  type NewEvent,
+  type Tx,
+} from "./workflow-changes.js";
 
 /** Options of the PostgreSQL StateManager. */
 export interface PgStateManagerOptions {
   /** Limits on workflows and edits. @default DEFAULT_LIMITS */
   limits?: WorkflowLimits;
+  /** Called with the events of each committed transaction (after commit), e.g. to log them. */
+  onEvents?: (events: readonly NewEvent[]) => void;
 }
 
 type NewNode = typeof nodes.$inferInsert;
@@ -128,11 +138,28 @@ function decodePageToken(token: string): { createdAt: Date; id: string } {
 export class PgStateManager implements StateManager {
   private readonly limits: WorkflowLimits;
 
+  private readonly onEvents: ((events: readonly NewEvent[]) => void) | undefined;
+
   constructor(
     private readonly db: Database,
     options: PgStateManagerOptions = {},
   ) {
     this.limits = options.limits ?? DEFAULT_LIMITS;
+    this.onEvents = options.onEvents;
+  }
+
+  /** Runs a write transaction; after it commits, hands its events to onEvents. */
+  private async write<T>(work: (tx: Tx) => Promise<T>): Promise<T> {
+    const committed: NewEvent[] = [];
+    const result = await this.db.transaction((tx) => collectEvents(tx, committed, () => work(tx)));
+    if (committed.length > 0 && this.onEvents) {
+      try {
+        this.onEvents(committed);
+      } catch {
+        // An observer's failure must not turn a committed change into an error.
+      }
+    }
+    return result;
   }
 
   // ---------------------------------------------------------------- workflows
@@ -157,7 +184,7 @@ export class PgStateManager implements StateManager {
     }
     const workflowId = crypto.randomUUID();
     try {
-      await this.db.transaction(async (tx) => {
+      await this.write(async (tx) => {
         const [row] = await tx
           .insert(workflows)
           .values({
@@ -308,7 +335,7 @@ export class PgStateManager implements StateManager {
     }
     if (update.labels !== undefined) validateLabels(update.labels, "labels", this.limits);
     const effects: Omit<ActionEffects, "workflow"> = { cancelledRunning: [], removedJobIds: [] };
-    await this.db.transaction(async (tx) => {
+    await this.write(async (tx) => {
       const row = await this.lockOrThrow(tx, workflowId);
       const changes = new WorkflowChanges(row);
       if (update.name !== undefined || update.labels !== undefined) {
@@ -481,7 +508,7 @@ export class PgStateManager implements StateManager {
     workflowId: string,
     plan: (graph: ReadonlyMap<string, GraphNode>) => EditPlan,
   ): Promise<void> {
-    await this.db.transaction(async (tx) => {
+    await this.write(async (tx) => {
       const row = await this.lockOrThrow(tx, workflowId);
       const changes = new WorkflowChanges(row);
       if (changes.finished) {
@@ -591,7 +618,7 @@ export class PgStateManager implements StateManager {
 
   async claimReadyNodes(limit: number): Promise<QueuedNode[]> {
     if (limit < 1) return [];
-    return this.db.transaction(async (tx) => {
+    return this.write(async (tx) => {
       // A lost claim is harmless: the nodes are PENDING again and claimed anew (their jobs find them so).
       await asyncCommit(tx);
       const candidates = await tx.execute<{ workflow_id: string }>(sql`
@@ -648,7 +675,7 @@ export class PgStateManager implements StateManager {
   }
 
   async startNode(workflowId: string, nodeId: string, leaseTtlMs: number): Promise<StartedNode | null> {
-    return this.db.transaction(async (tx) => {
+    return this.write(async (tx) => {
       // A lost start is harmless (the node is QUEUED again and re-delivered), so it need not wait for fsync.
       await asyncCommit(tx);
       const row = await lockWorkflow(tx, workflowId);
@@ -698,7 +725,7 @@ export class PgStateManager implements StateManager {
   }
 
   async recordResult(workflowId: string, nodeId: string, lease: string, result: NodeResult): Promise<RecordOutcome> {
-    return this.db.transaction(async (tx) => {
+    return this.write(async (tx) => {
       const row = await lockWorkflow(tx, workflowId);
       if (!row) return { outcome: "stale" };
       const changes = new WorkflowChanges(row);
@@ -897,7 +924,7 @@ export class PgStateManager implements StateManager {
   }
 
   async requeueExpiredLeases(limit: number): Promise<QueuedNode[]> {
-    return this.db.transaction(async (tx) => {
+    return this.write(async (tx) => {
       const expired = await tx.execute<{ workflow_id: string }>(sql`
         select distinct workflow_id from nodes
          where status = 'RUNNING' and lease_expires_at < now()
@@ -946,7 +973,7 @@ export class PgStateManager implements StateManager {
 
   async requeueNodes(lost: readonly Pick<QueuedNode, "workflowId" | "nodeId" | "jobId">[]): Promise<QueuedNode[]> {
     if (lost.length === 0) return [];
-    return this.db.transaction(async (tx) => {
+    return this.write(async (tx) => {
       const queued: QueuedNode[] = [];
       for (const row of await this.lockWorkflows(tx, [...new Set(lost.map((l) => l.workflowId))])) {
         const changes = new WorkflowChanges(row);
@@ -1024,7 +1051,7 @@ export class PgStateManager implements StateManager {
   }
 
   async reportUnroutable(served: ReadonlySet<string>): Promise<Map<string, number>> {
-    return this.db.transaction(async (tx) => {
+    return this.write(async (tx) => {
       const servedList = [...served];
       const fresh = await tx.execute<{ workflow_id: string }>(sql`
         select distinct workflow_id from nodes

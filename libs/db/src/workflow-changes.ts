@@ -98,6 +98,7 @@ export async function commitChanges(tx: Tx, all: readonly WorkflowChanges[]): Pr
   const dirty = all.filter((c) => c.dirty);
   if (dirty.length === 0) return;
   const events = dirty.flatMap((c) => c.pending);
+  transactionEvents.get(tx)?.push(...events);
   // Large batches (10,000-node edits) go in slices; the last slice carries the workflow updates.
   for (let i = EVENT_BATCH; i < events.length; i += EVENT_BATCH) {
     await insertEvents(tx, events.slice(i - EVENT_BATCH, i));
@@ -157,4 +158,16 @@ export async function lockWorkflow(tx: Tx, workflowId: string): Promise<Workflow
  */
 export async function asyncCommit(tx: Tx): Promise<void> {
   await tx.execute(sql`set local synchronous_commit = off`);
+}
+
+const transactionEvents = new WeakMap<Tx, NewEvent[]>();
+
+/** Runs `work` collecting into `into` every event that commitChanges writes on `tx`. */
+export async function collectEvents<T>(tx: Tx, into: NewEvent[], work: () => Promise<T>): Promise<T> {
+  transactionEvents.set(tx, into);
+  try {
+    return await work();
+  } finally {
+    transactionEvents.delete(tx);
+  }
 }
