@@ -4,29 +4,22 @@ import { InvalidArgumentError, assertNodeId, assertWorkflowId, quoteForMessage }
 import type { StateManager, UpdateWorkflowInput } from "@trellis/db";
 import {
   type CreateWorkflowRequest,
-  CreateWorkflowRequestSchema,
-  CreateWorkflowResponseSchema,
+  type CreateWorkflowResponseSchema,
   type EditWorkflowRequest,
-  EditWorkflowRequestSchema,
-  EditWorkflowResponseSchema,
+  type EditWorkflowResponseSchema,
   type GetNodeRequest,
-  GetNodeRequestSchema,
-  GetNodeResponseSchema,
+  type GetNodeResponseSchema,
   type GetWorkflowRequest,
-  GetWorkflowRequestSchema,
-  GetWorkflowResponseSchema,
+  type GetWorkflowResponseSchema,
   type GrpcServiceHandlers,
   type ListWorkflowsRequest,
-  ListWorkflowsRequestSchema,
-  ListWorkflowsResponseSchema,
+  type ListWorkflowsResponseSchema,
   type UpdateNodeRequest,
-  UpdateNodeRequestSchema,
-  UpdateNodeResponseSchema,
+  type UpdateNodeResponseSchema,
   type UpdateWorkflowRequest,
-  UpdateWorkflowRequestSchema,
-  UpdateWorkflowResponseSchema,
+  type UpdateWorkflowResponseSchema,
   WorkflowAction,
-  type WorkflowService,
+  WorkflowService,
   WorkflowStatus,
 } from "@trellis/proto";
 import type { Logger } from "pino";
@@ -196,8 +189,7 @@ export function workflowServiceMethods(deps: WorkflowServiceDeps): WorkflowServi
  */
 function unary<I extends DescMessage, O extends DescMessage>(
   logger: Logger,
-  _requestSchema: I,
-  responseSchema: O,
+  method: { input: I; output: O },
   run: (request: MessageShape<I>) => Promise<MessageInitShape<O>>,
 ): grpc.handleUnaryCall<MessageShape<I>, MessageShape<O>> {
   return (call, callback) => {
@@ -210,8 +202,9 @@ function unary<I extends DescMessage, O extends DescMessage>(
       return;
     }
     run(call.request).then(
-      (response) => callback(null, create(responseSchema, response)),
-      (error: unknown) => callback(toCallError(error, logger, call.getPath())),
+      (response) => callback(null, create(method.output, response)),
+      // Named as in the per-call log line: `workflow.v1.WorkflowService/GetWorkflow`.
+      (error: unknown) => callback(toCallError(error, logger, call.getPath().replace(/^\//, ""))),
     );
   };
 }
@@ -221,13 +214,13 @@ export function createWorkflowServiceHandlers(deps: WorkflowServiceDeps): GrpcSe
   const methods = workflowServiceMethods(deps);
   const { logger } = deps;
   return {
-    createWorkflow: unary(logger, CreateWorkflowRequestSchema, CreateWorkflowResponseSchema, methods.createWorkflow),
-    getWorkflow: unary(logger, GetWorkflowRequestSchema, GetWorkflowResponseSchema, methods.getWorkflow),
-    listWorkflows: unary(logger, ListWorkflowsRequestSchema, ListWorkflowsResponseSchema, methods.listWorkflows),
-    updateWorkflow: unary(logger, UpdateWorkflowRequestSchema, UpdateWorkflowResponseSchema, methods.updateWorkflow),
-    getNode: unary(logger, GetNodeRequestSchema, GetNodeResponseSchema, methods.getNode),
-    updateNode: unary(logger, UpdateNodeRequestSchema, UpdateNodeResponseSchema, methods.updateNode),
-    editWorkflow: unary(logger, EditWorkflowRequestSchema, EditWorkflowResponseSchema, methods.editWorkflow),
+    createWorkflow: unary(logger, WorkflowService.method.createWorkflow, methods.createWorkflow),
+    getWorkflow: unary(logger, WorkflowService.method.getWorkflow, methods.getWorkflow),
+    listWorkflows: unary(logger, WorkflowService.method.listWorkflows, methods.listWorkflows),
+    updateWorkflow: unary(logger, WorkflowService.method.updateWorkflow, methods.updateWorkflow),
+    getNode: unary(logger, WorkflowService.method.getNode, methods.getNode),
+    updateNode: unary(logger, WorkflowService.method.updateNode, methods.updateNode),
+    editWorkflow: unary(logger, WorkflowService.method.editWorkflow, methods.editWorkflow),
     watchWorkflow: (call) => {
       call.emit("error", { code: grpc.status.UNIMPLEMENTED, details: "WatchWorkflow is not implemented yet" });
     },

@@ -12,6 +12,7 @@ export {
 } from "./config.js";
 export { deadlinePassed } from "./deadline.js";
 export { type CallError, grpcStatusOf, toCallError } from "./errors.js";
+export { HealthServiceDesc } from "./health-descriptor.js";
 export {
   DEFAULT_PAGE_SIZE,
   MAX_PAGE_SIZE,

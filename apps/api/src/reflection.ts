@@ -1,7 +1,7 @@
 import { type DescFile, type DescService, toBinary } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { ReflectionService } from "@grpc/reflection";
-import { service as healthService } from "grpc-health-check";
+import { HealthServiceDesc } from "./health-descriptor.js";
 
 /** What `@grpc/reflection` analyses: the shape of a `@grpc/proto-loader` package definition. */
 export type ReflectionPackageDefinition = ConstructorParameters<typeof ReflectionService>[0];
@@ -32,24 +32,18 @@ function messageTypeDefinition(fileDescriptorProtos: Buffer[]): MessageTypeDefin
 }
 
 /**
- * Builds, from protobuf-es descriptors, the proto-loader-style package definition `@grpc/reflection` reads: one
- * entry per request and response message, each carrying the binary FileDescriptorProtos of its file and of every
+ * Builds, from protobuf-es descriptors, the proto-loader-style package definition `@grpc/reflection` reads for
+ * `services` and grpc.health.v1.Health: one entry per request and response message, each carrying the binary FileDescriptorProtos of its file and of every
  * file that file imports. The reflection service indexes those files, so clients resolve every type from it.
  */
 export function reflectionPackageDefinition(services: readonly DescService[]): ReflectionPackageDefinition {
   const definition: ReflectionPackageDefinition = {};
-  for (const service of services) {
+  for (const service of [...services, HealthServiceDesc]) {
     const fileDescriptorProtos = withDependencies(service.file).map(encodeFile);
     for (const method of service.methods) {
       definition[method.input.typeName] = messageTypeDefinition(fileDescriptorProtos);
       definition[method.output.typeName] = messageTypeDefinition(fileDescriptorProtos);
     }
-  }
-  // grpc.health.v1.Health comes from grpc-health-check, already described the proto-loader way.
-  // The reflection service only reads each entry's fileDescriptorProtos, so the keys just need to be distinct.
-  for (const method of Object.values(healthService)) {
-    definition[`${method.path}#request`] = method.requestType;
-    definition[`${method.path}#response`] = method.responseType;
   }
   return definition;
 }

@@ -5,15 +5,15 @@ import {
   type FileRegistry,
   fromBinary,
   type Message,
+  type MessageInitShape,
   type MessageShape,
   toBinary,
 } from "@bufbuild/protobuf";
 import {
-  type DescriptorProto,
+  type DescriptorProtoSchema,
   FieldDescriptorProto_Label,
   FieldDescriptorProto_Type,
   FileDescriptorProtoSchema,
-  FileDescriptorSetSchema,
 } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 
@@ -21,7 +21,7 @@ import * as grpc from "@grpc/grpc-js";
 // proto files nor proto-loader: a client that knows nothing of Trellis except the reflection protocol.
 type FieldSpec = [name: string, number: number, type: FieldDescriptorProto_Type, typeName?: string, repeated?: boolean];
 
-function message(name: string, fields: FieldSpec[]): Partial<DescriptorProto> {
+function message(name: string, fields: FieldSpec[]): MessageInitShape<typeof DescriptorProtoSchema> {
   return {
     name,
     field: fields.map(([fieldName, number, type, typeName, repeated]) => ({
@@ -29,7 +29,7 @@ function message(name: string, fields: FieldSpec[]): Partial<DescriptorProto> {
       number,
       type,
       label: repeated ? FieldDescriptorProto_Label.REPEATED : FieldDescriptorProto_Label.OPTIONAL,
-      ...(typeName === undefined ? {} : { typeName }),
+      typeName: typeName ?? "",
     })),
   };
 }
@@ -113,9 +113,10 @@ export async function registryForSymbol(channel: grpc.Client, symbol: string): P
   const response = await ask(channel, { fileContainingSymbol: symbol });
   const files = response.fileDescriptorResponse?.fileDescriptorProto;
   if (files === undefined) throw new Error(`no descriptors for ${symbol}: ${JSON.stringify(response.errorResponse)}`);
-  return createFileRegistry(
-    create(FileDescriptorSetSchema, { file: files.map((bytes) => fromBinary(FileDescriptorProtoSchema, bytes)) }),
-  );
+  // The file declaring the symbol comes first, then its imports: resolve imports by name, in any order.
+  const protos = files.map((bytes) => fromBinary(FileDescriptorProtoSchema, bytes));
+  const byName = new Map(protos.map((proto) => [proto.name, proto]));
+  return createFileRegistry(protos[0]!, (name) => byName.get(name));
 }
 
 /** Calls a unary method with messages of dynamically described types. */

@@ -1,0 +1,31 @@
+import { create } from "@bufbuild/protobuf";
+import type { ActionEffects, StateManager } from "@trellis/db";
+import { NodeSchema, WorkflowSchema, WorkflowStatus } from "@trellis/proto";
+import { vi } from "vitest";
+
+/** The id of the workflow the mock returns. */
+export const WORKFLOW_ID = "0b7a3c1e-9f4d-4f7a-8c7e-2d1f5a6b7c8d";
+
+/** vi.fn mocks of what the api calls; any other StateManager method throws, so a stray call shows up. */
+export function mockStateManager() {
+  const workflow = create(WorkflowSchema, { id: WORKFLOW_ID, name: "wf", status: WorkflowStatus.PENDING });
+  const effects: ActionEffects = { workflow, cancelledRunning: [], removedJobIds: [] };
+  const used = {
+    createWorkflow: vi.fn<StateManager["createWorkflow"]>(async () => ({ workflow, created: true })),
+    getWorkflow: vi.fn<StateManager["getWorkflow"]>(async () => workflow),
+    listWorkflows: vi.fn<StateManager["listWorkflows"]>(async () => ({ workflows: [workflow], nextPageToken: "next" })),
+    updateWorkflow: vi.fn<StateManager["updateWorkflow"]>(async () => effects),
+    getNode: vi.fn<StateManager["getNode"]>(async (_w, nodeId) => create(NodeSchema, { id: nodeId })),
+    updateNode: vi.fn<StateManager["updateNode"]>(async (_w, node) => node),
+    applyNodeEdits: vi.fn<StateManager["applyNodeEdits"]>(async () => workflow),
+  };
+  const stateManager = new Proxy(used, {
+    get(target, property, receiver) {
+      if (property in target || typeof property === "symbol") return Reflect.get(target, property, receiver);
+      return () => {
+        throw new Error(`StateManager.${property} is not used by the api`);
+      };
+    },
+  }) as typeof used & StateManager;
+  return Object.assign(stateManager, { workflow });
+}
