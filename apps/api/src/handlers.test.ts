@@ -255,7 +255,7 @@ describe("request mapping", () => {
     expect(edits[1]!.nodeId).toBe("y");
   });
 
-  it("WatchWorkflow answers UNIMPLEMENTED", () => {
+  it("WatchWorkflow answers UNIMPLEMENTED when the server has no event source", () => {
     const { handlers } = setup();
     const emit = vi.fn();
     handlers.watchWorkflow({ emit } as unknown as Parameters<Handlers["watchWorkflow"]>[0]);

@@ -18,6 +18,8 @@ import {
   type UpdateNodeResponseSchema,
   type UpdateWorkflowRequest,
   type UpdateWorkflowResponseSchema,
+  type WatchWorkflowRequest,
+  type WorkflowEvent,
   WorkflowAction,
   WorkflowService,
   WorkflowStatus,
@@ -42,6 +44,13 @@ export interface WorkflowServiceDeps {
    * NOTIFYs the scheduler in the change's transaction; this lets an in-process scheduler (`npm start`) wake at once.
    */
   notifyScheduler?: ((workflowId: string) => void) | undefined;
+  /** Source of WatchWorkflow streams; without it WatchWorkflow answers UNIMPLEMENTED. */
+  events?: WorkflowEventSource | undefined;
+}
+
+/** Replays a workflow's committed events after a sequence, then follows live until its terminal event. */
+export interface WorkflowEventSource {
+  follow(workflowId: string, afterSequence: number, signal: AbortSignal): AsyncIterable<WorkflowEvent>;
 }
 
 /** The unary RPCs of WorkflowService as plain functions: request shape check -> StateManager -> response. */
@@ -209,7 +218,48 @@ function unary<I extends DescMessage, O extends DescMessage>(
   };
 }
 
-/** The grpc-js handlers of `workflow.v1.WorkflowService`; WatchWorkflow answers UNIMPLEMENTED for now. */
+/**
+ * WatchWorkflow: replays committed events after `after_sequence`, then follows live, ending after the terminal
+ * event. A slow reader holds the producer back (write() backpressure); nothing is buffered beyond one page.
+ */
+function watch(deps: WorkflowServiceDeps, call: grpc.ServerWritableStream<WatchWorkflowRequest, WorkflowEvent>): void {
+  const { events, logger } = deps;
+  if (!events) {
+    call.emit("error", { code: grpc.status.UNIMPLEMENTED, details: "WatchWorkflow is not enabled on this server" });
+    return;
+  }
+  const method = call.getPath().replace(/^\//, "");
+  const controller = new AbortController();
+  call.on("cancelled", () => controller.abort());
+  call.on("close", () => controller.abort());
+  void (async () => {
+    try {
+      const workflowId = requireWorkflowId(call.request.workflowId);
+      if (call.request.afterSequence < 0n) throw new InvalidArgumentError("after_sequence", "must not be negative");
+      for await (const event of events.follow(workflowId, Number(call.request.afterSequence), controller.signal)) {
+        if (!call.write(event)) await drained(call, controller.signal);
+        if (controller.signal.aborted) return;
+      }
+      if (!controller.signal.aborted) call.end();
+    } catch (error) {
+      if (!controller.signal.aborted) call.emit("error", toCallError(error, logger, method));
+    }
+  })();
+}
+
+function drained(stream: NodeJS.EventEmitter, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      stream.off("drain", done);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    stream.once("drain", done);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
+
+/** The grpc-js handlers of `workflow.v1.WorkflowService`. */
 export function createWorkflowServiceHandlers(deps: WorkflowServiceDeps): GrpcServiceHandlers<typeof WorkflowService> {
   const methods = workflowServiceMethods(deps);
   const { logger } = deps;
@@ -221,8 +271,6 @@ export function createWorkflowServiceHandlers(deps: WorkflowServiceDeps): GrpcSe
     getNode: unary(logger, WorkflowService.method.getNode, methods.getNode),
     updateNode: unary(logger, WorkflowService.method.updateNode, methods.updateNode),
     editWorkflow: unary(logger, WorkflowService.method.editWorkflow, methods.editWorkflow),
-    watchWorkflow: (call) => {
-      call.emit("error", { code: grpc.status.UNIMPLEMENTED, details: "WatchWorkflow is not implemented yet" });
-    },
+    watchWorkflow: (call) => watch(deps, call),
   };
 }

@@ -18,6 +18,7 @@ export {
   MAX_PAGE_SIZE,
   type WorkflowServiceDeps,
   type WorkflowServiceMethods,
+  type WorkflowEventSource,
   createWorkflowServiceHandlers,
   pageSizeOf,
   workflowServiceMethods,

@@ -1,4 +1,4 @@
-import { PgStateManager, createDatabase, createPool } from "@trellis/db";
+import { PgStateManager, WorkflowEventHub, createDatabase, createPool, eventLogger } from "@trellis/db";
 import {
   GracefulShutdown,
   createLogger,
@@ -40,12 +40,16 @@ try {
   });
   shutdown.add("http server", () => http.close());
 
-  api = await startApiServer({
-    stateManager: new PgStateManager(createDatabase(pool)),
-    logger,
-    registry,
-    settings,
+  const stateManager = new PgStateManager(createDatabase(pool), { onEvents: eventLogger(logger) });
+  const events = new WorkflowEventHub({
+    stateManager,
+    databaseUrl: settings.databaseUrl,
+    onError: (error) => logger.warn({ err: error }, "event LISTEN connection lost; reconnecting"),
   });
+  await events.start();
+  shutdown.add("event listener", () => events.close());
+
+  api = await startApiServer({ stateManager, logger, registry, settings, events });
   const running = api;
   shutdown.add("grpc server", () => running.close(settings.shutdownTimeoutMs));
 } catch (error) {

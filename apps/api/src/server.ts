@@ -7,7 +7,7 @@ import type { Registry } from "prom-client";
 import { createAuthInterceptor } from "./auth.js";
 import { createCallObserver, createGrpcCallMetrics } from "./call-observer.js";
 import type { ApiSettings, ApiTlsSettings } from "./config.js";
-import { createWorkflowServiceHandlers } from "./handlers.js";
+import { type WorkflowEventSource, createWorkflowServiceHandlers } from "./handlers.js";
 import { createReflectionService } from "./reflection.js";
 
 /** The settings {@link startApiServer} uses. */
@@ -25,6 +25,8 @@ export interface StartApiServerOptions {
   settings: ApiServerSettings;
   /** Wakes an in-process scheduler after changes that may make nodes ready (see WorkflowServiceDeps). */
   notifyScheduler?: ((workflowId: string) => void) | undefined;
+  /** Source of WatchWorkflow streams (a WorkflowEventHub); without it WatchWorkflow answers UNIMPLEMENTED. */
+  events?: WorkflowEventSource | undefined;
 }
 
 /** A running api server. */
@@ -87,6 +89,7 @@ export async function startApiServer(options: StartApiServerOptions): Promise<Ru
       stateManager: options.stateManager,
       logger,
       notifyScheduler: options.notifyScheduler,
+      events: options.events,
     }),
   );
   const health = new HealthImplementation();

@@ -97,6 +97,6 @@ describe("npm run start:api (apps/api/src/main.ts)", () => {
     const closed = logLines(main.stdout())
       .filter((l) => l.msg?.toString().startsWith("closed "))
       .map((l) => l.closer);
-    expect(closed).toEqual(["grpc server", "http server", "postgres pool"]);
+    expect(closed).toEqual(["grpc server", "event listener", "http server", "postgres pool"]);
   });
 });

@@ -3,7 +3,7 @@
 import { readApiSettings, startApiServer } from "@trellis/api";
 import { configOrExit, type Env } from "@trellis/config";
 import { startDashboardApp, readDashboardSettings } from "@trellis/dashboard";
-import { PgStateManager, createDatabase, createPool, runMigrations } from "@trellis/db";
+import { PgStateManager, WorkflowEventHub, createDatabase, createPool, eventLogger, runMigrations } from "@trellis/db";
 import {
   EXAMPLE_CAPABILITIES,
   readExampleNodeServiceConfig,
@@ -66,7 +66,11 @@ try {
 
   const pool = createPool(settings.api.databaseUrl, { max: settings.api.dbPoolSize, applicationName: "trellis-api" });
   shutdown.add("api pool", () => pool.end());
-  const stateManager = new PgStateManager(createDatabase(pool));
+  const apiLogger = loggerFor("api");
+  const stateManager = new PgStateManager(createDatabase(pool), { onEvents: eventLogger(apiLogger) });
+  const events = new WorkflowEventHub({ stateManager, databaseUrl: settings.api.databaseUrl });
+  await events.start();
+  shutdown.add("event listener", () => events.close());
 
   const schedulerRegistry = createMetricsRegistry({ app: "scheduler" });
   const scheduler = await startSchedulerApp(settings.scheduler, {
@@ -85,9 +89,10 @@ try {
   const apiRegistry = createMetricsRegistry({ app: "api", collectDefault: false });
   const api = await startApiServer({
     stateManager,
-    logger: loggerFor("api"),
+    logger: apiLogger,
     registry: apiRegistry,
     settings: settings.api,
+    events,
     notifyScheduler: () => scheduler.scheduler.wake(),
   });
   shutdown.add("api", () => api.close(settings.api.shutdownTimeoutMs));

@@ -100,7 +100,9 @@ export class WorkflowEventHub {
         if (signal.aborted) return;
         yield event;
         after = Number(event.sequence);
-        if (event.type === "workflow.status_changed" && isTerminalWorkflowStatus(event.workflowStatus)) return;
+        // The rest of the terminal transaction's events (e.g. each node CANCELLED) are committed with it: the
+        // stream ends once they are read too.
+        if (event.type === "workflow.status_changed" && isTerminalWorkflowStatus(event.workflowStatus)) finished = true;
       }
       if (events.length === this.pageSize) continue;
       if (finished) return;

@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { NodeSchema, WorkflowStatus, type WorkflowEvent } from "@trellis/proto";
+import { NodeSchema, WorkflowAction, WorkflowStatus, type WorkflowEvent } from "@trellis/proto";
 import { createTestDatabase, waitFor, type TestDatabase } from "@trellis/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PgStateManager, WorkflowEventHub } from "../src/index.js";
@@ -96,6 +96,18 @@ describe("WorkflowEventHub.follow", () => {
     controller.abort();
     await following;
     expect(got).toHaveLength(1);
+  });
+
+  it("includes every event of the terminal transaction (each node CANCELLED after the workflow's CANCELLED)", async () => {
+    const id = await createChain("cancel");
+    await sm.updateWorkflow(id, { action: WorkflowAction.CANCEL });
+    const events = await collect(id, 0, []);
+    expect(events.map((e) => e.type)).toEqual([
+      "workflow.created",
+      "workflow.status_changed",
+      "node.status_changed",
+      "node.status_changed",
+    ]);
   });
 
   it("rejects an unknown workflow with NOT_FOUND", async () => {
