@@ -5,3 +5,4 @@ export * from "./metrics.js";
 export * from "./node-runner.js";
 export * from "./node-service-client.js";
 export * from "./node-worker.js";
+export * from "./batcher.js";

@@ -1,4 +1,4 @@
-import type { StateManager } from "@trellis/db";
+import type { RecordOutcome, ResultToRecord, StartedNode } from "@trellis/db";
 import { ErrorKind } from "@trellis/proto";
 import { RetryLaterError, type NodeJobData } from "@trellis/queue";
 import type { Logger } from "pino";
@@ -11,11 +11,13 @@ export type JobOutcome = "dropped" | "passed" | "failed" | "stale";
 
 /** Dependencies of runNodeJob. */
 export interface NodeRunnerDeps {
-  stateManager: StateManager;
+  /** QUEUED -> RUNNING under a fresh lease (batched by the caller); null when the node is not QUEUED. */
+  startNode: (workflowId: string, nodeId: string) => Promise<StartedNode | null>;
+  /** Records a result under its lease (batched by the caller). */
+  recordResult: (item: ResultToRecord) => Promise<RecordOutcome>;
   client: NodeServiceClient;
   held: HeldLeases;
   logger: Logger;
-  leaseTtlMs: number;
   metrics?: WorkerMetrics;
 }
 
@@ -24,8 +26,8 @@ export interface NodeRunnerDeps {
  * A retry throws RetryLaterError so BullMQ re-delivers the job after the node's backoff.
  */
 export async function runNodeJob(deps: NodeRunnerDeps, data: NodeJobData): Promise<JobOutcome> {
-  const { stateManager, held, metrics } = deps;
-  const started = await stateManager.startNode(data.workflowId, data.nodeId, deps.leaseTtlMs);
+  const { held, metrics } = deps;
+  const started = await deps.startNode(data.workflowId, data.nodeId);
   const logger = deps.logger.child({ workflow_id: data.workflowId, node_id: data.nodeId });
   if (!started) {
     logger.debug("job dropped: its node is no longer QUEUED");
@@ -43,18 +45,21 @@ export async function runNodeJob(deps: NodeRunnerDeps, data: NodeJobData): Promi
     const endTimer = metrics?.executionSeconds.startTimer({ capability });
     const result = await executeNode(deps.client, started, controller.signal);
     endTimer?.();
-    const outcome = await stateManager.recordResult(data.workflowId, data.nodeId, started.lease, result);
+    const outcome = await deps.recordResult({
+      workflowId: data.workflowId,
+      nodeId: data.nodeId,
+      lease: started.lease,
+      result,
+    });
     switch (outcome.outcome) {
       case "passed":
-        metrics?.nodesFinished.inc({ capability, status: "PASS", error_kind: "" });
         log.debug("node passed");
         return "passed";
       case "failed":
-        metrics?.nodesFinished.inc({ capability, status: "FAIL", error_kind: ErrorKind[outcome.errorKind] ?? "" });
-        log.info({ error: outcome.message }, "node failed");
+        // Finishes and retries are counted from their committed events (eventMetrics), once, wherever committed.
+        log.info({ error: outcome.message, error_kind: ErrorKind[outcome.errorKind] }, "node failed");
         return "failed";
       case "retry":
-        metrics?.retries.inc({ capability });
         log.info(
           { delay_ms: outcome.delayMs, error: result.kind === "error" ? result.message : "" },
           "node retry scheduled",

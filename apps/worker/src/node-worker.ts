@@ -1,8 +1,9 @@
 import { Worker } from "bullmq";
 import type { Redis } from "ioredis";
-import { CHANNELS, PgListener, type StateManager } from "@trellis/db";
+import { CHANNELS, PgListener, type ResultToRecord, type StateManager } from "@trellis/db";
 import { NODE_BACKOFF_TYPE, nodeBackoffStrategy, type NodeJobData } from "@trellis/queue";
 import type { Logger } from "pino";
+import { Batcher } from "./batcher.js";
 import { HeldLeases } from "./held-leases.js";
 import type { WorkerMetrics } from "./metrics.js";
 import { runNodeJob } from "./node-runner.js";
@@ -59,12 +60,17 @@ export class NodeWorker {
         .catch((e: unknown) => o.logger.warn({ err: e }, "worker heartbeat failed"));
     }, o.heartbeatMs);
     this.renewal = setInterval(() => void this.renewLeases(), Math.max(250, Math.floor(o.leaseTtlMs / 3)));
+    // Concurrent jobs share transactions: one commit for every start (or result) that arrives together.
+    const starts = new Batcher((items: { workflowId: string; nodeId: string }[]) =>
+      o.stateManager.startNodes(items, o.leaseTtlMs),
+    );
+    const results = new Batcher((items: ResultToRecord[]) => o.stateManager.recordResults(items));
     const deps = {
-      stateManager: o.stateManager,
+      startNode: (workflowId: string, nodeId: string) => starts.run({ workflowId, nodeId }),
+      recordResult: (item: ResultToRecord) => results.run(item),
       client: o.client,
       held: this.held,
       logger: o.logger,
-      leaseTtlMs: o.leaseTtlMs,
       metrics: o.metrics,
     };
     for (const capability of o.capabilities) {

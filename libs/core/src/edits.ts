@@ -236,10 +236,10 @@ class EditBatchPlanner {
   private remainingChildrenOfDeleted(deleted: ReadonlySet<string>): Map<string, string> {
     const childOf = new Map<string, string>();
     if (deleted.size === 0) return childOf;
-    for (const node of this.graph.values()) {
-      if (deleted.has(node.id) || this.parentsAfter.has(node.id)) continue;
+    for (const [id, node] of this.graph) {
+      if (deleted.has(id) || this.parentsAfter.has(id)) continue;
       for (const parentId of node.parentIds) {
-        if (deleted.has(parentId) && !childOf.has(parentId)) childOf.set(parentId, node.id);
+        if (deleted.has(parentId) && !childOf.has(parentId)) childOf.set(parentId, id);
       }
     }
     return childOf;
@@ -318,9 +318,11 @@ class EditBatchPlanner {
  * batch, and returns what to apply. INSERT: a well-formed node with a new id. UPDATE: an existing
  * PENDING node and a non-empty mask of {@link UPDATABLE_NODE_FIELDS}. DELETE: an existing PENDING
  * node. Each node is touched by at most one edit; afterwards every parent exists, no remaining node
- * keeps a deleted parent, there is no cycle, and the limits hold. Throws the first problem in edit
- * order (field paths like `edits[2].node.capability`; a cycle on field `field`); never mutates its
- * inputs. O(V+E) over the whole graph.
+ * keeps a deleted parent, there is no cycle, and the limits hold. Throws the first problem found —
+ * each edit's own checks in edit order, then the node count, then parents and deletions in edit
+ * order, then cycles — with field paths like `edits[2].node.capability` (a cycle on field `field`,
+ * printed `cycle a -> b -> a` with each node a parent of the next). Never mutates its inputs.
+ * O(V+E) over the whole graph.
  */
 export function planEdits(
   graph: ReadonlyMap<string, GraphNode>,

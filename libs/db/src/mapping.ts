@@ -20,7 +20,8 @@ import {
   type Workflow,
   type WorkflowEvent,
 } from "@trellis/proto";
-import type { nodes, workflowEvents, workflows } from "./schema.js";
+import { getTableColumns } from "drizzle-orm";
+import { nodes, type workflowEvents, type workflows } from "./schema.js";
 
 /** A node row as selected by Drizzle. */
 export type NodeRow = typeof nodes.$inferSelect;
@@ -83,6 +84,19 @@ export function valueFromJson(json: unknown): Value | undefined {
 /** A Duration's length in ms, or null when unset. */
 export function durationToMs(duration: Duration | undefined): number | null {
   return duration ? Math.round(durationMs(duration)) : null;
+}
+
+/**
+ * A node row from a raw query (snake_case columns, driver values) as Drizzle would map it, using each
+ * column's own driver mapping.
+ */
+export function nodeRowFromRaw(raw: Record<string, unknown>): NodeRow {
+  const row: Record<string, unknown> = {};
+  for (const [key, column] of Object.entries(getTableColumns(nodes))) {
+    const value = raw[column.name];
+    row[key] = value === null || value === undefined ? null : column.mapFromDriverValue(value);
+  }
+  return row as NodeRow;
 }
 
 /** The protobuf Node of a stored row. */

@@ -44,6 +44,7 @@ import {
   errorKindToName,
   eventFromRow,
   nodeFromRow,
+  nodeRowFromRaw,
   nodeStatusFromName,
   nodeStatusToName,
   retryPolicyToJson,
@@ -67,6 +68,7 @@ import type {
   NodeResult,
   QueuedNode,
   RecordOutcome,
+  ResultToRecord,
   StartedNode,
   StateManager,
   UpdateWorkflowInput,
@@ -100,6 +102,14 @@ const MAX_NAME_LENGTH = 256;
 /** Deterministic BullMQ job id of a node's queue generation; BullMQ forbids ':' and node ids cannot hold '/'. */
 export function jobIdFor(workflowId: string, nodeId: string, queueGen: number): string {
   return `${workflowId}/${nodeId}/${queueGen}`;
+}
+
+/**
+ * A status test that cannot use the partial indexes on status: with fresh statistics the planner otherwise
+ * picks `nodes_unfinished_idx` and filters a whole workflow's nodes instead of using the primary key.
+ */
+function statusIs(alias: string, status: NodeStatusName): SQL {
+  return sql`${sql.raw(alias)}.status::text = ${status}`;
 }
 
 function chunks<T>(items: readonly T[], size: number): T[][] {
@@ -518,7 +528,7 @@ export class PgStateManager implements StateManager {
       }
       const graph = await this.loadGraph(tx, workflowId);
       await this.applyPlan(tx, changes, graph, plan(graph));
-      await this.settle(tx, changes);
+      await this.settleAll(tx, [changes]);
       await changes.commit(tx);
     });
   }
@@ -602,18 +612,6 @@ export class PgStateManager implements StateManager {
     changes.markReady();
   }
 
-  /** Sets the workflow's final status when no node can run any more. */
-  private async settle(tx: Tx, changes: WorkflowChanges): Promise<void> {
-    if (changes.finished) return;
-    const result = await tx.execute<{ unfinished: boolean; failed: boolean }>(sql`
-      select exists(select 1 from nodes where workflow_id = ${changes.row.id}
-                      and status in ('PENDING', 'QUEUED', 'RUNNING')) as unfinished,
-             exists(select 1 from nodes where workflow_id = ${changes.row.id} and status = 'FAIL') as failed`);
-    const { unfinished, failed } = result.rows[0]!;
-    if (unfinished) return;
-    changes.setStatus(failed ? "FAILED" : "SUCCEEDED");
-  }
-
   // ------------------------------------------------------------ orchestration
 
   async claimReadyNodes(limit: number): Promise<QueuedNode[]> {
@@ -675,163 +673,211 @@ export class PgStateManager implements StateManager {
   }
 
   async startNode(workflowId: string, nodeId: string, leaseTtlMs: number): Promise<StartedNode | null> {
+    const [started] = await this.startNodes([{ workflowId, nodeId }], leaseTtlMs);
+    return started ?? null;
+  }
+
+  async startNodes(
+    requests: readonly { workflowId: string; nodeId: string }[],
+    leaseTtlMs: number,
+  ): Promise<(StartedNode | null)[]> {
+    if (requests.length === 0) return [];
     return this.write(async (tx) => {
       // A lost start is harmless (the node is QUEUED again and re-delivered), so it need not wait for fsync.
       await asyncCommit(tx);
-      const row = await lockWorkflow(tx, workflowId);
-      if (!row || isTerminalWorkflowStatus(workflowStatusFromName(row.status))) return null;
-      const [started] = await tx
-        .update(nodes)
-        .set({
-          status: "RUNNING",
-          attempt: sql`${nodes.attempt} + 1`,
-          lease: sql`gen_random_uuid()`,
-          leaseExpiresAt: sql`now() + make_interval(secs => ${leaseTtlMs / 1000})`,
-          startedAt: sql`now()`,
-          updatedAt: sql`now()`,
-        })
-        .where(and(eq(nodes.workflowId, workflowId), eq(nodes.id, nodeId), eq(nodes.status, "QUEUED")))
-        .returning({
-          ...getTableColumns(nodes),
-          // Parent outputs in the same round trip.
-          parentOutputs: sql<Record<string, unknown>>`(
-            select coalesce(jsonb_object_agg(p.id, p.output), '{}'::jsonb) from nodes p
-             where p.workflow_id = "nodes"."workflow_id" and p.id = any("nodes"."parent_ids"))`,
+      const locked = await this.lockWorkflows(tx, [...new Set(requests.map((r) => r.workflowId))]);
+      const open = new Map(
+        locked
+          .filter((w) => !isTerminalWorkflowStatus(workflowStatusFromName(w.status)))
+          .map((w) => [w.id, new WorkflowChanges(w)]),
+      );
+      const wanted = requests.filter((r) => open.has(r.workflowId));
+      if (wanted.length === 0) return requests.map(() => null);
+      const result = await tx.execute<Record<string, unknown>>(sql`
+        update nodes n
+           set status = 'RUNNING', attempt = n.attempt + 1, lease = gen_random_uuid(),
+               lease_expires_at = now() + make_interval(secs => ${leaseTtlMs / 1000}),
+               started_at = now(), updated_at = now()
+          from unnest(${sql.param(wanted.map((r) => r.workflowId))}::uuid[],
+                      ${sql.param(wanted.map((r) => r.nodeId))}::text[]) as r(workflow_id, id)
+         where n.workflow_id = r.workflow_id and n.id = r.id and ${statusIs("n", "QUEUED")}
+        returning n.*, (select coalesce(jsonb_object_agg(pid, (select p.output from nodes p
+                                                                  where p.workflow_id = n.workflow_id and p.id = pid)),
+                                        '{}'::jsonb)
+                          from unnest(n.parent_ids) as pid) as parent_outputs`);
+      const byKey = new Map<string, StartedNode>();
+      for (const raw of result.rows) {
+        const node = nodeRowFromRaw(raw);
+        const changes = open.get(node.workflowId)!;
+        if (changes.status === "PENDING") changes.setStatus("RUNNING");
+        changes.node("node.status_changed", node.id, "RUNNING", { from: "QUEUED", attempt: node.attempt });
+        const parentOutputs: StartedNode["parentOutputs"] = {};
+        // Every parent is present; one that returned no output maps to a null Value.
+        for (const [id, output] of Object.entries((raw.parent_outputs ?? {}) as Record<string, unknown>)) {
+          parentOutputs[id] = valueFromJson(output) ?? fromJson(ValueSchema, null);
+        }
+        const proto = nodeFromRow(node);
+        byKey.set(`${node.workflowId}/${node.id}`, {
+          node: proto,
+          workflowName: changes.row.name,
+          workflowInput: changes.row.input as JsonObject,
+          parentOutputs,
+          lease: node.lease!,
+          attempt: node.attempt,
+          timeoutMs: effectiveTimeoutMs(proto),
+          retryPolicy: effectiveRetryPolicy(proto.retryPolicy),
+          queuedAt: node.queuedAt,
         });
-      if (!started) return null;
-      const { parentOutputs: rawParents, ...node } = started;
-      const changes = new WorkflowChanges(row);
-      if (changes.status === "PENDING") changes.setStatus("RUNNING");
-      changes.node("node.status_changed", nodeId, "RUNNING", { from: "QUEUED", attempt: node.attempt });
-      await changes.commit(tx);
-      const parentOutputs: StartedNode["parentOutputs"] = {};
-      // Every parent is present; one that returned no output maps to a null Value.
-      for (const [id, output] of Object.entries(rawParents)) {
-        parentOutputs[id] = valueFromJson(output) ?? fromJson(ValueSchema, null);
       }
-      const proto = nodeFromRow(node);
-      return {
-        node: proto,
-        workflowName: row.name,
-        workflowInput: row.input as JsonObject,
-        parentOutputs,
-        lease: node.lease!,
-        attempt: node.attempt,
-        timeoutMs: effectiveTimeoutMs(proto),
-        retryPolicy: effectiveRetryPolicy(proto.retryPolicy),
-        queuedAt: node.queuedAt,
-      };
+      await commitChanges(tx, [...open.values()]);
+      // A node asked for twice in one batch is started once; the second request gets null.
+      return requests.map((r) => {
+        const key = `${r.workflowId}/${r.nodeId}`;
+        const started = byKey.get(key) ?? null;
+        byKey.delete(key);
+        return started;
+      });
     });
   }
 
   async recordResult(workflowId: string, nodeId: string, lease: string, result: NodeResult): Promise<RecordOutcome> {
+    const [outcome] = await this.recordResults([{ workflowId, nodeId, lease, result }]);
+    return outcome!;
+  }
+
+  async recordResults(items: readonly ResultToRecord[]): Promise<RecordOutcome[]> {
+    if (items.length === 0) return [];
     return this.write(async (tx) => {
-      const row = await lockWorkflow(tx, workflowId);
-      if (!row) return { outcome: "stale" };
-      const changes = new WorkflowChanges(row);
-      let outcome: RecordOutcome;
-      if (result.kind === "success" && result.edits.length === 0) {
-        // The common case in three statements: lock, PASS under the lease, children + completion check.
-        outcome = await this.passNode(tx, changes, nodeId, lease, result.output);
-      } else {
-        const [node] = await tx
-          .select()
-          .from(nodes)
-          .where(
-            and(
-              eq(nodes.workflowId, workflowId),
-              eq(nodes.id, nodeId),
-              eq(nodes.status, "RUNNING"),
-              eq(nodes.lease, lease),
-            ),
-          )
-          .for("update");
-        if (!node) return { outcome: "stale" };
-        outcome =
-          result.kind === "success"
-            ? await this.recordEdits(tx, changes, node, result)
-            : await this.recordError(tx, changes, node, result.errorKind, result.message);
-        if (outcome.outcome === "failed") {
-          await this.settle(tx, changes);
-          outcome = { ...outcome, workflowStatus: workflowStatusFromName(changes.status) };
-        }
+      const locked = await this.lockWorkflows(tx, [...new Set(items.map((i) => i.workflowId))]);
+      const changesOf = new Map(locked.map((w) => [w.id, new WorkflowChanges(w)]));
+      const outcomes: RecordOutcome[] = items.map(() => ({ outcome: "stale" }));
+      // The common case, vectorised: successes without edits, each node once.
+      const fast: number[] = [];
+      const slow: number[] = [];
+      const seen = new Set<string>();
+      items.forEach((item, i) => {
+        if (!changesOf.has(item.workflowId)) return;
+        const key = `${item.workflowId}/${item.nodeId}`;
+        const plain = item.result.kind === "success" && item.result.edits.length === 0;
+        (plain && !seen.has(key) ? fast : slow).push(i);
+        seen.add(key);
+      });
+      const passed = await this.passNodes(
+        tx,
+        changesOf,
+        fast.map((i) => items[i]!),
+      );
+      for (const i of fast) {
+        const item = items[i]!;
+        if (passed.has(`${item.workflowId}/${item.nodeId}`)) outcomes[i] = { outcome: "passed", workflowStatus: 0 };
       }
-      if (outcome.outcome !== "stale") await changes.commit(tx);
-      return outcome;
+      for (const i of slow) {
+        const item = items[i]!;
+        outcomes[i] = await this.recordOne(tx, changesOf.get(item.workflowId)!, item);
+      }
+      await this.settleAll(tx, [...changesOf.values()]);
+      await commitChanges(tx, [...changesOf.values()]);
+      return outcomes.map((outcome, i) =>
+        outcome.outcome === "passed" || outcome.outcome === "failed"
+          ? { ...outcome, workflowStatus: workflowStatusFromName(changesOf.get(items[i]!.workflowId)!.status) }
+          : outcome,
+      );
     });
   }
 
-  /** A success whose response carries edits: the edits are applied with the PASS, or the node fails. */
-  private async recordEdits(
-    tx: Tx,
-    changes: WorkflowChanges,
-    node: NodeRow,
-    result: Extract<NodeResult, { kind: "success" }>,
-  ): Promise<RecordOutcome> {
-    const graph = await this.loadGraph(tx, changes.row.id);
-    let plan: EditPlan;
-    try {
-      plan = planEdits(graph, result.edits, this.limits, "edits");
-    } catch (error) {
-      if (!(error instanceof TrellisError)) throw error;
-      return this.failNode(tx, changes, node, ErrorKind.TASK_ERROR, `invalid edits: ${error.message}`);
+  /** One result the slow way: under a row lock, with edits, errors and retries. */
+  private async recordOne(tx: Tx, changes: WorkflowChanges, item: ResultToRecord): Promise<RecordOutcome> {
+    const [node] = await tx
+      .select()
+      .from(nodes)
+      .where(
+        and(
+          eq(nodes.workflowId, item.workflowId),
+          eq(nodes.id, item.nodeId),
+          eq(nodes.status, "RUNNING"),
+          eq(nodes.lease, item.lease),
+        ),
+      )
+      .for("update");
+    if (!node) return { outcome: "stale" };
+    const { result } = item;
+    if (result.kind === "error") return this.recordError(tx, changes, node, result.errorKind, result.message);
+    if (result.edits.length > 0) {
+      const graph = await this.loadGraph(tx, changes.row.id);
+      let plan: EditPlan;
+      try {
+        plan = planEdits(graph, result.edits, this.limits, "edits");
+      } catch (error) {
+        if (!(error instanceof TrellisError)) throw error;
+        return this.failNode(tx, changes, node, ErrorKind.TASK_ERROR, `invalid edits: ${error.message}`);
+      }
+      await this.applyPlan(tx, changes, graph, plan);
     }
-    await this.applyPlan(tx, changes, graph, plan);
-    return this.passNode(tx, changes, node.id, node.lease!, result.output);
+    const passed = await this.passNodes(tx, new Map([[changes.row.id, changes]]), [item]);
+    return passed.size > 0 ? { outcome: "passed", workflowStatus: 0 } : { outcome: "stale" };
   }
 
   /**
-   * RUNNING -> PASS under the lease; children's pending_parents decremented and the workflow settled in one
-   * more statement. Stale when the lease is no longer held.
+   * RUNNING -> PASS under their leases for many nodes in two statements: the PASS itself, then every child's
+   * pending_parents decremented. Returns the `<workflow>/<node>` keys that passed (the others were stale).
    */
-  private async passNode(
+  private async passNodes(
     tx: Tx,
-    changes: WorkflowChanges,
-    nodeId: string,
-    lease: string,
-    output: Extract<NodeResult, { kind: "success" }>["output"],
-  ): Promise<RecordOutcome> {
-    const workflowId = changes.row.id;
-    const [passed] = await tx
-      .update(nodes)
-      .set({
-        status: "PASS",
-        output: valueToJson(output),
-        errorKind: null,
-        errorMessage: null,
-        lease: null,
-        leaseExpiresAt: null,
-        finishedAt: sql`now()`,
-        updatedAt: sql`now()`,
-      })
-      .where(
-        and(
-          eq(nodes.workflowId, workflowId),
-          eq(nodes.id, nodeId),
-          eq(nodes.status, "RUNNING"),
-          eq(nodes.lease, lease),
-        ),
-      )
-      .returning({ attempt: nodes.attempt });
-    if (!passed) return { outcome: "stale" };
-    changes.node("node.status_changed", nodeId, "PASS", { from: "RUNNING", attempt: passed.attempt });
-    // Children do not change status here, so the completion check can run in the same statement.
-    const result = await tx.execute<{ ready: number; unfinished: boolean; failed: boolean }>(sql`
-      with children as (
-        update nodes n
-           set pending_parents = n.pending_parents - 1, updated_at = now()
-          from node_edges e
-         where e.workflow_id = ${workflowId} and e.parent_id = ${nodeId}
-           and n.workflow_id = e.workflow_id and n.id = e.child_id
-        returning n.pending_parents, n.status)
-      select (select count(*)::int from children where pending_parents = 0 and status = 'PENDING') as ready,
-             exists(select 1 from nodes where workflow_id = ${workflowId}
-                     and status in ('PENDING', 'QUEUED', 'RUNNING')) as unfinished,
-             exists(select 1 from nodes where workflow_id = ${workflowId} and status = 'FAIL') as failed`);
-    const { ready, unfinished, failed } = result.rows[0]!;
-    if (ready > 0) changes.markReady();
-    if (!unfinished && !changes.finished) changes.setStatus(failed ? "FAILED" : "SUCCEEDED");
-    return { outcome: "passed", workflowStatus: workflowStatusFromName(changes.status) };
+    changesOf: ReadonlyMap<string, WorkflowChanges>,
+    items: readonly Pick<ResultToRecord, "workflowId" | "nodeId" | "lease" | "result">[],
+  ): Promise<Set<string>> {
+    if (items.length === 0) return new Set();
+    const outputs = items.map((i) => {
+      const output = i.result.kind === "success" ? valueToJson(i.result.output) : null;
+      return output === null ? null : JSON.stringify(output);
+    });
+    const passed = await tx.execute<{ workflow_id: string; id: string; attempt: number }>(sql`
+      update nodes n
+         set status = 'PASS', output = r.output, error_kind = null, error_message = null, lease = null,
+             lease_expires_at = null, finished_at = now(), updated_at = now()
+        from unnest(${sql.param(items.map((i) => i.workflowId))}::uuid[], ${sql.param(items.map((i) => i.nodeId))}::text[],
+                    ${sql.param(items.map((i) => i.lease))}::uuid[], ${sql.param(outputs)}::jsonb[])
+             as r(workflow_id, id, lease, output)
+       where n.workflow_id = r.workflow_id and n.id = r.id and n.lease = r.lease and ${statusIs("n", "RUNNING")}
+      returning n.workflow_id, n.id, n.attempt`);
+    if (passed.rows.length === 0) return new Set();
+    for (const row of passed.rows) {
+      changesOf.get(row.workflow_id)!.node("node.status_changed", row.id, "PASS", {
+        from: "RUNNING",
+        attempt: row.attempt,
+      });
+    }
+    const ready = await tx.execute<{ workflow_id: string }>(sql`
+      with parents(workflow_id, id) as (
+        select * from unnest(${sql.param(passed.rows.map((r) => r.workflow_id))}::uuid[],
+                             ${sql.param(passed.rows.map((r) => r.id))}::text[])),
+      decrements as (
+        select e.workflow_id, e.child_id, count(*)::int as n
+          from node_edges e join parents p on e.workflow_id = p.workflow_id and e.parent_id = p.id
+         group by e.workflow_id, e.child_id),
+      children as (
+        update nodes c set pending_parents = c.pending_parents - d.n, updated_at = now()
+          from decrements d
+         where c.workflow_id = d.workflow_id and c.id = d.child_id
+        returning c.workflow_id, c.pending_parents, c.status)
+      select distinct workflow_id from children where pending_parents = 0 and status = 'PENDING'`);
+    for (const row of ready.rows) changesOf.get(row.workflow_id)?.markReady();
+    return new Set(passed.rows.map((r) => `${r.workflow_id}/${r.id}`));
+  }
+
+  /** Sets each workflow's final status when no node of it can run any more, in one statement for all. */
+  private async settleAll(tx: Tx, all: readonly WorkflowChanges[]): Promise<void> {
+    const open = all.filter((c) => !c.finished && c.dirty);
+    if (open.length === 0) return;
+    const result = await tx.execute<{ id: string; unfinished: boolean; failed: boolean }>(sql`
+      select w.id,
+             exists(select 1 from nodes where workflow_id = w.id and status in ('PENDING', 'QUEUED', 'RUNNING')) as unfinished,
+             exists(select 1 from nodes where workflow_id = w.id and status = 'FAIL') as failed
+        from unnest(${sql.param(open.map((c) => c.row.id))}::uuid[]) as w(id)`);
+    const byId = new Map(open.map((c) => [c.row.id, c]));
+    for (const row of result.rows) {
+      if (!row.unfinished) byId.get(row.id)!.setStatus(row.failed ? "FAILED" : "SUCCEEDED");
+    }
   }
 
   private async recordError(
@@ -952,7 +998,7 @@ export class PgStateManager implements StateManager {
             queued.push({ ...this.queuedNodeOf(bumped!), delayMs: outcome.delayMs });
           }
         }
-        await this.settle(tx, changes);
+        await this.settleAll(tx, [changes]);
         await changes.commit(tx);
       }
       return queued;
@@ -1093,6 +1139,12 @@ export class PgStateManager implements StateManager {
   async countNodesByStatus(): Promise<Map<string, number>> {
     const rows = await this.db.execute<{ status: string; n: number }>(sql`
       select status, count(*)::int as n from nodes where status in ('PENDING', 'QUEUED', 'RUNNING') group by status`);
+    return new Map(rows.rows.map((r) => [r.status, r.n]));
+  }
+
+  async countWorkflowsByStatus(): Promise<Map<string, number>> {
+    const rows = await this.db.execute<{ status: string; n: number }>(sql`
+      select status, count(*)::int as n from workflows where status in ('PENDING', 'RUNNING', 'PAUSED') group by status`);
     return new Map(rows.rows.map((r) => [r.status, r.n]));
   }
 

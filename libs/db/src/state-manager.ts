@@ -81,6 +81,14 @@ export type NodeResult =
   | { kind: "success"; output: Value | undefined; edits: readonly NodeEdit[] }
   | { kind: "error"; errorKind: ErrorKind; message: string };
 
+/** One result to record, with the lease it was obtained under. */
+export interface ResultToRecord {
+  workflowId: string;
+  nodeId: string;
+  lease: string;
+  result: NodeResult;
+}
+
 /** How a result was recorded. */
 export type RecordOutcome =
   | { outcome: "passed"; workflowStatus: WorkflowStatus }
@@ -132,8 +140,15 @@ export interface StateManager {
   claimReadyNodes(limit: number): Promise<QueuedNode[]>;
   /** QUEUED -> RUNNING with a fresh lease, attempt + 1; null when the node is no longer QUEUED. */
   startNode(workflowId: string, nodeId: string, leaseTtlMs: number): Promise<StartedNode | null>;
+  /** Starts many nodes in one transaction; each entry is null when its node was no longer QUEUED. */
+  startNodes(
+    requests: readonly { workflowId: string; nodeId: string }[],
+    leaseTtlMs: number,
+  ): Promise<(StartedNode | null)[]>;
   /** Records an attempt's result if `lease` is still held. */
   recordResult(workflowId: string, nodeId: string, lease: string, result: NodeResult): Promise<RecordOutcome>;
+  /** Records many results in one transaction (one commit); outcomes in the order given. */
+  recordResults(items: readonly ResultToRecord[]): Promise<RecordOutcome[]>;
   /** Extends held leases; returns the ones that are no longer held (their calls should stop). */
   renewLeases(leases: readonly HeldLease[], leaseTtlMs: number): Promise<HeldLease[]>;
   /** RUNNING nodes whose lease expired (their worker died) go back to QUEUED, or FAIL when out of attempts. */
@@ -155,6 +170,8 @@ export interface StateManager {
   reportUnroutable(served: ReadonlySet<string>): Promise<Map<string, number>>;
   /** Node counts per status over unfinished workflows, for gauges. */
   countNodesByStatus(): Promise<Map<string, number>>;
+  /** Workflow counts per unfinished status (PENDING, RUNNING, PAUSED), for the `trellis_workflows_active` gauge. */
+  countWorkflowsByStatus(): Promise<Map<string, number>>;
   /** Committed events of a workflow with sequence > afterSequence, in order. */
   listEvents(workflowId: string, afterSequence: number, limit?: number): Promise<WorkflowEvent[]>;
 }

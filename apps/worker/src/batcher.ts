@@ -1,0 +1,75 @@
+/** Options of a Batcher. */
+export interface BatcherOptions {
+  /** Items per flush at most. @default 64 */
+  maxBatch?: number;
+  /** Flushes running at once at most. @default 2 */
+  maxInFlight?: number;
+}
+
+interface Pending<I, O> {
+  item: I;
+  resolve: (value: O) => void;
+  reject: (error: unknown) => void;
+}
+
+/**
+ * Opportunistic batching: an item is flushed at once when a flush slot is free, and items that arrive while
+ * flushes are running are flushed together next. No timer, so an idle system pays no latency; a busy one pays
+ * one transaction per batch instead of one per item. When a batch fails, its items are retried one by one,
+ * so one bad item fails alone.
+ */
+export class Batcher<I, O> {
+  private readonly queue: Pending<I, O>[] = [];
+  private inFlight = 0;
+  private readonly maxBatch: number;
+  private readonly maxInFlight: number;
+
+  constructor(
+    private readonly flush: (items: I[]) => Promise<O[]>,
+    options: BatcherOptions = {},
+  ) {
+    this.maxBatch = options.maxBatch ?? 64;
+    this.maxInFlight = options.maxInFlight ?? 2;
+  }
+
+  /** Queues one item; resolves with its own result. */
+  run(item: I): Promise<O> {
+    return new Promise<O>((resolve, reject) => {
+      this.queue.push({ item, resolve, reject });
+      this.pump();
+    });
+  }
+
+  private pump(): void {
+    while (this.inFlight < this.maxInFlight && this.queue.length > 0) {
+      const batch = this.queue.splice(0, this.maxBatch);
+      this.inFlight++;
+      void this.flushBatch(batch).finally(() => {
+        this.inFlight--;
+        this.pump();
+      });
+    }
+  }
+
+  private async flushBatch(batch: Pending<I, O>[]): Promise<void> {
+    try {
+      const results = await this.flush(batch.map((p) => p.item));
+      batch.forEach((p, i) => p.resolve(results[i] as O));
+    } catch (error) {
+      if (batch.length === 1) {
+        batch[0]!.reject(error);
+        return;
+      }
+      await Promise.all(
+        batch.map(async (p) => {
+          try {
+            const [result] = await this.flush([p.item]);
+            p.resolve(result as O);
+          } catch (single) {
+            p.reject(single);
+          }
+        }),
+      );
+    }
+  }
+}
