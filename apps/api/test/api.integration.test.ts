@@ -385,11 +385,12 @@ describe("UpdateWorkflow", () => {
       grpc.status.FAILED_PRECONDITION,
       "cannot PAUSE workflow in status PAUSED",
     );
-    expect((await update(WorkflowAction.RESUME)).workflow!.status).toBe(WorkflowStatus.RUNNING);
+    // Paused before any node was queued: RESUME returns it to PENDING (PENDING until the first node is queued).
+    expect((await update(WorkflowAction.RESUME)).workflow!.status).toBe(WorkflowStatus.PENDING);
     await expectStatus(
       update(WorkflowAction.RESUME),
       grpc.status.FAILED_PRECONDITION,
-      "cannot RESUME workflow in status RUNNING",
+      "cannot RESUME workflow in status PENDING",
     );
     const cancelled = (await update(WorkflowAction.CANCEL)).workflow!;
     expect(cancelled.status).toBe(WorkflowStatus.CANCELLED);

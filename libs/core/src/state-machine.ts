@@ -38,6 +38,8 @@ export const WORKFLOW_TRANSITIONS: Readonly<Record<WorkflowStatus, readonly Work
     WorkflowStatus.CANCELLED,
   ],
   [WorkflowStatus.PAUSED]: [
+    // RESUME of a workflow paused before any node was queued returns it to PENDING.
+    WorkflowStatus.PENDING,
     WorkflowStatus.RUNNING,
     WorkflowStatus.SUCCEEDED,
     WorkflowStatus.FAILED,

@@ -401,7 +401,13 @@ export class PgStateManager implements StateManager {
         return;
       }
       case WorkflowAction.RESUME: {
-        changes.setStatus(next, { action: "RESUME" });
+        // A workflow is PENDING until its first node is queued, paused or not.
+        const [started] = await tx
+          .select({ id: nodes.id })
+          .from(nodes)
+          .where(and(eq(nodes.workflowId, workflowId), sql`${nodes.queueGen} > 0`))
+          .limit(1);
+        changes.setStatus(started ? next : "PENDING", { action: "RESUME" });
         changes.markReady();
         return;
       }
