@@ -1,7 +1,7 @@
 import { Worker } from "bullmq";
 import type { Redis } from "ioredis";
 import { CHANNELS, PgListener, type ResultToRecord, type StateManager } from "@trellis/db";
-import { NODE_BACKOFF_TYPE, nodeBackoffStrategy, type NodeJobData } from "@trellis/queue";
+import { NODE_BACKOFF_TYPE, NodeQueues, nodeBackoffStrategy, type NodeJobData } from "@trellis/queue";
 import type { Logger } from "pino";
 import { Batcher } from "./batcher.js";
 import { HeldLeases } from "./held-leases.js";
@@ -38,8 +38,11 @@ export class NodeWorker {
   private renewal: NodeJS.Timeout | null = null;
   private listener: PgListener | null = null;
   private closing = false;
+  private readonly queues: NodeQueues;
 
-  constructor(private readonly options: NodeWorkerOptions) {}
+  constructor(private readonly options: NodeWorkerOptions) {
+    this.queues = new NodeQueues(options.connection, options.queuePrefix);
+  }
 
   /** Registers the worker, subscribes to cancellations and starts pulling jobs. */
   async start(): Promise<void> {
@@ -64,7 +67,20 @@ export class NodeWorker {
     const starts = new Batcher((items: { workflowId: string; nodeId: string }[]) =>
       o.stateManager.startNodes(items, o.leaseTtlMs),
     );
-    const results = new Batcher((items: ResultToRecord[]) => o.stateManager.recordResults(items));
+    // Children a PASS makes ready are queued in the result's transaction and enqueued here right after commit
+    // (eager dispatch); should this process die in between, the reconciler re-adds their jobs.
+    const results = new Batcher(async (items: ResultToRecord[]) => {
+      const { outcomes, dispatched } = await o.stateManager.recordResults(items, { dispatch: true });
+      if (dispatched.length > 0) {
+        await this.queues.enqueue(dispatched).catch((error: unknown) => {
+          o.logger.warn(
+            { err: error, nodes: dispatched.length },
+            "enqueue of dispatched nodes failed; the reconciler re-adds them",
+          );
+        });
+      }
+      return outcomes;
+    });
     const deps = {
       startNode: (workflowId: string, nodeId: string) => starts.run({ workflowId, nodeId }),
       recordResult: (item: ResultToRecord) => results.run(item),
@@ -78,6 +94,10 @@ export class NodeWorker {
         connection: o.connection,
         prefix: o.queuePrefix,
         concurrency: o.concurrency,
+        // A dead worker's jobs go back to their queue (and are dropped there: their node has moved on) on the
+        // lease's time scale, not BullMQ's default 30 s, so the queue soon agrees with PostgreSQL again.
+        lockDuration: o.leaseTtlMs,
+        stalledInterval: o.leaseTtlMs,
         settings: {
           backoffStrategy: (attemptsMade, type, err, job) =>
             type === NODE_BACKOFF_TYPE ? nodeBackoffStrategy(attemptsMade, type, err, job) : 1_000,
@@ -85,7 +105,12 @@ export class NodeWorker {
       });
       worker.on("error", (e) => o.logger.warn({ err: e, capability }, "queue worker error"));
       worker.on("failed", (job, e) => {
-        if (e.name !== "RetryLaterError") o.logger.warn({ err: e, capability, job_id: job?.id }, "node job failed");
+        if (e.name !== "RetryLaterError") {
+          o.logger.warn(
+            { err: e, capability, job_id: job?.id, workflow_id: job?.data.workflowId, node_id: job?.data.nodeId },
+            "node job failed",
+          );
+        }
       });
       this.workers.push(worker);
     }
@@ -128,6 +153,7 @@ export class NodeWorker {
     await Promise.all(this.workers.map((w) => w.close()));
     if (this.renewal) clearInterval(this.renewal);
     await this.listener?.close();
+    await this.queues.close();
     await this.options.stateManager.removeWorker(this.options.workerId).catch(() => undefined);
   }
 }

@@ -58,7 +58,7 @@ import {
   type WorkflowRow,
 } from "./mapping.js";
 import type { Database } from "./pool.js";
-import { nodeEdges, nodes, workers, workflowEvents, workflows } from "./schema.js";
+import { nodeAttempts, nodeEdges, nodes, workers, workflowEvents, workflows } from "./schema.js";
 import type {
   ActionEffects,
   CreateWorkflowInput,
@@ -67,7 +67,9 @@ import type {
   ListWorkflowsQuery,
   NodeResult,
   QueuedNode,
+  RecordOptions,
   RecordOutcome,
+  RecordedResults,
   ResultToRecord,
   StartedNode,
   StateManager,
@@ -77,7 +79,9 @@ import type {
 import {
   WorkflowChanges,
   asyncCommit,
-  collectEvents,
+  collectOutbox,
+  notifyAfterCommit,
+  type TransactionOutbox,
   commitChanges,
   lockWorkflow,
   type NewEvent,
@@ -124,6 +128,22 @@ function isUniqueViolation(error: unknown, constraint: string): boolean {
   return inner.code === "23505" && inner.constraint === constraint;
 }
 
+/** How an attempt ended, as stored in `node_attempts.outcome`. */
+type AttemptOutcome = (typeof nodeAttempts.$inferInsert)["outcome"];
+
+/**
+ * Records that attempts ended; `node_attempts`' primary key refuses a second ending of the same attempt, so a bug
+ * that tried to record one twice fails its whole transaction instead of writing a second result.
+ */
+async function endAttempts(
+  tx: Tx,
+  ended: readonly { workflowId: string; nodeId: string; attempt: number }[],
+  outcome: AttemptOutcome,
+): Promise<void> {
+  if (ended.length === 0) return;
+  await tx.insert(nodeAttempts).values(ended.map((e) => ({ ...e, outcome })));
+}
+
 function jsonBytes(value: unknown): number {
   return Buffer.byteLength(JSON.stringify(value ?? {}), "utf8");
 }
@@ -158,18 +178,31 @@ export class PgStateManager implements StateManager {
     this.onEvents = options.onEvents;
   }
 
-  /** Runs a write transaction; after it commits, hands its events to onEvents. */
+  /** Runs a write transaction; after it commits, sends its notifications and hands its events to onEvents. */
   private async write<T>(work: (tx: Tx) => Promise<T>): Promise<T> {
-    const committed: NewEvent[] = [];
-    const result = await this.db.transaction((tx) => collectEvents(tx, committed, () => work(tx)));
-    if (committed.length > 0 && this.onEvents) {
+    const outbox: TransactionOutbox = { events: [], notifications: [] };
+    const result = await this.db.transaction((tx) => collectOutbox(tx, outbox, () => work(tx)));
+    if (outbox.notifications.length > 0) await this.notify(outbox.notifications);
+    if (outbox.events.length > 0 && this.onEvents) {
       try {
-        this.onEvents(committed);
+        this.onEvents(outbox.events);
       } catch {
         // An observer's failure must not turn a committed change into an error.
       }
     }
     return result;
+  }
+
+  /** Sends notifications in one autocommit statement; a failure only delays listeners until they poll. */
+  private async notify(notifications: readonly { channel: string; payload: string }[]): Promise<void> {
+    try {
+      await this.db.execute(sql`
+        select count(pg_notify(n.channel, n.payload))
+          from unnest(${sql.param(notifications.map((n) => n.channel))}::text[],
+                      ${sql.param(notifications.map((n) => n.payload))}::text[]) as n(channel, payload)`);
+    } catch {
+      // Listeners fall back to polling (scheduler poll, event hub poll, lease renewal).
+    }
   }
 
   // ---------------------------------------------------------------- workflows
@@ -366,11 +399,10 @@ export class PgStateManager implements StateManager {
       }
       await changes.commit(tx);
       if (effects.cancelledRunning.length > 0) {
-        await tx.execute(
-          sql`select pg_notify(${CHANNELS.cancel}, ${JSON.stringify({
-            workflowId,
-            nodeIds: effects.cancelledRunning.map((n) => n.nodeId),
-          })})`,
+        notifyAfterCommit(
+          tx,
+          CHANNELS.cancel,
+          JSON.stringify({ workflowId, nodeIds: effects.cancelledRunning.map((n) => n.nodeId) }),
         );
       }
     });
@@ -417,6 +449,7 @@ export class PgStateManager implements StateManager {
           id: string;
           capability: string;
           queue_gen: number;
+          attempt: number;
           old_status: NodeStatusName;
         }>(sql`
           update nodes n
@@ -425,7 +458,7 @@ export class PgStateManager implements StateManager {
                    where workflow_id = ${workflowId} and status in ('PENDING', 'QUEUED', 'RUNNING')
                      for update) old
            where n.workflow_id = ${workflowId} and n.id = old.id
-          returning n.id, n.capability, n.queue_gen, old.status as old_status`);
+          returning n.id, n.capability, n.queue_gen, n.attempt, old.status as old_status`);
         for (const n of cancelled.rows) {
           changes.node("node.status_changed", n.id, "CANCELLED", { from: n.old_status, reason: "workflow cancelled" });
           if (n.old_status === "RUNNING") effects.cancelledRunning.push({ nodeId: n.id });
@@ -433,6 +466,13 @@ export class PgStateManager implements StateManager {
             effects.removedJobIds.push({ capability: n.capability, jobId: jobIdFor(workflowId, n.id, n.queue_gen) });
           }
         }
+        await endAttempts(
+          tx,
+          cancelled.rows
+            .filter((n) => n.old_status === "RUNNING")
+            .map((n) => ({ workflowId, nodeId: n.id, attempt: n.attempt })),
+          "CANCELLED",
+        );
         return;
       }
       case WorkflowAction.RETRY: {
@@ -747,13 +787,14 @@ export class PgStateManager implements StateManager {
   }
 
   async recordResult(workflowId: string, nodeId: string, lease: string, result: NodeResult): Promise<RecordOutcome> {
-    const [outcome] = await this.recordResults([{ workflowId, nodeId, lease, result }]);
-    return outcome!;
+    const { outcomes } = await this.recordResults([{ workflowId, nodeId, lease, result }]);
+    return outcomes[0]!;
   }
 
-  async recordResults(items: readonly ResultToRecord[]): Promise<RecordOutcome[]> {
-    if (items.length === 0) return [];
-    return this.write(async (tx) => {
+  async recordResults(items: readonly ResultToRecord[], options: RecordOptions = {}): Promise<RecordedResults> {
+    if (items.length === 0) return { outcomes: [], dispatched: [] };
+    const dispatched: QueuedNode[] | null = options.dispatch ? [] : null;
+    const outcomes = await this.write(async (tx) => {
       const locked = await this.lockWorkflows(tx, [...new Set(items.map((i) => i.workflowId))]);
       const changesOf = new Map(locked.map((w) => [w.id, new WorkflowChanges(w)]));
       const outcomes: RecordOutcome[] = items.map(() => ({ outcome: "stale" }));
@@ -772,6 +813,7 @@ export class PgStateManager implements StateManager {
         tx,
         changesOf,
         fast.map((i) => items[i]!),
+        dispatched,
       );
       for (const i of fast) {
         const item = items[i]!;
@@ -779,7 +821,7 @@ export class PgStateManager implements StateManager {
       }
       for (const i of slow) {
         const item = items[i]!;
-        outcomes[i] = await this.recordOne(tx, changesOf.get(item.workflowId)!, item);
+        outcomes[i] = await this.recordOne(tx, changesOf.get(item.workflowId)!, item, dispatched);
       }
       await this.settleAll(tx, [...changesOf.values()]);
       await commitChanges(tx, [...changesOf.values()]);
@@ -789,10 +831,16 @@ export class PgStateManager implements StateManager {
           : outcome,
       );
     });
+    return { outcomes, dispatched: dispatched ?? [] };
   }
 
   /** One result the slow way: under a row lock, with edits, errors and retries. */
-  private async recordOne(tx: Tx, changes: WorkflowChanges, item: ResultToRecord): Promise<RecordOutcome> {
+  private async recordOne(
+    tx: Tx,
+    changes: WorkflowChanges,
+    item: ResultToRecord,
+    dispatched: QueuedNode[] | null,
+  ): Promise<RecordOutcome> {
     const [node] = await tx
       .select()
       .from(nodes)
@@ -819,7 +867,7 @@ export class PgStateManager implements StateManager {
       }
       await this.applyPlan(tx, changes, graph, plan);
     }
-    const passed = await this.passNodes(tx, new Map([[changes.row.id, changes]]), [item]);
+    const passed = await this.passNodes(tx, new Map([[changes.row.id, changes]]), [item], dispatched);
     return passed.size > 0 ? { outcome: "passed", workflowStatus: 0 } : { outcome: "stale" };
   }
 
@@ -831,6 +879,7 @@ export class PgStateManager implements StateManager {
     tx: Tx,
     changesOf: ReadonlyMap<string, WorkflowChanges>,
     items: readonly Pick<ResultToRecord, "workflowId" | "nodeId" | "lease" | "result">[],
+    dispatched: QueuedNode[] | null,
   ): Promise<Set<string>> {
     if (items.length === 0) return new Set();
     const outputs = items.map((i) => {
@@ -838,6 +887,7 @@ export class PgStateManager implements StateManager {
       return output === null ? null : JSON.stringify(output);
     });
     const passed = await tx.execute<{ workflow_id: string; id: string; attempt: number }>(sql`
+      with passed as (
       update nodes n
          set status = 'PASS', output = r.output, error_kind = null, error_message = null, lease = null,
              lease_expires_at = null, finished_at = now(), updated_at = now()
@@ -845,7 +895,11 @@ export class PgStateManager implements StateManager {
                     ${sql.param(items.map((i) => i.lease))}::uuid[], ${sql.param(outputs)}::jsonb[])
              as r(workflow_id, id, lease, output)
        where n.workflow_id = r.workflow_id and n.id = r.id and n.lease = r.lease and ${statusIs("n", "RUNNING")}
-      returning n.workflow_id, n.id, n.attempt`);
+      returning n.workflow_id, n.id, n.attempt),
+      ended as (
+        insert into node_attempts (workflow_id, node_id, attempt, outcome)
+        select workflow_id, id, attempt, 'PASS' from passed)
+      select workflow_id, id, attempt from passed`);
     if (passed.rows.length === 0) return new Set();
     for (const row of passed.rows) {
       changesOf.get(row.workflow_id)!.node("node.status_changed", row.id, "PASS", {
@@ -853,7 +907,7 @@ export class PgStateManager implements StateManager {
         attempt: row.attempt,
       });
     }
-    const ready = await tx.execute<{ workflow_id: string }>(sql`
+    const ready = await tx.execute<{ workflow_id: string; id: string }>(sql`
       with parents(workflow_id, id) as (
         select * from unnest(${sql.param(passed.rows.map((r) => r.workflow_id))}::uuid[],
                              ${sql.param(passed.rows.map((r) => r.id))}::text[])),
@@ -865,10 +919,43 @@ export class PgStateManager implements StateManager {
         update nodes c set pending_parents = c.pending_parents - d.n, updated_at = now()
           from decrements d
          where c.workflow_id = d.workflow_id and c.id = d.child_id
-        returning c.workflow_id, c.pending_parents, c.status)
-      select distinct workflow_id from children where pending_parents = 0 and status = 'PENDING'`);
-    for (const row of ready.rows) changesOf.get(row.workflow_id)?.markReady();
+        returning c.workflow_id, c.id, c.pending_parents, c.status)
+      select workflow_id, id from children where pending_parents = 0 and status = 'PENDING'`);
+    if (dispatched) await this.dispatchReady(tx, changesOf, ready.rows, dispatched);
+    else for (const row of ready.rows) changesOf.get(row.workflow_id)?.markReady();
     return new Set(passed.rows.map((r) => `${r.workflow_id}/${r.id}`));
+  }
+
+  /**
+   * Children made ready by a PASS are queued in the same transaction (eager dispatch): the worker enqueues
+   * their jobs right after commit, saving the NOTIFY -> scheduler -> claim hop. Children of a workflow that
+   * does not dispatch now (PAUSED) are left to the scheduler.
+   */
+  private async dispatchReady(
+    tx: Tx,
+    changesOf: ReadonlyMap<string, WorkflowChanges>,
+    ready: readonly { workflow_id: string; id: string }[],
+    dispatched: QueuedNode[],
+  ): Promise<void> {
+    if (ready.length === 0) return;
+    const now = ready.filter((r) => {
+      const status = changesOf.get(r.workflow_id)?.status;
+      return status === "RUNNING" || status === "PENDING";
+    });
+    for (const r of ready) if (!now.includes(r)) changesOf.get(r.workflow_id)?.markReady();
+    if (now.length === 0) return;
+    const claimed = await tx.execute<Record<string, unknown>>(sql`
+      update nodes n
+         set status = 'QUEUED', queue_gen = n.queue_gen + 1, queued_at = now(), updated_at = now()
+        from unnest(${sql.param(now.map((r) => r.workflow_id))}::uuid[], ${sql.param(now.map((r) => r.id))}::text[])
+             as r(workflow_id, id)
+       where n.workflow_id = r.workflow_id and n.id = r.id and ${statusIs("n", "PENDING")} and n.pending_parents = 0
+      returning n.*`);
+    for (const raw of claimed.rows) {
+      const node = nodeRowFromRaw(raw);
+      changesOf.get(node.workflowId)!.node("node.status_changed", node.id, "QUEUED", { from: "PENDING" });
+      dispatched.push(this.queuedNodeOf(node));
+    }
   }
 
   /** Sets each workflow's final status when no node of it can run any more, in one statement for all. */
@@ -911,6 +998,7 @@ export class PgStateManager implements StateManager {
         updatedAt: sql`now()`,
       })
       .where(and(eq(nodes.workflowId, changes.row.id), eq(nodes.id, node.id)));
+    await endAttempts(tx, [{ workflowId: changes.row.id, nodeId: node.id, attempt: node.attempt }], "RETRY");
     changes.node("node.retry_scheduled", node.id, "QUEUED", {
       attempt: node.attempt,
       delayMs: decision.delayMs,
@@ -940,6 +1028,9 @@ export class PgStateManager implements StateManager {
         updatedAt: sql`now()`,
       })
       .where(and(eq(nodes.workflowId, workflowId), eq(nodes.id, node.id)));
+    if (node.status === "RUNNING") {
+      await endAttempts(tx, [{ workflowId, nodeId: node.id, attempt: node.attempt }], "FAIL");
+    }
     changes.node("node.status_changed", node.id, "FAIL", {
       from: node.status,
       attempt: node.attempt,

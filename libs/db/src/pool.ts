@@ -43,3 +43,28 @@ export function databaseNameOf(databaseUrl: string): string {
   if (!name) throw new Error(`DATABASE_URL names no database: ${databaseUrl}`);
   return name;
 }
+
+/**
+ * Resolves once PostgreSQL at `databaseUrl` answers `select 1` on a throwaway connection, rejecting within about
+ * `timeoutMs` otherwise. For the apps' start-up wait (with `waitForDependency` of @trellis/observability).
+ */
+export async function checkPostgres(databaseUrl: string, timeoutMs = 5_000): Promise<void> {
+  const client = new pg.Client({
+    connectionString: databaseUrl,
+    connectionTimeoutMillis: timeoutMs,
+    query_timeout: timeoutMs,
+    application_name: "trellis-probe",
+  });
+  client.on("error", () => undefined);
+  try {
+    await client.connect();
+    await client.query("select 1");
+  } catch (error) {
+    const where = new URL(databaseUrl);
+    throw new Error(`PostgreSQL at ${where.host}${where.pathname} is not reachable: ${(error as Error).message}`, {
+      cause: error,
+    });
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}

@@ -1,6 +1,7 @@
 import { sql } from "drizzle-orm";
 import {
   bigint,
+  foreignKey,
   index,
   integer,
   jsonb,
@@ -33,6 +34,9 @@ export const nodeStatusEnum = pgEnum("node_status", [
   "SKIPPED",
   "CANCELLED",
 ]);
+
+/** How one attempt of a node ended: passed, failed for good, went back to the queue, or was cancelled. */
+export const attemptOutcomeEnum = pgEnum("attempt_outcome", ["PASS", "FAIL", "RETRY", "CANCELLED"]);
 
 /** Error kinds as stored. */
 export const errorKindEnum = pgEnum("error_kind", ["TASK_ERROR", "INFRA_ERROR"]);
@@ -144,6 +148,27 @@ export const workflowEvents = pgTable(
   (t) => [primaryKey({ columns: [t.workflowId, t.sequence] })],
 );
 
+/**
+ * One row per ended attempt of a node (RUNNING -> PASS, FAIL, back to QUEUED, or CANCELLED), written in the
+ * transaction that ends it. The primary key is what makes "at most one terminal transition per attempt" a property
+ * of the schema: a second ending of the same attempt, whatever code path tries it, is a unique violation and its
+ * transaction rolls back. Rows go with their node (an edit may delete a PENDING node and insert another of that id).
+ */
+export const nodeAttempts = pgTable(
+  "node_attempts",
+  {
+    workflowId: uuid("workflow_id").notNull(),
+    nodeId: text("node_id").notNull(),
+    attempt: integer("attempt").notNull(),
+    outcome: attemptOutcomeEnum("outcome").notNull(),
+    endedAt: timestamp("ended_at", { withTimezone: true, precision: 3 }).notNull().defaultNow(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.workflowId, t.nodeId, t.attempt] }),
+    foreignKey({ columns: [t.workflowId, t.nodeId], foreignColumns: [nodes.workflowId, nodes.id] }).onDelete("cascade"),
+  ],
+);
+
 /** Live workers and the capabilities they serve, kept fresh by a heartbeat. */
 export const workers = pgTable(
   "workers",
@@ -158,4 +183,4 @@ export const workers = pgTable(
 );
 
 /** Every table, for drizzle(). */
-export const schema = { workflows, nodes, nodeEdges, workflowEvents, workers };
+export const schema = { workflows, nodes, nodeEdges, workflowEvents, nodeAttempts, workers };

@@ -89,6 +89,21 @@ export interface ResultToRecord {
   result: NodeResult;
 }
 
+/** Options of recordResults. */
+export interface RecordOptions {
+  /**
+   * Queue the children a PASS makes ready in the same transaction and return them (eager dispatch); the
+   * caller must then enqueue their jobs. Without it the scheduler is notified and claims them. @default false
+   */
+  dispatch?: boolean;
+}
+
+/** What recordResults did: one outcome per item, and the nodes it queued (with `dispatch`). */
+export interface RecordedResults {
+  outcomes: RecordOutcome[];
+  dispatched: QueuedNode[];
+}
+
 /** How a result was recorded. */
 export type RecordOutcome =
   | { outcome: "passed"; workflowStatus: WorkflowStatus }
@@ -148,7 +163,7 @@ export interface StateManager {
   /** Records an attempt's result if `lease` is still held. */
   recordResult(workflowId: string, nodeId: string, lease: string, result: NodeResult): Promise<RecordOutcome>;
   /** Records many results in one transaction (one commit); outcomes in the order given. */
-  recordResults(items: readonly ResultToRecord[]): Promise<RecordOutcome[]>;
+  recordResults(items: readonly ResultToRecord[], options?: RecordOptions): Promise<RecordedResults>;
   /** Extends held leases; returns the ones that are no longer held (their calls should stop). */
   renewLeases(leases: readonly HeldLease[], leaseTtlMs: number): Promise<HeldLease[]>;
   /** RUNNING nodes whose lease expired (their worker died) go back to QUEUED, or FAIL when out of attempts. */

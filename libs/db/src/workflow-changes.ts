@@ -98,7 +98,8 @@ export async function commitChanges(tx: Tx, all: readonly WorkflowChanges[]): Pr
   const dirty = all.filter((c) => c.dirty);
   if (dirty.length === 0) return;
   const events = dirty.flatMap((c) => c.pending);
-  transactionEvents.get(tx)?.push(...events);
+  const collected = transactionOutbox.get(tx);
+  collected?.events.push(...events);
   // Large batches (10,000-node edits) go in slices; the last slice carries the workflow updates.
   for (let i = EVENT_BATCH; i < events.length; i += EVENT_BATCH) {
     await insertEvents(tx, events.slice(i - EVENT_BATCH, i));
@@ -123,9 +124,9 @@ export async function commitChanges(tx: Tx, all: readonly WorkflowChanges[]): Pr
              as u(id, seq, status, finished)
        where w.id = u.id
       returning w.id)
-    select (select count(*) from ev) as events, (select count(*) from wf) as workflows,
-           (select count(pg_notify(${CHANNELS.events}, p)) from unnest(${sql.param(eventPayloads)}::text[]) p) as n1,
-           (select count(pg_notify(${CHANNELS.ready}, r)) from unnest(${sql.param(ready)}::text[]) r) as n2`);
+    select (select count(*) from ev) as events, (select count(*) from wf) as workflows`);
+  for (const payload of eventPayloads) notifyAfterCommit(tx, CHANNELS.events, payload);
+  for (const workflowId of ready) notifyAfterCommit(tx, CHANNELS.ready, workflowId);
 }
 
 function eventsInsert(events: readonly NewEvent[]) {
@@ -160,14 +161,35 @@ export async function asyncCommit(tx: Tx): Promise<void> {
   await tx.execute(sql`set local synchronous_commit = off`);
 }
 
-const transactionEvents = new WeakMap<Tx, NewEvent[]>();
+/** What a transaction hands over once it has committed: its events and the notifications to send. */
+export interface TransactionOutbox {
+  events: NewEvent[];
+  notifications: { channel: string; payload: string }[];
+}
 
-/** Runs `work` collecting into `into` every event that commitChanges writes on `tx`. */
-export async function collectEvents<T>(tx: Tx, into: NewEvent[], work: () => Promise<T>): Promise<T> {
-  transactionEvents.set(tx, into);
+const transactionOutbox = new WeakMap<Tx, TransactionOutbox>();
+
+/**
+ * Runs `work` collecting into `outbox` every event that commitChanges writes on `tx` and every notification
+ * queued with notifyAfterCommit.
+ */
+export async function collectOutbox<T>(tx: Tx, outbox: TransactionOutbox, work: () => Promise<T>): Promise<T> {
+  transactionOutbox.set(tx, outbox);
   try {
     return await work();
   } finally {
-    transactionEvents.delete(tx);
+    transactionOutbox.delete(tx);
   }
+}
+
+/**
+ * Queues a NOTIFY to send after the transaction commits. NOTIFY inside a writing transaction would hold
+ * PostgreSQL's database-wide notify lock through the commit's WAL flush, serialising every commit of every
+ * app; sent after commit it costs a round trip and no flush. A crash in between loses only the wake-up:
+ * listeners poll as a safety net.
+ */
+export function notifyAfterCommit(tx: Tx, channel: string, payload: string): void {
+  const outbox = transactionOutbox.get(tx);
+  if (!outbox) throw new Error("notifyAfterCommit outside a collected transaction");
+  outbox.notifications.push({ channel, payload });
 }
