@@ -39,6 +39,7 @@ export class NodeWorker {
   private listener: PgListener | null = null;
   private closing = false;
   private readonly queues: NodeQueues;
+  private readonly recordings = new Set<Promise<void>>();
 
   constructor(private readonly options: NodeWorkerOptions) {
     this.queues = new NodeQueues(options.connection, options.queuePrefix);
@@ -84,6 +85,7 @@ export class NodeWorker {
     const deps = {
       startNode: (workflowId: string, nodeId: string) => starts.run({ workflowId, nodeId }),
       recordResult: (item: ResultToRecord) => results.run(item),
+      defer: (recording: Promise<void>) => this.defer(recording),
       client: o.client,
       held: this.held,
       logger: o.logger,
@@ -120,6 +122,14 @@ export class NodeWorker {
     );
   }
 
+  /** Tracks a background recording; waits while too many are in flight (twice the concurrency). */
+  private async defer(recording: Promise<void>): Promise<void> {
+    this.recordings.add(recording);
+    void recording.finally(() => this.recordings.delete(recording));
+    const limit = this.options.concurrency * this.options.capabilities.length * 2;
+    while (this.recordings.size > limit) await Promise.race(this.recordings);
+  }
+
   private onCancel(payload: string): void {
     try {
       const { workflowId, nodeIds } = JSON.parse(payload) as { workflowId: string; nodeIds: string[] };
@@ -151,6 +161,8 @@ export class NodeWorker {
     this.closing = true;
     if (this.heartbeat) clearInterval(this.heartbeat);
     await Promise.all(this.workers.map((w) => w.close()));
+    // Results still being committed are part of the work this worker holds: finish them before leaving.
+    await Promise.all(this.recordings);
     if (this.renewal) clearInterval(this.renewal);
     await this.listener?.close();
     await this.queues.close();
