@@ -99,8 +99,8 @@ export interface PgStateManagerOptions {
 type NewNode = typeof nodes.$inferInsert;
 type NewEdge = typeof nodeEdges.$inferInsert;
 
-const NODE_CHUNK = 2_000;
-const EDGE_CHUNK = 10_000;
+const NODE_CHUNK = 20_000;
+const EDGE_CHUNK = 100_000;
 const MAX_NAME_LENGTH = 256;
 
 /** Deterministic BullMQ job id of a node's queue generation; BullMQ forbids ':' and node ids cannot hold '/'. */
@@ -301,8 +301,33 @@ export class PgStateManager implements StateManager {
       });
       for (const parentId of node.parentIds) edges.push({ workflowId, parentId, childId: id });
     }
-    for (const chunk of chunks(rows, NODE_CHUNK)) await tx.insert(nodes).values(chunk);
-    for (const chunk of chunks(edges, EDGE_CHUNK)) await tx.insert(nodeEdges).values(chunk).onConflictDoNothing();
+    // One array per column: a 10,000-node workflow is one statement of a dozen parameters, not 130,000.
+    for (const chunk of chunks(rows, NODE_CHUNK)) {
+      await tx.execute(sql`
+        insert into nodes (workflow_id, id, name, capability, status, parent_ids, pending_parents, input,
+                           retry_policy, timeout_ms, labels, finished_at)
+        select ${workflowId}::uuid, r.id, r.name, r.capability, r.status, array(select jsonb_array_elements_text(r.parents)),
+               r.pending, r.input, r.retry_policy, r.timeout_ms, r.labels, case when r.finished then now() end
+          from unnest(${sql.param(chunk.map((n) => n.id))}::text[], ${sql.param(chunk.map((n) => n.name))}::text[],
+                      ${sql.param(chunk.map((n) => n.capability))}::text[],
+                      ${sql.param(chunk.map((n) => n.status))}::node_status[],
+                      ${sql.param(chunk.map((n) => JSON.stringify(n.parentIds ?? [])))}::jsonb[],
+                      ${sql.param(chunk.map((n) => n.pendingParents ?? 0))}::int[],
+                      ${sql.param(chunk.map((n) => JSON.stringify(n.input ?? {})))}::jsonb[],
+                      ${sql.param(chunk.map((n) => (n.retryPolicy ? JSON.stringify(n.retryPolicy) : null)))}::jsonb[],
+                      ${sql.param(chunk.map((n) => n.timeoutMs ?? null))}::int[],
+                      ${sql.param(chunk.map((n) => JSON.stringify(n.labels ?? {})))}::jsonb[],
+                      ${sql.param(chunk.map((n) => n.finishedAt !== null && n.finishedAt !== undefined))}::boolean[])
+               as r(id, name, capability, status, parents, pending, input, retry_policy, timeout_ms, labels, finished)`);
+    }
+    for (const chunk of chunks(edges, EDGE_CHUNK)) {
+      await tx.execute(sql`
+        insert into node_edges (workflow_id, parent_id, child_id)
+        select ${workflowId}::uuid, e.parent_id, e.child_id
+          from unnest(${sql.param(chunk.map((e) => e.parentId))}::text[], ${sql.param(chunk.map((e) => e.childId))}::text[])
+               as e(parent_id, child_id)
+        on conflict do nothing`);
+    }
     return result;
   }
 
