@@ -1,88 +1,135 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { createBullBoard } from "@bull-board/api";
-import { BullMQAdapter } from "@bull-board/api/bullMQAdapter";
-import { ExpressAdapter } from "@bull-board/express";
-import express from "express";
-import { PgStateManager, createDatabase, createPool } from "@trellis/db";
-import { TrellisError } from "@trellis/core";
+import { PgStateManager, type StateManager, WorkflowEventHub, createDatabase, createPool } from "@trellis/db";
+import { WorkflowAction } from "@trellis/proto";
 import { NodeQueues, checkRedis, createRedis } from "@trellis/queue";
+import express from "express";
 import type { Logger } from "pino";
+import { createApiRouter } from "./api-routes.js";
 import { checkBasicAuth } from "./basic-auth.js";
 import type { DashboardSettings } from "./config.js";
-import { renderWorkflow, renderWorkflowList } from "./page.js";
+import type { WorkflowEventSource } from "./event-stream.js";
+import { startQueueBoard } from "./queue-board.js";
+import { createUiRouter } from "./ui-routes.js";
 
 /** A running dashboard: an HTTP handler plus what it holds. */
 export interface DashboardApp {
   /** Handles every request the side server does not (/metrics, /healthz, /readyz). */
   handle(req: IncomingMessage, res: ServerResponse): boolean;
   isReady(): boolean;
+  /** Event streams open now. */
+  openStreams(): number;
+  /** Ends the event streams, then releases connections. */
   close(): Promise<void>;
 }
 
-/** Builds the dashboard: workflow pages from PostgreSQL and Bull Board at /queues over every capability queue. */
-export async function startDashboardApp(settings: DashboardSettings, deps: { logger: Logger }): Promise<DashboardApp> {
+/** Optional collaborators of the dashboard; the app creates what is not given. */
+export interface DashboardDeps {
+  logger: Logger;
+  /** Reads and actions; by default a PgStateManager on its own small pool. */
+  stateManager?: StateManager | undefined;
+  /** Event source of the live views; by default a WorkflowEventHub with its own LISTEN connection. */
+  events?: WorkflowEventSource | undefined;
+  /** Woken after RESUME and RETRY (an in-process scheduler, `npm start`); the StateManager NOTIFYs anyway. */
+  notifyScheduler?: ((workflowId: string) => void) | undefined;
+  /** Aborts when shutdown starts: open event streams end at once instead of holding the HTTP server open. */
+  signal?: AbortSignal | undefined;
+  /** Period of the SSE heartbeat comments. @default 15000 */
+  heartbeatMs?: number | undefined;
+  /** Period of Bull Board's queue discovery. @default 5000 */
+  queueRefreshMs?: number | undefined;
+}
+
+/**
+ * Builds the dashboard: the web UI, its JSON API and event streams (`/api`) over the StateManager, and Bull Board
+ * at `/queues` over every capability queue, all behind basic auth when DASHBOARD_USER is set.
+ */
+export async function startDashboardApp(settings: DashboardSettings, deps: DashboardDeps): Promise<DashboardApp> {
   const { logger } = deps;
-  const pool = createPool(settings.databaseUrl, { max: 4, applicationName: "trellis-dashboard" });
-  await pool.query("select 1");
-  await checkRedis(settings.redisUrl);
-  const stateManager = new PgStateManager(createDatabase(pool));
-  const redis = createRedis(settings.redisUrl);
-  redis.on("error", (e) => logger.warn({ err: e }, "redis connection error"));
-  const queues = new NodeQueues(redis, settings.queuePrefix);
-
-  const serverAdapter = new ExpressAdapter();
-  serverAdapter.setBasePath("/queues");
-  const board = createBullBoard({ queues: [], serverAdapter });
-  // New capability queues appear without a restart.
-  const refreshQueues = async () => {
-    const names = await queues.discover();
-    board.replaceQueues(names.map((name) => new BullMQAdapter(queues.queue(name))));
+  const closers: (() => Promise<void> | void)[] = [];
+  const closeAll = async () => {
+    for (const close of closers.splice(0).reverse()) await close();
   };
-  await refreshQueues();
-  const refresh = setInterval(
-    () => void refreshQueues().catch((e) => logger.warn({ err: e }, "queue discovery failed")),
-    5_000,
-  );
-  refresh.unref();
-
-  const app = express();
-  app.disable("x-powered-by");
-  app.use("/queues", serverAdapter.getRouter());
-  app.get("/", async (_req, res, next) => {
-    try {
-      const page = await stateManager.listWorkflows({ pageSize: 100 });
-      res.type("html").send(renderWorkflowList(page.workflows));
-    } catch (error) {
-      next(error);
+  try {
+    let stateManager = deps.stateManager;
+    if (stateManager === undefined) {
+      const pool = createPool(settings.databaseUrl, { max: 4, applicationName: "trellis-dashboard" });
+      closers.push(() => pool.end());
+      await pool.query("select 1");
+      stateManager = new PgStateManager(createDatabase(pool));
     }
-  });
-  app.get("/workflows/:id", async (req, res, next) => {
-    try {
-      res.type("html").send(renderWorkflow(await stateManager.getWorkflow(req.params.id)));
-    } catch (error) {
-      if (error instanceof TrellisError) {
-        res
-          .status(error.code === "NOT_FOUND" ? 404 : 400)
-          .type("text")
-          .send(error.message);
-        return;
-      }
-      next(error);
+    let events = deps.events;
+    let hub: WorkflowEventHub | undefined;
+    if (events === undefined) {
+      hub = new WorkflowEventHub({
+        stateManager,
+        databaseUrl: settings.databaseUrl,
+        onError: (e) => logger.warn({ err: e }, "event listener error"),
+      });
+      await hub.start();
+      closers.push(() => hub?.close());
+      events = hub;
     }
-  });
 
-  return {
-    handle(req, res) {
-      if (!checkBasicAuth(req, res, settings)) return true;
-      app(req as express.Request, res as express.Response);
-      return true;
-    },
-    isReady: () => redis.status === "ready",
-    async close() {
-      clearInterval(refresh);
-      await queues.close();
-      redis.disconnect();
-      await pool.end();
-    },
-  };
+    await checkRedis(settings.redisUrl);
+    const redis = createRedis(settings.redisUrl);
+    closers.push(() => redis.disconnect());
+    redis.on("error", (e) => logger.warn({ err: e }, "redis connection error"));
+    const queues = new NodeQueues(redis, settings.queuePrefix);
+    closers.push(() => queues.close());
+    const board = await startQueueBoard({
+      queues,
+      basePath: "/queues",
+      refreshMs: deps.queueRefreshMs ?? 5_000,
+      logger,
+    });
+    closers.push(() => board.close());
+
+    const shutdown = new AbortController();
+    const streams = new Set<AbortController>();
+    const endStreams = () => shutdown.abort();
+    deps.signal?.addEventListener("abort", endStreams, { once: true });
+    closers.push(() => {
+      deps.signal?.removeEventListener("abort", endStreams);
+      endStreams();
+    });
+
+    const app = express();
+    app.disable("x-powered-by");
+    app.set("etag", "strong");
+    app.use("/queues", board.router);
+    app.use(
+      "/api",
+      createApiRouter({
+        stateManager,
+        events,
+        logger,
+        heartbeatMs: deps.heartbeatMs ?? 15_000,
+        shutdownSignal: shutdown.signal,
+        streams,
+        onAction: (action, effects) => {
+          const workflowId = effects.workflow.id;
+          if (action === WorkflowAction.RESUME || action === WorkflowAction.RETRY) deps.notifyScheduler?.(workflowId);
+          // Jobs whose node is no longer QUEUED would be dropped by their worker; removing them keeps Bull Board honest.
+          if (effects.removedJobIds.length > 0) {
+            queues.remove(effects.removedJobIds).catch((e) => logger.warn({ err: e }, "removing stale jobs failed"));
+          }
+        },
+      }),
+    );
+    app.use(createUiRouter());
+
+    return {
+      handle(req, res) {
+        if (!checkBasicAuth(req, res, settings)) return true;
+        app(req as express.Request, res as express.Response);
+        return true;
+      },
+      isReady: () => redis.status === "ready" && (hub === undefined || hub.connected),
+      openStreams: () => streams.size,
+      close: closeAll,
+    };
+  } catch (error) {
+    await closeAll().catch(() => undefined);
+    throw error;
+  }
 }

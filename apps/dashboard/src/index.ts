@@ -1,2 +1,3 @@
 export * from "./app.js";
 export * from "./config.js";
+export type { WorkflowEventSource } from "./event-stream.js";

@@ -9,7 +9,14 @@ import {
   readExampleNodeServiceConfig,
   startExampleNodeService,
 } from "@trellis/example-node-service";
-import { GracefulShutdown, createLogger, createMetricsRegistry, startHttpServer } from "@trellis/observability";
+import {
+  GracefulShutdown,
+  composeEventHooks,
+  createLogger,
+  createMetricsRegistry,
+  eventMetrics,
+  startHttpServer,
+} from "@trellis/observability";
 import { readSchedulerSettings, startSchedulerApp } from "@trellis/scheduler";
 import { readWorkerSettings, startWorkerApp } from "@trellis/worker";
 
@@ -67,7 +74,10 @@ try {
   const pool = createPool(settings.api.databaseUrl, { max: settings.api.dbPoolSize, applicationName: "trellis-api" });
   shutdown.add("api pool", () => pool.end());
   const apiLogger = loggerFor("api");
-  const stateManager = new PgStateManager(createDatabase(pool), { onEvents: eventLogger(apiLogger) });
+  const apiRegistry = createMetricsRegistry({ app: "api", collectDefault: false });
+  const stateManager = new PgStateManager(createDatabase(pool), {
+    onEvents: composeEventHooks(eventLogger(apiLogger), eventMetrics(apiRegistry)),
+  });
   const events = new WorkflowEventHub({ stateManager, databaseUrl: settings.api.databaseUrl });
   await events.start();
   shutdown.add("event listener", () => events.close());
@@ -86,7 +96,6 @@ try {
   );
   shutdown.add("worker", () => worker.close());
 
-  const apiRegistry = createMetricsRegistry({ app: "api", collectDefault: false });
   const api = await startApiServer({
     stateManager,
     logger: apiLogger,
@@ -97,7 +106,13 @@ try {
   });
   shutdown.add("api", () => api.close(settings.api.shutdownTimeoutMs));
 
-  const dashboard = await startDashboardApp(settings.dashboard, { logger: loggerFor("dashboard") });
+  const dashboard = await startDashboardApp(settings.dashboard, {
+    logger: loggerFor("dashboard"),
+    stateManager,
+    events,
+    notifyScheduler: () => scheduler.scheduler.wake(),
+    signal: shutdown.signal,
+  });
   shutdown.add("dashboard", () => dashboard.close());
 
   const sides = [

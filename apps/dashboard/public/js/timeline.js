@@ -1,0 +1,109 @@
+// The event timeline of the workflow page, newest first.
+import { formatClock, formatDateTime, formatDuration, h, statusBadge } from "./format.js";
+
+/** Rows kept in the DOM; older ones are dropped (the API still has them). */
+const MAX_ROWS = 1000;
+
+const KNOWN = new Set([
+  "from",
+  "attempt",
+  "reason",
+  "action",
+  "delayMs",
+  "inserted",
+  "updated",
+  "deleted",
+  "nodeCount",
+]);
+
+function list(ids) {
+  return Array.isArray(ids) && ids.length > 0 ? ids.join(", ") : "";
+}
+
+/** One line saying what an event's data holds. */
+export function describeEvent(event) {
+  const d = event.data ?? {};
+  const parts = [];
+  if (d.from) parts.push(`from ${String(d.from).toLowerCase()}`);
+  if (d.attempt) parts.push(`attempt ${d.attempt}`);
+  if (d.action) parts.push(String(d.action).toLowerCase());
+  if (d.nodeCount !== undefined) parts.push(`${d.nodeCount} nodes`);
+  if (list(d.inserted)) parts.push(`+ ${list(d.inserted)}`);
+  if (list(d.updated)) parts.push(`~ ${list(d.updated)}`);
+  if (list(d.deleted)) parts.push(`− ${list(d.deleted)}`);
+  if (d.delayMs !== undefined) parts.push(`retry in ${formatDuration(Number(d.delayMs))}`);
+  if (d.reason) parts.push(String(d.reason));
+  for (const [key, value] of Object.entries(d)) {
+    if (KNOWN.has(key) || value === null || value === undefined || value === "") continue;
+    if (key === "parentIds" && Array.isArray(value)) parts.push(`after ${list(value) || "nothing"}`);
+    else if (typeof value === "object") parts.push(`${key}: ${value.message ?? JSON.stringify(value)}`);
+    else parts.push(`${key}: ${value}`);
+  }
+  return parts.join(" · ");
+}
+
+function category(type) {
+  if (type.startsWith("workflow.")) return "workflow";
+  if (type === "node.created" || type === "node.updated" || type === "node.deleted") return "edit";
+  if (type === "node.retry_scheduled" || type === "node.unroutable" || type === "node.requeued") return "warn";
+  return "node";
+}
+
+/** The timeline card. */
+export class Timeline {
+  constructor(host, countEl, { onSelectNode }) {
+    this.host = host;
+    this.countEl = countEl;
+    this.onSelectNode = onSelectNode;
+    this.count = 0;
+    this.list = h("ol", { class: "timeline-list" });
+    this.host.replaceChildren(this.list);
+  }
+
+  row(event) {
+    const type = event.type ?? "";
+    const status = event.nodeStatus ?? (type === "workflow.status_changed" ? event.workflowStatus : undefined);
+    return h(
+      "li",
+      { class: ["event", `event-kind-${category(type)}`], dataset: { sequence: event.sequence, type } },
+      h("span", { class: "event-seq mono" }, `#${event.sequence}`),
+      h(
+        "time",
+        { class: "event-time mono", datetime: event.time, title: formatDateTime(event.time) },
+        formatClock(event.time, true),
+      ),
+      h("span", { class: "event-type mono" }, type),
+      event.nodeId
+        ? h(
+            "button",
+            { type: "button", class: "event-node", onclick: () => this.onSelectNode(event.nodeId) },
+            event.nodeId,
+          )
+        : h("span", { class: "event-node muted" }, "workflow"),
+      h("span", { class: "event-status" }, status ? statusBadge(status, "badge-small") : null),
+      h("span", { class: "event-detail" }, describeEvent(event)),
+    );
+  }
+
+  /** Replaces the content with these events (oldest first). */
+  setAll(events) {
+    const recent = events.slice(-MAX_ROWS).reverse();
+    this.list.replaceChildren(...recent.map((e) => this.row(e)));
+    this.count = events.length;
+    this.updateCount();
+  }
+
+  /** Adds a newer event at the top. */
+  add(event) {
+    const el = this.row(event);
+    el.classList.add("event-new");
+    this.list.prepend(el);
+    while (this.list.childElementCount > MAX_ROWS) this.list.lastElementChild.remove();
+    this.count++;
+    this.updateCount();
+  }
+
+  updateCount() {
+    this.countEl.textContent = `${this.count.toLocaleString()} event${this.count === 1 ? "" : "s"}`;
+  }
+}

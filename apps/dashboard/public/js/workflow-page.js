@@ -1,0 +1,426 @@
+// One workflow, live: header and actions, progress, the DAG, the node panel and the event timeline. It loads the
+// event history, then the workflow (at least as new as that history), then follows the event stream (SSE) from
+// the last sequence seen; status events are applied in place, edits re-read the workflow and re-layout the graph.
+import { ApiError, allEvents, getJson, postJson } from "./api.js";
+import { DagView } from "./dag-view.js";
+import {
+  NODE_STATUSES,
+  between,
+  formatDateTime,
+  formatDuration,
+  h,
+  labelChips,
+  statusBadge,
+  statusName,
+  toast,
+} from "./format.js";
+import { renderNodePanel, tickNodePanel } from "./node-panel.js";
+import { Timeline } from "./timeline.js";
+
+const workflowId = decodeURIComponent(location.pathname.split("/")[2] ?? "");
+const api = `/workflows/${encodeURIComponent(workflowId)}`;
+/** Events that change the graph's structure: the workflow is re-read and re-laid out. */
+const STRUCTURAL = new Set(["node.created", "node.deleted", "node.updated", "workflow.edited"]);
+const TERMINAL = new Set(["SUCCEEDED", "FAILED", "CANCELLED"]);
+
+const state = {
+  workflow: null,
+  nodes: new Map(),
+  /** Nodes inserted by edits while the workflow ran (they have a node.created event). */
+  added: new Set(),
+  events: [],
+  lastSequence: 0,
+  selected: null,
+  selectedNode: null,
+  stream: null,
+  streamEnded: false,
+};
+
+const el = {
+  name: document.getElementById("wf-name"),
+  crumb: document.getElementById("crumb-name"),
+  status: document.getElementById("wf-status"),
+  meta: document.getElementById("wf-meta"),
+  live: document.getElementById("live"),
+  liveText: document.getElementById("live-text"),
+  progress: document.getElementById("progress"),
+  legend: document.getElementById("legend"),
+  panel: document.getElementById("node-panel"),
+  zoomLevel: document.getElementById("zoom-level"),
+  confirm: document.getElementById("confirm"),
+};
+
+const dag = new DagView(document.getElementById("dag"), {
+  onSelect: (id) => select(id),
+  onScale: (scale) => {
+    el.zoomLevel.textContent = `${Math.round(scale * 100)}%`;
+  },
+  onDirection: (direction) => {
+    const button = document.getElementById("dag-direction");
+    button.textContent = direction === "RIGHT" ? "→ Left to right" : "↓ Top down";
+    button.dataset.direction = direction;
+  },
+});
+const timeline = new Timeline(document.getElementById("timeline"), document.getElementById("event-count"), {
+  onSelectNode: (id) => select(id),
+});
+
+// ---------------------------------------------------------------- model
+
+function noteEvent(event) {
+  const sequence = Number(event.sequence);
+  if (sequence <= state.lastSequence) return false;
+  state.lastSequence = sequence;
+  state.events.push(event);
+  if (event.type === "node.created" && event.nodeId) state.added.add(event.nodeId);
+  if (event.type === "node.deleted" && event.nodeId) state.added.delete(event.nodeId);
+  return true;
+}
+
+/** What an event says about current state: a node's status (and attempt), the workflow's status. */
+function applyStatus(event) {
+  if (event.workflowStatus && state.workflow) state.workflow.status = event.workflowStatus;
+  const node = event.nodeId ? state.nodes.get(event.nodeId) : undefined;
+  if (node && event.nodeStatus) {
+    node.status = event.nodeStatus;
+    if (event.data?.attempt) node.attempt = Number(event.data.attempt);
+  }
+  return node;
+}
+
+function setWorkflow(workflow, replayAfter) {
+  state.workflow = workflow;
+  state.nodes = new Map((workflow.nodes ?? []).map((n) => [n.id, n]));
+  // The snapshot may predate events that arrived while it was read: apply those again, in order.
+  for (const event of state.events) if (Number(event.sequence) > replayAfter) applyStatus(event);
+}
+
+async function loadWorkflow() {
+  const seenBefore = state.lastSequence;
+  const { workflow } = await getJson(api);
+  setWorkflow(workflow, seenBefore);
+  await dag.setGraph([...state.nodes.values()], state.added);
+  renderHeader();
+  if (state.selected) void loadSelected();
+}
+
+let reloadTimer;
+let reloading = Promise.resolve();
+function scheduleReload() {
+  clearTimeout(reloadTimer);
+  reloadTimer = setTimeout(() => {
+    reloading = reloading
+      .then(loadWorkflow)
+      .catch((e) => toast(`Could not refresh the workflow: ${e.message}`, "error"));
+  }, 100);
+}
+
+let frame = 0;
+function scheduleRender() {
+  if (frame) return;
+  frame = requestAnimationFrame(() => {
+    frame = 0;
+    dag.refresh();
+    renderHeader();
+  });
+}
+
+function onLiveEvent(event) {
+  if (!noteEvent(event)) return;
+  timeline.add(event);
+  const node = applyStatus(event);
+  if (STRUCTURAL.has(event.type) || (event.nodeId && !node && event.type !== "node.deleted")) scheduleReload();
+  if (event.nodeId && event.nodeId === state.selected) scheduleSelectedReload();
+  scheduleRender();
+}
+
+// ---------------------------------------------------------------- stream
+
+function setLive(mode, text) {
+  el.live.dataset.state = mode;
+  el.liveText.textContent = text;
+}
+
+function openStream() {
+  const stream = new EventSource(`/api${api}/stream?after=${state.lastSequence}`);
+  state.stream = stream;
+  stream.onopen = () => setLive("live", "Live");
+  stream.onmessage = (message) => onLiveEvent(JSON.parse(message.data));
+  stream.addEventListener("end", () => {
+    stream.close();
+    state.streamEnded = true;
+    setLive("ended", "Finished");
+    scheduleReload();
+  });
+  stream.onerror = () => {
+    if (state.streamEnded) return;
+    if (stream.readyState === EventSource.CLOSED) {
+      // The server refused (e.g. it restarted without the database): open a new stream from where we are.
+      setLive("reconnecting", "Reconnecting");
+      setTimeout(() => {
+        if (state.stream === stream) openStream();
+      }, 5_000);
+    } else {
+      setLive("reconnecting", "Reconnecting");
+    }
+  };
+}
+
+// ---------------------------------------------------------------- header, progress, legend
+
+function countByStatus() {
+  const counts = new Map(NODE_STATUSES.map((s) => [s, 0]));
+  for (const node of state.nodes.values()) {
+    const status = statusName(node.status);
+    counts.set(status, (counts.get(status) ?? 0) + 1);
+  }
+  return counts;
+}
+
+function renderHeader() {
+  const wf = state.workflow;
+  if (!wf) return;
+  const status = statusName(wf.status);
+  const name = wf.name || wf.id;
+  document.title = `${name} · Trellis`;
+  el.name.textContent = name;
+  el.crumb.textContent = name;
+  if (el.status.dataset.status !== status) {
+    el.status.dataset.status = status;
+    el.status.replaceChildren(statusBadge(wf.status, "badge-large"));
+  }
+  const metaKey = JSON.stringify([status, wf.finishedAt, wf.labels]);
+  if (el.meta.dataset.key !== metaKey) {
+    el.meta.dataset.key = metaKey;
+    renderMeta(wf, status);
+  }
+  tickElapsed();
+  renderActions(status);
+  renderProgress();
+}
+
+function renderMeta(wf, status) {
+  el.meta.replaceChildren(
+    h("span", { class: "mono", title: "Workflow id" }, wf.id),
+    h(
+      "button",
+      {
+        type: "button",
+        class: "btn btn-ghost btn-small copy",
+        title: "Copy id",
+        onclick: () => navigator.clipboard?.writeText(wf.id).then(() => toast("Workflow id copied")),
+      },
+      "Copy",
+    ),
+    h("span", { class: "sep" }),
+    h("span", {}, `Created ${formatDateTime(wf.createdAt)}`),
+    h("span", { class: "sep" }),
+    h("span", { id: "wf-elapsed", class: "num" }),
+    ...(Object.keys(wf.labels ?? {}).length > 0 ? [h("span", { class: "sep" }), ...labelChips(wf.labels, 6)] : []),
+  );
+  el.meta.dataset.terminal = String(TERMINAL.has(status));
+}
+
+function tickElapsed() {
+  const wf = state.workflow;
+  const target = document.getElementById("wf-elapsed");
+  if (!wf || !target) return;
+  const done = TERMINAL.has(statusName(wf.status));
+  const elapsed = between(wf.createdAt, done ? wf.finishedAt || wf.updatedAt : undefined);
+  target.textContent = `${done ? "Took" : "Running for"} ${formatDuration(elapsed)}`;
+}
+
+/** Finished work first, then what runs, then what waits. */
+const PROGRESS_ORDER = ["PASS", "FAIL", "SKIPPED", "CANCELLED", "RUNNING", "QUEUED", "PENDING"];
+
+function renderProgress() {
+  const counts = countByStatus();
+  const total = state.nodes.size || 1;
+  el.progress.replaceChildren(
+    ...PROGRESS_ORDER.filter((s) => counts.get(s) > 0).map((s) =>
+      h("span", {
+        class: `progress-part status-${s}`,
+        title: `${counts.get(s)} ${s.toLowerCase()}`,
+        dataset: { width: String(counts.get(s) / total) },
+      }),
+    ),
+  );
+  for (const part of el.progress.children) part.style.flexGrow = part.dataset.width;
+  el.legend.replaceChildren(
+    ...NODE_STATUSES.filter((s) => counts.get(s) > 0).map((s) =>
+      h(
+        "span",
+        { class: `legend-item status-${s}`, dataset: { status: s } },
+        h("span", { class: "badge-dot" }),
+        `${counts.get(s)} ${s.toLowerCase()}`,
+      ),
+    ),
+    h(
+      "span",
+      { class: "legend-item legend-added" },
+      h("span", { class: "legend-added-swatch" }),
+      `${state.added.size} added`,
+    ),
+  );
+}
+
+// ---------------------------------------------------------------- actions
+
+const ALLOWED = {
+  pause: ["PENDING", "RUNNING"],
+  resume: ["PAUSED"],
+  retry: ["FAILED"],
+  cancel: ["PENDING", "RUNNING", "PAUSED"],
+};
+
+function renderActions(status) {
+  for (const button of document.querySelectorAll("#wf-actions [data-action]")) {
+    const allowed = ALLOWED[button.dataset.action].includes(status);
+    button.disabled = !allowed || button.dataset.busy === "true";
+    button.title = allowed ? "" : `Not possible while the workflow is ${status.toLowerCase()}`;
+  }
+}
+
+function confirmCancel() {
+  return new Promise((resolve) => {
+    document.getElementById("confirm-text").textContent =
+      "Unfinished nodes become CANCELLED and running calls are aborted. This cannot be undone.";
+    el.confirm.returnValue = "";
+    el.confirm.addEventListener("close", () => resolve(el.confirm.returnValue === "yes"), { once: true });
+    el.confirm.showModal();
+  });
+}
+
+async function runAction(button) {
+  const action = button.dataset.action;
+  if (action === "cancel" && !(await confirmCancel())) return;
+  button.dataset.busy = "true";
+  button.disabled = true;
+  try {
+    const { workflow } = await postJson(`${api}/actions/${action}`);
+    setWorkflow(workflow, Number.POSITIVE_INFINITY);
+    await dag.setGraph([...state.nodes.values()], state.added);
+    toast(`Workflow ${statusName(workflow.status).toLowerCase()}`);
+    if (state.streamEnded && action === "retry") {
+      state.streamEnded = false;
+      openStream();
+    }
+  } catch (error) {
+    toast(error instanceof ApiError ? error.message : `Action failed: ${error.message}`, "error");
+  } finally {
+    delete button.dataset.busy;
+    renderHeader();
+  }
+}
+
+for (const button of document.querySelectorAll("#wf-actions [data-action]")) {
+  button.addEventListener("click", () => void runAction(button));
+}
+
+// ---------------------------------------------------------------- node panel
+
+function childrenOf(id) {
+  return [...state.nodes.values()].filter((n) => (n.parentIds ?? []).includes(id)).map((n) => n.id);
+}
+
+function renderPanel() {
+  if (!state.selected) {
+    renderNodePanel(el.panel, null);
+    return;
+  }
+  renderNodePanel(el.panel, {
+    id: state.selected,
+    node: state.selectedNode,
+    error: state.selectedError,
+    added: state.added.has(state.selected),
+    children: childrenOf(state.selected),
+    onSelect: (id) => select(id),
+    onClose: () => select(null),
+  });
+}
+
+async function loadSelected() {
+  const id = state.selected;
+  try {
+    const { node } = await getJson(`${api}/nodes/${encodeURIComponent(id)}`);
+    if (state.selected !== id) return;
+    state.selectedNode = node;
+    state.selectedError = undefined;
+  } catch (error) {
+    if (state.selected !== id) return;
+    state.selectedNode = null;
+    state.selectedError = error.status === 404 ? "This node no longer exists (deleted by an edit)." : error.message;
+  }
+  renderPanel();
+}
+
+let selectedTimer;
+function scheduleSelectedReload() {
+  clearTimeout(selectedTimer);
+  selectedTimer = setTimeout(() => void loadSelected(), 150);
+}
+
+function select(id) {
+  state.selected = id;
+  state.selectedNode = id ? (state.nodes.get(id) ?? null) : null;
+  state.selectedError = undefined;
+  dag.select(id);
+  history.replaceState(null, "", id ? `#node=${encodeURIComponent(id)}` : location.pathname);
+  renderPanel();
+  if (id) void loadSelected();
+}
+
+document.addEventListener("keydown", (e) => {
+  if (e.key === "Escape" && state.selected && !el.confirm.open) select(null);
+});
+
+// ---------------------------------------------------------------- zoom
+
+document.getElementById("zoom-in").addEventListener("click", () => dag.zoom(1.2));
+document.getElementById("zoom-out").addEventListener("click", () => dag.zoom(1 / 1.2));
+document.getElementById("zoom-fit").addEventListener("click", () => dag.fit());
+document.getElementById("dag-direction").addEventListener("click", () => void dag.toggleDirection());
+
+// ---------------------------------------------------------------- start
+
+function fatal(error) {
+  setLive("ended", "Offline");
+  const notFound = error instanceof ApiError && (error.status === 404 || error.status === 400);
+  el.name.textContent = notFound ? "Workflow not found" : "Could not load the workflow";
+  el.crumb.textContent = workflowId;
+  el.meta.replaceChildren(h("span", { class: "muted" }, error.message));
+  document
+    .getElementById("dag")
+    .replaceChildren(
+      h(
+        "div",
+        { class: "empty" },
+        h("strong", {}, notFound ? "No such workflow." : "Loading failed."),
+        h("a", { href: "/" }, "Back to all workflows"),
+      ),
+    );
+}
+
+async function start() {
+  renderPanel();
+  try {
+    const history = await allEvents(workflowId);
+    for (const event of history) noteEvent(event);
+    timeline.setAll(state.events);
+    await loadWorkflow();
+  } catch (error) {
+    fatal(error);
+    return;
+  }
+  document.body.dataset.ready = "true";
+  const fromHash = /^#node=(.+)$/.exec(location.hash);
+  if (fromHash) select(decodeURIComponent(fromHash[1]));
+  // A finished workflow's stream replays nothing and ends at once; a retried one carries on.
+  openStream();
+  setInterval(() => {
+    tickElapsed();
+    tickNodePanel(el.panel);
+  }, 1_000);
+}
+
+await start();

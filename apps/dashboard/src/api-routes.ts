@@ -1,0 +1,173 @@
+import { create, toJson } from "@bufbuild/protobuf";
+import { InvalidArgumentError, assertNodeId, assertWorkflowId } from "@trellis/core";
+import type { ActionEffects, StateManager } from "@trellis/db";
+import {
+  GetNodeResponseSchema,
+  GetWorkflowResponseSchema,
+  ListWorkflowsResponseSchema,
+  UpdateWorkflowResponseSchema,
+  WorkflowAction,
+  WorkflowEventSchema,
+} from "@trellis/proto";
+import express, { type NextFunction, type Request, type Response } from "express";
+import type { Logger } from "pino";
+import { type WorkflowEventSource, writeEventStream } from "./event-stream.js";
+import { errorAnswer } from "./http-errors.js";
+import { parseWorkflowSearch, searchWorkflows } from "./workflow-search.js";
+
+/** Events per `GET /api/workflows/:id/events` page when the request does not say. */
+export const DEFAULT_EVENTS_LIMIT = 500;
+/** Largest `limit` of `GET /api/workflows/:id/events`. */
+export const MAX_EVENTS_LIMIT = 1_000;
+
+/** What the JSON API needs. */
+export interface ApiRouterDeps {
+  stateManager: StateManager;
+  events: WorkflowEventSource;
+  logger: Logger;
+  /** Period of SSE heartbeat comments. */
+  heartbeatMs: number;
+  /** Aborts every open event stream (shutdown). */
+  shutdownSignal: AbortSignal;
+  /** Open event streams, so the app can report and end them. */
+  streams: Set<AbortController>;
+  /** Called after an action was applied, with what it changed (queues to clean, a scheduler to wake). */
+  onAction?: ((action: WorkflowAction, effects: ActionEffects) => void) | undefined;
+}
+
+const ACTIONS: Readonly<Record<string, WorkflowAction>> = {
+  cancel: WorkflowAction.CANCEL,
+  pause: WorkflowAction.PAUSE,
+  resume: WorkflowAction.RESUME,
+  retry: WorkflowAction.RETRY,
+};
+
+function workflowIdOf(req: Request): string {
+  const id = String(req.params.id);
+  assertWorkflowId(id, "workflow_id");
+  return id;
+}
+
+/** A non-negative integer from the query string (or a header); `fallback` when absent. */
+function sequenceOf(raw: unknown, field: string, fallback = 0): number {
+  if (raw === undefined || raw === "") return fallback;
+  const n = typeof raw === "string" && /^\d{1,15}$/.test(raw) ? Number(raw) : Number.NaN;
+  if (!Number.isSafeInteger(n))
+    throw new InvalidArgumentError(field, `must be a non-negative integer, got ${JSON.stringify(raw)}`);
+  return n;
+}
+
+/**
+ * Refuses state-changing requests sent by another site's page: a browser sends the basic-auth credentials it
+ * holds for the dashboard with any request, so a cross-site form could otherwise cancel workflows.
+ */
+function sameOrigin(req: Request): boolean {
+  if (req.get("sec-fetch-site") === "cross-site") return false;
+  const origin = req.get("origin");
+  if (origin === undefined || origin === "null") return origin === undefined;
+  try {
+    return new URL(origin).host === req.get("host");
+  } catch {
+    return false;
+  }
+}
+
+/** The dashboard's JSON API and event stream under `/api` (protobuf JSON bodies, typed errors as 400/404/409). */
+export function createApiRouter(deps: ApiRouterDeps): express.Router {
+  const { stateManager, logger } = deps;
+  const router = express.Router();
+
+  router.get("/workflows", async (req, res) => {
+    const page = await searchWorkflows(stateManager, parseWorkflowSearch(req.query));
+    res.json(toJson(ListWorkflowsResponseSchema, create(ListWorkflowsResponseSchema, page)));
+  });
+
+  router.get("/workflows/:id", async (req, res) => {
+    const workflow = await stateManager.getWorkflow(workflowIdOf(req));
+    res.json(toJson(GetWorkflowResponseSchema, create(GetWorkflowResponseSchema, { workflow })));
+  });
+
+  router.get("/workflows/:id/nodes/:nodeId", async (req, res) => {
+    const workflowId = workflowIdOf(req);
+    const nodeId = String(req.params.nodeId);
+    assertNodeId(nodeId, "node_id");
+    const node = await stateManager.getNode(workflowId, nodeId);
+    res.json(toJson(GetNodeResponseSchema, create(GetNodeResponseSchema, { node })));
+  });
+
+  router.get("/workflows/:id/events", async (req, res) => {
+    const workflowId = workflowIdOf(req);
+    const after = sequenceOf(req.query.after, "after");
+    const limit = sequenceOf(req.query.limit, "limit", DEFAULT_EVENTS_LIMIT);
+    if (limit < 1 || limit > MAX_EVENTS_LIMIT) {
+      throw new InvalidArgumentError("limit", `must be between 1 and ${MAX_EVENTS_LIMIT}, got ${limit}`);
+    }
+    // Unknown workflows are a 404, not an empty list.
+    await stateManager.getWorkflowStatus(workflowId);
+    const events = await stateManager.listEvents(workflowId, after, limit);
+    res.json({ events: events.map((e) => toJson(WorkflowEventSchema, e)) });
+  });
+
+  router.post("/workflows/:id/actions/:action", async (req, res) => {
+    if (!sameOrigin(req)) {
+      res.status(403).json({ error: { code: "PERMISSION_DENIED", message: "cross-origin request refused" } });
+      return;
+    }
+    const workflowId = workflowIdOf(req);
+    const name = String(req.params.action);
+    const action = ACTIONS[name];
+    if (action === undefined) {
+      throw new InvalidArgumentError("action", `unknown action ${JSON.stringify(name)} (cancel, pause, resume, retry)`);
+    }
+    const effects = await stateManager.updateWorkflow(workflowId, { action });
+    logger.info({ workflow_id: workflowId, action: name }, "workflow action from the dashboard");
+    deps.onAction?.(action, effects);
+    res.json(
+      toJson(UpdateWorkflowResponseSchema, create(UpdateWorkflowResponseSchema, { workflow: effects.workflow })),
+    );
+  });
+
+  router.get("/workflows/:id/stream", async (req, res) => {
+    const workflowId = workflowIdOf(req);
+    // A reconnecting EventSource sends the id of the last event it received.
+    const after = Math.max(sequenceOf(req.query.after, "after"), sequenceOf(req.get("last-event-id"), "Last-Event-ID"));
+    // Answered as a 404 before the stream starts.
+    await stateManager.getWorkflowStatus(workflowId);
+    const controller = new AbortController();
+    const stop = () => controller.abort();
+    res.on("close", stop);
+    deps.shutdownSignal.addEventListener("abort", stop, { once: true });
+    deps.streams.add(controller);
+    try {
+      await writeEventStream(res, {
+        events: deps.events,
+        workflowId,
+        afterSequence: after,
+        heartbeatMs: deps.heartbeatMs,
+        signal: controller.signal,
+        onError: (error) => logger.warn({ err: error, workflow_id: workflowId }, "event stream failed"),
+      });
+    } finally {
+      deps.streams.delete(controller);
+      res.off("close", stop);
+      deps.shutdownSignal.removeEventListener("abort", stop);
+    }
+  });
+
+  router.use((_req, res) => {
+    res.status(404).json({ error: { code: "NOT_FOUND", message: "no such endpoint" } });
+  });
+
+  router.use((error: unknown, req: Request, res: Response, _next: NextFunction) => {
+    const answer = errorAnswer(error);
+    if (answer.status >= 500)
+      logger.error({ err: error, method: req.method, url: req.originalUrl }, "api request failed");
+    if (res.headersSent) {
+      res.end();
+      return;
+    }
+    res.status(answer.status).json(answer.body);
+  });
+
+  return router;
+}

@@ -1,0 +1,378 @@
+import { fromJson } from "@bufbuild/protobuf";
+import { ValueSchema } from "@bufbuild/protobuf/wkt";
+import { DEFAULT_RETRY_POLICY } from "@trellis/core";
+import { ErrorKind, WorkflowAction, WorkflowStatus } from "@trellis/proto";
+import { NodeQueues, createRedis } from "@trellis/queue";
+import { waitFor } from "@trellis/testing";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type DashboardFixture, node, passNode, queueNode, readSse, startDashboard, startNode } from "./fixture.js";
+
+let f: DashboardFixture;
+const UNKNOWN_ID = "00000000-0000-4000-8000-000000000000";
+
+beforeAll(async () => {
+  f = await startDashboard("dashapi", { heartbeatMs: 100 });
+});
+
+afterAll(async () => {
+  await f?.close();
+});
+
+interface NodeJson {
+  id: string;
+  status: string;
+  parentIds?: string[];
+  input?: unknown;
+  output?: unknown;
+  attempt?: number;
+  startedAt?: string;
+}
+interface WorkflowJson {
+  id: string;
+  name: string;
+  status: string;
+  labels?: Record<string, string>;
+  nodes?: NodeJson[];
+  createdAt?: string;
+}
+interface EventJson {
+  sequence: string;
+  type: string;
+  nodeId?: string;
+  nodeStatus?: string;
+  workflowStatus?: string;
+}
+/** The JSON bodies of the API, loosely: each endpoint fills some of these. */
+interface Body {
+  workflows: WorkflowJson[];
+  nextPageToken?: string;
+  workflow: WorkflowJson;
+  node: NodeJson;
+  events: EventJson[];
+  error: { code: string; message: string };
+  queues?: { name: string }[];
+}
+
+async function get(path: string, headers: Record<string, string> = {}) {
+  const response = await fetch(`${f.baseUrl}${path}`, { headers });
+  const type = response.headers.get("content-type") ?? "";
+  const text = await response.text();
+  const body = (type.includes("json") ? JSON.parse(text) : {}) as Body;
+  return { status: response.status, type, text, body };
+}
+
+async function post(path: string, headers: Record<string, string> = {}) {
+  const response = await fetch(`${f.baseUrl}${path}`, { method: "POST", headers });
+  return { status: response.status, body: (await response.json()) as Body };
+}
+
+async function chain(name: string, labels: Record<string, string> = {}): Promise<string> {
+  const { workflow } = await f.stateManager.createWorkflow({
+    name,
+    labels,
+    nodes: [node("a"), node("b", ["a"])],
+  });
+  return workflow.id;
+}
+
+describe("GET /api/workflows", () => {
+  let ids: string[];
+  beforeAll(async () => {
+    ids = [];
+    for (let i = 0; i < 5; i++) {
+      ids.push(await chain(i % 2 === 0 ? `nightly-report-${i}` : `ingest-${i}`, { team: i < 2 ? "search" : "ads" }));
+    }
+    await f.stateManager.updateWorkflow(ids[4]!, { action: WorkflowAction.CANCEL });
+  });
+
+  it("lists workflows newest first as protobuf JSON, without nodes", async () => {
+    const { status, body } = await get("/api/workflows");
+    expect(status).toBe(200);
+    const names = body.workflows.map((w) => w.name);
+    expect(names.slice(0, 5)).toEqual([
+      "nightly-report-4",
+      "ingest-3",
+      "nightly-report-2",
+      "ingest-1",
+      "nightly-report-0",
+    ]);
+    const first = body.workflows[0]!;
+    expect(first.status).toBe("WORKFLOW_STATUS_CANCELLED");
+    expect(first.labels).toEqual({ team: "ads" });
+    expect(first.nodes).toBeUndefined();
+    expect(typeof first.createdAt).toBe("string");
+  });
+
+  it("filters by status, by name and by label", async () => {
+    const cancelled = await get("/api/workflows?status=cancelled");
+    expect(cancelled.body.workflows.map((w) => w.id)).toEqual([ids[4]]);
+    const byName = await get("/api/workflows?q=NIGHTLY");
+    expect(byName.body.workflows.map((w) => w.name)).toEqual([
+      "nightly-report-4",
+      "nightly-report-2",
+      "nightly-report-0",
+    ]);
+    const byLabel = await get("/api/workflows?q=team%3Dsearch");
+    expect(byLabel.body.workflows.map((w) => w.name)).toEqual(["ingest-1", "nightly-report-0"]);
+    const both = await get("/api/workflows?q=nightly%20team%3Dads&status=pending");
+    expect(both.body.workflows.map((w) => w.name)).toEqual(["nightly-report-2"]);
+    const byId = await get(`/api/workflows?q=${ids[2]}`);
+    expect(byId.body.workflows.map((w) => w.id)).toEqual([ids[2]]);
+  });
+
+  it("pages with page_token until next_page_token is empty", async () => {
+    const seen: string[] = [];
+    let token = "";
+    do {
+      const { body } = await get(`/api/workflows?page_size=2&page_token=${token}`);
+      expect(body.workflows.length).toBeLessThanOrEqual(2);
+      seen.push(...body.workflows.map((w) => w.id));
+      token = body.nextPageToken ?? "";
+    } while (token !== "");
+    expect(seen.slice(0, 5)).toEqual([...ids].reverse());
+    expect(new Set(seen).size).toBe(seen.length);
+  });
+
+  it("answers 400 with the typed error for a bad status, page size or token", async () => {
+    for (const query of ["status=sleeping", "page_size=0", "page_token=garbage"]) {
+      const { status, body } = await get(`/api/workflows?${query}`);
+      expect(status).toBe(400);
+      expect(body.error.code).toBe("INVALID_ARGUMENT");
+    }
+  });
+});
+
+describe("GET /api/workflows/:id and its nodes", () => {
+  it("returns the workflow with every node", async () => {
+    const id = await chain("with-nodes");
+    const { status, body } = await get(`/api/workflows/${id}`);
+    expect(status).toBe(200);
+    expect(body.workflow.id).toBe(id);
+    expect(body.workflow.nodes!.map((n) => [n.id, n.parentIds ?? []])).toEqual([
+      ["a", []],
+      ["b", ["a"]],
+    ]);
+    expect(body.workflow.nodes![0]!.status).toBe("NODE_STATUS_PENDING");
+    expect(body.workflow.nodes![0]!.input).toEqual({ task: "a" });
+  });
+
+  it("returns one node with its output once it passed", async () => {
+    const id = await chain("node-output");
+    await passNode(f.stateManager, id, "a", fromJson(ValueSchema, { answer: 42 }));
+    const { status, body } = await get(`/api/workflows/${id}/nodes/a`);
+    expect(status).toBe(200);
+    expect(body.node).toMatchObject({ id: "a", status: "NODE_STATUS_PASS", attempt: 1, output: { answer: 42 } });
+    expect(typeof body.node.startedAt).toBe("string");
+  });
+
+  it("answers 404 for an unknown workflow or node and 400 for a malformed id", async () => {
+    expect((await get(`/api/workflows/${UNKNOWN_ID}`)).status).toBe(404);
+    const id = await chain("unknown-node");
+    const missing = await get(`/api/workflows/${id}/nodes/nope`);
+    expect(missing.status).toBe(404);
+    expect(missing.body.error.code).toBe("NOT_FOUND");
+    const bad = await get("/api/workflows/not-a-uuid");
+    expect(bad.status).toBe(400);
+    expect(bad.body.error.message).toMatch(/workflow_id/);
+    expect((await get("/api/no-such-endpoint")).status).toBe(404);
+  });
+});
+
+describe("GET /api/workflows/:id/events", () => {
+  it("returns committed events after a sequence, in order", async () => {
+    const id = await chain("events");
+    await passNode(f.stateManager, id, "a");
+    const all = await get(`/api/workflows/${id}/events`);
+    const sequences = all.body.events.map((e) => Number(e.sequence));
+    expect(sequences).toEqual(sequences.map((_: number, i: number) => i + 1));
+    expect(all.body.events[0]!.type).toBe("workflow.created");
+    const later = await get(`/api/workflows/${id}/events?after=2&limit=2`);
+    expect(later.body.events.map((e) => Number(e.sequence))).toEqual([3, 4]);
+    expect(later.body.events.some((e) => e.nodeId === "a")).toBe(true);
+  });
+
+  it("answers 404 for an unknown workflow and 400 for a bad sequence", async () => {
+    expect((await get(`/api/workflows/${UNKNOWN_ID}/events`)).status).toBe(404);
+    const id = await chain("events-bad");
+    expect((await get(`/api/workflows/${id}/events?after=-1`)).status).toBe(400);
+    expect((await get(`/api/workflows/${id}/events?limit=5000`)).status).toBe(400);
+  });
+});
+
+describe("POST /api/workflows/:id/actions/:action", () => {
+  it("pauses, resumes and cancels with the StateManager's rules", async () => {
+    const id = await chain("actions");
+    await queueNode(f.stateManager, id, "a");
+    const paused = await post(`/api/workflows/${id}/actions/pause`);
+    expect(paused.status).toBe(200);
+    expect(paused.body.workflow.status).toBe("WORKFLOW_STATUS_PAUSED");
+    const resumed = await post(`/api/workflows/${id}/actions/resume`);
+    expect(resumed.body.workflow.status).toBe("WORKFLOW_STATUS_RUNNING");
+    const again = await post(`/api/workflows/${id}/actions/resume`);
+    expect(again.status).toBe(409);
+    expect(again.body.error.code).toBe("FAILED_PRECONDITION");
+    const cancelled = await post(`/api/workflows/${id}/actions/cancel`);
+    expect(cancelled.body.workflow.status).toBe("WORKFLOW_STATUS_CANCELLED");
+    expect(cancelled.body.workflow.nodes!.map((n) => n.status)).toEqual([
+      "NODE_STATUS_CANCELLED",
+      "NODE_STATUS_CANCELLED",
+    ]);
+    expect(await f.stateManager.getWorkflowStatus(id)).toBe(WorkflowStatus.CANCELLED);
+  });
+
+  it("retries a failed workflow", async () => {
+    const id = await chain("retry");
+    const started = await startNode(f.stateManager, id, "a");
+    await f.stateManager.recordResult(id, "a", started.lease, {
+      kind: "error",
+      errorKind: ErrorKind.TASK_ERROR,
+      message: "boom",
+    });
+    expect(await f.stateManager.getWorkflowStatus(id)).toBe(WorkflowStatus.FAILED);
+    const retried = await post(`/api/workflows/${id}/actions/retry`);
+    expect(retried.status).toBe(200);
+    expect(retried.body.workflow.status).toBe("WORKFLOW_STATUS_RUNNING");
+    expect(retried.body.workflow.nodes!.map((n) => n.status)).toEqual(["NODE_STATUS_PENDING", "NODE_STATUS_PENDING"]);
+  });
+
+  it("refuses an unknown action, an unknown workflow and a cross-site request, changing nothing", async () => {
+    const id = await chain("refused");
+    expect((await post(`/api/workflows/${id}/actions/explode`)).status).toBe(400);
+    expect((await post(`/api/workflows/${UNKNOWN_ID}/actions/cancel`)).status).toBe(404);
+    const forged = await post(`/api/workflows/${id}/actions/cancel`, { origin: "https://evil.example" });
+    expect(forged.status).toBe(403);
+    const sameSite = await post(`/api/workflows/${id}/actions/pause`, { origin: f.baseUrl });
+    expect(sameSite.status).toBe(200);
+    expect(await f.stateManager.getWorkflowStatus(id)).toBe(WorkflowStatus.PAUSED);
+  });
+});
+
+describe("GET /api/workflows/:id/stream (Server-Sent Events)", () => {
+  it("replays a finished workflow's events with id = sequence, then sends end and closes", async () => {
+    const id = await chain("sse-finished");
+    await passNode(f.stateManager, id, "a");
+    await passNode(f.stateManager, id, "b");
+    const expected = (await f.stateManager.listEvents(id, 0)).map((e) => String(e.sequence));
+    const response = await fetch(`${f.baseUrl}/api/workflows/${id}/stream`);
+    expect(response.status).toBe(200);
+    expect(response.headers.get("content-type")).toMatch(/^text\/event-stream/);
+    const { frames, ended } = await readSse(response);
+    expect(ended).toBe(true);
+    const events = frames.filter((x) => x.event === "message");
+    expect(events.map((x) => x.id)).toEqual(expected);
+    expect(events.map((x) => JSON.parse(x.data).sequence)).toEqual(expected);
+    expect(JSON.parse(events.at(-1)!.data)).toMatchObject({
+      type: "workflow.status_changed",
+      workflowStatus: "WORKFLOW_STATUS_SUCCEEDED",
+    });
+    expect(frames.at(-1)!.event).toBe("end");
+  });
+
+  it("follows live events after `after` and ends after the terminal event", async () => {
+    const id = await chain("sse-live");
+    const after = (await f.stateManager.listEvents(id, 0)).length;
+    const response = await fetch(`${f.baseUrl}/api/workflows/${id}/stream?after=${after}`);
+    const reading = readSse(response);
+    await passNode(f.stateManager, id, "a");
+    await passNode(f.stateManager, id, "b");
+    const { frames, ended } = await reading;
+    expect(ended).toBe(true);
+    const events = frames.filter((x) => x.event === "message").map((x) => JSON.parse(x.data));
+    expect(Number(events[0].sequence)).toBe(after + 1);
+    expect(events.filter((e) => e.type === "node.status_changed").map((e) => `${e.nodeId}:${e.nodeStatus}`)).toEqual([
+      "a:NODE_STATUS_QUEUED",
+      "a:NODE_STATUS_RUNNING",
+      "a:NODE_STATUS_PASS",
+      "b:NODE_STATUS_QUEUED",
+      "b:NODE_STATUS_RUNNING",
+      "b:NODE_STATUS_PASS",
+    ]);
+  });
+
+  it("resumes after Last-Event-ID, as a reconnecting EventSource asks", async () => {
+    const id = await chain("sse-resume");
+    await passNode(f.stateManager, id, "a");
+    await passNode(f.stateManager, id, "b");
+    const total = (await f.stateManager.listEvents(id, 0)).length;
+    const response = await fetch(`${f.baseUrl}/api/workflows/${id}/stream?after=1`, {
+      headers: { "last-event-id": String(total - 2) },
+    });
+    const { frames } = await readSse(response);
+    expect(frames.filter((x) => x.event === "message").map((x) => Number(x.id))).toEqual([total - 1, total]);
+  });
+
+  it("sends heartbeat comments while nothing happens", async () => {
+    const id = await chain("sse-heartbeat");
+    const after = (await f.stateManager.listEvents(id, 0)).length;
+    const controller = new AbortController();
+    const response = await fetch(`${f.baseUrl}/api/workflows/${id}/stream?after=${after}`, {
+      signal: controller.signal,
+    });
+    const { frames } = await readSse(response, (got) => got.filter((x) => x.comment === "heartbeat").length >= 2);
+    expect(frames.filter((x) => x.event === "message")).toEqual([]);
+    controller.abort();
+  });
+
+  it("stops following when the client disconnects", async () => {
+    const id = await chain("sse-disconnect");
+    const controller = new AbortController();
+    const response = await fetch(`${f.baseUrl}/api/workflows/${id}/stream`, { signal: controller.signal });
+    await readSse(response, (got) => got.some((x) => x.event === "message"));
+    expect(f.app.openStreams()).toBeGreaterThan(0);
+    controller.abort();
+    await waitFor(() => f.app.openStreams() === 0, { description: "the stream to stop" });
+  });
+
+  it("answers 404 before streaming for an unknown workflow", async () => {
+    const { status, body } = await get(`/api/workflows/${UNKNOWN_ID}/stream`);
+    expect(status).toBe(404);
+    expect(body.error.code).toBe("NOT_FOUND");
+  });
+});
+
+describe("web UI and Bull Board", () => {
+  it("serves the pages, their modules and the layout library", async () => {
+    const list = await get("/");
+    expect(list.status).toBe(200);
+    expect(list.type).toMatch(/text\/html/);
+    expect(list.text).toContain("/assets/js/list-page.js");
+    const page = await get(`/workflows/${UNKNOWN_ID}`);
+    expect(page.text).toContain("/assets/js/workflow-page.js");
+    for (const asset of ["/assets/js/workflow-page.js", "/assets/js/dag-view.js", "/assets/css/dashboard.css"]) {
+      expect((await get(asset)).status).toBe(200);
+    }
+    const elk = await fetch(`${f.baseUrl}/assets/vendor/elk.js`);
+    expect(elk.status).toBe(200);
+    expect(await elk.text()).toContain("ELK");
+    expect((await get("/assets/nope.js")).status).toBe(404);
+  });
+
+  it("shows a capability queue created after start in Bull Board without a restart", async () => {
+    const redis = createRedis(f.redisUrl);
+    const queues = new NodeQueues(redis, f.queuePrefix);
+    try {
+      await queues.enqueue([
+        {
+          workflowId: UNKNOWN_ID,
+          nodeId: "x",
+          capability: "web.search",
+          jobId: `${UNKNOWN_ID}/x/1`,
+          retryPolicy: DEFAULT_RETRY_POLICY,
+        },
+      ]);
+      const names = await waitFor(
+        async () => {
+          const { body } = await get("/queues/api/queues?activeQueue=web.search&page=1&jobsPerPage=10");
+          const found = (body.queues ?? []).map((q) => q.name);
+          return found.includes("web.search") && found;
+        },
+        { description: "Bull Board to list the new queue" },
+      );
+      expect(names).toContain("web.search");
+      expect((await get("/queues")).status).toBe(200);
+    } finally {
+      await queues.close();
+      redis.disconnect();
+    }
+  });
+});

@@ -1,0 +1,329 @@
+// The dashboard in real headless Chromium (Debian's `chromium` driven by playwright-core): what an operator sees.
+import { existsSync, mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { create, fromJson } from "@bufbuild/protobuf";
+import { ValueSchema } from "@bufbuild/protobuf/wkt";
+import { DEFAULT_RETRY_POLICY } from "@trellis/core";
+import { EditType, NodeEditSchema, NodeSchema, WorkflowStatus } from "@trellis/proto";
+import { NodeQueues, createRedis } from "@trellis/queue";
+import { waitFor } from "@trellis/testing";
+import { type Browser, type BrowserContext, type Page, chromium } from "playwright-core";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { type DashboardFixture, node, passNode, queueNode, startDashboard, startNode } from "./fixture.js";
+
+const CHROMIUM = "/usr/bin/chromium";
+const SCREENSHOT = fileURLToPath(new URL("../../../docs/img/dashboard-dag.png", import.meta.url));
+/** Chromium stays quiet on a machine without network: no background fetches, updates or sync. */
+const CHROMIUM_ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
+const UI_TIMEOUT_MS = 15_000;
+
+// In CI the browser tests must run (.ci/run installs chromium); elsewhere a missing browser skips them loudly.
+const skip = !existsSync(CHROMIUM) && !process.env.CI;
+if (skip) {
+  console.warn(`dashboard browser tests SKIPPED: ${CHROMIUM} is missing (apt-get install -y chromium); CI runs them`);
+}
+
+describe.skipIf(skip)("dashboard in headless Chromium", () => {
+  let f: DashboardFixture;
+  let browser: Browser;
+  let context: BrowserContext;
+  let page: Page;
+  let problems: string[];
+
+  beforeAll(async () => {
+    f = await startDashboard("dashui", {
+      // A queue that exists before the dashboard starts, as after a scheduler run.
+      before: async ({ redisUrl, queuePrefix }) => {
+        const redis = createRedis(redisUrl);
+        const queues = new NodeQueues(redis, queuePrefix);
+        await queues.enqueue([
+          {
+            workflowId: "00000000-0000-4000-8000-000000000001",
+            nodeId: "warm-up",
+            capability: "llm.chat",
+            jobId: "00000000-0000-4000-8000-000000000001/warm-up/1",
+            retryPolicy: DEFAULT_RETRY_POLICY,
+          },
+        ]);
+        await queues.close();
+        redis.disconnect();
+      },
+    });
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 30_000 });
+  });
+
+  afterAll(async () => {
+    await browser?.close();
+    await f?.close();
+  });
+
+  beforeEach(async () => {
+    context = await browser.newContext({ viewport: { width: 1440, height: 1100 } });
+    page = await context.newPage();
+    page.setDefaultTimeout(UI_TIMEOUT_MS);
+    problems = [];
+    page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+    page.on("console", (message) => {
+      // Failed loads are judged by URL below: Bull Board asks for web fonts that this machine cannot reach.
+      if (message.type() === "error" && !message.text().startsWith("Failed to load resource")) {
+        problems.push(`console: ${message.text()}`);
+      }
+    });
+    page.on("requestfailed", (request) => {
+      if (request.url().startsWith(f.baseUrl) && !request.url().includes("/stream")) {
+        problems.push(`request failed: ${request.url()} ${request.failure()?.errorText}`);
+      }
+    });
+    page.on("response", (response) => {
+      if (response.url().startsWith(f.baseUrl) && response.status() >= 400) {
+        problems.push(`HTTP ${response.status()}: ${response.url()}`);
+      }
+    });
+  });
+
+  afterEach(async () => {
+    await context?.close();
+    // Uncaught script errors and CSP violations show up here.
+    expect(problems).toEqual([]);
+  });
+
+  const nodeEl = (id: string) => page.locator(`svg.dag g.node[data-node-id="${id}"]`);
+  const statusOf = (id: string, status: string) =>
+    page.locator(`svg.dag g.node[data-node-id="${id}"][data-status="${status}"]`);
+
+  async function openWorkflow(id: string): Promise<void> {
+    await page.goto(`${f.baseUrl}/workflows/${id}`);
+    await page.locator("body[data-ready=true]").waitFor();
+    await page.locator('#live[data-state="live"]').waitFor();
+  }
+
+  it("lists a workflow created while the list is open", async () => {
+    await page.goto(f.baseUrl);
+    await page.locator("#workflow-rows").waitFor({ state: "attached" });
+    const { workflow } = await f.stateManager.createWorkflow({
+      name: "fresh-from-the-api",
+      labels: { team: "search" },
+      nodes: [node("a")],
+    });
+    const other = (await f.stateManager.createWorkflow({ name: "unlabelled", nodes: [node("a")] })).workflow;
+    // The list refreshes itself every 5 s.
+    const row = page.locator(`tr[data-workflow-id="${workflow.id}"]`);
+    await row.waitFor();
+    await page.locator(`tr[data-workflow-id="${other.id}"]`).waitFor();
+    expect(await row.locator(".wf-link").textContent()).toBe("fresh-from-the-api");
+    expect(await row.locator(".badge").getAttribute("data-status")).toBe("PENDING");
+    expect(await row.locator(".chip").textContent()).toBe("team=search");
+
+    await page.fill("#search", "team=search");
+    await page.locator(`tr[data-workflow-id="${other.id}"]`).waitFor({ state: "detached" });
+    expect(await page.locator(`tr[data-workflow-id="${workflow.id}"]`).count()).toBe(1);
+    await page.click('[data-status="FAILED"]');
+    await page.locator("#empty:not([hidden])").waitFor();
+  }, 60_000);
+
+  it("draws every node and edge of a workflow opened from the list", async () => {
+    const { workflow } = await f.stateManager.createWorkflow({
+      name: "diamond-plus",
+      nodes: [
+        node("fetch"),
+        node("left", ["fetch"]),
+        node("right", ["fetch"]),
+        node("middle", ["fetch"]),
+        node("join", ["left", "right", "middle"]),
+        node("publish", ["join", "fetch"]),
+      ],
+    });
+    await page.goto(f.baseUrl);
+    await page.click(`tr[data-workflow-id="${workflow.id}"] .wf-link`);
+    await page.waitForURL(`**/workflows/${workflow.id}`);
+    await page.locator("body[data-ready=true]").waitFor();
+    await waitFor(async () => (await page.locator("svg.dag g.node").count()) === 6, { timeoutMs: UI_TIMEOUT_MS });
+    const nodeIds = await page.$$eval("svg.dag g.node", (els) => els.map((e) => e.getAttribute("data-node-id")));
+    expect(nodeIds.sort()).toEqual(["fetch", "join", "left", "middle", "publish", "right"]);
+    const edges = await page.$$eval("svg.dag path.edge", (els) =>
+      els.map((e) => `${e.getAttribute("data-from")}->${e.getAttribute("data-to")}`),
+    );
+    expect(edges.sort()).toEqual(
+      [
+        "fetch->left",
+        "fetch->right",
+        "fetch->middle",
+        "left->join",
+        "right->join",
+        "middle->join",
+        "join->publish",
+        "fetch->publish",
+      ].sort(),
+    );
+    // Every edge is a drawn path, and no two nodes overlap.
+    const boxes = await page.$$eval("svg.dag g.node", (els) =>
+      els.map((e) => {
+        const r = e.getBoundingClientRect();
+        return { x: r.x, y: r.y, w: r.width, h: r.height };
+      }),
+    );
+    for (const [i, a] of boxes.entries()) {
+      for (const b of boxes.slice(i + 1)) {
+        const apart = a.x + a.w <= b.x || b.x + b.w <= a.x || a.y + a.h <= b.y || b.y + b.h <= a.y;
+        expect(apart).toBe(true);
+      }
+    }
+    expect(await page.locator("svg.dag path.edge[d^='M']").count()).toBe(8);
+  });
+
+  it("turns a node from pending to pass live, without a reload, and shows it in the node panel", async () => {
+    const { workflow } = await f.stateManager.createWorkflow({
+      name: "live-colours",
+      nodes: [node("a"), node("b", ["a"])],
+    });
+    await openWorkflow(workflow.id);
+    await statusOf("a", "PENDING").waitFor();
+    // A reload would drop this marker.
+    await page.evaluate("globalThis.notReloaded = true");
+
+    const started = await startNode(f.stateManager, workflow.id, "a");
+    await statusOf("a", "RUNNING").waitFor();
+    await f.stateManager.recordResult(workflow.id, "a", started.lease, {
+      kind: "success",
+      output: fromJson(ValueSchema, { answer: 42 }),
+      edits: [],
+    });
+    await statusOf("a", "PASS").waitFor();
+    expect(await page.evaluate("globalThis.notReloaded")).toBe(true);
+    expect(await statusOf("b", "PENDING").count()).toBe(1);
+    await page.locator('.event[data-type="node.status_changed"]').first().waitFor();
+
+    await nodeEl("a").click();
+    await page.locator('#node-panel[data-node-id="a"] .badge[data-status="PASS"]').waitFor();
+    expect(await page.locator("#node-panel").textContent()).toContain("1 of 3");
+    expect(await page.locator("#node-panel pre.json").nth(1).textContent()).toContain('"answer": 42');
+  });
+
+  it("shows nodes a planner inserted, in place, marked as added", async () => {
+    const { workflow } = await f.stateManager.createWorkflow({
+      name: "planner-edits",
+      nodes: [node("plan", [], "plan"), node("final", ["plan"])],
+    });
+    await openWorkflow(workflow.id);
+    await waitFor(async () => (await page.locator("svg.dag g.node").count()) === 2, { timeoutMs: UI_TIMEOUT_MS });
+
+    await passNode(f.stateManager, workflow.id, "plan", fromJson(ValueSchema, { steps: 2 }), [
+      create(NodeEditSchema, { type: EditType.INSERT, node: node("research-a", ["plan"], "web.search") }),
+      create(NodeEditSchema, { type: EditType.INSERT, node: node("research-b", ["plan"], "web.search") }),
+      create(NodeEditSchema, {
+        type: EditType.UPDATE,
+        node: create(NodeSchema, { id: "final", parentIds: ["research-a", "research-b"] }),
+        updateMask: { paths: ["parent_ids"] },
+      }),
+    ]);
+
+    await page.locator('svg.dag g.node[data-node-id="research-b"][data-added="true"]').waitFor();
+    await page.locator('svg.dag g.node[data-node-id="research-a"][data-added="true"]').waitFor();
+    await waitFor(async () => (await page.locator("svg.dag path.edge").count()) === 4, { timeoutMs: UI_TIMEOUT_MS });
+    const edges = await page.$$eval("svg.dag path.edge", (els) =>
+      els.map((e) => `${e.getAttribute("data-from")}->${e.getAttribute("data-to")}`),
+    );
+    expect(edges.sort()).toEqual(["plan->research-a", "plan->research-b", "research-a->final", "research-b->final"]);
+    expect(await nodeEl("plan").getAttribute("data-added")).toBe("false");
+    expect(await page.locator('.event[data-type="workflow.edited"]').count()).toBe(1);
+  });
+
+  it("cancels a workflow from the UI", async () => {
+    const { workflow } = await f.stateManager.createWorkflow({
+      name: "to-be-cancelled",
+      nodes: [node("slow", [], "sleep"), node("after", ["slow"])],
+    });
+    await startNode(f.stateManager, workflow.id, "slow");
+    await openWorkflow(workflow.id);
+    await statusOf("slow", "RUNNING").waitFor();
+
+    await page.click('#wf-actions [data-action="cancel"]');
+    await page.locator("dialog#confirm[open]").waitFor();
+    await page.click("#confirm-yes");
+    await waitFor(async () => (await f.stateManager.getWorkflowStatus(workflow.id)) === WorkflowStatus.CANCELLED, {
+      timeoutMs: UI_TIMEOUT_MS,
+      description: "the workflow to be CANCELLED in PostgreSQL",
+    });
+    await page.locator('#wf-status .badge[data-status="CANCELLED"]').waitFor();
+    await statusOf("slow", "CANCELLED").waitFor();
+    await statusOf("after", "CANCELLED").waitFor();
+    expect(await page.locator('#wf-actions [data-action="cancel"]').isDisabled()).toBe(true);
+  });
+
+  it("loads Bull Board at /queues with the capability queues", async () => {
+    await page.goto(`${f.baseUrl}/queues`);
+    await page.getByText("llm.chat").first().waitFor();
+  });
+
+  it("saves a screenshot of a workflow mid-run with a node added by its planner", async () => {
+    const { workflow } = await f.stateManager.createWorkflow({
+      name: "market-research",
+      labels: { team: "research", trigger: "nightly" },
+      input: { topic: "solid-state batteries" },
+      nodes: [
+        node("brief", [], "echo", { name: "load-brief" }),
+        node("plan", ["brief"], "plan", { name: "plan-research" }),
+        node("search-web", ["plan"], "web.search"),
+        node("search-papers", ["plan"], "web.search"),
+        node("synthesize", ["search-web", "search-papers"], "llm.chat"),
+        node("fact-check", ["synthesize"], "llm.chat"),
+        node("review", ["synthesize"], "llm.chat"),
+        node("report", ["review", "fact-check"], "echo", { name: "write-report" }),
+      ],
+    });
+    await openWorkflow(workflow.id);
+    await waitFor(async () => (await page.locator("svg.dag g.node").count()) === 8, { timeoutMs: UI_TIMEOUT_MS });
+
+    const sm = f.stateManager;
+    await passNode(sm, workflow.id, "brief", fromJson(ValueSchema, { brief: "Market map of solid-state batteries" }));
+    await passNode(
+      sm,
+      workflow.id,
+      "plan",
+      fromJson(ValueSchema, { queries: ["web", "papers", "news"], reason: "news coverage is needed for 2025" }),
+      [
+        create(NodeEditSchema, {
+          type: EditType.INSERT,
+          node: node("search-news", ["plan"], "web.search", { labels: { source: "planner" } }),
+        }),
+        create(NodeEditSchema, {
+          type: EditType.UPDATE,
+          node: create(NodeSchema, { id: "synthesize", parentIds: ["search-web", "search-papers", "search-news"] }),
+          updateMask: { paths: ["parent_ids"] },
+        }),
+      ],
+    );
+    await passNode(sm, workflow.id, "search-web", fromJson(ValueSchema, { hits: 42 }));
+    await startNode(sm, workflow.id, "search-papers");
+    await queueNode(sm, workflow.id, "search-news");
+
+    await statusOf("search-papers", "RUNNING").waitFor();
+    await statusOf("search-news", "QUEUED").waitFor();
+    await page.locator('svg.dag g.node[data-node-id="search-news"][data-added="true"]').waitFor();
+    await waitFor(async () => (await page.locator("svg.dag path.edge").count()) === 11, { timeoutMs: UI_TIMEOUT_MS });
+    expect(await page.locator('svg.dag g.node[data-status="PASS"]').count()).toBe(3);
+    expect(await page.locator('svg.dag g.node[data-status="PENDING"]').count()).toBe(4);
+
+    await nodeEl("plan").click();
+    await page.locator('#node-panel[data-node-id="plan"] pre.json').nth(1).waitFor();
+    // Let the re-layout transition settle before the picture is taken.
+    await page.waitForFunction(() => {
+      type Animation = { effect: { getTiming(): { iterations?: number } } | null };
+      const doc = (globalThis as unknown as { document: { getAnimations(): Animation[] } }).document;
+      return doc.getAnimations().every((a) => a.effect?.getTiming().iterations === Number.POSITIVE_INFINITY);
+    });
+    mkdirSync(dirname(SCREENSHOT), { recursive: true });
+    await page.screenshot({ path: SCREENSHOT, animations: "disabled" });
+    expect(existsSync(SCREENSHOT)).toBe(true);
+  });
+});
