@@ -1,18 +1,20 @@
 import { PgStateManager, WorkflowEventHub, createDatabase, createPool, eventLogger } from "@trellis/db";
 import {
   GracefulShutdown,
+  composeEventHooks,
   createLogger,
   createMetricsRegistry,
+  eventMetrics,
   startHttpServer,
   waitForDependency,
 } from "@trellis/observability";
+import { configOrExit, readStartupSettings } from "@trellis/config";
 import { loadApiSettings } from "./config.js";
 import { type RunningApiServer, startApiServer } from "./server.js";
 
-// How long the api waits for PostgreSQL at start before giving up.
-const DATABASE_WAIT_MS = 30_000;
-
 const settings = loadApiSettings();
+// How long the api waits for PostgreSQL at start before giving up (STARTUP_TIMEOUT_MS).
+const { startupTimeoutMs } = configOrExit(() => readStartupSettings(process.env), "api");
 const logger = createLogger({ app: "api", level: settings.logLevel });
 const registry = createMetricsRegistry({ app: "api" });
 // Each closer is bounded by this; the gRPC drain inside it has its own, shorter bound.
@@ -26,7 +28,7 @@ try {
   shutdown.add("postgres pool", () => pool.end());
   await waitForDependency("PostgreSQL", () => pool.query("select 1"), {
     logger,
-    timeoutMs: DATABASE_WAIT_MS,
+    timeoutMs: startupTimeoutMs,
     signal: shutdown.signal,
   });
 
@@ -40,7 +42,9 @@ try {
   });
   shutdown.add("http server", () => http.close());
 
-  const stateManager = new PgStateManager(createDatabase(pool), { onEvents: eventLogger(logger) });
+  const stateManager = new PgStateManager(createDatabase(pool), {
+    onEvents: composeEventHooks(eventLogger(logger), eventMetrics(registry)),
+  });
   const events = new WorkflowEventHub({
     stateManager,
     databaseUrl: settings.databaseUrl,

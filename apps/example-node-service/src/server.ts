@@ -73,11 +73,11 @@ function createExecutionMetrics(registry: Registry | undefined): ExecutionMetric
   };
 }
 
-/** The fields every log line about one call carries. */
+/** The fields every log line about one call carries, named as in every Trellis app's logs. */
 function callFields(request: ExecuteNodeRequest): Record<string, string | number> {
   return {
-    workflowId: request.context?.workflowId ?? "",
-    nodeId: request.node?.id ?? "",
+    workflow_id: request.context?.workflowId ?? "",
+    node_id: request.node?.id ?? "",
     capability: request.node?.capability ?? "",
     attempt: request.context?.attempt ?? 0,
   };

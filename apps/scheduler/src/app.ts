@@ -1,5 +1,6 @@
 import { CHANNELS, PgListener, PgStateManager, createDatabase, createPool, eventLogger } from "@trellis/db";
 import { NodeQueues, checkRedis, createRedis } from "@trellis/queue";
+import { composeEventHooks, eventMetrics } from "@trellis/observability";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
 import type { SchedulerSettings } from "./config.js";
@@ -27,7 +28,9 @@ export async function startSchedulerApp(
     (e) => logger.warn({ err: e }, "idle PostgreSQL connection failed"),
   );
   await pool.query("select 1");
-  const stateManager = new PgStateManager(createDatabase(pool), { onEvents: eventLogger(logger) });
+  const stateManager = new PgStateManager(createDatabase(pool), {
+    onEvents: composeEventHooks(eventLogger(logger), eventMetrics(deps.registry)),
+  });
   const { evictionPolicy } = await checkRedis(settings.redisUrl);
   const redis = createRedis(settings.redisUrl);
   redis.on("error", (e) => logger.warn({ err: e }, "redis connection error"));

@@ -2,10 +2,18 @@ import { Gauge, Histogram, type Registry } from "prom-client";
 
 /** Metrics the scheduler exports. */
 export interface SchedulerMetrics {
+  /** `trellis_scheduler_pass_seconds`. */
   passSeconds: Histogram;
+  /** `trellis_nodes_unroutable{capability}`. */
   unroutable: Gauge<"capability">;
+  /** `trellis_workers{capability}`. */
   workers: Gauge<"capability">;
+  /** `trellis_nodes{status}`. */
   nodes: Gauge<"status">;
+  /** `trellis_workflows_active{status}`. */
+  workflowsActive: Gauge<"status">;
+  /** `trellis_queue_jobs{capability,state}`. */
+  queueJobs: Gauge<"capability" | "state">;
 }
 
 /** Registers the scheduler's metrics on `registry`. */
@@ -33,6 +41,18 @@ export function createSchedulerMetrics(registry: Registry): SchedulerMetrics {
       name: "trellis_nodes",
       help: "Unfinished nodes per status.",
       labelNames: ["status"],
+      registers: [registry],
+    }),
+    workflowsActive: new Gauge({
+      name: "trellis_workflows_active",
+      help: "Unfinished workflows per status (PENDING, RUNNING, PAUSED).",
+      labelNames: ["status"],
+      registers: [registry],
+    }),
+    queueJobs: new Gauge({
+      name: "trellis_queue_jobs",
+      help: "BullMQ jobs per capability queue and job state.",
+      labelNames: ["capability", "state"],
       registers: [registry],
     }),
   };

@@ -1,6 +1,7 @@
 import type { StateManager } from "@trellis/db";
 import type { NodeQueues } from "@trellis/queue";
 import type { Logger } from "pino";
+import { refreshQueueGauges, refreshWorkflowGauges } from "./gauges.js";
 import type { SchedulerMetrics } from "./metrics.js";
 
 /** Options of the Reconciler. */
@@ -92,9 +93,25 @@ export class Reconciler {
     this.options.metrics?.workers.reset();
     for (const [capability, count] of live) this.options.metrics?.workers.set({ capability }, count);
     const byStatus = await stateManager.countNodesByStatus();
-    this.options.metrics?.nodes.reset();
-    for (const [status, count] of byStatus) this.options.metrics?.nodes.set({ status }, count);
+    // Every unfinished status is reported, 0 included, so a drained queue reads 0 rather than vanishing.
+    for (const status of ["PENDING", "QUEUED", "RUNNING"]) {
+      this.options.metrics?.nodes.set({ status }, byStatus.get(status) ?? 0);
+    }
+    await this.refreshGauges();
     return { expiredLeases: expired.length, lostJobs: requeued.length, unroutable: unroutableTotal };
+  }
+
+  /** Workflow and queue gauges; a failure here is logged and never fails the round's repairs. */
+  private async refreshGauges(): Promise<void> {
+    const { metrics, stateManager, queues, logger } = this.options;
+    if (!metrics) return;
+    const results = await Promise.allSettled([
+      refreshWorkflowGauges(stateManager, metrics),
+      refreshQueueGauges(queues, metrics),
+    ]);
+    for (const result of results) {
+      if (result.status === "rejected") logger.warn({ err: result.reason }, "refreshing gauges failed");
+    }
   }
 
   /** Stops the timer and waits for a round in progress. */

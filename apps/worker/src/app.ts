@@ -1,6 +1,7 @@
 import { hostname } from "node:os";
 import { PgStateManager, createDatabase, createPool, eventLogger } from "@trellis/db";
 import { checkRedis, createRedis } from "@trellis/queue";
+import { composeEventHooks, eventMetrics } from "@trellis/observability";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
 import type { WorkerSettings } from "./config.js";
@@ -30,7 +31,9 @@ export async function startWorkerApp(
   redis.on("error", (e) => logger.warn({ err: e }, "redis connection error"));
   const client = createNodeServiceClient(settings.nodeServiceAddr, settings.nodeServiceMaxReceiveBytes);
   const worker = new NodeWorker({
-    stateManager: new PgStateManager(createDatabase(pool), { onEvents: eventLogger(logger) }),
+    stateManager: new PgStateManager(createDatabase(pool), {
+      onEvents: composeEventHooks(eventLogger(logger), eventMetrics(deps.registry)),
+    }),
     client,
     connection: redis,
     queuePrefix: settings.queuePrefix,

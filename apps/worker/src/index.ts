@@ -6,3 +6,4 @@ export * from "./node-runner.js";
 export * from "./node-service-client.js";
 export * from "./node-worker.js";
 export * from "./batcher.js";
+export * from "./record-retry.js";

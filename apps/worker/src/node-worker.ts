@@ -7,6 +7,7 @@ import { Batcher } from "./batcher.js";
 import { HeldLeases } from "./held-leases.js";
 import type { WorkerMetrics } from "./metrics.js";
 import { runNodeJob } from "./node-runner.js";
+import { recordWithRetry } from "./record-retry.js";
 import type { NodeServiceClient } from "./node-service-client.js";
 
 /** Options of a NodeWorker. */
@@ -84,7 +85,8 @@ export class NodeWorker {
     });
     const deps = {
       startNode: (workflowId: string, nodeId: string) => starts.run({ workflowId, nodeId }),
-      recordResult: (item: ResultToRecord) => results.run(item),
+      // A result waits out a short PostgreSQL outage (up to a lease's time) instead of costing the attempt.
+      recordResult: (item: ResultToRecord) => recordWithRetry(() => results.run(item), o.leaseTtlMs, o.logger),
       defer: (recording: Promise<void>) => this.defer(recording),
       client: o.client,
       held: this.held,
@@ -151,9 +153,14 @@ export class NodeWorker {
     }
   }
 
-  /** Whether every queue worker is running. */
+  /** Whether every queue worker is running and Redis is connected (without it no job can arrive). */
   isReady(): boolean {
-    return !this.closing && this.workers.length > 0 && this.workers.every((w) => w.isRunning());
+    return (
+      !this.closing &&
+      this.options.connection.status === "ready" &&
+      this.workers.length > 0 &&
+      this.workers.every((w) => w.isRunning())
+    );
   }
 
   /** Stops taking jobs, lets the ones in flight finish (bounded by the caller), unregisters. */

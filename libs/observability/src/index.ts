@@ -1,3 +1,13 @@
+export { composeEventHooks, type EventHook } from "./event-hooks.js";
+export {
+  countEvents,
+  createEventMetrics,
+  type EventMetrics,
+  eventMetrics,
+  FINAL_NODE_STATUSES,
+  FINAL_WORKFLOW_STATUSES,
+  type ObservedEvent,
+} from "./event-metrics.js";
 export { GracefulShutdown, type GracefulShutdownOptions } from "./graceful-shutdown.js";
 export {
   type HttpRoutes,

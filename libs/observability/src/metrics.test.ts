@@ -12,6 +12,12 @@ describe("createMetricsRegistry", () => {
     expect(text).toMatch(/process_cpu_user_seconds_total\{app="worker"\}/);
   });
 
+  it("leaves out the default gauges named like counters, keeping their by-type siblings", async () => {
+    const text = await createMetricsRegistry({ app: "worker" }).metrics();
+    expect(text).not.toMatch(/^nodejs_active_(handles|requests|resources)_total/m);
+    expect(text).toContain("# TYPE nodejs_active_handles gauge");
+  });
+
   it("leaves process metrics out when asked", async () => {
     const registry = createMetricsRegistry({ app: "api", collectDefault: false });
     expect(await registry.metrics()).not.toContain("process_cpu_user_seconds_total");

@@ -1,0 +1,165 @@
+import { create, type JsonObject } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { NodeStatus, type WorkflowEvent, WorkflowEventSchema, WorkflowStatus } from "@trellis/proto";
+import { describe, expect, it } from "vitest";
+import { WorkflowProgress, formatDuration } from "./render.js";
+
+const T0 = Date.UTC(2026, 0, 1);
+
+/** Builds consecutive events: each call gets the next sequence and `ms` after T0. */
+function events() {
+  let sequence = 0n;
+  return (
+    type: string,
+    fields: { node?: string; node_status?: NodeStatus; wf?: WorkflowStatus; data?: JsonObject; ms?: number } = {},
+  ): WorkflowEvent => {
+    sequence += 1n;
+    return create(WorkflowEventSchema, {
+      sequence,
+      workflowId: "w",
+      nodeId: fields.node ?? "",
+      type,
+      workflowStatus: fields.wf ?? WorkflowStatus.RUNNING,
+      nodeStatus: fields.node_status ?? NodeStatus.UNSPECIFIED,
+      time: timestampFromMs(T0 + (fields.ms ?? 0)),
+      data: fields.data ?? {},
+    });
+  };
+}
+
+function node(id: string, status: NodeStatus, data: JsonObject = {}, ms = 0) {
+  return { node: id, node_status: status, data, ms };
+}
+
+describe("WorkflowProgress", () => {
+  it("prints one line per node change with the finished/total counter, and none for QUEUED", () => {
+    const e = events();
+    const progress = new WorkflowProgress();
+    const lines = [
+      e("workflow.created", { wf: WorkflowStatus.PENDING, data: { nodeCount: 2 } }),
+      e("workflow.status_changed", { data: { from: "PENDING" } }),
+      e("node.status_changed", node("a", NodeStatus.QUEUED, { from: "PENDING" })),
+      e("node.status_changed", node("a", NodeStatus.RUNNING, { from: "QUEUED", attempt: 1 }, 100)),
+      e("node.status_changed", node("a", NodeStatus.PASS, { from: "RUNNING", attempt: 1 }, 350)),
+      e("node.status_changed", node("b", NodeStatus.RUNNING, { attempt: 1 }, 400)),
+      e(
+        "node.status_changed",
+        node("b", NodeStatus.FAIL, { attempt: 1, error: { kind: "TASK_ERROR", message: "bad input" } }, 500),
+      ),
+      e("workflow.status_changed", { wf: WorkflowStatus.FAILED, data: { from: "RUNNING" }, ms: 500 }),
+    ].map((event) => progress.apply(event));
+    expect(lines.filter((l) => l !== undefined)).toEqual([
+      "  [0/2] ● workflow         RUNNING",
+      "  [0/2] ▶ a                RUNNING    attempt 1",
+      "  [1/2] ✔ a                PASS       in 250ms",
+      "  [1/2] ▶ b                RUNNING    attempt 1",
+      "  [2/2] ✘ b                FAIL       TASK_ERROR: bad input",
+      "  [2/2] ● workflow         FAILED",
+    ]);
+    expect(progress.status).toBe(WorkflowStatus.FAILED);
+    expect(progress.bar(10)).toBe("  [##########] 2/2 nodes done · FAILED · 500ms");
+    expect(progress.summary("w")).toBe("workflow w FAILED (1 PASS, 1 FAIL)");
+  });
+
+  it("shows retries, skipped and cancelled nodes with their reasons", () => {
+    const e = events();
+    const progress = new WorkflowProgress();
+    progress.apply(e("workflow.created", { data: { nodeCount: 3 } }));
+    const retry = progress.apply(
+      e(
+        "node.retry_scheduled",
+        node("c", NodeStatus.QUEUED, {
+          attempt: 1,
+          delayMs: 1500,
+          error: { kind: "INFRA_ERROR", message: "connection refused" },
+        }),
+      ),
+    );
+    expect(retry).toBe(
+      "  [0/3] ↻ c                RETRY      attempt 1 failed  INFRA_ERROR: connection refused  → retry in 1.50s",
+    );
+    progress.apply(e("node.status_changed", node("c", NodeStatus.RUNNING, { attempt: 2 }, 1000)));
+    expect(progress.apply(e("node.status_changed", node("c", NodeStatus.PASS, { attempt: 2 }, 1200)))).toBe(
+      "  [1/3] ✔ c                PASS       in 200ms (attempt 2)",
+    );
+    expect(
+      progress.apply(e("node.status_changed", node("d", NodeStatus.SKIPPED, { reason: 'ancestor "x" failed' }))),
+    ).toBe('  [2/3] ↷ d                SKIPPED    ancestor "x" failed');
+    expect(
+      progress.apply(
+        e("node.status_changed", node("e", NodeStatus.CANCELLED, { from: "RUNNING", reason: "workflow cancelled" })),
+      ),
+    ).toBe("  [3/3] ■ e                CANCELLED  workflow cancelled");
+  });
+
+  it("counts nodes added and deleted by edits, and shows updates, requeues and unroutable nodes", () => {
+    const e = events();
+    const progress = new WorkflowProgress();
+    // The initial nodes are old, report and x.
+    progress.apply(e("workflow.created", { data: { nodeCount: 3 } }));
+    expect(
+      progress.apply(
+        e("node.created", node("sub-1", NodeStatus.PENDING, { capability: "llm.mock", parentIds: ["plan"] })),
+      ),
+    ).toBe("  [0/4] + sub-1            ADDED      llm.mock after plan");
+    expect(
+      progress.apply(e("node.created", node("sub-2", NodeStatus.SKIPPED, { capability: "echo", parentIds: [] }))),
+    ).toBe("  [1/5] + sub-2            ADDED      echo (SKIPPED)");
+    expect(progress.apply(e("node.deleted", node("old", NodeStatus.UNSPECIFIED)))).toBe(
+      "  [1/4] - old              DELETED",
+    );
+    expect(
+      progress.apply(e("node.updated", node("report", NodeStatus.PENDING, { fields: ["parentIds", "input"] }))),
+    ).toBe("  [1/4] ~ report           UPDATED    parentIds, input");
+    expect(progress.apply(e("workflow.edited", { data: { inserted: ["sub-1"] } }))).toBeUndefined();
+    expect(
+      progress.apply(e("node.unroutable", node("x", NodeStatus.QUEUED, { reason: 'no live worker serves "gpu"' }))),
+    ).toBe('  [1/4] ! x                UNROUTABLE no live worker serves "gpu"');
+    expect(
+      progress.apply(e("node.requeued", node("x", NodeStatus.QUEUED, { reason: "job missing from the queue" }))),
+    ).toBe("  [1/4] ↺ x                REQUEUED   job missing from the queue");
+    expect(progress.total).toBe(4);
+  });
+
+  it("goes back when a workflow RETRY reopens nodes", () => {
+    const e = events();
+    const progress = new WorkflowProgress();
+    progress.apply(e("workflow.created", { data: { nodeCount: 1 } }));
+    progress.apply(
+      e("node.status_changed", node("a", NodeStatus.FAIL, { error: { kind: "TASK_ERROR", message: "x" } })),
+    );
+    expect(progress.done).toBe(1);
+    progress.apply(e("workflow.status_changed", { wf: WorkflowStatus.RUNNING, data: { action: "RETRY" } }));
+    expect(
+      progress.apply(e("node.status_changed", node("a", NodeStatus.PENDING, { reason: "workflow retried" }))),
+    ).toBe("  [0/1] · a                PENDING    workflow retried");
+    expect(progress.done).toBe(0);
+  });
+
+  it("ignores an event it has already applied", () => {
+    const e = events();
+    const progress = new WorkflowProgress();
+    const created = e("workflow.created", { data: { nodeCount: 1 } });
+    const passed = e("node.status_changed", node("a", NodeStatus.PASS));
+    expect(progress.apply(created)).toBeUndefined();
+    expect(progress.apply(passed)).toBeDefined();
+    expect(progress.apply(passed)).toBeUndefined();
+    expect(progress.lastSequence).toBe(2n);
+  });
+
+  it("colours the marks and labels only when asked", () => {
+    const e = events();
+    const progress = new WorkflowProgress({ color: true });
+    const line = progress.apply(e("node.status_changed", node("a", NodeStatus.PASS)));
+    expect(line).toContain("\x1b[32m✔\x1b[0m");
+  });
+});
+
+describe("formatDuration", () => {
+  it("uses ms below a second, seconds below a minute, then minutes", () => {
+    expect(formatDuration(0)).toBe("0ms");
+    expect(formatDuration(999.4)).toBe("999ms");
+    expect(formatDuration(1234)).toBe("1.23s");
+    expect(formatDuration(125_000)).toBe("2m05s");
+  });
+});

@@ -1,0 +1,342 @@
+import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { startApiServer } from "@trellis/api";
+import { PgStateManager } from "@trellis/db";
+import { createLogger, createMetricsRegistry } from "@trellis/observability";
+import { type TestDatabase, createTestDatabase, waitFor } from "@trellis/testing";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type TestStack, startTestStack } from "../../worker/test/stack.js";
+
+const ROOT = resolve(import.meta.dirname, "../../..");
+const MAIN = "apps/cli/src/main.ts";
+const UUID = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/;
+
+let testDb: TestDatabase;
+let stack: TestStack;
+let scratch: string;
+
+beforeAll(async () => {
+  testDb = await createTestDatabase("trellis_cli");
+  stack = await startTestStack(testDb);
+  scratch = mkdtempSync(join(tmpdir(), "trellis-cli-"));
+});
+
+afterAll(async () => {
+  await stack?.close();
+  await testDb?.drop();
+  if (scratch) rmSync(scratch, { recursive: true, force: true });
+});
+
+/** Environment of the child CLI: this process's, without TRELLIS_* unless given, with NO_COLOR. */
+interface CliEnv {
+  TRELLIS_ADDR?: string;
+  TRELLIS_TOKEN?: string;
+}
+
+/**
+ * The CLI as a child process: `node --import tsx apps/cli/src/main.ts <args>`, with `--addr <the stack's api>` unless
+ * the environment gives TRELLIS_ADDR.
+ */
+function spawnCli(args: readonly string[], extraEnv: CliEnv = {}): ChildProcessWithoutNullStreams {
+  const { TRELLIS_ADDR: _addr, TRELLIS_TOKEN: _token, ...env } = process.env;
+  const addr = extraEnv.TRELLIS_ADDR === undefined ? ["--addr", stack.apiAddr] : [];
+  return spawn(process.execPath, ["--import", "tsx", MAIN, ...args, ...addr], {
+    cwd: ROOT,
+    env: { ...env, ...extraEnv, NO_COLOR: "1" },
+  });
+}
+
+interface CliRun {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the CLI to its end. `onStdout` sees the output so far each time more arrives. */
+function cli(args: readonly string[], onStdout?: (soFar: string) => void, env: CliEnv = {}): Promise<CliRun> {
+  const child = spawnCli(args, env);
+  let stdout = "";
+  let stderr = "";
+  child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
+    stdout += chunk;
+    onStdout?.(stdout);
+  });
+  child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
+    stderr += chunk;
+  });
+  return new Promise((done, fail) => {
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      fail(new Error(`trellis ${args.join(" ")} did not end in time\nstdout:\n${stdout}\nstderr:\n${stderr}`));
+    }, 25_000);
+    child.on("error", fail);
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      done({ code, stdout, stderr });
+    });
+  });
+}
+
+function idOf(output: string): string {
+  const id = UUID.exec(output)?.[0];
+  if (id === undefined) throw new Error(`no workflow id in:\n${output}`);
+  return id;
+}
+
+/** The lines of `stdout` that report `node` entering `label` (PASS, RUNNING, ...). */
+function nodeLines(stdout: string, node: string, label: string): string[] {
+  const escaped = node.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  const pattern = new RegExp(`\\] \\S ${escaped}\\s+${label}\\b`);
+  return stdout.split("\n").filter((line) => pattern.test(line));
+}
+
+describe("trellis run --watch", () => {
+  it("follows the diamond example to SUCCEEDED over WatchWorkflow, with progress, and exits 0", async () => {
+    const run = await cli(["run", "docs/examples/diamond.json", "--watch"]);
+    expect(run.stderr).toBe("");
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/^created workflow \S+ \(diamond, 4 nodes\)$/m);
+    for (const node of ["a", "b", "c", "d"]) expect(nodeLines(run.stdout, node, "PASS")).toHaveLength(1);
+    // c is `flaky`: its first attempt fails and is retried.
+    expect(run.stdout).toMatch(/↻ c\s+RETRY\s+attempt 1 failed {2}INFRA_ERROR: flaky/);
+    expect(run.stdout).toMatch(/✔ c\s+PASS\s+in \S+ \(attempt 2\)/);
+    // The counter in front of each line is the progress: 4/4 only once the last node passed.
+    expect(run.stdout).toMatch(/\[4\/4\] ✔ d\s+PASS/);
+    expect(run.stdout).toMatch(/\[#{30}\] 4\/4 nodes done · SUCCEEDED · \S+/);
+    expect(run.stdout.trimEnd().split("\n").at(-1)).toMatch(/^workflow \S+ SUCCEEDED \(4 PASS\)$/);
+  });
+
+  it("exits 1 when the workflow fails, showing the failure and what it skipped", async () => {
+    const run = await cli(["run", "docs/examples/failing.json", "--watch"]);
+    expect(run.code).toBe(1);
+    expect(run.stdout).toMatch(/✘ broken\s+FAIL\s+TASK_ERROR: this step fails on purpose/);
+    expect(run.stdout).toMatch(/↷ never\s+SKIPPED\s+ancestor "broken" failed/);
+    expect(run.stdout).toMatch(/3\/3 nodes done · FAILED/);
+    expect(run.stdout).toMatch(/^workflow \S+ FAILED \(1 PASS, 1 FAIL, 1 SKIPPED\)$/m);
+  });
+
+  it("reads YAML files, snake_case fields included, and names an unnamed workflow after its file", async () => {
+    const file = join(scratch, "yaml-chain.yaml");
+    writeFileSync(
+      file,
+      [
+        "nodes:",
+        "  - id: first",
+        "    capability: echo",
+        "  - id: second",
+        "    capability: echo",
+        "    parent_ids: [first]",
+      ].join("\n"),
+    );
+    const run = await cli(["run", file, "--watch"]);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/created workflow \S+ \(yaml-chain, 2 nodes\)/);
+    expect(run.stdout).toMatch(/workflow \S+ SUCCEEDED \(2 PASS\)/);
+  });
+
+  it("says what is wrong with a bad workflow file and exits 1 without creating anything", async () => {
+    const file = join(scratch, "bad.json");
+    writeFileSync(file, '{"name": "bad", "nodes": [{"id": "a", "capability": "echo", "colour": "red"}]}');
+    const run = await cli(["run", file]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/^trellis run: .*bad\.json: not a CreateWorkflowRequest: .*colour/m);
+    const invalid = join(scratch, "cycle.json");
+    writeFileSync(
+      invalid,
+      JSON.stringify({
+        nodes: [
+          { id: "a", capability: "echo", parentIds: ["b"] },
+          { id: "b", capability: "echo", parentIds: ["a"] },
+        ],
+      }),
+    );
+    const rejected = await cli(["run", invalid]);
+    expect(rejected.code).toBe(1);
+    expect(rejected.stderr).toContain("trellis run: INVALID_ARGUMENT: nodes: cycle a -> b -> a");
+  });
+});
+
+describe("trellis watch", () => {
+  it("resumes after the last event when the stream breaks, printing every change once", async () => {
+    const file = join(scratch, "slow.json");
+    writeFileSync(
+      file,
+      JSON.stringify({
+        name: "slow",
+        nodes: [
+          { id: "nap", capability: "sleep", input: { ms: 1500 } },
+          { id: "after", capability: "echo", parentIds: ["nap"] },
+        ],
+      }),
+    );
+    const created = await cli(["run", file]);
+    const id = idOf(created.stdout);
+    let restarted: Promise<void> | undefined;
+    const watch = await cli(["watch", id], (soFar) => {
+      // Break the stream while `nap` runs: the api goes away and comes back on the same port.
+      if (restarted === undefined && /▶ nap\s+RUNNING/.test(soFar)) restarted = stack.restartApi();
+    });
+    await restarted;
+    expect(restarted).toBeDefined();
+    expect(watch.stderr).toMatch(/event stream interrupted \(\w+.*\); resuming after event \d+/);
+    expect(watch.code).toBe(0);
+    expect(nodeLines(watch.stdout, "nap", "RUNNING")).toHaveLength(1);
+    expect(nodeLines(watch.stdout, "nap", "PASS")).toHaveLength(1);
+    expect(nodeLines(watch.stdout, "after", "PASS")).toHaveLength(1);
+    expect(watch.stdout).toMatch(/workflow \S+ SUCCEEDED \(2 PASS\)/);
+  });
+
+  it("replays a finished workflow and exits with its outcome", async () => {
+    const id = idOf((await cli(["run", "docs/examples/failing.json", "--watch"])).stdout);
+    const watch = await cli(["watch", id]);
+    expect(watch.code).toBe(1);
+    expect(watch.stdout).toMatch(/^watching workflow \S+$/m);
+    expect(watch.stdout).toMatch(/✘ broken\s+FAIL/);
+    expect(watch.stdout).toMatch(/workflow \S+ FAILED/);
+  });
+
+  it("exits 1 with NOT_FOUND for an unknown workflow", async () => {
+    const watch = await cli(["watch", "00000000-0000-4000-8000-000000000000"]);
+    expect(watch.code).toBe(1);
+    expect(watch.stderr).toContain("trellis watch: NOT_FOUND: workflow 00000000-0000-4000-8000-000000000000 not found");
+  });
+});
+
+describe("trellis list, get and actions", () => {
+  it("pauses, resumes, cancels and retries, printing the new status", async () => {
+    const file = join(scratch, "steer.json");
+    writeFileSync(
+      file,
+      JSON.stringify({
+        name: "steer",
+        nodes: [
+          { id: "hold", capability: "sleep", input: { ms: 60_000 } },
+          { id: "later", capability: "echo", parentIds: ["hold"] },
+        ],
+      }),
+    );
+    const id = idOf((await cli(["run", file])).stdout);
+    expect((await cli(["pause", id])).stdout.trim()).toBe(`workflow ${id} PAUSED`);
+    expect((await cli(["resume", id])).stdout.trim()).toBe(`workflow ${id} RUNNING`);
+    const resumeAgain = await cli(["resume", id]);
+    expect(resumeAgain.code).toBe(1);
+    expect(resumeAgain.stderr).toContain("FAILED_PRECONDITION: cannot RESUME workflow in status RUNNING");
+    expect((await cli(["cancel", id])).stdout.trim()).toBe(`workflow ${id} CANCELLED`);
+    const watch = await cli(["watch", id]);
+    expect(watch.code).toBe(1);
+    expect(watch.stdout).toMatch(/■ later\s+CANCELLED\s+workflow cancelled/);
+    expect(watch.stdout).toMatch(/workflow \S+ CANCELLED \(2 CANCELLED\)/);
+
+    const failed = idOf((await cli(["run", "docs/examples/failing.json", "--watch"])).stdout);
+    expect((await cli(["retry", failed])).stdout.trim()).toBe(`workflow ${failed} RUNNING`);
+    await waitFor(async () => (await cli(["get", failed])).stdout.includes("  FAILED"), { timeoutMs: 15_000 });
+  });
+
+  it("lists workflows by status and shows one as a table or as protobuf JSON", async () => {
+    const id = idOf((await cli(["run", "docs/examples/diamond.json", "--watch"])).stdout);
+    const listed = await cli(["list", "--status", "succeeded", "--limit", "500"]);
+    expect(listed.code).toBe(0);
+    expect(listed.stdout.split("\n")[0]).toMatch(/^ID\s+STATUS\s+CREATED\s+NAME$/);
+    expect(listed.stdout).toMatch(new RegExp(`^${id}\\s+SUCCEEDED\\s+\\S+\\s+diamond$`, "m"));
+    expect(listed.stdout).not.toMatch(/\sFAILED\s/);
+
+    const shown = await cli(["get", id]);
+    expect(shown.code).toBe(0);
+    expect(shown.stdout).toMatch(new RegExp(`^workflow ${id}  diamond  SUCCEEDED$`, "m"));
+    expect(shown.stdout).toMatch(/^c\s+flaky\s+PASS\s+2\s+a$/m);
+    expect(shown.stdout).toMatch(/^d\s+echo\s+PASS\s+1\s+b,c$/m);
+
+    const json = JSON.parse((await cli(["get", id, "--json"])).stdout) as { id: string; status: string };
+    expect(json).toMatchObject({ id, status: "WORKFLOW_STATUS_SUCCEEDED" });
+
+    const bad = await cli(["list", "--status", "done"]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain(
+      '--status: "done" is not one of pending, running, paused, succeeded, failed, cancelled',
+    );
+  });
+});
+
+describe("--token and TRELLIS_TOKEN", () => {
+  it("send the bearer token an api with API_TOKEN wants, from the flag or the environment", async () => {
+    const stateManager = new PgStateManager(testDb.db);
+    const secured = await startApiServer({
+      stateManager,
+      logger: createLogger({ app: "api", level: "silent" }),
+      registry: createMetricsRegistry({ app: "api", collectDefault: false }),
+      settings: {
+        grpcAddr: { host: "127.0.0.1", port: 0, address: "127.0.0.1:0" },
+        apiToken: "s3cret",
+        tls: undefined,
+        maxReceiveBytes: 1024 * 1024,
+      },
+    });
+    try {
+      const TRELLIS_ADDR = `127.0.0.1:${secured.port}`;
+      const refused = await cli(["list"], undefined, { TRELLIS_ADDR });
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toContain("trellis list: UNAUTHENTICATED: authorization: required");
+      expect(refused.stderr).toContain("--token or TRELLIS_TOKEN sets the token");
+      expect((await cli(["list", "--token", "s3cret"], undefined, { TRELLIS_ADDR })).code).toBe(0);
+      expect((await cli(["list"], undefined, { TRELLIS_ADDR, TRELLIS_TOKEN: "s3cret" })).code).toBe(0);
+    } finally {
+      await secured.close(500);
+    }
+  });
+});
+
+const TOUR_FILE = join(ROOT, "docs/cli-tour.txt");
+const README = join(ROOT, "README.md");
+const TOUR_START = "<!-- cli-tour:start (written by apps/cli/test/cli.test.ts) -->";
+const TOUR_END = "<!-- cli-tour:end -->";
+
+/**
+ * The tour with what changes from run to run masked (ids, times, durations, progress counters and the order of lines,
+ * since concurrent nodes interleave differently), to tell a real change of the CLI's output from noise.
+ */
+function shape(text: string): string {
+  return text
+    .replace(new RegExp(UUID.source, "g"), "<id>")
+    .replace(/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ/g, "<time>")
+    .replace(/\d+(\.\d+)?(ms|s)\b|\d+m\d\ds\b/g, "<duration>")
+    .replace(/\[\d+\/(\d+)\]/g, "[n/$1]")
+    .replace(/ +/g, " ")
+    .split("\n")
+    .sort()
+    .join("\n");
+}
+
+describe("the README's CLI tour", () => {
+  it("is the output of real runs, written to docs/cli-tour.txt and README.md", async () => {
+    const parts: string[] = [];
+    const step = async (args: string[], exitShown = false) => {
+      const run = await cli(args);
+      parts.push(`$ npx trellis ${args.join(" ")}`, run.stdout.trimEnd());
+      if (exitShown) parts.push("$ echo $?", String(run.code));
+      return run;
+    };
+    const diamond = await step(["run", "docs/examples/diamond.json", "--watch"]);
+    expect(diamond.code).toBe(0);
+    const failing = await step(["run", "docs/examples/failing.json", "--watch"], true);
+    expect(failing.code).toBe(1);
+    await step(["get", idOf(failing.stdout)]);
+    await step(["list", "--limit", "2"]);
+    const tour = `${parts.join("\n")}\n`;
+
+    const previous = readFileSync(TOUR_FILE, { encoding: "utf8", flag: "a+" });
+    if (shape(previous) !== shape(tour)) writeFileSync(TOUR_FILE, tour);
+    const current = readFileSync(TOUR_FILE, "utf8");
+    const readme = readFileSync(README, "utf8");
+    const start = readme.indexOf(TOUR_START);
+    const end = readme.indexOf(TOUR_END);
+    expect(start, `README.md has the ${TOUR_START} marker`).toBeGreaterThanOrEqual(0);
+    expect(end).toBeGreaterThan(start);
+    const block = `${TOUR_START}\n\n\`\`\`console\n${current}\`\`\`\n\n`;
+    if (readme.slice(start, end) !== block) {
+      writeFileSync(README, readme.slice(0, start) + block + readme.slice(end));
+    }
+    expect(readFileSync(README, "utf8")).toContain(current);
+  });
+});
