@@ -1,5 +1,14 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { PgStateManager, type StateManager, WorkflowEventHub, createDatabase, createPool } from "@trellis/db";
+import {
+  PgStateManager,
+  type StateManager,
+  WorkflowEventHub,
+  createDatabase,
+  createPool,
+  eventLogger,
+} from "@trellis/db";
+import { composeEventHooks, eventMetrics } from "@trellis/observability";
+import type { Registry } from "prom-client";
 import { WorkflowAction } from "@trellis/proto";
 import { NodeQueues, checkRedis, createRedis } from "@trellis/queue";
 import express from "express";
@@ -37,6 +46,8 @@ export interface DashboardDeps {
   heartbeatMs?: number | undefined;
   /** Period of Bull Board's queue discovery. @default 5000 */
   queueRefreshMs?: number | undefined;
+  /** Where metrics of the events this app commits (its actions) are counted; none means not counted. */
+  registry?: Registry | undefined;
 }
 
 /**
@@ -55,7 +66,9 @@ export async function startDashboardApp(settings: DashboardSettings, deps: Dashb
       const pool = createPool(settings.databaseUrl, { max: 4, applicationName: "trellis-dashboard" });
       closers.push(() => pool.end());
       await pool.query("select 1");
-      stateManager = new PgStateManager(createDatabase(pool));
+      // Actions taken here commit events: they are logged and counted like everywhere else.
+      const hooks = [eventLogger(logger), ...(deps.registry ? [eventMetrics(deps.registry)] : [])];
+      stateManager = new PgStateManager(createDatabase(pool), { onEvents: composeEventHooks(...hooks) });
     }
     let events = deps.events;
     let hub: WorkflowEventHub | undefined;

@@ -23,7 +23,7 @@ try {
   const wait = { logger, timeoutMs: startupTimeoutMs, signal: shutdown.signal };
   await waitForDependency("PostgreSQL", () => checkPostgres(settings.databaseUrl), wait);
   await waitForDependency("Redis", () => checkRedis(settings.redisUrl), wait);
-  const app = await startDashboardApp(settings, { logger, signal: shutdown.signal });
+  const app = await startDashboardApp(settings, { logger, registry, signal: shutdown.signal });
   shutdown.add("dashboard", () => app.close());
   const http = await startHttpServer({
     ...settings.http,

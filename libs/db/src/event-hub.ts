@@ -102,7 +102,8 @@ export class WorkflowEventHub {
         after = Number(event.sequence);
         // The rest of the terminal transaction's events (e.g. each node CANCELLED) are committed with it: the
         // stream ends once they are read too.
-        if (event.type === "workflow.status_changed" && isTerminalWorkflowStatus(event.workflowStatus)) finished = true;
+        // Every event carries the workflow's status when it was written: a RETRY after FAILED reopens it.
+        finished = isTerminalWorkflowStatus(event.workflowStatus);
       }
       if (events.length === this.pageSize) continue;
       if (finished) return;

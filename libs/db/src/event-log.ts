@@ -12,11 +12,14 @@ export interface EventLogSink {
 export function eventLogger(logger: EventLogSink): (events: readonly NewEvent[]) => void {
   return (events) => {
     for (const e of events) {
+      const data = (e.data ?? {}) as { capability?: unknown; attempt?: unknown };
       logger.info(
         {
           event: e.type,
           workflow_id: e.workflowId,
           node_id: e.nodeId ?? undefined,
+          capability: typeof data.capability === "string" ? data.capability : undefined,
+          attempt: typeof data.attempt === "number" ? data.attempt : undefined,
           sequence: e.sequence,
           workflow_status: e.workflowStatus,
           node_status: e.nodeStatus ?? undefined,

@@ -485,7 +485,11 @@ export class PgStateManager implements StateManager {
            where n.workflow_id = ${workflowId} and n.id = old.id
           returning n.id, n.capability, n.queue_gen, n.attempt, old.status as old_status`);
         for (const n of cancelled.rows) {
-          changes.node("node.status_changed", n.id, "CANCELLED", { from: n.old_status, reason: "workflow cancelled" });
+          changes.node("node.status_changed", n.id, "CANCELLED", {
+            from: n.old_status,
+            reason: "workflow cancelled",
+            capability: n.capability,
+          });
           if (n.old_status === "RUNNING") effects.cancelledRunning.push({ nodeId: n.id });
           if (n.old_status === "QUEUED") {
             effects.removedJobIds.push({ capability: n.capability, jobId: jobIdFor(workflowId, n.id, n.queue_gen) });
@@ -727,7 +731,7 @@ export class PgStateManager implements StateManager {
       for (const row of claimed.rows) {
         const changes = byWorkflow.get(row.workflow_id)!;
         if (changes.status === "PENDING") changes.setStatus("RUNNING");
-        changes.node("node.status_changed", row.id, "QUEUED", { from: "PENDING" });
+        changes.node("node.status_changed", row.id, "QUEUED", { from: "PENDING", capability: row.capability });
         queued.push({
           workflowId: row.workflow_id,
           nodeId: row.id,
@@ -781,7 +785,11 @@ export class PgStateManager implements StateManager {
         const node = nodeRowFromRaw(raw);
         const changes = open.get(node.workflowId)!;
         if (changes.status === "PENDING") changes.setStatus("RUNNING");
-        changes.node("node.status_changed", node.id, "RUNNING", { from: "QUEUED", attempt: node.attempt });
+        changes.node("node.status_changed", node.id, "RUNNING", {
+          from: "QUEUED",
+          attempt: node.attempt,
+          capability: node.capability,
+        });
         const parentOutputs: StartedNode["parentOutputs"] = {};
         // Every parent is present; one that returned no output maps to a null Value.
         for (const [id, output] of Object.entries((raw.parent_outputs ?? {}) as Record<string, unknown>)) {
@@ -911,7 +919,7 @@ export class PgStateManager implements StateManager {
       const output = i.result.kind === "success" ? valueToJson(i.result.output) : null;
       return output === null ? null : JSON.stringify(output);
     });
-    const passed = await tx.execute<{ workflow_id: string; id: string; attempt: number }>(sql`
+    const passed = await tx.execute<{ workflow_id: string; id: string; attempt: number; capability: string }>(sql`
       with passed as (
       update nodes n
          set status = 'PASS', output = r.output, error_kind = null, error_message = null, lease = null,
@@ -920,16 +928,17 @@ export class PgStateManager implements StateManager {
                     ${sql.param(items.map((i) => i.lease))}::uuid[], ${sql.param(outputs)}::jsonb[])
              as r(workflow_id, id, lease, output)
        where n.workflow_id = r.workflow_id and n.id = r.id and n.lease = r.lease and ${statusIs("n", "RUNNING")}
-      returning n.workflow_id, n.id, n.attempt),
+      returning n.workflow_id, n.id, n.attempt, n.capability),
       ended as (
         insert into node_attempts (workflow_id, node_id, attempt, outcome)
         select workflow_id, id, attempt, 'PASS' from passed)
-      select workflow_id, id, attempt from passed`);
+      select workflow_id, id, attempt, capability from passed`);
     if (passed.rows.length === 0) return new Set();
     for (const row of passed.rows) {
       changesOf.get(row.workflow_id)!.node("node.status_changed", row.id, "PASS", {
         from: "RUNNING",
         attempt: row.attempt,
+        capability: row.capability,
       });
     }
     const ready = await tx.execute<{ workflow_id: string; id: string }>(sql`
@@ -978,7 +987,10 @@ export class PgStateManager implements StateManager {
       returning n.*`);
     for (const raw of claimed.rows) {
       const node = nodeRowFromRaw(raw);
-      changesOf.get(node.workflowId)!.node("node.status_changed", node.id, "QUEUED", { from: "PENDING" });
+      changesOf.get(node.workflowId)!.node("node.status_changed", node.id, "QUEUED", {
+        from: "PENDING",
+        capability: node.capability,
+      });
       dispatched.push(this.queuedNodeOf(node));
     }
   }
@@ -1026,6 +1038,7 @@ export class PgStateManager implements StateManager {
     await endAttempts(tx, [{ workflowId: changes.row.id, nodeId: node.id, attempt: node.attempt }], "RETRY");
     changes.node("node.retry_scheduled", node.id, "QUEUED", {
       attempt: node.attempt,
+      capability: node.capability,
       delayMs: decision.delayMs,
       error: { kind: errorKindToName(errorKind), message },
     });
@@ -1059,9 +1072,10 @@ export class PgStateManager implements StateManager {
     changes.node("node.status_changed", node.id, "FAIL", {
       from: node.status,
       attempt: node.attempt,
+      capability: node.capability,
       error: { kind: errorKindToName(kind), message },
     });
-    const skipped = await tx.execute<{ id: string }>(sql`
+    const skipped = await tx.execute<{ id: string; capability: string }>(sql`
       with recursive descendants(id) as (
         select child_id from node_edges where workflow_id = ${workflowId} and parent_id = ${node.id}
         union
@@ -1070,9 +1084,12 @@ export class PgStateManager implements StateManager {
       )
       update nodes set status = 'SKIPPED', finished_at = now(), updated_at = now()
        where workflow_id = ${workflowId} and id in (select id from descendants) and status in ('PENDING', 'QUEUED')
-      returning id`);
+      returning id, capability`);
     for (const s of skipped.rows) {
-      changes.node("node.status_changed", s.id, "SKIPPED", { reason: `ancestor "${node.id}" failed` });
+      changes.node("node.status_changed", s.id, "SKIPPED", {
+        reason: `ancestor "${node.id}" failed`,
+        capability: s.capability,
+      });
     }
     return { outcome: "failed", errorKind: kind, message, workflowStatus: workflowStatusFromName(changes.status) };
   }
