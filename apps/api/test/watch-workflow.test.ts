@@ -1,9 +1,7 @@
 import * as grpc from "@grpc/grpc-js";
-import { create } from "@bufbuild/protobuf";
 import { PgStateManager, WorkflowEventHub } from "@trellis/db";
 import { createLogger, createMetricsRegistry } from "@trellis/observability";
 import {
-  NodeSchema,
   NodeStatus,
   WorkflowService,
   WorkflowStatus,
@@ -11,7 +9,7 @@ import {
   type GrpcClient,
   type WorkflowEvent,
 } from "@trellis/proto";
-import { type TestDatabase, createTestDatabase, waitFor } from "@trellis/testing";
+import { type TestDatabase, createChainWorkflow, createTestDatabase, passReadyNodes, waitFor } from "@trellis/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type RunningApiServer, startApiServer } from "../src/index.js";
 
@@ -49,23 +47,8 @@ afterAll(async () => {
   await testDb?.drop();
 });
 
-async function chain(name: string): Promise<string> {
-  const { workflow } = await sm.createWorkflow({
-    name,
-    nodes: [
-      create(NodeSchema, { id: "a", capability: "echo" }),
-      create(NodeSchema, { id: "b", capability: "echo", parentIds: ["a"] }),
-    ],
-  });
-  return workflow.id;
-}
-
-async function step(workflowId: string): Promise<void> {
-  for (const q of (await sm.claimReadyNodes(100)).filter((x) => x.workflowId === workflowId)) {
-    const started = await sm.startNode(workflowId, q.nodeId, 30_000);
-    await sm.recordResult(workflowId, q.nodeId, started!.lease, { kind: "success", output: undefined, edits: [] });
-  }
-}
+const chain = (name: string) => createChainWorkflow(sm, name);
+const step = (workflowId: string) => passReadyNodes(sm, workflowId);
 
 /** Opens a watch and collects its events; resolves with them when the stream ends. */
 function watch(workflowId: string, afterSequence = 0n, into: WorkflowEvent[] = []): Promise<WorkflowEvent[]> {

@@ -1,6 +1,6 @@
-import { create } from "@bufbuild/protobuf";
-import { NodeSchema, WorkflowAction, WorkflowStatus, type WorkflowEvent } from "@trellis/proto";
-import { createTestDatabase, waitFor, type TestDatabase } from "@trellis/testing";
+
+import { ErrorKind, WorkflowAction, WorkflowStatus, type WorkflowEvent } from "@trellis/proto";
+import { createChainWorkflow, createTestDatabase, passReadyNodes, waitFor, type TestDatabase } from "@trellis/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PgStateManager, WorkflowEventHub } from "../src/index.js";
 
@@ -21,24 +21,8 @@ afterAll(async () => {
   await testDb.drop();
 });
 
-async function createChain(name: string) {
-  const { workflow } = await sm.createWorkflow({
-    name,
-    nodes: [
-      create(NodeSchema, { id: "a", capability: "echo" }),
-      create(NodeSchema, { id: "b", capability: "echo", parentIds: ["a"] }),
-    ],
-  });
-  return workflow.id;
-}
-
-/** Runs every ready node of the workflow to PASS, one claim at a time. */
-async function step(workflowId: string): Promise<void> {
-  for (const q of (await sm.claimReadyNodes(100)).filter((x) => x.workflowId === workflowId)) {
-    const started = await sm.startNode(workflowId, q.nodeId, 30_000);
-    await sm.recordResult(workflowId, q.nodeId, started!.lease, { kind: "success", output: undefined, edits: [] });
-  }
-}
+const createChain = (name: string) => createChainWorkflow(sm, name);
+const step = (workflowId: string) => passReadyNodes(sm, workflowId);
 
 async function collect(
   workflowId: string,
@@ -108,6 +92,26 @@ describe("WorkflowEventHub.follow", () => {
       "node.status_changed",
       "node.status_changed",
     ]);
+  });
+
+  it("replays through a FAILED workflow that was RETRYed and follows it to its new end", async () => {
+    const id = await createChain("retried");
+    const [a] = (await sm.claimReadyNodes(100)).filter((x) => x.workflowId === id);
+    const started = await sm.startNode(id, a!.nodeId, 30_000);
+    await sm.recordResult(id, "a", started!.lease, { kind: "error", errorKind: ErrorKind.TASK_ERROR, message: "no" });
+    expect((await sm.getWorkflow(id)).status).toBe(WorkflowStatus.FAILED);
+    await sm.updateWorkflow(id, { action: WorkflowAction.RETRY });
+    const got: WorkflowEvent[] = [];
+    const following = collect(id, 0, got);
+    await waitFor(() =>
+      got.some(
+        (e) => e.workflowStatus === WorkflowStatus.RUNNING && e.type === "workflow.status_changed" && e.sequence > 3n,
+      ),
+    );
+    await step(id);
+    await step(id);
+    await following;
+    expect(got.at(-1)!.workflowStatus).toBe(WorkflowStatus.SUCCEEDED);
   });
 
   it("rejects an unknown workflow with NOT_FOUND", async () => {
