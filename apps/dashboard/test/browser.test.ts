@@ -13,7 +13,15 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { type DashboardFixture, node, passNode, queueNode, startDashboard, startNode } from "./fixture.js";
 
 const CHROMIUM = "/usr/bin/chromium";
-const SCREENSHOT = fileURLToPath(new URL("../../../docs/img/dashboard-dag.png", import.meta.url));
+// The README's picture is refreshed with UPDATE_SCREENSHOTS=1; other runs keep theirs under test-artifacts/.
+const SCREENSHOT = fileURLToPath(
+  new URL(
+    process.env.UPDATE_SCREENSHOTS === "1"
+      ? "../../../docs/img/dashboard-dag.png"
+      : "../../../test-artifacts/dashboard-dag.png",
+    import.meta.url,
+  ),
+);
 /** Chromium stays quiet on a machine without network: no background fetches, updates or sync. */
 const CHROMIUM_ARGS = [
   "--headless",
