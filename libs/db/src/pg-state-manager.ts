@@ -919,20 +919,41 @@ export class PgStateManager implements StateManager {
       const output = i.result.kind === "success" ? valueToJson(i.result.output) : null;
       return output === null ? null : JSON.stringify(output);
     });
-    const passed = await tx.execute<{ workflow_id: string; id: string; attempt: number; capability: string }>(sql`
+    // One statement: the PASSes, their attempts' endings, and every child's pending_parents decremented. A
+    // passing node is never a child of another in the batch (a child cannot run before its parent passed).
+    const rows = await tx.execute<{
+      kind: "pass" | "ready";
+      workflow_id: string;
+      id: string;
+      attempt: number;
+      capability: string;
+    }>(sql`
       with passed as (
-      update nodes n
-         set status = 'PASS', output = r.output, error_kind = null, error_message = null, lease = null,
-             lease_expires_at = null, finished_at = now(), updated_at = now()
-        from unnest(${sql.param(items.map((i) => i.workflowId))}::uuid[], ${sql.param(items.map((i) => i.nodeId))}::text[],
-                    ${sql.param(items.map((i) => i.lease))}::uuid[], ${sql.param(outputs)}::jsonb[])
-             as r(workflow_id, id, lease, output)
-       where n.workflow_id = r.workflow_id and n.id = r.id and n.lease = r.lease and ${statusIs("n", "RUNNING")}
-      returning n.workflow_id, n.id, n.attempt, n.capability),
+        update nodes n
+           set status = 'PASS', output = r.output, error_kind = null, error_message = null, lease = null,
+               lease_expires_at = null, finished_at = now(), updated_at = now()
+          from unnest(${sql.param(items.map((i) => i.workflowId))}::uuid[], ${sql.param(items.map((i) => i.nodeId))}::text[],
+                      ${sql.param(items.map((i) => i.lease))}::uuid[], ${sql.param(outputs)}::jsonb[])
+               as r(workflow_id, id, lease, output)
+         where n.workflow_id = r.workflow_id and n.id = r.id and n.lease = r.lease and ${statusIs("n", "RUNNING")}
+        returning n.workflow_id, n.id, n.attempt, n.capability),
       ended as (
         insert into node_attempts (workflow_id, node_id, attempt, outcome)
-        select workflow_id, id, attempt, 'PASS' from passed)
-      select workflow_id, id, attempt, capability from passed`);
+        select workflow_id, id, attempt, 'PASS' from passed),
+      decrements as (
+        select e.workflow_id, e.child_id, count(*)::int as n
+          from node_edges e join passed p on e.workflow_id = p.workflow_id and e.parent_id = p.id
+         group by e.workflow_id, e.child_id),
+      children as (
+        update nodes c set pending_parents = c.pending_parents - d.n, updated_at = now()
+          from decrements d
+         where c.workflow_id = d.workflow_id and c.id = d.child_id
+        returning c.workflow_id, c.id, c.pending_parents, c.status)
+      select 'pass' as kind, workflow_id, id, attempt, capability from passed
+      union all
+      select 'ready', workflow_id, id, 0, '' from children where pending_parents = 0 and status = 'PENDING'`);
+    const passed = { rows: rows.rows.filter((r) => r.kind === "pass") };
+    const ready = { rows: rows.rows.filter((r) => r.kind === "ready") };
     if (passed.rows.length === 0) return new Set();
     for (const row of passed.rows) {
       changesOf.get(row.workflow_id)!.node("node.status_changed", row.id, "PASS", {
@@ -941,20 +962,6 @@ export class PgStateManager implements StateManager {
         capability: row.capability,
       });
     }
-    const ready = await tx.execute<{ workflow_id: string; id: string }>(sql`
-      with parents(workflow_id, id) as (
-        select * from unnest(${sql.param(passed.rows.map((r) => r.workflow_id))}::uuid[],
-                             ${sql.param(passed.rows.map((r) => r.id))}::text[])),
-      decrements as (
-        select e.workflow_id, e.child_id, count(*)::int as n
-          from node_edges e join parents p on e.workflow_id = p.workflow_id and e.parent_id = p.id
-         group by e.workflow_id, e.child_id),
-      children as (
-        update nodes c set pending_parents = c.pending_parents - d.n, updated_at = now()
-          from decrements d
-         where c.workflow_id = d.workflow_id and c.id = d.child_id
-        returning c.workflow_id, c.id, c.pending_parents, c.status)
-      select workflow_id, id from children where pending_parents = 0 and status = 'PENDING'`);
     if (dispatched) await this.dispatchReady(tx, changesOf, ready.rows, dispatched);
     else for (const row of ready.rows) changesOf.get(row.workflow_id)?.markReady();
     return new Set(passed.rows.map((r) => `${r.workflow_id}/${r.id}`));
@@ -999,11 +1006,14 @@ export class PgStateManager implements StateManager {
   private async settleAll(tx: Tx, all: readonly WorkflowChanges[]): Promise<void> {
     const open = all.filter((c) => !c.finished && c.dirty);
     if (open.length === 0) return;
+    // The FAIL check scans the workflow's nodes, so it runs only once nothing is unfinished (CASE is lazy).
     const result = await tx.execute<{ id: string; unfinished: boolean; failed: boolean }>(sql`
-      select w.id,
-             exists(select 1 from nodes where workflow_id = w.id and status in ('PENDING', 'QUEUED', 'RUNNING')) as unfinished,
-             exists(select 1 from nodes where workflow_id = w.id and status = 'FAIL') as failed
-        from unnest(${sql.param(open.map((c) => c.row.id))}::uuid[]) as w(id)`);
+      select u.id, u.unfinished,
+             case when u.unfinished then false
+                  else exists(select 1 from nodes where workflow_id = u.id and status = 'FAIL') end as failed
+        from (select w.id, exists(select 1 from nodes where workflow_id = w.id
+                                     and status in ('PENDING', 'QUEUED', 'RUNNING')) as unfinished
+                from unnest(${sql.param(open.map((c) => c.row.id))}::uuid[]) as w(id)) u`);
     const byId = new Map(open.map((c) => [c.row.id, c]));
     for (const row of result.rows) {
       if (!row.unfinished) byId.get(row.id)!.setStatus(row.failed ? "FAILED" : "SUCCEEDED");
