@@ -1,0 +1,63 @@
+import { parseArgs } from "node:util";
+
+/** The workloads, in the order they run. */
+export const WORKLOADS = ["w1", "w2", "w3", "w4", "w5"] as const;
+
+/** One of {@link WORKLOADS}. */
+export type WorkloadName = (typeof WORKLOADS)[number];
+
+/** The bench's command line. */
+export interface BenchOptions {
+  quick: boolean;
+  runs: number;
+  only: WorkloadName[];
+  enablePgStatStatements: boolean;
+}
+
+/** Usage text. */
+export const USAGE = `usage: npm run bench -- [--quick] [--runs N] [--only w1,w2,...] [--enable-pg-stat-statements]
+
+  --quick                      smaller sizes, one run (about a minute at the target speeds)
+  --runs N                     runs of W1-W4 (medians are reported); default 3, or 1 with --quick
+  --only LIST                  comma-separated subset of ${WORKLOADS.join(",")} (baselines run with W1 and W2)
+  --enable-pg-stat-statements  if pg_stat_statements is not in shared_preload_libraries, add it (ALTER SYSTEM) and
+                               restart PostgreSQL with pg_ctlcluster; this disconnects every client of the server.
+                               Without it, W5's statement counts are reported as unavailable.
+
+environment: BENCH_DATABASE_URL (server to create bench databases on; default
+postgres://postgres:postgres@127.0.0.1:5432/postgres), REDIS_URL, WORKER_CONCURRENCY (default 16, for the engine
+and the baseline), LOG_LEVEL of the apps (default warn)`;
+
+/** Parses argv; throws with a message naming the bad argument. */
+export function parseBenchArgs(argv: string[]): BenchOptions | "help" {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      quick: { type: "boolean", default: false },
+      runs: { type: "string" },
+      only: { type: "string" },
+      "enable-pg-stat-statements": { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  if (values.help) return "help";
+  const quick = values.quick ?? false;
+  let runs = quick ? 1 : 3;
+  if (values.runs !== undefined) {
+    runs = Number(values.runs);
+    if (!Number.isInteger(runs) || runs < 1 || runs > 20) throw new Error(`--runs: expected 1..20, got ${values.runs}`);
+  }
+  let only: WorkloadName[] = [...WORKLOADS];
+  if (values.only !== undefined) {
+    const asked = values.only.split(",").map((s) => s.trim().toLowerCase());
+    for (const name of asked) {
+      if (!(WORKLOADS as readonly string[]).includes(name)) {
+        throw new Error(`--only: unknown workload "${name}" (expected some of ${WORKLOADS.join(",")})`);
+      }
+    }
+    only = WORKLOADS.filter((w) => asked.includes(w));
+  }
+  return { quick, runs, only, enablePgStatStatements: values["enable-pg-stat-statements"] ?? false };
+}

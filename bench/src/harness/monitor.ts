@@ -1,0 +1,156 @@
+import { readdirSync, readFileSync } from "node:fs";
+import pg from "pg";
+import { nowMs } from "./clock.js";
+import { BENCH_SQL } from "./database.js";
+
+/** Clock ticks per second of /proc/<pid>/stat times (USER_HZ; 100 on Linux everywhere that matters). */
+const CLOCK_TICKS = 100;
+
+/** CPU seconds (user + system) a process has used, from /proc/<pid>/stat; null when unreadable. */
+export function processCpuSeconds(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // Fields after the command name (which may hold spaces) start at ") ": utime and stime are fields 14 and 15.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  } catch {
+    return null;
+  }
+}
+
+/** CPU seconds used so far by each process whose command name is `comm` (e.g. every PostgreSQL backend), by pid. */
+export function commandCpuSeconds(comm: string): Map<number, number> {
+  const byPid = new Map<number, number>();
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/comm`, "utf8").trim() !== comm) continue;
+    } catch {
+      continue;
+    }
+    const seconds = processCpuSeconds(Number(entry));
+    if (seconds !== null) byPid.set(Number(entry), seconds);
+  }
+  return byPid;
+}
+
+/** What a workload's processes did while it was measured. */
+export interface ResourceUsage {
+  /** Average CPU cores used per process (or process group: `postgres`, `redis`) over the window. */
+  cpu_cores: Record<string, number>;
+  /**
+   * Where the engine's PostgreSQL connections were, sampled every 50 ms from pg_stat_activity, as shares of the
+   * non-idle samples, largest first, e.g. `Lock:tuple 61%, idle in transaction 22%, active (CPU) 9%`.
+   * `idle in transaction` is a transaction waiting for its client (a round trip or the app's event loop).
+   */
+  pg_waits: string;
+  /** Average number of non-idle engine connections. */
+  pg_busy_connections: number;
+}
+
+/**
+ * Measures CPU per process and samples PostgreSQL wait states for one workload, from `start` to `stop`: the
+ * evidence for what bounds each figure.
+ */
+export class ResourceMonitor {
+  private readonly cpuStart = new Map<string, number>();
+  private readonly waits = new Map<string, number>();
+  private samples = 0;
+  private busy = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private sampling = false;
+  private startedAt = 0;
+
+  private constructor(
+    private readonly processes: Record<string, number>,
+    private readonly client: pg.Client | null,
+    private readonly databaseName: string,
+  ) {}
+
+  /**
+   * Starts measuring `processes` (name -> pid) plus every `postgres` and `redis-server` process, and, when
+   * `databaseUrl` is given, sampling the wait states of that database's connections.
+   */
+  static async start(processes: Record<string, number>, databaseUrl?: string): Promise<ResourceMonitor> {
+    let client: pg.Client | null = null;
+    let databaseName = "";
+    if (databaseUrl) {
+      client = new pg.Client({ connectionString: databaseUrl, application_name: "trellis-bench-monitor" });
+      client.on("error", () => undefined);
+      await client.connect();
+      databaseName = decodeURIComponent(new URL(databaseUrl).pathname.slice(1));
+    }
+    const monitor = new ResourceMonitor(processes, client, databaseName);
+    monitor.begin();
+    return monitor;
+  }
+
+  /** CPU seconds so far per measured process, keyed `<name>/<pid>` (groups have one entry per pid). */
+  private cpuNow(): Map<string, number> {
+    const now = new Map<string, number>();
+    for (const [name, pid] of Object.entries(this.processes)) now.set(`${name}/${pid}`, processCpuSeconds(pid) ?? 0);
+    for (const [name, comm] of [
+      ["postgres", "postgres"],
+      ["redis", "redis-server"],
+    ] as const) {
+      for (const [pid, seconds] of commandCpuSeconds(comm)) now.set(`${name}/${pid}`, seconds);
+    }
+    return now;
+  }
+
+  private begin(): void {
+    this.startedAt = nowMs();
+    for (const [key, seconds] of this.cpuNow()) this.cpuStart.set(key, seconds);
+    if (this.client) this.timer = setInterval(() => void this.sample(), 50);
+  }
+
+  private async sample(): Promise<void> {
+    if (this.sampling || !this.client) return;
+    this.sampling = true;
+    try {
+      const { rows } = await this.client.query<{ state: string; wait: string | null }>(
+        `${BENCH_SQL} select state, wait_event_type || ':' || wait_event as wait from pg_stat_activity
+          where datname = $1 and backend_type = 'client backend' and pid <> pg_backend_pid()
+            and application_name not like 'trellis-bench%' and state <> 'idle'`,
+        [this.databaseName],
+      );
+      this.samples++;
+      for (const row of rows) {
+        const key = row.state === "active" ? (row.wait ?? "active (CPU)") : row.state;
+        this.waits.set(key, (this.waits.get(key) ?? 0) + 1);
+        this.busy++;
+      }
+    } catch {
+      // A sample lost to a busy server is not worth failing the workload for.
+    } finally {
+      this.sampling = false;
+    }
+  }
+
+  /** Stops measuring and returns the usage over the window. */
+  async stop(): Promise<ResourceUsage> {
+    if (this.timer) clearInterval(this.timer);
+    const seconds = (nowMs() - this.startedAt) / 1000;
+    // Per pid, so a process that started meanwhile counts from zero; one that exited meanwhile is lost (an
+    // undercount, e.g. of a short-lived PostgreSQL backend).
+    const used = new Map<string, number>();
+    for (const [key, end] of this.cpuNow()) {
+      const name = key.slice(0, key.lastIndexOf("/"));
+      used.set(name, (used.get(name) ?? 0) + Math.max(0, end - (this.cpuStart.get(key) ?? 0)));
+    }
+    const cpu: Record<string, number> = {};
+    for (const [name, total] of used) cpu[name] = Math.round((total / Math.max(seconds, 0.001)) * 100) / 100;
+    await this.client?.end().catch(() => undefined);
+    const total = [...this.waits.values()].reduce((a, b) => a + b, 0);
+    const waits = [...this.waits.entries()]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 6)
+      .map(([key, count]) => `${key} ${Math.round((count / Math.max(total, 1)) * 100)}%`)
+      .join(", ");
+    return {
+      cpu_cores: cpu,
+      pg_waits: waits || "-",
+      pg_busy_connections: this.samples === 0 ? 0 : Math.round((this.busy / this.samples) * 10) / 10,
+    };
+  }
+}

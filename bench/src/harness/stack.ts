@@ -1,0 +1,158 @@
+import pg from "pg";
+import { createGrpcClient, type GrpcClient, WorkflowService } from "@trellis/proto";
+import { cleanup } from "./cleanup.js";
+import { withDatabaseName } from "@trellis/db";
+import { BENCH_SQL, benchServerUrl, createBenchDatabase, dropBenchDatabase } from "./database.js";
+import { Deadline } from "./deadline.js";
+import { ResourceMonitor } from "./monitor.js";
+import { freePort } from "./ports.js";
+import { ManagedProcess } from "./process.js";
+import { benchRedisUrl, deleteRedisPrefix } from "./redis.js";
+
+/** Options of {@link withEngineStack}. */
+export interface StackOptions {
+  /** Short name of the workload, used in the database name and the queue prefix. */
+  label: string;
+  /** WORKER_CAPABILITIES of the worker. */
+  capabilities: readonly string[];
+  /** Where the worker calls ExecuteNode. */
+  nodeServiceAddr: string;
+  /** WORKER_CONCURRENCY of the worker. */
+  workerConcurrency: number;
+  /** Directory of the apps' log files. */
+  logDir: string;
+}
+
+/** How long the apps may take to answer /readyz (tsx compiles them at start; the machine may be busy). */
+const START_TIMEOUT_MS = 120_000;
+
+/**
+ * One copy of the engine for one workload: a fresh database (migrated with runMigrations), a fresh BullMQ
+ * prefix, and the api, scheduler and worker apps as separate processes, plus a typed API client and a small
+ * pool for the bench's own reads.
+ */
+export class EngineStack {
+  /** The typed WorkflowService client. */
+  readonly api: GrpcClient<typeof WorkflowService>;
+  /** The bench's reads of the workload's database (max 3 connections). */
+  readonly pool: pg.Pool;
+  private readonly processes = new Map<string, ManagedProcess>();
+  private stopped: Promise<void> | null = null;
+  private unregister: () => void = () => undefined;
+
+  private constructor(
+    readonly databaseName: string,
+    readonly databaseUrl: string,
+    readonly queuePrefix: string,
+    readonly grpcAddress: string,
+  ) {
+    this.api = createGrpcClient(WorkflowService, grpcAddress);
+    this.pool = new pg.Pool({ connectionString: databaseUrl, max: 3, application_name: "trellis-bench" });
+    this.pool.on("error", () => undefined);
+  }
+
+  /** The worker process (for its RSS). */
+  get worker(): ManagedProcess {
+    return this.processes.get("worker")!;
+  }
+
+  /** Throws when any app has died. */
+  assertRunning(): void {
+    for (const p of this.processes.values()) p.assertRunning();
+  }
+
+  /** Starts measuring the apps' CPU (and `extra` processes', name -> pid) and the database's wait states. */
+  monitor(extra: Record<string, number> = {}): Promise<ResourceMonitor> {
+    const pids: Record<string, number> = {};
+    for (const [name, p] of this.processes) pids[name] = p.pid;
+    return ResourceMonitor.start({ ...pids, ...extra }, this.databaseUrl);
+  }
+
+  /** Runs one of the bench's own queries (tagged with BENCH_SQL) on the workload's database. */
+  async query<R extends pg.QueryResultRow>(sql: string, params: unknown[] = []): Promise<R[]> {
+    return (await this.pool.query<R>(`${BENCH_SQL} ${sql}`, params)).rows;
+  }
+
+  /** Creates the database and starts the apps; on failure everything started is torn down. */
+  static async start(options: StackOptions): Promise<EngineStack> {
+    const stamp = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
+    const databaseName = `trellis_bench_${options.label}_${stamp}`;
+    const queuePrefix = `bench-${options.label}-${stamp}`;
+    const [grpcPort, apiHttp, schedulerHttp, workerHttp] = await Promise.all([
+      freePort(),
+      freePort(),
+      freePort(),
+      freePort(),
+    ]);
+    const stack = new EngineStack(
+      databaseName,
+      withDatabaseName(benchServerUrl(), databaseName),
+      queuePrefix,
+      `127.0.0.1:${grpcPort}`,
+    );
+    // Registered before anything exists, so an interrupt at any point still drops the database.
+    stack.unregister = cleanup.add(`engine stack ${options.label}`, () => stack.stop());
+    try {
+      await createBenchDatabase(databaseName);
+      const logLevel = process.env.LOG_LEVEL ?? "warn";
+      const common = { DATABASE_URL: stack.databaseUrl, LOG_LEVEL: logLevel };
+      const queue = { REDIS_URL: benchRedisUrl(), QUEUE_PREFIX: queuePrefix };
+      const apps: [string, Record<string, string>, number][] = [
+        ["api", { ...common, GRPC_ADDR: `127.0.0.1:${grpcPort}` }, apiHttp],
+        ["scheduler", { ...common, ...queue }, schedulerHttp],
+        [
+          "worker",
+          {
+            ...common,
+            ...queue,
+            WORKER_CAPABILITIES: options.capabilities.join(","),
+            WORKER_CONCURRENCY: String(options.workerConcurrency),
+            NODE_SERVICE_ADDR: options.nodeServiceAddr,
+            WORKER_ID: `bench-worker-${stamp}`,
+          },
+          workerHttp,
+        ],
+      ];
+      const deadline = new Deadline(START_TIMEOUT_MS, `${options.label}: starting the apps`);
+      const ready: Promise<void>[] = [];
+      for (const [name, env, httpPort] of apps) {
+        const child = ManagedProcess.start({
+          name: `${options.label}-${name}`,
+          script: `apps/${name}/src/main.ts`,
+          env: { ...env, HTTP_ADDR: `127.0.0.1:${httpPort}` },
+          logDir: options.logDir,
+        });
+        stack.processes.set(name, child);
+        ready.push(child.waitHttpReady(`127.0.0.1:${httpPort}`, deadline));
+      }
+      await Promise.all(ready);
+      return stack;
+    } catch (error) {
+      await stack.stop();
+      throw error;
+    }
+  }
+
+  /** Stops the apps (SIGTERM, then SIGKILL), drops the database and deletes the prefix's Redis keys. */
+  stop(): Promise<void> {
+    this.stopped ??= (async () => {
+      this.api.close();
+      await Promise.all([...this.processes.values()].map((p) => p.stop()));
+      await this.pool.end().catch(() => undefined);
+      await dropBenchDatabase(this.databaseName);
+      await deleteRedisPrefix(this.queuePrefix);
+      this.unregister();
+    })();
+    return this.stopped;
+  }
+}
+
+/** Starts an engine stack, runs `fn` with it, and tears it down whatever happens. */
+export async function withEngineStack<T>(options: StackOptions, fn: (stack: EngineStack) => Promise<T>): Promise<T> {
+  const stack = await EngineStack.start(options);
+  try {
+    return await fn(stack);
+  } finally {
+    await stack.stop();
+  }
+}

@@ -1,0 +1,307 @@
+import type { MachineInfo } from "./harness/machine.js";
+import { median, ratio, round } from "./harness/stats.js";
+import type { Sizes } from "./sizes.js";
+import type { BaselineChainResult } from "./workloads/baseline-chain.js";
+import type { BaselineThroughputResult } from "./workloads/baseline-throughput.js";
+import type { W1Result } from "./workloads/w1-throughput.js";
+import type { W2Result } from "./workloads/w2-chain.js";
+import type { W3Result } from "./workloads/w3-wide.js";
+import type { W4Result } from "./workloads/w4-edits.js";
+import type { W5Result } from "./workloads/w5-footprint.js";
+
+/** A workload or baseline that failed in one run. */
+export interface BenchError {
+  workload: string;
+  run: number;
+  message: string;
+}
+
+/** Every run's results, as collected. */
+export interface Collected {
+  w1: W1Result[];
+  w1Baseline: BaselineThroughputResult[];
+  w2: W2Result[];
+  w2Baseline: BaselineChainResult[];
+  w3: W3Result[];
+  w4: W4Result[];
+  w5: W5Result[];
+  errors: BenchError[];
+}
+
+/** An empty collection. */
+export function emptyCollected(): Collected {
+  return { w1: [], w1Baseline: [], w2: [], w2Baseline: [], w3: [], w4: [], w5: [], errors: [] };
+}
+
+/**
+ * The median run: each numeric figure is the median of that figure over the runs (so figures of one summary may
+ * come from different runs); any other field is taken from the first run. Undefined without runs.
+ */
+export function medianRun<T extends object>(runs: readonly T[]): T | undefined {
+  const [first] = runs;
+  if (first === undefined) return undefined;
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(first)) {
+    const values = runs.map((r) => (r as Record<string, unknown>)[key]);
+    const numbers = values.filter((v): v is number => typeof v === "number" && Number.isFinite(v));
+    const numeric = values.every((v) => v === null || typeof v === "number");
+    out[key] = numeric ? (numbers.length > 0 ? median(numbers) : null) : value;
+  }
+  return out as T;
+}
+
+/** Rounds every number of a flat record (2 decimals), keeping other fields. */
+function rounded(record: object | undefined): Record<string, unknown> | undefined {
+  if (!record) return undefined;
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(record)) out[key] = typeof value === "number" ? round(value) : value;
+  return out;
+}
+
+/** A figure with its target, for the table and the JSON. */
+export interface Row {
+  workload: string;
+  figure: string;
+  value: number | null;
+  baseline: number | null;
+  ratio: number | null;
+  target: string;
+  /** null when there is no target or no value. */
+  met: boolean | null;
+}
+
+function check(value: number | null, test: (v: number) => boolean): boolean | null {
+  return value === null ? null : test(value);
+}
+
+/** The rows of the results table, from the median runs. */
+export function tableRows(c: Collected): Row[] {
+  const rows: Row[] = [];
+  const w1 = medianRun(c.w1);
+  const b1 = medianRun(c.w1Baseline);
+  if (w1 || b1) {
+    const r = ratio(w1?.nodes_per_s, b1?.jobs_per_s);
+    rows.push({
+      workload: "W1 throughput",
+      figure: "nodes/s",
+      value: w1?.nodes_per_s ?? null,
+      baseline: b1?.jobs_per_s ?? null,
+      ratio: r,
+      target: ">= 0.60 x baseline",
+      met: check(r, (v) => v >= 0.6),
+    });
+  }
+  const w2 = medianRun(c.w2);
+  const b2 = medianRun(c.w2Baseline);
+  if (w2 || b2) {
+    rows.push({
+      workload: "W2 chain",
+      figure: "hop p50 ms",
+      value: w2?.hop_p50_ms ?? null,
+      baseline: b2?.hop_p50_ms ?? null,
+      ratio: ratio(w2?.hop_p50_ms, b2?.hop_p50_ms),
+      target: "<= 3",
+      met: check(w2?.hop_p50_ms ?? null, (v) => v <= 3),
+    });
+    rows.push({
+      workload: "W2 chain",
+      figure: "hop p99 ms",
+      value: w2?.hop_p99_ms ?? null,
+      baseline: b2?.hop_p99_ms ?? null,
+      ratio: ratio(w2?.hop_p99_ms, b2?.hop_p99_ms),
+      target: "<= 15",
+      met: check(w2?.hop_p99_ms ?? null, (v) => v <= 15),
+    });
+    rows.push({
+      workload: "W2 chain",
+      figure: "hop p50 ms, from response",
+      value: w2?.hop_from_response_p50_ms ?? null,
+      baseline: b2?.hop_p50_ms ?? null,
+      ratio: ratio(w2?.hop_from_response_p50_ms, b2?.hop_p50_ms),
+      target: "",
+      met: null,
+    });
+  }
+  const w3 = medianRun(c.w3);
+  if (w3) {
+    rows.push({
+      workload: "W3 wide",
+      figure: `create ms (${w3.large_nodes} nodes)`,
+      value: w3.create_ms,
+      baseline: null,
+      ratio: null,
+      target: "<= 2000 (10,000 nodes)",
+      met: check(w3.create_ms, (v) => v <= 2000),
+    });
+    rows.push({
+      workload: "W3 wide",
+      figure: `total ms (${w3.shape})`,
+      value: w3.total_ms,
+      baseline: null,
+      ratio: null,
+      target: "",
+      met: null,
+    });
+    rows.push({
+      workload: "W3 wide",
+      figure: `per-node ms ${w3.large_nodes} / ${w3.small_nodes}`,
+      value: w3.per_node_ms,
+      baseline: w3.small_per_node_ms,
+      ratio: w3.per_node_ratio,
+      target: "ratio <= 1.3",
+      met: check(w3.per_node_ratio, (v) => v <= 1.3),
+    });
+  }
+  const w4 = medianRun(c.w4);
+  if (w4) {
+    rows.push({
+      workload: "W4 edits",
+      figure: `apply ms (${w4.inserted} inserts)`,
+      value: w4.apply_ms,
+      baseline: null,
+      ratio: null,
+      target: "<= 300",
+      met: check(w4.apply_ms, (v) => v <= 300),
+    });
+    rows.push({
+      workload: "W4 edits",
+      figure: "finish ms",
+      value: w4.finish_ms,
+      baseline: null,
+      ratio: null,
+      target: "",
+      met: null,
+    });
+  }
+  const w5 = medianRun(c.w5);
+  if (w5) {
+    rows.push({
+      workload: "W5 footprint",
+      figure: "PG statements/node",
+      value: w5.statements_per_node,
+      baseline: null,
+      ratio: null,
+      target: "<= 4",
+      met: check(w5.statements_per_node, (v) => v <= 4),
+    });
+    rows.push({
+      workload: "W5 footprint",
+      figure: "PG statements/node excl. BEGIN/COMMIT",
+      value: w5.statements_per_node_excl_tx,
+      baseline: null,
+      ratio: null,
+      target: "",
+      met: null,
+    });
+    rows.push({
+      workload: "W5 footprint",
+      figure: `worker RSS MiB at ${w5.second_nodes ?? "-"} / ${w5.first_nodes}`,
+      value: w5.rss_second_mb,
+      baseline: w5.rss_first_mb,
+      ratio: w5.rss_ratio,
+      target: "ratio <= 1.2",
+      met: check(w5.rss_ratio, (v) => v <= 1.2),
+    });
+  }
+  return rows;
+}
+
+function cell(value: number | null, digits = 2): string {
+  if (value === null) return "-";
+  const abs = Math.abs(value);
+  const fixed = abs >= 100 ? value.toFixed(0) : value.toFixed(digits);
+  return fixed.replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+}
+
+/** The results table as text. */
+export function renderTable(rows: readonly Row[]): string {
+  const header = ["workload", "figure", "trellis", "baseline", "ratio", "target", "met"];
+  const body = rows.map((r) => [
+    r.workload,
+    r.figure,
+    cell(r.value),
+    cell(r.baseline),
+    cell(r.ratio),
+    r.target,
+    r.met === null ? "" : r.met ? "yes" : "NO",
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => row[i]!.length)));
+  const numeric = new Set([2, 3, 4]);
+  const line = (row: string[]) =>
+    row.map((c, i) => (numeric.has(i) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join("  ");
+  const rule = widths.map((w) => "-".repeat(w)).join("  ");
+  return [line(header), rule, ...body.map(line)].join("\n");
+}
+
+/** Inputs of {@link resultsJson}. */
+export interface ResultsMeta {
+  date: string;
+  mode: "full" | "quick";
+  runs: number;
+  sizes: Sizes;
+  workerConcurrency: number;
+  machine: MachineInfo;
+  durationS: number;
+}
+
+/** `bench/results/latest.json`: the medians of every figure, each run's figures, the machine and the errors. */
+export function resultsJson(c: Collected, meta: ResultsMeta): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  const w1 = medianRun(c.w1);
+  const b1 = medianRun(c.w1Baseline);
+  if (w1 || b1) {
+    out.w1 = {
+      nodes_per_s: round(w1?.nodes_per_s),
+      baseline_nodes_per_s: round(b1?.jobs_per_s),
+      ratio: round(ratio(w1?.nodes_per_s, b1?.jobs_per_s), 3),
+      target_ratio: 0.6,
+      ...rounded(w1),
+      baseline: rounded(b1),
+      per_run: c.w1.map(rounded),
+      baseline_per_run: c.w1Baseline.map(rounded),
+    };
+  }
+  const w2 = medianRun(c.w2);
+  const b2 = medianRun(c.w2Baseline);
+  if (w2 || b2) {
+    out.w2 = {
+      hop_p50_ms: round(w2?.hop_p50_ms),
+      hop_p99_ms: round(w2?.hop_p99_ms),
+      baseline_hop_p50_ms: round(b2?.hop_p50_ms),
+      baseline_hop_p99_ms: round(b2?.hop_p99_ms),
+      ratio_p50: round(ratio(w2?.hop_p50_ms, b2?.hop_p50_ms)),
+      target_hop_p50_ms: 3,
+      target_hop_p99_ms: 15,
+      ...rounded(w2),
+      baseline: rounded(b2),
+      per_run: c.w2.map(rounded),
+      baseline_per_run: c.w2Baseline.map(rounded),
+    };
+  }
+  const w3 = medianRun(c.w3);
+  if (w3) out.w3 = { ...rounded(w3), target_create_ms: 2000, target_per_node_ratio: 1.3, per_run: c.w3.map(rounded) };
+  const w4 = medianRun(c.w4);
+  if (w4) out.w4 = { ...rounded(w4), target_apply_ms: 300, per_run: c.w4.map(rounded) };
+  const w5 = medianRun(c.w5);
+  if (w5) {
+    const top = w5.top_statements.map((s) => ({ ...s, per_node: round(s.per_node, 3) }));
+    out.w5 = {
+      ...rounded(w5),
+      top_statements: top,
+      target_statements_per_node: 4,
+      target_rss_ratio: 1.2,
+      per_run: c.w5.map((r) => rounded({ ...r, top_statements: undefined })),
+    };
+  }
+  return {
+    ...out,
+    machine: meta.machine,
+    runs: meta.runs,
+    mode: meta.mode,
+    date: meta.date,
+    duration_s: round(meta.durationS, 1),
+    worker_concurrency: meta.workerConcurrency,
+    sizes: meta.sizes,
+    errors: c.errors,
+  };
+}

@@ -1,0 +1,34 @@
+/** How big each workload is. */
+export interface Sizes {
+  /** W1 and its baseline: workflows created concurrently, each of independent nodes. */
+  w1: { workflows: number; nodesPerWorkflow: number };
+  /** W2 and its baseline: nodes of the chain. */
+  w2: { chainLength: number };
+  /** W3: middle width of the small and the large wide workflow (fitted to the engine's limits, see wideShape). */
+  w3: { smallMiddle: number; largeMiddle: number };
+  /** W4: nodes the planner inserts. */
+  w4: { inserted: number };
+  /**
+   * W5: nodes run before the first footprint reading and in all before the second (null: no second reading),
+   * as batches of `workflowsPerBatch` workflows of `nodesPerWorkflow` independent nodes created concurrently.
+   */
+  w5: { firstNodes: number; secondNodes: number | null; nodesPerWorkflow: number; workflowsPerBatch: number };
+}
+
+/** The sizes of issue 7. */
+export const FULL_SIZES: Sizes = {
+  w1: { workflows: 100, nodesPerWorkflow: 100 },
+  w2: { chainLength: 200 },
+  w3: { smallMiddle: 1_000, largeMiddle: 10_000 },
+  w4: { inserted: 1_000 },
+  w5: { firstNodes: 10_000, secondNodes: 100_000, nodesPerWorkflow: 100, workflowsPerBatch: 100 },
+};
+
+/** `--quick`: the same shapes, smaller, for iterating (about a minute at the target speeds). */
+export const QUICK_SIZES: Sizes = {
+  w1: { workflows: 20, nodesPerWorkflow: 100 },
+  w2: { chainLength: 100 },
+  w3: { smallMiddle: 200, largeMiddle: 2_000 },
+  w4: { inserted: 1_000 },
+  w5: { firstNodes: 2_000, secondNodes: null, nodesPerWorkflow: 100, workflowsPerBatch: 20 },
+};

@@ -1,0 +1,71 @@
+import { Queue } from "bullmq";
+import { createRedis } from "@trellis/queue";
+import { withBaselineWorker } from "../harness/baseline-process.js";
+import { nowMs } from "../harness/clock.js";
+import type { BenchContext } from "../harness/context.js";
+import { Deadline } from "../harness/deadline.js";
+import { ResourceMonitor, type ResourceUsage } from "../harness/monitor.js";
+import { benchRedisUrl } from "../harness/redis.js";
+import type { BaselineJob } from "../baseline-worker.js";
+
+/** One run of the raw-BullMQ throughput baseline. */
+export interface BaselineThroughputResult {
+  jobs: number;
+  /** Jobs over the time from the first addBulk sent to the last job completed. */
+  jobs_per_s: number;
+  elapsed_ms: number;
+  /** CPU of the baseline worker, the NodeService and Redis over the run. */
+  resources: ResourceUsage;
+}
+
+/**
+ * The W1 baseline: the same number of jobs as W1 has nodes, added with one addBulk per "workflow" (all
+ * concurrently) to one queue, and a BullMQ Worker of the engine's concurrency in its own process calling the
+ * same no-op NodeService once per job; no PostgreSQL. Jobs per second from the first addBulk to the last job
+ * completed.
+ */
+export async function runBaselineThroughput(ctx: BenchContext, label: string): Promise<BaselineThroughputResult> {
+  const { workflows, nodesPerWorkflow } = ctx.sizes.w1;
+  const jobs = workflows * nodesPerWorkflow;
+  const deadline = new Deadline(Math.max(120_000, jobs * 10), `${label} (W1 baseline)`);
+  return withBaselineWorker(
+    {
+      mode: "throughput",
+      label,
+      count: jobs,
+      concurrency: ctx.workerConcurrency,
+      nodeServiceAddr: ctx.nodeService.address,
+      logDir: ctx.logDir,
+    },
+    deadline,
+    async (worker) => {
+      const redis = createRedis(benchRedisUrl());
+      const queue = new Queue<BaselineJob>(worker.queue, { connection: redis, prefix: worker.prefix });
+      try {
+        const monitor = await ResourceMonitor.start({
+          "baseline-worker": worker.pid,
+          "node-service": ctx.nodeService.pid,
+        });
+        const firstSent = nowMs();
+        await Promise.all(
+          Array.from({ length: workflows }, (_, w) =>
+            queue.addBulk(
+              Array.from({ length: nodesPerWorkflow }, (_, n) => ({
+                name: "node",
+                data: { index: w * nodesPerWorkflow + n },
+                opts: { jobId: `w${w}-n${n}`, removeOnComplete: true },
+              })),
+            ),
+          ),
+        );
+        const lastCompleted = await worker.done(deadline);
+        const resources = await monitor.stop();
+        const elapsed = lastCompleted - firstSent;
+        return { jobs, jobs_per_s: jobs / (elapsed / 1000), elapsed_ms: elapsed, resources };
+      } finally {
+        await queue.close();
+        redis.disconnect();
+      }
+    },
+  );
+}
