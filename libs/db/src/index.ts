@@ -9,3 +9,4 @@ export { WorkflowChanges, lockWorkflow, type NewEvent, type Tx } from "./workflo
 export * from "./listener.js";
 export * from "./event-hub.js";
 export * from "./event-log.js";
+export * from "./connection-errors.js";

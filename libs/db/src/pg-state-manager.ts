@@ -758,9 +758,11 @@ export class PgStateManager implements StateManager {
   ): Promise<(StartedNode | null)[]> {
     if (requests.length === 0) return [];
     return this.write(async (tx) => {
-      // A lost start is harmless (the node is QUEUED again and re-delivered), so it need not wait for fsync.
-      await asyncCommit(tx);
-      const locked = await this.lockWorkflows(tx, [...new Set(requests.map((r) => r.workflowId))]);
+      // A lost start is harmless (the node is QUEUED again and re-delivered), so it need not wait for fsync;
+      // the locking statement switches that off, saving a round trip.
+      const locked = await this.lockWorkflows(tx, [...new Set(requests.map((r) => r.workflowId))], {
+        asyncCommit: true,
+      });
       const open = new Map(
         locked
           .filter((w) => !isTerminalWorkflowStatus(workflowStatusFromName(w.status)))
@@ -1212,14 +1214,31 @@ export class PgStateManager implements StateManager {
   }
 
   /** Locks workflows in id order (the order every multi-workflow writer uses, so none deadlock). */
-  private async lockWorkflows(tx: Tx, ids: readonly string[]): Promise<WorkflowRow[]> {
+  private async lockWorkflows(
+    tx: Tx,
+    ids: readonly string[],
+    options: { asyncCommit?: boolean } = {},
+  ): Promise<WorkflowRow[]> {
     if (ids.length === 0) return [];
-    return tx
-      .select()
+    if (!options.asyncCommit) {
+      return tx
+        .select()
+        .from(workflows)
+        .where(inArray(workflows.id, [...ids]))
+        .orderBy(asc(workflows.id))
+        .for("update");
+    }
+    const rows = await tx
+      .select({
+        ...getTableColumns(workflows),
+        // Same effect as SET LOCAL synchronous_commit = off (see asyncCommit), without its own round trip.
+        asyncCommit: sql<string>`set_config('synchronous_commit', 'off', true)`,
+      })
       .from(workflows)
       .where(inArray(workflows.id, [...ids]))
       .orderBy(asc(workflows.id))
       .for("update");
+    return rows.map(({ asyncCommit: _, ...row }) => row);
   }
 
   async heartbeatWorker(workerId: string, capabilities: readonly string[], hostname: string): Promise<void> {

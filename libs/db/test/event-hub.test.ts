@@ -1,4 +1,3 @@
-
 import { ErrorKind, WorkflowAction, WorkflowStatus, type WorkflowEvent } from "@trellis/proto";
 import { createChainWorkflow, createTestDatabase, passReadyNodes, waitFor, type TestDatabase } from "@trellis/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
