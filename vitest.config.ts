@@ -7,6 +7,7 @@ export default defineConfig({
       "libs/*/test/**/*.test.ts",
       "apps/*/src/**/*.test.ts",
       "apps/*/test/**/*.test.ts",
+      "test/**/*.test.ts",
     ],
     pool: "forks",
     testTimeout: 30_000,

@@ -297,7 +297,7 @@ describe("error mapping", () => {
 
   it("answers an unexpected error with INTERNAL and a correlation id that is in the error log with the stack", async () => {
     const { sm, call, logs } = setup();
-    sm.getWorkflow.mockRejectedValueOnce(new Error("connection terminated unexpectedly at pg/secret-host"));
+    sm.getWorkflow.mockRejectedValueOnce(new Error("cannot read properties of undefined at pg/secret-host"));
     const outcome = await call("getWorkflow", { workflowId: WORKFLOW_ID });
     expectRejected(outcome, grpc.status.INTERNAL);
     const match = /^internal error \(correlation id ([0-9a-f-]{36})\)$/.exec(outcome.error!.details!);
@@ -307,6 +307,26 @@ describe("error mapping", () => {
     const line = logs.records().find((r) => r.correlation_id === match![1]);
     expect(line).toMatchObject({ level: "error", method: "workflow.v1.WorkflowService/GetWorkflow" });
     expect((line!.err as { stack: string }).stack).toContain("secret-host");
+  });
+});
+
+describe("database outages", () => {
+  it("answers UNAVAILABLE (retryable, nothing changed) when PostgreSQL is unreachable or drops the connection", async () => {
+    const { sm, call, logs } = setup();
+    const outages = [
+      Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:5432"), { code: "ECONNREFUSED" }),
+      new Error("Failed query: select 1", {
+        cause: Object.assign(new Error("terminating connection due to administrator command"), { code: "57P01" }),
+      }),
+      new Error("Connection terminated unexpectedly"),
+    ];
+    for (const outage of outages) {
+      sm.getWorkflow.mockRejectedValueOnce(outage);
+      const outcome = await call("getWorkflow", { workflowId: WORKFLOW_ID });
+      expectRejected(outcome, grpc.status.UNAVAILABLE);
+      expect(outcome.error!.details).toBe("the database is unavailable; retry later");
+    }
+    expect(logs.records().filter((r) => r.level === "warn")).toHaveLength(outages.length);
   });
 });
 

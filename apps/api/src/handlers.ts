@@ -27,6 +27,7 @@ import {
 import type { Logger } from "pino";
 import { deadlinePassed } from "./deadline.js";
 import { toCallError } from "./errors.js";
+import { undecodableReason } from "./undecodable-requests.js";
 
 /** ListWorkflows page size when the request leaves it 0. */
 export const DEFAULT_PAGE_SIZE = 50;
@@ -210,6 +211,11 @@ function unary<I extends DescMessage, O extends DescMessage>(
       callback({ code: grpc.status.CANCELLED, details: "cancelled before the call started" });
       return;
     }
+    const undecodable = undecodableReason(call.request);
+    if (undecodable !== undefined) {
+      callback({ code: grpc.status.INVALID_ARGUMENT, details: `request: cannot be decoded: ${undecodable}` });
+      return;
+    }
     run(call.request).then(
       (response) => callback(null, create(method.output, response)),
       // Named as in the per-call log line: `workflow.v1.WorkflowService/GetWorkflow`.
@@ -234,6 +240,8 @@ function watch(deps: WorkflowServiceDeps, call: grpc.ServerWritableStream<WatchW
   call.on("close", () => controller.abort());
   void (async () => {
     try {
+      const undecodable = undecodableReason(call.request);
+      if (undecodable !== undefined) throw new InvalidArgumentError("request", `cannot be decoded: ${undecodable}`);
       const workflowId = requireWorkflowId(call.request.workflowId);
       if (call.request.afterSequence < 0n) throw new InvalidArgumentError("after_sequence", "must not be negative");
       for await (const event of events.follow(workflowId, Number(call.request.afterSequence), controller.signal)) {

@@ -1,6 +1,6 @@
 import * as grpc from "@grpc/grpc-js";
 import type { StateManager } from "@trellis/db";
-import { WorkflowService, addGrpcService } from "@trellis/proto";
+import { WorkflowService } from "@trellis/proto";
 import { HealthImplementation } from "grpc-health-check";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
@@ -9,6 +9,7 @@ import { createCallObserver, createGrpcCallMetrics } from "./call-observer.js";
 import type { ApiSettings, ApiTlsSettings } from "./config.js";
 import { type WorkflowEventSource, createWorkflowServiceHandlers } from "./handlers.js";
 import { createReflectionService } from "./reflection.js";
+import { tolerantServiceDefinition } from "./undecodable-requests.js";
 
 /** The settings {@link startApiServer} uses. */
 export type ApiServerSettings = Pick<ApiSettings, "grpcAddr" | "apiToken" | "tls" | "maxReceiveBytes">;
@@ -82,15 +83,15 @@ export async function startApiServer(options: StartApiServerOptions): Promise<Ru
     interceptors,
   });
 
-  addGrpcService(
-    server,
-    WorkflowService,
+  // Requests that cannot be decoded reach the handlers as placeholders they refuse (INVALID_ARGUMENT, not INTERNAL).
+  server.addService(
+    tolerantServiceDefinition(WorkflowService) as unknown as grpc.ServiceDefinition,
     createWorkflowServiceHandlers({
       stateManager: options.stateManager,
       logger,
       notifyScheduler: options.notifyScheduler,
       events: options.events,
-    }),
+    }) as unknown as grpc.UntypedServiceImplementation,
   );
   const health = new HealthImplementation();
   health.addToServer(server);

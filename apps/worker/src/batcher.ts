@@ -54,7 +54,7 @@ export class Batcher<I, O> {
   private async flushBatch(batch: Pending<I, O>[]): Promise<void> {
     try {
       const results = await this.flush(batch.map((p) => p.item));
-      batch.forEach((p, i) => p.resolve(results[i] as O));
+      for (const [i, p] of batch.entries()) p.resolve(results[i] as O);
     } catch (error) {
       if (batch.length === 1) {
         batch[0]!.reject(error);

@@ -1,5 +1,6 @@
 import * as grpc from "@grpc/grpc-js";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { valueProblem } from "@trellis/core";
 import type { NodeResult, StartedNode } from "@trellis/db";
 import { ErrorKind, ExecutionStatus, NodeService, createGrpcClient, type GrpcClient } from "@trellis/proto";
 
@@ -15,11 +16,40 @@ export function createNodeServiceClient(address: string, maxReceiveBytes: number
   });
 }
 
+/** Longest error message kept from a NodeService (in characters); the rest is cut. */
+export const MAX_ERROR_MESSAGE_LENGTH = 16_384;
+
+/** An error message as it can be stored: NUL characters (PostgreSQL refuses them) replaced, and cut to a bound. */
+export function storableMessage(message: string): string {
+  const clean = message.includes("\u0000") ? message.replaceAll("\u0000", "\uFFFD") : message;
+  return clean.length > MAX_ERROR_MESSAGE_LENGTH ? `${clean.slice(0, MAX_ERROR_MESSAGE_LENGTH)}…` : clean;
+}
+
 /**
  * Calls ExecuteNode for a started node with the node's timeout as deadline and maps every outcome to a
  * NodeResult: a failed call (any status but OK) is an INFRA_ERROR, an unspecified status a TASK_ERROR.
  */
 export async function executeNode(
+  client: NodeServiceClient,
+  started: StartedNode,
+  signal: AbortSignal,
+): Promise<NodeResult> {
+  const result = await callNodeService(client, started, signal);
+  if (result.kind === "error") return { ...result, message: storableMessage(result.message) };
+  // An output PostgreSQL cannot store would fail the result's transaction again at every attempt: it is the
+  // NodeService's error, so the node fails with TASK_ERROR saying why.
+  const problem = valueProblem(result.output);
+  if (problem) {
+    return {
+      kind: "error",
+      errorKind: ErrorKind.TASK_ERROR,
+      message: storableMessage(`NodeService output cannot be stored: output${problem.path} ${problem.reason}`),
+    };
+  }
+  return result;
+}
+
+async function callNodeService(
   client: NodeServiceClient,
   started: StartedNode,
   signal: AbortSignal,

@@ -19,6 +19,7 @@ export {
   type CommonSettings,
   DATABASE_URL_PROTOCOLS,
   DEFAULT_DATABASE_URL,
+  DEFAULT_STARTUP_TIMEOUT_MS,
   DEFAULT_QUEUE_PREFIX,
   DEFAULT_REDIS_URL,
   QUEUE_PREFIX_PATTERN,
@@ -26,4 +27,6 @@ export {
   type RedisSettings,
   readCommonSettings,
   readRedisSettings,
+  readStartupSettings,
+  type StartupSettings,
 } from "./settings.js";

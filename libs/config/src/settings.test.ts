@@ -1,6 +1,12 @@
 import { describe, expect, it } from "vitest";
 import { ConfigError } from "./config-error.js";
-import { DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, readCommonSettings, readRedisSettings } from "./settings.js";
+import {
+  DEFAULT_DATABASE_URL,
+  DEFAULT_REDIS_URL,
+  readCommonSettings,
+  readRedisSettings,
+  readStartupSettings,
+} from "./settings.js";
 
 describe("readCommonSettings", () => {
   it("defaults to the local database and info logs", () => {
@@ -41,5 +47,20 @@ describe("readRedisSettings", () => {
     expect(() => readRedisSettings({ REDIS_URL: "http://localhost:6379" })).toThrow(
       'REDIS_URL: must be a redis: or rediss: URL, got "http://localhost:6379"',
     );
+  });
+});
+
+describe("readStartupSettings", () => {
+  it("waits 30 s by default and reads STARTUP_TIMEOUT_MS", () => {
+    expect(readStartupSettings({})).toEqual({ startupTimeoutMs: 30_000 });
+    expect(readStartupSettings({ STARTUP_TIMEOUT_MS: "0" })).toEqual({ startupTimeoutMs: 0 });
+    expect(readStartupSettings({ STARTUP_TIMEOUT_MS: "120000" })).toEqual({ startupTimeoutMs: 120_000 });
+  });
+
+  it("rejects a negative or non-integer timeout", () => {
+    expect(() => readStartupSettings({ STARTUP_TIMEOUT_MS: "-1" })).toThrow(
+      'STARTUP_TIMEOUT_MS: must be an integer between 0 and 3600000, got "-1"',
+    );
+    expect(() => readStartupSettings({ STARTUP_TIMEOUT_MS: "5s" })).toThrow(/^STARTUP_TIMEOUT_MS: /);
   });
 });

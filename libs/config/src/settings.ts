@@ -1,5 +1,5 @@
 import { ConfigError } from "./config-error.js";
-import { type Env, type LogLevel, readLogLevel, readString, readUrl } from "./readers.js";
+import { type Env, type LogLevel, readInt, readLogLevel, readString, readUrl } from "./readers.js";
 
 /** Where the apps find PostgreSQL when `DATABASE_URL` is unset. */
 export const DEFAULT_DATABASE_URL = "postgres://postgres:postgres@localhost:5432/trellis";
@@ -55,5 +55,24 @@ export function readRedisSettings(env: Env): RedisSettings {
   return {
     redisUrl: readUrl(env, "REDIS_URL", DEFAULT_REDIS_URL, REDIS_URL_PROTOCOLS),
     queuePrefix,
+  };
+}
+
+/** How long an app waits for PostgreSQL and Redis at start when `STARTUP_TIMEOUT_MS` is unset. */
+export const DEFAULT_STARTUP_TIMEOUT_MS = 30_000;
+
+/** Settings of the start-up path of the apps that need PostgreSQL (and Redis). */
+export interface StartupSettings {
+  /**
+   * `STARTUP_TIMEOUT_MS`: how long the app waits for PostgreSQL and Redis at start, retrying with a logged backoff,
+   * before it exits 1 with one line. 0 tries once. @default 30000
+   */
+  startupTimeoutMs: number;
+}
+
+/** Reads `STARTUP_TIMEOUT_MS`. */
+export function readStartupSettings(env: Env): StartupSettings {
+  return {
+    startupTimeoutMs: readInt(env, "STARTUP_TIMEOUT_MS", DEFAULT_STARTUP_TIMEOUT_MS, { min: 0, max: 3_600_000 }),
   };
 }

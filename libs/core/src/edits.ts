@@ -4,7 +4,7 @@ import { EditType, type Node, type NodeEdit, NodeStatus, type RetryPolicy, Retry
 import { describeCycle, findCycle } from "./dag.js";
 import { FailedPreconditionError, InvalidArgumentError, NotFoundError, ResourceExhaustedError } from "./errors.js";
 import { assertCapability } from "./ids.js";
-import { validateInputSize } from "./input.js";
+import { validateInput } from "./input.js";
 import { validateLabels } from "./labels.js";
 import { DEFAULT_LIMITS, type WorkflowLimits } from "./limits.js";
 import { validateName } from "./names.js";
@@ -288,7 +288,7 @@ class EditBatchPlanner {
         changes.parentIds = [...node.parentIds];
         return;
       case "input":
-        validateInputSize(node.input, `${field}.input`, this.limits);
+        validateInput(node.input, `${field}.input`, this.limits);
         changes.input = node.input === undefined ? {} : copyJsonObject(node.input);
         return;
       case "retry_policy":

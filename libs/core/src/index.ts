@@ -12,3 +12,4 @@ export * from "./node-spec.js";
 export * from "./retry.js";
 export * from "./state-machine.js";
 export * from "./text.js";
+export * from "./storable.js";

@@ -1,6 +1,7 @@
 import type { JsonObject } from "@bufbuild/protobuf";
 import { ResourceExhaustedError } from "./errors.js";
 import { DEFAULT_LIMITS, type WorkflowLimits } from "./limits.js";
+import { validateStorableJson } from "./storable.js";
 import { utf8ByteLength } from "./text.js";
 
 /** Size of `input` as UTF-8 JSON (`JSON.stringify`), the measure `maxInputBytes` limits; 0 when unset. */
@@ -21,4 +22,18 @@ export function validateInputSize(
       `${bytes} bytes of JSON exceeds the limit of ${limits.maxInputBytes} bytes`,
     );
   }
+}
+
+/**
+ * Throws unless `input` can be stored as given: InvalidArgumentError for a NUL character, a number that is not
+ * finite or nesting deeper than MAX_JSON_DEPTH (checked first, so a hostile nesting is never serialised), then
+ * ResourceExhaustedError when larger than `limits.maxInputBytes`.
+ */
+export function validateInput(
+  input: JsonObject | undefined,
+  field: string,
+  limits: WorkflowLimits = DEFAULT_LIMITS,
+): void {
+  validateStorableJson(input, field);
+  validateInputSize(input, field, limits);
 }

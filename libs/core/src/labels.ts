@@ -1,5 +1,6 @@
 import { InvalidArgumentError } from "./errors.js";
 import { DEFAULT_LIMITS, type WorkflowLimits } from "./limits.js";
+import { validateStorableText } from "./storable.js";
 import { codePointLength, quoteForMessage } from "./text.js";
 
 /** What a label key may look like: 1 to 63 characters, starting with a letter or digit. */
@@ -10,7 +11,7 @@ export const MAX_LABEL_VALUE_LENGTH = 256;
 
 /**
  * Throws InvalidArgumentError when `labels` has too many entries (field `field`), a malformed key
- * (field `field`) or a too-long value (field `field["key"]`).
+ * (field `field`) or a too-long value or one holding a NUL character (field `field["key"]`).
  */
 export function validateLabels(
   labels: Readonly<Record<string, string>>,
@@ -35,5 +36,6 @@ export function validateLabels(
         `must be at most ${MAX_LABEL_VALUE_LENGTH} characters`,
       );
     }
+    validateStorableText(value, `${field}[${JSON.stringify(key)}]`);
   }
 }

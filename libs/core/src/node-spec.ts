@@ -4,7 +4,7 @@ import { type Node, NodeSchema, type RetryPolicy, RetryPolicySchema } from "@tre
 import { durationToMs, isValidDuration } from "./durations.js";
 import { InvalidArgumentError } from "./errors.js";
 import { assertCapability, assertNodeId } from "./ids.js";
-import { validateInputSize } from "./input.js";
+import { validateInput } from "./input.js";
 import { validateLabels } from "./labels.js";
 import { DEFAULT_LIMITS, type WorkflowLimits } from "./limits.js";
 import { validateName } from "./names.js";
@@ -79,7 +79,7 @@ export function validateNodeSpec(node: Node, field: string, limits: WorkflowLimi
   validateName(node.name, `${field}.name`);
   assertCapability(node.capability, `${field}.capability`);
   validateParentIds(node.parentIds, node.id, `${field}.parent_ids`, limits);
-  validateInputSize(node.input, `${field}.input`, limits);
+  validateInput(node.input, `${field}.input`, limits);
   validateRetryPolicy(node.retryPolicy, `${field}.retry_policy`);
   validateTimeout(node.timeout, `${field}.timeout`);
   validateLabels(node.labels, `${field}.labels`, limits);

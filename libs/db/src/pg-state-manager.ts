@@ -19,6 +19,9 @@ import {
   planNodeUpdate,
   topologicalOrder,
   validateLabels,
+  validateName,
+  validateStorableJson,
+  validateStorableText,
   validateWorkflowNodes,
   workflowStatusAfterAction,
   type EditPlan,
@@ -101,7 +104,6 @@ type NewEdge = typeof nodeEdges.$inferInsert;
 
 const NODE_CHUNK = 20_000;
 const EDGE_CHUNK = 100_000;
-const MAX_NAME_LENGTH = 256;
 
 /** Deterministic BullMQ job id of a node's queue generation; BullMQ forbids ':' and node ids cannot hold '/'. */
 export function jobIdFor(workflowId: string, nodeId: string, queueGen: number): string {
@@ -208,12 +210,14 @@ export class PgStateManager implements StateManager {
   // ---------------------------------------------------------------- workflows
 
   async createWorkflow(input: CreateWorkflowInput): Promise<CreateWorkflowResult> {
-    if (input.name.length > MAX_NAME_LENGTH) {
-      throw new InvalidArgumentError("name", `must be at most ${MAX_NAME_LENGTH} characters`);
-    }
+    // Characters are code points, as for node names (an emoji is one): validateName, not String.length.
+    validateName(input.name, "name");
     if (input.requestId !== undefined && input.requestId.length > 256) {
       throw new InvalidArgumentError("request_id", "must be at most 256 characters");
     }
+    // PostgreSQL cannot store a NUL character, and a hostile nesting must not reach JSON.stringify.
+    validateStorableText(input.requestId ?? "", "request_id");
+    validateStorableJson(input.input, "input");
     validateLabels(input.labels ?? {}, "labels", this.limits);
     if (jsonBytes(input.input) > this.limits.maxInputBytes) {
       throw new ResourceExhaustedError("input", `exceeds ${this.limits.maxInputBytes} bytes`);
@@ -371,6 +375,10 @@ export class PgStateManager implements StateManager {
       conditions.push(eq(workflows.status, workflowStatusToName(query.status)));
     }
     if (query.labelSelector && Object.keys(query.labelSelector).length > 0) {
+      for (const [key, value] of Object.entries(query.labelSelector)) {
+        validateStorableText(key, "label_selector");
+        validateStorableText(value, `label_selector[${JSON.stringify(key)}]`);
+      }
       conditions.push(sql`${workflows.labels} @> ${JSON.stringify(query.labelSelector)}::jsonb`);
     }
     if (query.pageToken) {
@@ -398,9 +406,7 @@ export class PgStateManager implements StateManager {
 
   async updateWorkflow(workflowId: string, update: UpdateWorkflowInput): Promise<ActionEffects> {
     assertWorkflowId(workflowId);
-    if (update.name !== undefined && update.name.length > MAX_NAME_LENGTH) {
-      throw new InvalidArgumentError("name", `must be at most ${MAX_NAME_LENGTH} characters`);
-    }
+    if (update.name !== undefined) validateName(update.name, "name");
     if (update.labels !== undefined) validateLabels(update.labels, "labels", this.limits);
     const effects: Omit<ActionEffects, "workflow"> = { cancelledRunning: [], removedJobIds: [] };
     await this.write(async (tx) => {

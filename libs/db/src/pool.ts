@@ -13,7 +13,10 @@ export interface PoolOptions {
   applicationName?: string;
 }
 
-/** Creates a pg pool; errors of idle clients are reported to `onError` instead of crashing the process. */
+/**
+ * Creates a pg pool; connection errors are reported to `onError` instead of crashing the process, whether the
+ * client was idle in the pool or checked out (in a transaction, between two statements).
+ */
 export function createPool(databaseUrl: string, options: PoolOptions = {}, onError?: (error: Error) => void): pg.Pool {
   const pool = new pg.Pool({
     connectionString: databaseUrl,
@@ -22,6 +25,12 @@ export function createPool(databaseUrl: string, options: PoolOptions = {}, onErr
     connectionTimeoutMillis: 10_000,
   });
   pool.on("error", (error) => onError?.(error));
+  // pg-pool listens for errors only on idle clients: a checked-out one whose connection drops (the server restarts,
+  // pg_terminate_backend) between two statements emits 'error' with no listener, which kills the process. Its
+  // statement fails anyway and the pool discards the broken client on release.
+  pool.on("connect", (client) => {
+    client.on("error", (error) => onError?.(error));
+  });
   return pool;
 }
 

@@ -15,10 +15,13 @@ export function testServerUrl(): string {
   return process.env.TEST_DATABASE_URL ?? "postgres://postgres:postgres@127.0.0.1:5432/postgres";
 }
 
-/** Creates and migrates a fresh, uniquely named database; each test file calls this once. */
-export async function createTestDatabase(prefix = "trellis_test"): Promise<TestDatabase> {
+/**
+ * Creates and migrates a fresh, uniquely named database; each test file calls this once. `serverUrl` picks another
+ * server than {@link testServerUrl} (a private one a test stops and starts).
+ */
+export async function createTestDatabase(prefix = "trellis_test", serverUrl = testServerUrl()): Promise<TestDatabase> {
   const name = `${prefix}_${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 8)}`;
-  const url = withDatabaseName(testServerUrl(), name);
+  const url = withDatabaseName(serverUrl, name);
   await runMigrations(url);
   const pool = createPool(url, { max: 10, applicationName: name });
   const db = createDatabase(pool);

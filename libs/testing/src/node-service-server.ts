@@ -1,11 +1,11 @@
 import * as grpc from "@grpc/grpc-js";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import {
-  addGrpcService,
   type ExecuteNodeRequest,
   type ExecuteNodeResponse,
   ExecuteNodeResponseSchema,
   NodeService,
+  grpcServiceDefinition,
 } from "@trellis/proto";
 
 /** What a test's handler may return: any init shape of ExecuteNodeResponse (a built message is one too). */
@@ -20,6 +20,18 @@ export type ExecuteHandler = (
   call: grpc.ServerUnaryCall<ExecuteNodeRequest, ExecuteNodeResponse>,
   signal: AbortSignal,
 ) => Promise<ExecuteResult> | ExecuteResult;
+
+const rawResponses = new WeakMap<object, Uint8Array>();
+
+/**
+ * A response whose bytes on the wire are `bytes`, whatever they are: for a NodeService that answers garbage (not an
+ * ExecuteNodeResponse at all). Return it from a handler.
+ */
+export function rawResponse(bytes: Uint8Array): ExecuteNodeResponse {
+  const placeholder = create(ExecuteNodeResponseSchema);
+  rawResponses.set(placeholder, bytes);
+  return placeholder;
+}
 
 /** One ExecuteNode call the server received, in arrival order. */
 export interface RecordedCall {
@@ -94,8 +106,17 @@ export async function startNodeServiceServer(
   let current = handler;
 
   const server = new grpc.Server();
-  addGrpcService(server, NodeService, {
-    executeNode(call, callback) {
+  const definition = grpcServiceDefinition(NodeService);
+  const serialize = definition.executeNode.responseSerialize;
+  definition.executeNode.responseSerialize = (response) => {
+    const raw = rawResponses.get(response);
+    return raw ? Buffer.from(raw) : serialize(response);
+  };
+  const implementation: grpc.UntypedServiceImplementation = {
+    executeNode(
+      call: grpc.ServerUnaryCall<ExecuteNodeRequest, ExecuteNodeResponse>,
+      callback: grpc.sendUnaryData<ExecuteNodeResponse>,
+    ) {
       const recorded: RecordedCall = { request: call.request, receivedAt: Date.now(), cancelled: false };
       calls.push(recorded);
       const controller = new AbortController();
@@ -123,7 +144,8 @@ export async function startNodeServiceServer(
         )
         .finally(() => inFlight.delete(controller));
     },
-  });
+  };
+  server.addService(definition as unknown as grpc.ServiceDefinition, implementation);
 
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(joinHostPort(host, opts.port ?? 0), grpc.ServerCredentials.createInsecure(), (error, bound) =>

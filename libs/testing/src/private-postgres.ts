@@ -1,0 +1,116 @@
+import { execFile, spawnSync } from "node:child_process";
+import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { freePort } from "./free-port.js";
+
+const run = promisify(execFile);
+
+/**
+ * A PostgreSQL server of a test file's own (initdb in a temporary directory, its own port): the only kind a test
+ * may stop and start. The shared server on 5432 must never be restarted.
+ */
+export interface PrivatePostgres {
+  port: number;
+  /** `postgres://postgres@127.0.0.1:<port>/postgres` (trust authentication). */
+  serverUrl: string;
+  /** Where its data, socket and log live. */
+  dir: string;
+  /** Starts it (again) and waits until it accepts connections. */
+  start(): Promise<void>;
+  /** `pg_ctl stop`: `fast` closes sessions and checkpoints; `immediate` is a crash (recovery at the next start). */
+  stop(mode?: "fast" | "immediate"): Promise<void>;
+  /** Stops it for good and removes its directory. */
+  close(): Promise<void>;
+}
+
+/** The bin directory of the newest PostgreSQL installed under /usr/lib/postgresql, or null. */
+export function postgresBinDir(): string | null {
+  const root = "/usr/lib/postgresql";
+  if (!existsSync(root)) return null;
+  const versions = readdirSync(root)
+    .filter((v) => existsSync(join(root, v, "bin", "initdb")))
+    .sort((a, b) => Number(b) - Number(a));
+  return versions[0] ? join(root, versions[0], "bin") : null;
+}
+
+/** Why a private PostgreSQL cannot be made here, or undefined when it can. */
+export function privatePostgresSkipReason(): string | undefined {
+  if (!postgresBinDir()) return "no PostgreSQL server binaries under /usr/lib/postgresql";
+  if (process.getuid?.() === 0 && spawnSync("id", ["-u", "postgres"]).status !== 0) {
+    return "running as root without a postgres user to run PostgreSQL as";
+  }
+  return undefined;
+}
+
+const clusters = new Set<string>();
+let exitHookInstalled = false;
+
+function installExitHook(bin: string, asPostgres: (argv: string[]) => [string, string[]]): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.once("exit", () => {
+    for (const data of clusters) {
+      const [cmd, args] = asPostgres([join(bin, "pg_ctl"), "-D", data, "-m", "immediate", "stop"]);
+      spawnSync(cmd, args, { stdio: "ignore" });
+    }
+  });
+}
+
+/** Creates (initdb) and starts a private PostgreSQL cluster on a free port; fsync off, it is a throwaway. */
+export async function startPrivatePostgres(): Promise<PrivatePostgres> {
+  const bin = postgresBinDir();
+  if (!bin) throw new Error("no PostgreSQL server binaries under /usr/lib/postgresql");
+  // PostgreSQL refuses to run as root: run its binaries as the postgres user then.
+  const root = process.getuid?.() === 0;
+  const asPostgres = (argv: string[]): [string, string[]] =>
+    root ? ["runuser", ["-u", "postgres", "--", ...argv]] : [argv[0]!, argv.slice(1)];
+  installExitHook(bin, asPostgres);
+  const dir = mkdtempSync(join(tmpdir(), "trellis-pg-"));
+  if (root) {
+    const uid = Number(spawnSync("id", ["-u", "postgres"], { encoding: "utf8" }).stdout.trim());
+    const gid = Number(spawnSync("id", ["-g", "postgres"], { encoding: "utf8" }).stdout.trim());
+    chownSync(dir, uid, gid);
+  }
+  const data = join(dir, "data");
+  const port = await freePort();
+  const exec = async (argv: string[]) => {
+    const [cmd, args] = asPostgres(argv);
+    try {
+      return await run(cmd, args, { timeout: 60_000 });
+    } catch (error) {
+      const e = error as { stderr?: string; stdout?: string; message: string };
+      throw new Error(`${argv.join(" ")} failed: ${e.message}\n${e.stdout ?? ""}${e.stderr ?? ""}`);
+    }
+  };
+  await exec([join(bin, "initdb"), "-D", data, "-A", "trust", "-U", "postgres", "--no-sync"]);
+  clusters.add(data);
+  const options = [
+    `-p ${port}`,
+    `-k ${dir}`,
+    "-c listen_addresses=127.0.0.1",
+    "-c fsync=off",
+    "-c full_page_writes=off",
+    "-c max_connections=200",
+  ].join(" ");
+  const start = async () => {
+    await exec([join(bin, "pg_ctl"), "-D", data, "-o", options, "-l", join(dir, "log"), "-w", "-t", "60", "start"]);
+  };
+  const stop = async (mode: "fast" | "immediate" = "fast") => {
+    await exec([join(bin, "pg_ctl"), "-D", data, "-m", mode, "-w", "-t", "60", "stop"]);
+  };
+  await start();
+  return {
+    port,
+    serverUrl: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    dir,
+    start,
+    stop,
+    async close() {
+      await stop("immediate").catch(() => undefined);
+      clusters.delete(data);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}

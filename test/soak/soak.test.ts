@@ -1,0 +1,39 @@
+// The short soak of CI (`npm test`): about a minute of mixed load with a worker restarted every 25 s. The long one is
+// `npm run soak -- --minutes N`.
+import { recordMeasurement } from "@trellis/testing";
+import { describe, expect, it } from "vitest";
+import { runSoak, saveSoakReport } from "./soak.js";
+
+describe("soak", () => {
+  it("a minute of mixed load with worker restarts: I1-I5 hold, footprint flat", async () => {
+    const report = await runSoak({
+      durationMs: Number(process.env.SOAK_CI_MS ?? 60_000),
+      restartEveryMs: 25_000,
+      sampleEveryMs: 5_000,
+    });
+    saveSoakReport(report);
+    recordMeasurement("soak (CI)", {
+      durationS: report.durationS,
+      nodes: report.nodes,
+      workflows: JSON.stringify(report.workflows),
+      restarts: report.restarts.kill + report.restarts.term,
+      redelivered: report.redeliveredKeys,
+      footprint: JSON.stringify(report.footprint),
+    });
+    expect(report.unexpectedErrors).toEqual([]);
+    expect(report.violationsDuringRun).toEqual([]);
+    expect(report.finalViolations).toEqual([]);
+    expect(report.duplicateEffects).toBe(0);
+    expect(report.restarts.kill + report.restarts.term).toBeGreaterThanOrEqual(2);
+    expect(report.nodes).toBeGreaterThan(200);
+    // Flat: connections come back to where they were (pools are bounded, restarts return theirs), memory does
+    // not climb. A minute is short: the bounds are loose, the figures are in the report.
+    const f = report.footprint;
+    expect(f.pgConnections!.end).toBeLessThanOrEqual(f.pgConnections!.warm + 4);
+    expect(f.redisClients!.end).toBeLessThanOrEqual(f.redisClients!.warm + 4);
+    for (const app of ["api", "scheduler-1", "worker-stable"]) {
+      const rss = f[`rssMiB.${app}`]!;
+      expect(rss.end, `${app} RSS ${JSON.stringify(rss)}`).toBeLessThan(rss.warm * 1.5);
+    }
+  }, 240_000);
+});
