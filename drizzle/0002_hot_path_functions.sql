@@ -1,0 +1,2 @@
+-- Hot-path functions: filled in by the next commit.
+SELECT 1;
