@@ -1,2 +1,218 @@
--- Hot-path functions: filled in by the next commit.
-SELECT 1;
+-- The two transactions every node goes through, start and plain success, as server-side functions: each is one
+-- round trip instead of five to seven, so a workflow's row lock is held for the time PostgreSQL takes to run the
+-- statements, not for the client's round trips. They do what PgStateManager.startNodes and passNodes/settleAll/
+-- commitChanges do in TypeScript (which stay for every other path), with the same events; tests hold both to it.
+-- Each returns rows of (kind, body): 'event' rows are the events written; the other kinds are described below.
+
+-- QUEUED -> RUNNING under fresh leases. Workflows are locked first, in id order, like every writer does; a finished
+-- workflow's nodes are not started. Commits without waiting for the WAL flush: a lost start is redone (see
+-- asyncCommit in libs/db). Returns a 'node' row per started node: {node, parent_outputs, workflow_name,
+-- workflow_input}; a node asked for twice is started once.
+CREATE OR REPLACE FUNCTION trellis_start_nodes(p_workflow_ids uuid[], p_node_ids text[], p_lease_secs double precision)
+RETURNS TABLE (kind text, body jsonb)
+LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM set_config('synchronous_commit', 'off', true);
+  PERFORM 1 FROM workflows WHERE id = ANY (p_workflow_ids) ORDER BY id FOR UPDATE;
+  RETURN QUERY
+  WITH w AS (
+    SELECT wf.id, wf.status, wf.event_seq, wf.name, wf.input
+      FROM workflows wf
+     WHERE wf.id = ANY (p_workflow_ids) AND wf.status NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED')
+  ),
+  started AS (
+    UPDATE nodes n
+       SET status = 'RUNNING', attempt = n.attempt + 1, lease = gen_random_uuid(),
+           lease_expires_at = now() + make_interval(secs => p_lease_secs),
+           started_at = now(), updated_at = now()
+      FROM unnest(p_workflow_ids, p_node_ids) WITH ORDINALITY AS r(workflow_id, id, ord)
+     WHERE n.workflow_id = r.workflow_id AND n.id = r.id AND n.status = 'QUEUED'
+       AND r.workflow_id IN (SELECT w.id FROM w)
+    RETURNING n.*, r.ord
+  ),
+  numbered AS (
+    SELECT s.workflow_id, s.id, s.attempt, s.capability,
+           row_number() OVER (PARTITION BY s.workflow_id ORDER BY s.ord) AS k
+      FROM started s
+  ),
+  ev AS (
+    -- A PENDING workflow becomes RUNNING with its first started node: that event comes first.
+    SELECT w.id AS workflow_id, w.event_seq + 1 AS sequence, 'workflow.status_changed' AS type, NULL::text AS node_id,
+           'RUNNING'::workflow_status AS workflow_status, NULL::node_status AS node_status,
+           jsonb_build_object('from', 'PENDING') AS data
+      FROM w
+     WHERE w.status = 'PENDING' AND EXISTS (SELECT 1 FROM started s WHERE s.workflow_id = w.id)
+    UNION ALL
+    SELECT c.workflow_id, w.event_seq + (w.status = 'PENDING')::int + c.k, 'node.status_changed', c.id,
+           CASE WHEN w.status = 'PENDING' THEN 'RUNNING'::workflow_status ELSE w.status END, 'RUNNING'::node_status,
+           jsonb_build_object('from', 'QUEUED', 'attempt', c.attempt, 'capability', c.capability)
+      FROM numbered c JOIN w ON w.id = c.workflow_id
+  ),
+  inserted AS (
+    INSERT INTO workflow_events (workflow_id, sequence, type, node_id, workflow_status, node_status, data)
+    SELECT ev.workflow_id, ev.sequence, ev.type, ev.node_id, ev.workflow_status, ev.node_status, ev.data FROM ev
+    RETURNING workflow_events.workflow_id, workflow_events.sequence, workflow_events.type, workflow_events.node_id,
+              workflow_events.workflow_status, workflow_events.node_status, workflow_events.data, workflow_events.time
+  ),
+  bumped AS (
+    UPDATE workflows wf
+       SET event_seq = wf.event_seq + c.n,
+           status = CASE WHEN wf.status = 'PENDING' THEN 'RUNNING'::workflow_status ELSE wf.status END,
+           updated_at = now()
+      FROM (SELECT ev.workflow_id, count(*) AS n FROM ev GROUP BY ev.workflow_id) c
+     WHERE wf.id = c.workflow_id
+    RETURNING wf.id
+  )
+  SELECT 'node', jsonb_build_object(
+           'node', to_jsonb(s) - 'ord',
+           'parent_outputs', (SELECT coalesce(jsonb_object_agg(pid, p.output), '{}'::jsonb)
+                                FROM unnest(s.parent_ids) AS pid
+                                LEFT JOIN nodes p ON p.workflow_id = s.workflow_id AND p.id = pid),
+           'workflow_name', w.name,
+           'workflow_input', w.input)
+    FROM started s JOIN w ON w.id = s.workflow_id
+  UNION ALL
+  SELECT 'event', to_jsonb(i) FROM inserted i
+  UNION ALL
+  SELECT 'workflow', jsonb_build_object('id', b.id) FROM bumped b;
+END;
+$$;
+--> statement-breakpoint
+
+-- RUNNING -> PASS under their leases for successes without edits, with everything that follows in the same
+-- transaction: the attempts' endings, each child's pending_parents decremented, the children that became ready
+-- QUEUED at once when p_dispatch and their workflow is PENDING or RUNNING (eager dispatch), each workflow settled
+-- (SUCCEEDED or FAILED once nothing can run), the events numbered and the workflow rows updated. Returns
+-- 'pass' {workflow_id, id, attempt, capability} per node passed (the others were stale), 'queued' (a node row) per
+-- child dispatched, 'ready' {workflow_id} per workflow with a ready child left to the scheduler, and 'workflow'
+-- {id, status} per workflow changed.
+CREATE OR REPLACE FUNCTION trellis_pass_nodes(
+  p_workflow_ids uuid[], p_node_ids text[], p_leases uuid[], p_outputs jsonb[], p_dispatch boolean
+)
+RETURNS TABLE (kind text, body jsonb)
+LANGUAGE plpgsql AS $$
+DECLARE
+  v_rows jsonb;
+  v_settled jsonb;
+BEGIN
+  PERFORM 1 FROM workflows WHERE id = ANY (p_workflow_ids) ORDER BY id FOR UPDATE;
+  -- A passing node is never a child of another in the batch: a child cannot run before its parents passed.
+  WITH passed AS (
+    UPDATE nodes n
+       SET status = 'PASS', output = r.output, error_kind = NULL, error_message = NULL, lease = NULL,
+           lease_expires_at = NULL, finished_at = now(), updated_at = now()
+      FROM unnest(p_workflow_ids, p_node_ids, p_leases, p_outputs) WITH ORDINALITY AS r(workflow_id, id, lease, output, ord)
+     WHERE n.workflow_id = r.workflow_id AND n.id = r.id AND n.lease = r.lease AND n.status = 'RUNNING'
+    RETURNING n.workflow_id, n.id, n.attempt, n.capability, r.ord
+  ),
+  ended AS (
+    INSERT INTO node_attempts (workflow_id, node_id, attempt, outcome)
+    SELECT p.workflow_id, p.id, p.attempt, 'PASS' FROM passed p
+  ),
+  decrements AS (
+    SELECT e.workflow_id, e.child_id, count(*)::int AS n, p_dispatch AND w.status IN ('PENDING', 'RUNNING') AS now_ok
+      FROM node_edges e
+      JOIN passed p ON e.workflow_id = p.workflow_id AND e.parent_id = p.id
+      JOIN workflows w ON w.id = e.workflow_id
+     GROUP BY e.workflow_id, e.child_id, w.status
+  ),
+  children AS (
+    UPDATE nodes c
+       SET pending_parents = c.pending_parents - d.n,
+           status = CASE WHEN d.now_ok AND c.status = 'PENDING' AND c.pending_parents = d.n
+                         THEN 'QUEUED'::node_status ELSE c.status END,
+           queue_gen = CASE WHEN d.now_ok AND c.status = 'PENDING' AND c.pending_parents = d.n
+                            THEN c.queue_gen + 1 ELSE c.queue_gen END,
+           queued_at = CASE WHEN d.now_ok AND c.status = 'PENDING' AND c.pending_parents = d.n
+                            THEN now() ELSE c.queued_at END,
+           updated_at = now()
+      FROM decrements d
+     WHERE c.workflow_id = d.workflow_id AND c.id = d.child_id
+    RETURNING c.*
+  )
+  SELECT jsonb_build_object(
+           'passed', coalesce((SELECT jsonb_agg(jsonb_build_object('workflow_id', p.workflow_id, 'id', p.id,
+                                                                   'attempt', p.attempt, 'capability', p.capability)
+                                                ORDER BY p.ord) FROM passed p), '[]'::jsonb),
+           'children', coalesce((SELECT jsonb_agg(to_jsonb(c) ORDER BY c.workflow_id, c.id)
+                                   FROM children c WHERE c.pending_parents = 0 AND c.status IN ('PENDING', 'QUEUED')),
+                                '[]'::jsonb))
+    INTO v_rows;
+
+  -- Settle: a workflow with nothing left to run is FAILED when a node is FAIL, else SUCCEEDED. The FAIL check
+  -- scans the workflow's nodes, so it runs only once nothing is unfinished (CASE is lazy).
+  SELECT coalesce(jsonb_agg(jsonb_build_object('id', s.id, 'status', s.to_status)), '[]'::jsonb)
+    INTO v_settled
+    FROM (SELECT w.id,
+                 CASE WHEN EXISTS (SELECT 1 FROM nodes WHERE workflow_id = w.id AND status IN ('PENDING', 'QUEUED', 'RUNNING'))
+                      THEN NULL
+                      WHEN EXISTS (SELECT 1 FROM nodes WHERE workflow_id = w.id AND status = 'FAIL') THEN 'FAILED'
+                      ELSE 'SUCCEEDED' END AS to_status
+            FROM workflows w
+           WHERE w.id IN (SELECT (e ->> 'workflow_id')::uuid FROM jsonb_array_elements(v_rows -> 'passed') e)
+             AND w.status NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED')) s
+   WHERE s.to_status IS NOT NULL;
+
+  RETURN QUERY
+  WITH w AS (
+    SELECT wf.id, wf.status, wf.event_seq FROM workflows wf WHERE wf.id = ANY (p_workflow_ids)
+  ),
+  settled AS (
+    SELECT (e ->> 'id')::uuid AS id, (e ->> 'status')::workflow_status AS status
+      FROM jsonb_array_elements(v_settled) e
+  ),
+  raw AS (
+    SELECT (e ->> 'workflow_id')::uuid AS workflow_id, 1 AS phase, x.ord, 'node.status_changed' AS type,
+           e ->> 'id' AS node_id, 'PASS'::node_status AS node_status,
+           jsonb_build_object('from', 'RUNNING', 'attempt', e -> 'attempt', 'capability', e -> 'capability') AS data
+      FROM jsonb_array_elements(v_rows -> 'passed') WITH ORDINALITY AS x(e, ord)
+    UNION ALL
+    SELECT (e ->> 'workflow_id')::uuid, 2, x.ord, 'node.status_changed', e ->> 'id', 'QUEUED'::node_status,
+           jsonb_build_object('from', 'PENDING', 'capability', e -> 'capability')
+      FROM jsonb_array_elements(v_rows -> 'children') WITH ORDINALITY AS x(e, ord)
+     WHERE e ->> 'status' = 'QUEUED'
+    UNION ALL
+    SELECT s.id, 3, 1, 'workflow.status_changed', NULL, NULL, jsonb_build_object('from', w.status)
+      FROM settled s JOIN w ON w.id = s.id
+  ),
+  ev AS (
+    SELECT r.workflow_id,
+           w.event_seq + row_number() OVER (PARTITION BY r.workflow_id ORDER BY r.phase, r.ord) AS sequence,
+           r.type, r.node_id,
+           CASE WHEN r.phase = 3 THEN s.status ELSE w.status END AS workflow_status,
+           r.node_status, r.data
+      FROM raw r JOIN w ON w.id = r.workflow_id LEFT JOIN settled s ON s.id = r.workflow_id
+  ),
+  inserted AS (
+    INSERT INTO workflow_events (workflow_id, sequence, type, node_id, workflow_status, node_status, data)
+    SELECT ev.workflow_id, ev.sequence, ev.type, ev.node_id, ev.workflow_status, ev.node_status, ev.data FROM ev
+    RETURNING workflow_events.workflow_id, workflow_events.sequence, workflow_events.type, workflow_events.node_id,
+              workflow_events.workflow_status, workflow_events.node_status, workflow_events.data, workflow_events.time
+  ),
+  bumped AS (
+    UPDATE workflows wf
+       SET event_seq = wf.event_seq + c.n,
+           status = coalesce(s.status, wf.status),
+           finished_at = CASE WHEN coalesce(s.status, wf.status) IN ('SUCCEEDED', 'FAILED', 'CANCELLED')
+                              THEN coalesce(wf.finished_at, now()) END,
+           updated_at = now()
+      FROM (SELECT ev.workflow_id, count(*) AS n FROM ev GROUP BY ev.workflow_id) c
+      LEFT JOIN settled s ON s.id = c.workflow_id
+     WHERE wf.id = c.workflow_id
+    RETURNING wf.id, wf.status
+  )
+  SELECT 'pass', e FROM jsonb_array_elements(v_rows -> 'passed') e
+  UNION ALL
+  SELECT 'queued', e FROM jsonb_array_elements(v_rows -> 'children') e WHERE e ->> 'status' = 'QUEUED'
+  UNION ALL
+  SELECT 'ready', jsonb_build_object('workflow_id', b.id)
+    FROM bumped b
+   WHERE b.status NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED')
+     AND EXISTS (SELECT 1 FROM jsonb_array_elements(v_rows -> 'children') e
+                  WHERE e ->> 'status' = 'PENDING' AND (e ->> 'workflow_id')::uuid = b.id)
+  UNION ALL
+  SELECT 'event', to_jsonb(i) FROM inserted i
+  UNION ALL
+  SELECT 'workflow', jsonb_build_object('id', b.id, 'status', b.status) FROM bumped b;
+END;
+$$;

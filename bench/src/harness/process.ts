@@ -72,7 +72,9 @@ export class ManagedProcess {
 
   /** Spawns the process (it is not ready yet: see {@link waitHttpReady}). */
   static start(options: ProcessOptions): ManagedProcess {
-    const child = spawn(process.execPath, ["--import", "tsx", options.script], {
+    // BENCH_NODE_ARGS adds Node.js flags to every app, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile them.
+    const extra = (process.env.BENCH_NODE_ARGS ?? "").split(/\s+/).filter(Boolean);
+    const child = spawn(process.execPath, [...extra, "--import", "tsx", options.script], {
       cwd: REPO_ROOT,
       env: { ...process.env, ...options.env },
       stdio: options.ipc ? ["ignore", "pipe", "pipe", "ipc"] : ["ignore", "pipe", "pipe"],

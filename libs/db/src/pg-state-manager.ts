@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, getTableColumns, inArray, lt, or, sql, type SQL } from "drizzle-orm";
+import { and, asc, desc, eq, inArray, lt, or, sql, type SQL } from "drizzle-orm";
 import { create, fromJson, type JsonObject } from "@bufbuild/protobuf";
 import { ValueSchema, type FieldMask } from "@bufbuild/protobuf/wkt";
 import {
@@ -14,7 +14,6 @@ import {
   effectiveRetryPolicy,
   effectiveTimeoutMs,
   initialStatusForParents,
-  isTerminalWorkflowStatus,
   planEdits,
   planNodeUpdate,
   topologicalOrder,
@@ -59,6 +58,7 @@ import {
   type NodeRow,
   type NodeStatusName,
   type WorkflowRow,
+  type WorkflowStatusName,
 } from "./mapping.js";
 import type { Database } from "./pool.js";
 import { nodeAttempts, nodeEdges, nodes, workers, workflowEvents, workflows } from "./schema.js";
@@ -81,7 +81,6 @@ import type {
 } from "./state-manager.js";
 import {
   WorkflowChanges,
-  asyncCommit,
   collectOutbox,
   notifyAfterCommit,
   type TransactionOutbox,
@@ -146,6 +145,32 @@ async function endAttempts(
   await tx.insert(nodeAttempts).values(ended.map((e) => ({ ...e, outcome })));
 }
 
+/** A result's output as the JSON text of a jsonb parameter (null for none). */
+function outputJson(item: Pick<ResultToRecord, "result">): string | null {
+  const output = item.result.kind === "success" ? valueToJson(item.result.output) : null;
+  return output === null ? null : JSON.stringify(output);
+}
+
+/** A row of a hot-path function: its kind and a JSON body. */
+interface HotPathRow extends Record<string, unknown> {
+  kind: string;
+  body: Record<string, unknown>;
+}
+
+/** An event row as a hot-path function returns it (to_jsonb of workflow_events). */
+function eventFromHotPath(body: Record<string, unknown>): NewEvent {
+  return {
+    workflowId: String(body.workflow_id),
+    sequence: Number(body.sequence),
+    type: String(body.type),
+    nodeId: (body.node_id as string | null) ?? null,
+    workflowStatus: body.workflow_status as WorkflowStatusName,
+    nodeStatus: (body.node_status as NodeStatusName | null) ?? null,
+    data: (body.data ?? {}) as JsonObject,
+    time: new Date(String(body.time)),
+  };
+}
+
 function jsonBytes(value: unknown): number {
   return Buffer.byteLength(JSON.stringify(value ?? {}), "utf8");
 }
@@ -184,6 +209,12 @@ export class PgStateManager implements StateManager {
   private async write<T>(work: (tx: Tx) => Promise<T>): Promise<T> {
     const outbox: TransactionOutbox = { events: [], notifications: [] };
     const result = await this.db.transaction((tx) => collectOutbox(tx, outbox, () => work(tx)));
+    await this.afterCommit(outbox);
+    return result;
+  }
+
+  /** Sends a committed transaction's notifications and hands its events to onEvents. */
+  private async afterCommit(outbox: TransactionOutbox): Promise<void> {
     if (outbox.notifications.length > 0) await this.notify(outbox.notifications);
     if (outbox.events.length > 0 && this.onEvents) {
       try {
@@ -192,7 +223,31 @@ export class PgStateManager implements StateManager {
         // An observer's failure must not turn a committed change into an error.
       }
     }
-    return result;
+  }
+
+  /**
+   * Runs one of the hot-path functions of migration 0002 (a whole transaction in one autocommit statement), then
+   * does what write() does after a commit with the events it returns and the `ready` workflows it names.
+   */
+  private async callHotPath(statement: SQL): Promise<HotPathRow[]> {
+    const { rows } = await this.db.execute<HotPathRow>(statement);
+    const outbox: TransactionOutbox = { events: [], notifications: [] };
+    const lastSequence = new Map<string, number>();
+    for (const row of rows) {
+      if (row.kind === "event") {
+        const event = eventFromHotPath(row.body);
+        outbox.events.push(event);
+        lastSequence.set(event.workflowId, Math.max(event.sequence, lastSequence.get(event.workflowId) ?? 0));
+      } else if (row.kind === "ready") {
+        outbox.notifications.push({ channel: CHANNELS.ready, payload: String(row.body.workflow_id) });
+      }
+    }
+    for (const [workflowId, sequence] of lastSequence) {
+      outbox.notifications.push({ channel: CHANNELS.events, payload: `${workflowId}:${sequence}` });
+    }
+    outbox.events.sort((a, b) => (a.workflowId === b.workflowId ? a.sequence - b.sequence : 0));
+    await this.afterCommit(outbox);
+    return rows;
   }
 
   /** Sends notifications in one autocommit statement; a failure only delays listeners until they poll. */
@@ -698,12 +753,15 @@ export class PgStateManager implements StateManager {
   async claimReadyNodes(limit: number): Promise<QueuedNode[]> {
     if (limit < 1) return [];
     return this.write(async (tx) => {
-      // A lost claim is harmless: the nodes are PENDING again and claimed anew (their jobs find them so).
-      await asyncCommit(tx);
+      // A lost claim is harmless: the nodes are PENDING again and claimed anew (their jobs find them so). So the
+      // claim commits without waiting for its WAL flush (synchronous_commit off for this transaction, set in its
+      // first statement to save a round trip). A later synchronous commit flushes it too, so nothing that depends
+      // on it can survive a crash without it.
       const candidates = await tx.execute<{ workflow_id: string }>(sql`
         select distinct n.workflow_id
           from nodes n
           join workflows w on w.id = n.workflow_id
+         cross join (select set_config('synchronous_commit', 'off', true)) as async_commit
          where n.status = 'PENDING' and n.pending_parents = 0 and w.status in ('PENDING', 'RUNNING')
          limit ${limit}`);
       if (candidates.rows.length === 0) return [];
@@ -763,67 +821,40 @@ export class PgStateManager implements StateManager {
     leaseTtlMs: number,
   ): Promise<(StartedNode | null)[]> {
     if (requests.length === 0) return [];
-    return this.write(async (tx) => {
-      // A lost start is harmless (the node is QUEUED again and re-delivered), so it need not wait for fsync;
-      // the locking statement switches that off, saving a round trip.
-      const locked = await this.lockWorkflows(tx, [...new Set(requests.map((r) => r.workflowId))], {
-        asyncCommit: true,
-      });
-      const open = new Map(
-        locked
-          .filter((w) => !isTerminalWorkflowStatus(workflowStatusFromName(w.status)))
-          .map((w) => [w.id, new WorkflowChanges(w)]),
-      );
-      const wanted = requests.filter((r) => open.has(r.workflowId));
-      if (wanted.length === 0) return requests.map(() => null);
-      const result = await tx.execute<Record<string, unknown>>(sql`
-        update nodes n
-           set status = 'RUNNING', attempt = n.attempt + 1, lease = gen_random_uuid(),
-               lease_expires_at = now() + make_interval(secs => ${leaseTtlMs / 1000}),
-               started_at = now(), updated_at = now()
-          from unnest(${sql.param(wanted.map((r) => r.workflowId))}::uuid[],
-                      ${sql.param(wanted.map((r) => r.nodeId))}::text[]) as r(workflow_id, id)
-         where n.workflow_id = r.workflow_id and n.id = r.id and ${statusIs("n", "QUEUED")}
-        returning n.*, (select coalesce(jsonb_object_agg(pid, (select p.output from nodes p
-                                                                  where p.workflow_id = n.workflow_id and p.id = pid)),
-                                        '{}'::jsonb)
-                          from unnest(n.parent_ids) as pid) as parent_outputs`);
-      const byKey = new Map<string, StartedNode>();
-      for (const raw of result.rows) {
-        const node = nodeRowFromRaw(raw);
-        const changes = open.get(node.workflowId)!;
-        if (changes.status === "PENDING") changes.setStatus("RUNNING");
-        changes.node("node.status_changed", node.id, "RUNNING", {
-          from: "QUEUED",
-          attempt: node.attempt,
-          capability: node.capability,
-        });
-        const parentOutputs: StartedNode["parentOutputs"] = {};
-        // Every parent is present; one that returned no output maps to a null Value.
-        for (const [id, output] of Object.entries((raw.parent_outputs ?? {}) as Record<string, unknown>)) {
-          parentOutputs[id] = valueFromJson(output) ?? fromJson(ValueSchema, null);
-        }
-        const proto = nodeFromRow(node);
-        byKey.set(`${node.workflowId}/${node.id}`, {
-          node: proto,
-          workflowName: changes.row.name,
-          workflowInput: changes.row.input as JsonObject,
-          parentOutputs,
-          lease: node.lease!,
-          attempt: node.attempt,
-          timeoutMs: effectiveTimeoutMs(proto),
-          retryPolicy: effectiveRetryPolicy(proto.retryPolicy),
-          queuedAt: node.queuedAt,
-        });
+    // One round trip: trellis_start_nodes (migration 0002) locks the workflows, starts the nodes (async commit: a
+    // lost start is harmless, the node is QUEUED again and re-delivered) and writes their events.
+    const rows = await this.callHotPath(sql`
+      select kind, body from trellis_start_nodes(${sql.param(requests.map((r) => r.workflowId))}::uuid[],
+                                                 ${sql.param(requests.map((r) => r.nodeId))}::text[],
+                                                 ${leaseTtlMs / 1000}::double precision)`);
+    const byKey = new Map<string, StartedNode>();
+    for (const { kind, body } of rows) {
+      if (kind !== "node") continue;
+      const node = nodeRowFromRaw(body.node as Record<string, unknown>);
+      const parentOutputs: StartedNode["parentOutputs"] = {};
+      // Every parent is present; one that returned no output maps to a null Value.
+      for (const [id, output] of Object.entries((body.parent_outputs ?? {}) as Record<string, unknown>)) {
+        parentOutputs[id] = valueFromJson(output) ?? fromJson(ValueSchema, null);
       }
-      await commitChanges(tx, [...open.values()]);
-      // A node asked for twice in one batch is started once; the second request gets null.
-      return requests.map((r) => {
-        const key = `${r.workflowId}/${r.nodeId}`;
-        const started = byKey.get(key) ?? null;
-        byKey.delete(key);
-        return started;
+      const proto = nodeFromRow(node);
+      byKey.set(`${node.workflowId}/${node.id}`, {
+        node: proto,
+        workflowName: String(body.workflow_name),
+        workflowInput: body.workflow_input as JsonObject,
+        parentOutputs,
+        lease: node.lease!,
+        attempt: node.attempt,
+        timeoutMs: effectiveTimeoutMs(proto),
+        retryPolicy: effectiveRetryPolicy(proto.retryPolicy),
+        queuedAt: node.queuedAt,
       });
+    }
+    // A node asked for twice in one batch is started once; the second request gets null.
+    return requests.map((r) => {
+      const key = `${r.workflowId}/${r.nodeId}`;
+      const started = byKey.get(key) ?? null;
+      byKey.delete(key);
+      return started;
     });
   }
 
@@ -834,6 +865,9 @@ export class PgStateManager implements StateManager {
 
   async recordResults(items: readonly ResultToRecord[], options: RecordOptions = {}): Promise<RecordedResults> {
     if (items.length === 0) return { outcomes: [], dispatched: [] };
+    if (items.every((i) => i.result.kind === "success" && i.result.edits.length === 0)) {
+      return this.passPlain(items, options.dispatch ?? false);
+    }
     const dispatched: QueuedNode[] | null = options.dispatch ? [] : null;
     const outcomes = await this.write(async (tx) => {
       const locked = await this.lockWorkflows(tx, [...new Set(items.map((i) => i.workflowId))]);
@@ -873,6 +907,34 @@ export class PgStateManager implements StateManager {
       );
     });
     return { outcomes, dispatched: dispatched ?? [] };
+  }
+
+  /**
+   * The common case, successes without edits, in one round trip: trellis_pass_nodes (migration 0002) does what
+   * passNodes, settleAll and commitChanges do for them.
+   */
+  private async passPlain(items: readonly ResultToRecord[], dispatch: boolean): Promise<RecordedResults> {
+    const rows = await this.callHotPath(sql`
+      select kind, body from trellis_pass_nodes(${sql.param(items.map((i) => i.workflowId))}::uuid[],
+                                                ${sql.param(items.map((i) => i.nodeId))}::text[],
+                                                ${sql.param(items.map((i) => i.lease))}::uuid[],
+                                                ${sql.param(items.map(outputJson))}::jsonb[],
+                                                ${dispatch})`);
+    const passed = new Set<string>();
+    const statusOf = new Map<string, WorkflowStatusName>();
+    const dispatched: QueuedNode[] = [];
+    for (const { kind, body } of rows) {
+      if (kind === "pass") passed.add(`${String(body.workflow_id)}/${String(body.id)}`);
+      else if (kind === "queued") dispatched.push(this.queuedNodeOf(nodeRowFromRaw(body)));
+      else if (kind === "workflow") statusOf.set(String(body.id), body.status as WorkflowStatusName);
+    }
+    // A node given twice in one batch passes once; the second item is stale.
+    const outcomes = items.map((item): RecordOutcome => {
+      const key = `${item.workflowId}/${item.nodeId}`;
+      if (!passed.delete(key)) return { outcome: "stale" };
+      return { outcome: "passed", workflowStatus: workflowStatusFromName(statusOf.get(item.workflowId)!) };
+    });
+    return { outcomes, dispatched };
   }
 
   /** One result the slow way: under a row lock, with edits, errors and retries. */
@@ -923,10 +985,7 @@ export class PgStateManager implements StateManager {
     dispatched: QueuedNode[] | null,
   ): Promise<Set<string>> {
     if (items.length === 0) return new Set();
-    const outputs = items.map((i) => {
-      const output = i.result.kind === "success" ? valueToJson(i.result.output) : null;
-      return output === null ? null : JSON.stringify(output);
-    });
+    const outputs = items.map(outputJson);
     // One statement: the PASSes, their attempts' endings, and every child's pending_parents decremented. A
     // passing node is never a child of another in the batch (a child cannot run before its parent passed).
     const rows = await tx.execute<{
@@ -1220,31 +1279,14 @@ export class PgStateManager implements StateManager {
   }
 
   /** Locks workflows in id order (the order every multi-workflow writer uses, so none deadlock). */
-  private async lockWorkflows(
-    tx: Tx,
-    ids: readonly string[],
-    options: { asyncCommit?: boolean } = {},
-  ): Promise<WorkflowRow[]> {
+  private async lockWorkflows(tx: Tx, ids: readonly string[]): Promise<WorkflowRow[]> {
     if (ids.length === 0) return [];
-    if (!options.asyncCommit) {
-      return tx
-        .select()
-        .from(workflows)
-        .where(inArray(workflows.id, [...ids]))
-        .orderBy(asc(workflows.id))
-        .for("update");
-    }
-    const rows = await tx
-      .select({
-        ...getTableColumns(workflows),
-        // Same effect as SET LOCAL synchronous_commit = off (see asyncCommit), without its own round trip.
-        asyncCommit: sql<string>`set_config('synchronous_commit', 'off', true)`,
-      })
+    return tx
+      .select()
       .from(workflows)
       .where(inArray(workflows.id, [...ids]))
       .orderBy(asc(workflows.id))
       .for("update");
-    return rows.map(({ asyncCommit: _, ...row }) => row);
   }
 
   async heartbeatWorker(workerId: string, capabilities: readonly string[], hostname: string): Promise<void> {

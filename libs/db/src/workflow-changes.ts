@@ -152,15 +152,6 @@ export async function lockWorkflow(tx: Tx, workflowId: string): Promise<Workflow
   return rows[0] ?? null;
 }
 
-/**
- * Lets this transaction commit without waiting for its WAL flush. Only for changes that are safe to lose in
- * a PostgreSQL crash because the engine redoes them (claims, starts, lease renewals): a later synchronous
- * commit flushes them too, so nothing that depends on them can survive without them.
- */
-export async function asyncCommit(tx: Tx): Promise<void> {
-  await tx.execute(sql`set local synchronous_commit = off`);
-}
-
 /** What a transaction hands over once it has committed: its events and the notifications to send. */
 export interface TransactionOutbox {
   events: NewEvent[];
