@@ -45,6 +45,7 @@ try {
   const stateManager = new PgStateManager(createDatabase(pool), {
     onEvents: composeEventHooks(eventLogger(logger), eventMetrics(registry)),
   });
+  shutdown.add("notifications", () => stateManager.flushNotifications());
   const events = new WorkflowEventHub({
     stateManager,
     databaseUrl: settings.databaseUrl,

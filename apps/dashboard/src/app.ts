@@ -68,7 +68,9 @@ export async function startDashboardApp(settings: DashboardSettings, deps: Dashb
       await pool.query("select 1");
       // Actions taken here commit events: they are logged and counted like everywhere else.
       const hooks = [eventLogger(logger), ...(deps.registry ? [eventMetrics(deps.registry)] : [])];
-      stateManager = new PgStateManager(createDatabase(pool), { onEvents: composeEventHooks(...hooks) });
+      const own = new PgStateManager(createDatabase(pool), { onEvents: composeEventHooks(...hooks) });
+      closers.push(() => own.flushNotifications());
+      stateManager = own;
     }
     let events = deps.events;
     let hub: WorkflowEventHub | undefined;

@@ -78,6 +78,7 @@ try {
   const stateManager = new PgStateManager(createDatabase(pool), {
     onEvents: composeEventHooks(eventLogger(apiLogger), eventMetrics(apiRegistry)),
   });
+  shutdown.add("api notifications", () => stateManager.flushNotifications());
   const events = new WorkflowEventHub({ stateManager, databaseUrl: settings.api.databaseUrl });
   await events.start();
   shutdown.add("event listener", () => events.close());

@@ -30,10 +30,11 @@ export async function startWorkerApp(
   const redis = createRedis(settings.redisUrl);
   redis.on("error", (e) => logger.warn({ err: e }, "redis connection error"));
   const client = createNodeServiceClient(settings.nodeServiceAddr, settings.nodeServiceMaxReceiveBytes);
+  const stateManager = new PgStateManager(createDatabase(pool), {
+    onEvents: composeEventHooks(eventLogger(logger), eventMetrics(deps.registry)),
+  });
   const worker = new NodeWorker({
-    stateManager: new PgStateManager(createDatabase(pool), {
-      onEvents: composeEventHooks(eventLogger(logger), eventMetrics(deps.registry)),
-    }),
+    stateManager,
     client,
     connection: redis,
     queuePrefix: settings.queuePrefix,
@@ -55,6 +56,7 @@ export async function startWorkerApp(
       await worker.close();
       client.close();
       redis.disconnect();
+      await stateManager.flushNotifications();
       await pool.end();
     },
   };

@@ -151,6 +151,9 @@ function outputJson(item: Pick<ResultToRecord, "result">): string | null {
   return output === null ? null : JSON.stringify(output);
 }
 
+/** A NOTIFY to send after commit. */
+type Notification = TransactionOutbox["notifications"][number];
+
 /** A row of a hot-path function: its kind and a JSON body. */
 interface HotPathRow extends Record<string, unknown> {
   kind: string;
@@ -196,6 +199,8 @@ export class PgStateManager implements StateManager {
   private readonly limits: WorkflowLimits;
 
   private readonly onEvents: ((events: readonly NewEvent[]) => void) | undefined;
+  private readonly unsent: Notification[] = [];
+  private notifying: Promise<void> | null = null;
 
   constructor(
     private readonly db: Database,
@@ -209,13 +214,13 @@ export class PgStateManager implements StateManager {
   private async write<T>(work: (tx: Tx) => Promise<T>): Promise<T> {
     const outbox: TransactionOutbox = { events: [], notifications: [] };
     const result = await this.db.transaction((tx) => collectOutbox(tx, outbox, () => work(tx)));
-    await this.afterCommit(outbox);
+    this.afterCommit(outbox);
     return result;
   }
 
-  /** Sends a committed transaction's notifications and hands its events to onEvents. */
-  private async afterCommit(outbox: TransactionOutbox): Promise<void> {
-    if (outbox.notifications.length > 0) await this.notify(outbox.notifications);
+  /** Sends a committed transaction's notifications (without waiting for them) and hands its events to onEvents. */
+  private afterCommit(outbox: TransactionOutbox): void {
+    if (outbox.notifications.length > 0) this.notify(outbox.notifications);
     if (outbox.events.length > 0 && this.onEvents) {
       try {
         this.onEvents(outbox.events);
@@ -245,21 +250,41 @@ export class PgStateManager implements StateManager {
     for (const [workflowId, sequence] of lastSequence) {
       outbox.notifications.push({ channel: CHANNELS.events, payload: `${workflowId}:${sequence}` });
     }
-    outbox.events.sort((a, b) => (a.workflowId === b.workflowId ? a.sequence - b.sequence : 0));
-    await this.afterCommit(outbox);
+    outbox.events.sort((a, b) =>
+      a.workflowId === b.workflowId ? a.sequence - b.sequence : a.workflowId < b.workflowId ? -1 : 1,
+    );
+    this.afterCommit(outbox);
     return rows;
   }
 
-  /** Sends notifications in one autocommit statement; a failure only delays listeners until they poll. */
-  private async notify(notifications: readonly { channel: string; payload: string }[]): Promise<void> {
-    try {
-      await this.db.execute(sql`
-        select count(pg_notify(n.channel, n.payload))
-          from unnest(${sql.param(notifications.map((n) => n.channel))}::text[],
-                      ${sql.param(notifications.map((n) => n.payload))}::text[]) as n(channel, payload)`);
-    } catch {
-      // Listeners fall back to polling (scheduler poll, event hub poll, lease renewal).
+  /**
+   * Queues notifications for sending, without making the committed change wait for them: they go out in one
+   * autocommit statement, together with any that queue while one is in flight (one statement per burst, not per
+   * transaction). A failure only delays listeners until they poll (scheduler poll, event hub poll, lease renewal).
+   */
+  private notify(notifications: readonly Notification[]): void {
+    this.unsent.push(...notifications);
+    if (!this.notifying) this.notifying = this.sendNotifications().finally(() => (this.notifying = null));
+  }
+
+  private async sendNotifications(): Promise<void> {
+    while (this.unsent.length > 0) {
+      const unique = new Map(this.unsent.splice(0, 10_000).map((n) => [`${n.channel}\n${n.payload}`, n]));
+      const batch = [...unique.values()];
+      try {
+        await this.db.execute(sql`
+          select count(pg_notify(n.channel, n.payload))
+            from unnest(${sql.param(batch.map((n) => n.channel))}::text[],
+                        ${sql.param(batch.map((n) => n.payload))}::text[]) as n(channel, payload)`);
+      } catch {
+        // Listeners fall back to polling.
+      }
     }
+  }
+
+  /** Resolves once every notification queued so far has been sent (or failed); for shutdown and tests. */
+  async flushNotifications(): Promise<void> {
+    while (this.notifying) await this.notifying;
   }
 
   // ---------------------------------------------------------------- workflows
