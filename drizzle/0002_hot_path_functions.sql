@@ -216,3 +216,76 @@ BEGIN
   SELECT 'workflow', jsonb_build_object('id', b.id, 'status', b.status) FROM bumped b;
 END;
 $$;
+--> statement-breakpoint
+
+-- The scheduler's claim: up to p_limit ready nodes (PENDING, no pending parent) of PENDING or RUNNING workflows
+-- become QUEUED with a new queue generation, their workflows locked first in id order and rows of other claimers
+-- skipped. Commits without waiting for the WAL flush: a lost claim is harmless (the nodes are PENDING again and
+-- claimed anew). Returns a 'queued' row per claimed node {workflow_id, id, capability, queue_gen, retry_policy}.
+CREATE OR REPLACE FUNCTION trellis_claim_ready_nodes(p_limit integer)
+RETURNS TABLE (kind text, body jsonb)
+LANGUAGE plpgsql AS $$
+DECLARE
+  v_ids uuid[];
+BEGIN
+  PERFORM set_config('synchronous_commit', 'off', true);
+  v_ids := ARRAY(SELECT DISTINCT n.workflow_id
+                   FROM nodes n JOIN workflows w ON w.id = n.workflow_id
+                  WHERE n.status = 'PENDING' AND n.pending_parents = 0 AND w.status IN ('PENDING', 'RUNNING')
+                  LIMIT p_limit);
+  IF cardinality(v_ids) = 0 THEN
+    RETURN;
+  END IF;
+  PERFORM 1 FROM workflows WHERE id = ANY (v_ids) ORDER BY id FOR UPDATE;
+  RETURN QUERY
+  WITH w AS (
+    SELECT wf.id, wf.status, wf.event_seq FROM workflows wf
+     WHERE wf.id = ANY (v_ids) AND wf.status IN ('PENDING', 'RUNNING')
+  ),
+  claimed AS (
+    UPDATE nodes n
+       SET status = 'QUEUED', queue_gen = n.queue_gen + 1, queued_at = now(), updated_at = now()
+     WHERE (n.workflow_id, n.id) IN (SELECT c.workflow_id, c.id FROM nodes c
+                                      WHERE c.workflow_id IN (SELECT w.id FROM w)
+                                        AND c.status = 'PENDING' AND c.pending_parents = 0
+                                      LIMIT p_limit
+                                        FOR UPDATE SKIP LOCKED)
+    RETURNING n.workflow_id, n.id, n.capability, n.queue_gen, n.retry_policy
+  ),
+  numbered AS (
+    SELECT c.workflow_id, c.id, c.capability, row_number() OVER (PARTITION BY c.workflow_id ORDER BY c.id) AS k
+      FROM claimed c
+  ),
+  ev AS (
+    -- A PENDING workflow becomes RUNNING with its first queued node: that event comes first.
+    SELECT w.id AS workflow_id, w.event_seq + 1 AS sequence, 'workflow.status_changed' AS type, NULL::text AS node_id,
+           'RUNNING'::workflow_status AS workflow_status, NULL::node_status AS node_status,
+           jsonb_build_object('from', 'PENDING') AS data
+      FROM w
+     WHERE w.status = 'PENDING' AND EXISTS (SELECT 1 FROM claimed c WHERE c.workflow_id = w.id)
+    UNION ALL
+    SELECT c.workflow_id, w.event_seq + (w.status = 'PENDING')::int + c.k, 'node.status_changed', c.id,
+           'RUNNING'::workflow_status, 'QUEUED'::node_status,
+           jsonb_build_object('from', 'PENDING', 'capability', c.capability)
+      FROM numbered c JOIN w ON w.id = c.workflow_id
+  ),
+  inserted AS (
+    INSERT INTO workflow_events (workflow_id, sequence, type, node_id, workflow_status, node_status, data)
+    SELECT ev.workflow_id, ev.sequence, ev.type, ev.node_id, ev.workflow_status, ev.node_status, ev.data FROM ev
+    RETURNING workflow_events.workflow_id, workflow_events.sequence, workflow_events.type, workflow_events.node_id,
+              workflow_events.workflow_status, workflow_events.node_status, workflow_events.data, workflow_events.time
+  ),
+  bumped AS (
+    UPDATE workflows wf
+       SET event_seq = wf.event_seq + c.n, status = 'RUNNING', updated_at = now()
+      FROM (SELECT ev.workflow_id, count(*) AS n FROM ev GROUP BY ev.workflow_id) c
+     WHERE wf.id = c.workflow_id
+    RETURNING wf.id
+  )
+  SELECT 'queued', to_jsonb(c) FROM claimed c
+  UNION ALL
+  SELECT 'event', to_jsonb(i) FROM inserted i
+  UNION ALL
+  SELECT 'workflow', jsonb_build_object('id', b.id) FROM bumped b;
+END;
+$$;

@@ -777,63 +777,11 @@ export class PgStateManager implements StateManager {
 
   async claimReadyNodes(limit: number): Promise<QueuedNode[]> {
     if (limit < 1) return [];
-    return this.write(async (tx) => {
-      // A lost claim is harmless: the nodes are PENDING again and claimed anew (their jobs find them so). So the
-      // claim commits without waiting for its WAL flush (synchronous_commit off for this transaction, set in its
-      // first statement to save a round trip). A later synchronous commit flushes it too, so nothing that depends
-      // on it can survive a crash without it.
-      const candidates = await tx.execute<{ workflow_id: string }>(sql`
-        select distinct n.workflow_id
-          from nodes n
-          join workflows w on w.id = n.workflow_id
-         cross join (select set_config('synchronous_commit', 'off', true)) as async_commit
-         where n.status = 'PENDING' and n.pending_parents = 0 and w.status in ('PENDING', 'RUNNING')
-         limit ${limit}`);
-      if (candidates.rows.length === 0) return [];
-      const ids = candidates.rows.map((r) => r.workflow_id);
-      // Workflows are locked in id order, like every other multi-workflow writer, so no deadlock.
-      const locked = await tx
-        .select()
-        .from(workflows)
-        .where(and(inArray(workflows.id, ids), inArray(workflows.status, ["PENDING", "RUNNING"])))
-        .orderBy(asc(workflows.id))
-        .for("update");
-      if (locked.length === 0) return [];
-      const claimed = await tx.execute<{
-        workflow_id: string;
-        id: string;
-        capability: string;
-        queue_gen: number;
-        retry_policy: JsonObject | null;
-      }>(sql`
-        update nodes n
-           set status = 'QUEUED', queue_gen = n.queue_gen + 1, queued_at = now(), updated_at = now()
-         where (n.workflow_id, n.id) in (
-                 select workflow_id, id from nodes
-                  where workflow_id = any(${sql.param(locked.map((w) => w.id))}::uuid[])
-                    and status = 'PENDING' and pending_parents = 0
-                  limit ${limit}
-                    for update skip locked)
-        returning n.workflow_id, n.id, n.capability, n.queue_gen, n.retry_policy`);
-      const byWorkflow = new Map(locked.map((w) => [w.id, new WorkflowChanges(w)]));
-      const queued: QueuedNode[] = [];
-      for (const row of claimed.rows) {
-        const changes = byWorkflow.get(row.workflow_id)!;
-        if (changes.status === "PENDING") changes.setStatus("RUNNING");
-        changes.node("node.status_changed", row.id, "QUEUED", { from: "PENDING", capability: row.capability });
-        queued.push({
-          workflowId: row.workflow_id,
-          nodeId: row.id,
-          capability: row.capability,
-          jobId: jobIdFor(row.workflow_id, row.id, row.queue_gen),
-          retryPolicy: effectiveRetryPolicy(
-            row.retry_policy ? fromJson(RetryPolicySchema, row.retry_policy) : undefined,
-          ),
-        });
-      }
-      await commitChanges(tx, [...byWorkflow.values()]);
-      return queued;
-    });
+    // One round trip: trellis_claim_ready_nodes (migration 0002) locks the workflows, queues their ready nodes
+    // (skipping rows another claimer holds) and writes the events, with async commit (a lost claim is harmless:
+    // the nodes are PENDING again and claimed anew; their jobs find them so).
+    const rows = await this.callHotPath(sql`select kind, body from trellis_claim_ready_nodes(${limit}::integer)`);
+    return rows.filter((r) => r.kind === "queued").map((r) => this.queuedNodeOf(nodeRowFromRaw(r.body)));
   }
 
   async startNode(workflowId: string, nodeId: string, leaseTtlMs: number): Promise<StartedNode | null> {
