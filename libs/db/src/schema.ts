@@ -1,6 +1,7 @@
 import { sql } from "drizzle-orm";
 import {
   bigint,
+  customType,
   foreignKey,
   index,
   integer,
@@ -42,6 +43,9 @@ export const attemptOutcomeEnum = pgEnum("attempt_outcome", ["PASS", "FAIL", "RE
 export const errorKindEnum = pgEnum("error_kind", ["TASK_ERROR", "INFRA_ERROR"]);
 
 type Json = Record<string, unknown>;
+
+/** PostgreSQL's 64-bit, never-wrapping transaction id (`xid8`), as a decimal string. */
+const xid8 = customType<{ data: string; driverData: string }>({ dataType: () => "xid8" });
 
 /** One row per workflow; `event_seq` is the sequence of its last committed event. */
 export const workflows = pgTable(
@@ -130,7 +134,14 @@ export const nodeEdges = pgTable(
   ],
 );
 
-/** The events outbox: written in the same transaction as the change each describes. */
+/**
+ * The events outbox: written in the same transaction as the change each describes.
+ *
+ * `tx_id` is the event's position for the Redis Stream relay (event-relay-store.ts): the id of the transaction that
+ * wrote it, raised to the previous event's of the same workflow when that one is larger, so it never decreases along
+ * a workflow's sequence. An event whose `tx_id` is below the oldest running transaction id is committed, and no
+ * event committed later can have a smaller one: the relay reads in (tx_id, workflow_id, sequence) order up to there.
+ */
 export const workflowEvents = pgTable(
   "workflow_events",
   {
@@ -144,9 +155,22 @@ export const workflowEvents = pgTable(
     nodeStatus: nodeStatusEnum("node_status"),
     data: jsonb("data").$type<Json>().notNull().default({}),
     time: timestamp("time", { withTimezone: true, precision: 3 }).notNull().defaultNow(),
+    txId: xid8("tx_id").notNull().default(sql`pg_current_xact_id()`),
   },
-  (t) => [primaryKey({ columns: [t.workflowId, t.sequence] })],
+  (t) => [
+    primaryKey({ columns: [t.workflowId, t.sequence] }),
+    index("workflow_events_relay_idx").on(t.txId, t.workflowId, t.sequence),
+  ],
 );
+
+/** Where each Redis Stream relay got to: the last event it published, in (tx_id, workflow_id, sequence) order. */
+export const eventRelayCursors = pgTable("event_relay_cursors", {
+  streamKey: text("stream_key").primaryKey(),
+  txId: xid8("tx_id").notNull(),
+  workflowId: uuid("workflow_id").notNull(),
+  sequence: bigint("sequence", { mode: "number" }).notNull(),
+  updatedAt: timestamp("updated_at", { withTimezone: true, precision: 3 }).notNull().defaultNow(),
+});
 
 /**
  * One row per ended attempt of a node (RUNNING -> PASS, FAIL, back to QUEUED, or CANCELLED), written in the
@@ -183,4 +207,4 @@ export const workers = pgTable(
 );
 
 /** Every table, for drizzle(). */
-export const schema = { workflows, nodes, nodeEdges, workflowEvents, nodeAttempts, workers };
+export const schema = { workflows, nodes, nodeEdges, workflowEvents, nodeAttempts, workers, eventRelayCursors };
