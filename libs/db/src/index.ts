@@ -10,3 +10,4 @@ export * from "./listener.js";
 export * from "./event-hub.js";
 export * from "./event-log.js";
 export * from "./connection-errors.js";
+export * from "./event-relay-store.js";

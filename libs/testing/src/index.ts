@@ -11,3 +11,4 @@ export * from "./private-redis.js";
 export * from "./side-effect-ledger.js";
 export * from "./measurements.js";
 export * from "./drive.js";
+export * from "./event-writer.js";
