@@ -13,14 +13,15 @@ interface Pending<I, O> {
 }
 
 /**
- * Opportunistic batching: an item is flushed at once when a flush slot is free, and items that arrive while
- * flushes are running are flushed together next. No timer, so an idle system pays no latency; a busy one pays
- * one transaction per batch instead of one per item. When a batch fails, its items are retried one by one,
- * so one bad item fails alone.
+ * Opportunistic batching: an item is flushed at the end of the event loop's turn when a flush slot is free, and
+ * items that arrive while flushes are running are flushed together next. No timer, so an idle system pays no
+ * latency; a busy one pays one transaction per batch instead of one per item. When a batch fails, its items are
+ * retried one by one, so one bad item fails alone.
  */
 export class Batcher<I, O> {
   private readonly queue: Pending<I, O>[] = [];
   private inFlight = 0;
+  private scheduled = false;
   private readonly maxBatch: number;
   private readonly maxInFlight: number;
 
@@ -36,6 +37,20 @@ export class Batcher<I, O> {
   run(item: I): Promise<O> {
     return new Promise<O>((resolve, reject) => {
       this.queue.push({ item, resolve, reject });
+      this.schedule();
+    });
+  }
+
+  /**
+   * Flushes at the end of the current turn of the event loop (setImmediate runs after the I/O callbacks of this
+   * turn), so items that arrive together, e.g. the jobs of one Redis reply or the gRPC responses read in one poll,
+   * go in one batch rather than the first alone.
+   */
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
       this.pump();
     });
   }
