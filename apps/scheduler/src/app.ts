@@ -1,17 +1,28 @@
-import { CHANNELS, PgListener, PgStateManager, createDatabase, createPool, eventLogger } from "@trellis/db";
+import {
+  CHANNELS,
+  PgEventRelayStore,
+  PgListener,
+  PgStateManager,
+  createDatabase,
+  createPool,
+  eventLogger,
+} from "@trellis/db";
 import { NodeQueues, checkRedis, createRedis } from "@trellis/queue";
 import { composeEventHooks, eventMetrics } from "@trellis/observability";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
 import type { SchedulerSettings } from "./config.js";
+import { EventRelay } from "./event-relay.js";
 import { createSchedulerMetrics } from "./metrics.js";
 import { Reconciler } from "./reconciler.js";
 import { Scheduler } from "./scheduler.js";
 
-/** A running scheduler app: scheduler + reconciler + LISTEN connection. */
+/** A running scheduler app: scheduler + reconciler + LISTEN connection (+ the event relay when configured). */
 export interface SchedulerApp {
   scheduler: Scheduler;
   reconciler: Reconciler;
+  /** The Redis Stream event relay; null when `EVENTS_REDIS_STREAM` is unset. */
+  eventRelay: EventRelay | null;
   isReady(): boolean;
   close(): Promise<void>;
 }
@@ -56,22 +67,31 @@ export async function startSchedulerApp(
     queuedAfterMs: settings.reconcileQueuedAfterMs,
     workerStaleMs: settings.workerStaleMs,
   });
+  const eventRelay = settings.eventRelay ? createEventRelay(settings, deps) : null;
   const listener = new PgListener({
     databaseUrl: settings.databaseUrl,
-    channels: [CHANNELS.ready],
+    channels: eventRelay ? [CHANNELS.ready, CHANNELS.events] : [CHANNELS.ready],
     onError: (e) => logger.warn({ err: e }, "LISTEN connection lost; reconnecting (polling meanwhile)"),
-    onConnect: () => scheduler.wake(),
+    onConnect: () => {
+      scheduler.wake();
+      eventRelay?.wake();
+    },
   });
-  listener.on("notification", () => scheduler.wake());
+  listener.on("notification", (channel) => (channel === CHANNELS.events ? eventRelay?.wake() : scheduler.wake()));
   await listener.start();
   scheduler.start();
   reconciler.start();
-  logger.info({ queuePrefix: settings.queuePrefix, pollMs: settings.pollMs }, "scheduler started");
+  eventRelay?.start();
+  logger.info(
+    { queuePrefix: settings.queuePrefix, pollMs: settings.pollMs, eventsRedisStream: settings.eventRelay?.streamKey },
+    "scheduler started",
+  );
   let closing = false;
   let closed: Promise<void> | null = null;
   return {
     scheduler,
     reconciler,
+    eventRelay,
     isReady: () => !closing && listener.connected && redis.status === "ready",
     close() {
       closing = true;
@@ -79,6 +99,7 @@ export async function startSchedulerApp(
         await listener.close();
         await scheduler.stop();
         await reconciler.stop();
+        await eventRelay?.stop();
         await queues.close();
         redis.disconnect();
         await pool.end();
@@ -86,4 +107,19 @@ export async function startSchedulerApp(
       return closed;
     },
   };
+}
+
+/** The relay with its own PostgreSQL and Redis connections (not started). */
+function createEventRelay(settings: SchedulerSettings, deps: { logger: Logger; registry: Registry }): EventRelay {
+  const { logger } = deps;
+  const { streamKey, maxLen, pollMs } = settings.eventRelay!;
+  // Commands fail after one reconnect attempt instead of waiting for Redis forever: the relay logs and retries.
+  const redis = createRedis(settings.redisUrl, { maxRetriesPerRequest: 1, connectionName: "trellis-event-relay" });
+  redis.on("error", (e) => logger.warn({ err: e }, "event relay: redis connection error"));
+  const store = new PgEventRelayStore({
+    databaseUrl: settings.databaseUrl,
+    streamKey,
+    onError: (e) => logger.warn({ err: e }, "event relay: PostgreSQL connection lost"),
+  });
+  return new EventRelay({ store, redis, streamKey, maxLen, pollMs, logger, registry: deps.registry });
 }

@@ -5,8 +5,19 @@ import {
   readCommonSettings,
   readHostPort,
   readInt,
+  readOptionalString,
   readRedisSettings,
 } from "@trellis/config";
+
+/** Settings of the Redis Stream event relay. */
+export interface EventRelaySettings {
+  /** `EVENTS_REDIS_STREAM`: the stream's key. */
+  streamKey: string;
+  /** `EVENTS_REDIS_STREAM_MAXLEN`: approximate length the stream is trimmed to. @default 1000000 */
+  maxLen: number;
+  /** `EVENTS_RELAY_POLL_MS`: safety-net poll under LISTEN/NOTIFY. @default 1000 */
+  pollMs: number;
+}
 
 /** Settings of the scheduler app, read once at start. */
 export interface SchedulerSettings {
@@ -27,12 +38,18 @@ export interface SchedulerSettings {
   workerStaleMs: number;
   /** Connections of the scheduler's pool. @default 5 */
   dbPoolSize: number;
+  /** The Redis Stream event relay; off when undefined (`EVENTS_REDIS_STREAM` unset). @default undefined */
+  eventRelay?: EventRelaySettings;
 }
 
 /** Reads the scheduler's settings from the environment. */
 export function readSchedulerSettings(env: Env): SchedulerSettings {
   const common = readCommonSettings(env);
   const redis = readRedisSettings(env);
+  const streamKey = readOptionalString(env, "EVENTS_REDIS_STREAM");
+  // Read even when the relay is off, so a mistake in them is reported at once rather than when it is turned on.
+  const maxLen = readInt(env, "EVENTS_REDIS_STREAM_MAXLEN", 1_000_000, { min: 1, max: 1_000_000_000 });
+  const relayPollMs = readInt(env, "EVENTS_RELAY_POLL_MS", 1_000, { min: 10, max: 60_000 });
   return {
     ...common,
     ...redis,
@@ -43,5 +60,6 @@ export function readSchedulerSettings(env: Env): SchedulerSettings {
     reconcileQueuedAfterMs: readInt(env, "RECONCILE_QUEUED_AFTER_MS", 10_000, { min: 0, max: 3_600_000 }),
     workerStaleMs: readInt(env, "WORKER_STALE_MS", 15_000, { min: 1_000, max: 3_600_000 }),
     dbPoolSize: readInt(env, "SCHEDULER_DB_POOL_SIZE", 5, { min: 1, max: 100 }),
+    eventRelay: streamKey === undefined ? undefined : { streamKey, maxLen, pollMs: relayPollMs },
   };
 }

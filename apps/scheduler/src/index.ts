@@ -1,5 +1,6 @@
 export * from "./app.js";
 export * from "./config.js";
+export * from "./event-relay.js";
 export * from "./gauges.js";
 export * from "./metrics.js";
 export * from "./reconciler.js";

@@ -1,4 +1,4 @@
-import { Gauge, Histogram, type Registry } from "prom-client";
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 
 /** Metrics the scheduler exports. */
 export interface SchedulerMetrics {
@@ -54,6 +54,33 @@ export function createSchedulerMetrics(registry: Registry): SchedulerMetrics {
       help: "BullMQ jobs per capability queue and job state.",
       labelNames: ["capability", "state"],
       registers: [registry],
+    }),
+  };
+}
+
+/** Metrics of the Redis Stream relay, registered only when it is on (EVENTS_REDIS_STREAM). */
+export interface EventRelayMetrics {
+  /** `trellis_events_relayed_total`. */
+  relayed: Counter;
+  /** `trellis_event_relay_lag_seconds`, read from `lagSeconds` at each scrape. */
+  lagSeconds: Gauge;
+}
+
+/** Registers the relay's metrics on `registry`; the lag gauge asks `lagSeconds` when scraped. */
+export function createEventRelayMetrics(registry: Registry, lagSeconds: () => number): EventRelayMetrics {
+  return {
+    relayed: new Counter({
+      name: "trellis_events_relayed_total",
+      help: "Workflow events this process published to the Redis Stream (a batch published again after a failure counts again).",
+      registers: [registry],
+    }),
+    lagSeconds: new Gauge({
+      name: "trellis_event_relay_lag_seconds",
+      help: "Age of the oldest workflow event not yet published to the Redis Stream; 0 when caught up or not the publishing replica.",
+      registers: [registry],
+      collect() {
+        this.set(lagSeconds());
+      },
     }),
   };
 }
