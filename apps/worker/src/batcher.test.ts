@@ -1,8 +1,9 @@
 import { describe, expect, it } from "vitest";
+import { waitFor } from "@trellis/testing";
 import { Batcher } from "./batcher.js";
 
 describe("Batcher", () => {
-  it("flushes the first item alone and groups the ones that arrive while a flush runs", async () => {
+  it("flushes the items of one turn together and groups the ones that arrive while a flush runs", async () => {
     const batches: number[][] = [];
     let release: () => void = () => undefined;
     const gate = new Promise<void>((resolve) => {
@@ -16,10 +17,12 @@ describe("Batcher", () => {
       },
       { maxInFlight: 1, maxBatch: 3 },
     );
-    const results = [batcher.run(1), batcher.run(2), batcher.run(3), batcher.run(4), batcher.run(5)];
+    const first = [batcher.run(1), batcher.run(2)];
+    await waitFor(() => batches.length === 1, { description: "the first flush" });
+    const later = [batcher.run(3), batcher.run(4), batcher.run(5), batcher.run(6)];
     release();
-    expect(await Promise.all(results)).toEqual([10, 20, 30, 40, 50]);
-    expect(batches).toEqual([[1], [2, 3, 4], [5]]);
+    expect(await Promise.all([...first, ...later])).toEqual([10, 20, 30, 40, 50, 60]);
+    expect(batches).toEqual([[1, 2], [3, 4, 5], [6]]);
   });
 
   it("retries a failed batch item by item so only the bad item fails", async () => {
