@@ -102,6 +102,7 @@ export async function startSchedulerApp(
         await eventRelay?.stop();
         await queues.close();
         redis.disconnect();
+        await stateManager.flushNotifications();
         await pool.end();
       })();
       return closed;
