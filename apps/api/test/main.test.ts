@@ -97,9 +97,16 @@ describe("npm run start:api (apps/api/src/main.ts)", () => {
     const closed = logLines(main.stdout())
       .filter((l) => l.msg?.toString().startsWith("closed "))
       .map((l) => l.closer);
-    // The gRPC server drains first and the pool closes last; the listener and HTTP side server close in between.
+    // The gRPC server drains first and the pool closes last; the listener, the pending notifications (after the
+    // last call that made any) and the HTTP side server close in between.
     expect(closed[0]).toBe("grpc server");
     expect(closed.at(-1)).toBe("postgres pool");
-    expect([...closed].sort()).toEqual(["event listener", "grpc server", "http server", "postgres pool"]);
+    expect([...closed].sort()).toEqual([
+      "event listener",
+      "grpc server",
+      "http server",
+      "notifications",
+      "postgres pool",
+    ]);
   });
 });

@@ -18,3 +18,4 @@ export {
 export { createLogger, type LoggerOptions } from "./logger.js";
 export { createMetricsRegistry, type MetricsRegistryOptions } from "./metrics.js";
 export { type WaitForDependencyOptions, waitForDependency } from "./wait-for-dependency.js";
+export { type AppContext, type AppSettings, type AppSpec, type RunningApp, runApp } from "./run-app.js";
