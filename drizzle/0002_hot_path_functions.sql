@@ -7,8 +7,11 @@
 -- QUEUED -> RUNNING under fresh leases. Workflows are locked first, in id order, like every writer does; a finished
 -- workflow's nodes are not started. Commits without waiting for the WAL flush: a lost start is redone (see
 -- asyncCommit in libs/db). Returns a 'node' row per started node: {node, parent_outputs, workflow_name,
--- workflow_input}; a node asked for twice is started once.
-CREATE OR REPLACE FUNCTION trellis_start_nodes(p_workflow_ids uuid[], p_node_ids text[], p_lease_secs double precision)
+-- workflow_input}; a node asked for twice is started once. p_queue_gens holds each job's queue generation (null:
+-- any): a node queued again since that job was added (the reconciler gave it a new job) is left to its new job.
+CREATE OR REPLACE FUNCTION trellis_start_nodes(
+  p_workflow_ids uuid[], p_node_ids text[], p_queue_gens integer[], p_lease_secs double precision
+)
 RETURNS TABLE (kind text, body jsonb)
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -25,8 +28,9 @@ BEGIN
        SET status = 'RUNNING', attempt = n.attempt + 1, lease = gen_random_uuid(),
            lease_expires_at = now() + make_interval(secs => p_lease_secs),
            started_at = now(), updated_at = now()
-      FROM unnest(p_workflow_ids, p_node_ids) WITH ORDINALITY AS r(workflow_id, id, ord)
+      FROM unnest(p_workflow_ids, p_node_ids, p_queue_gens) WITH ORDINALITY AS r(workflow_id, id, queue_gen, ord)
      WHERE n.workflow_id = r.workflow_id AND n.id = r.id AND n.status = 'QUEUED'
+       AND (r.queue_gen IS NULL OR n.queue_gen = r.queue_gen)
        AND r.workflow_id IN (SELECT w.id FROM w)
     RETURNING n.*, r.ord
   ),

@@ -1,4 +1,4 @@
-import type { RecordOutcome, ResultToRecord, StartedNode } from "@trellis/db";
+import { type RecordOutcome, type ResultToRecord, type StartedNode, queueGenOfJobId } from "@trellis/db";
 import { ErrorKind } from "@trellis/proto";
 import { RetryLaterError, type NodeJobData } from "@trellis/queue";
 import type { Logger } from "pino";
@@ -11,8 +11,11 @@ export type JobOutcome = "dropped" | "passed" | "failed" | "stale" | "recording"
 
 /** Dependencies of runNodeJob. */
 export interface NodeRunnerDeps {
-  /** QUEUED -> RUNNING under a fresh lease (batched by the caller); null when the node is not QUEUED. */
-  startNode: (workflowId: string, nodeId: string) => Promise<StartedNode | null>;
+  /**
+   * QUEUED -> RUNNING under a fresh lease (batched by the caller); null when the node is not QUEUED, or was queued
+   * again under a newer generation than the job's.
+   */
+  startNode: (workflowId: string, nodeId: string, queueGen: number | undefined) => Promise<StartedNode | null>;
   /** Records a result under its lease (batched by the caller). */
   recordResult: (item: ResultToRecord) => Promise<RecordOutcome>;
   client: NodeServiceClient;
@@ -30,9 +33,9 @@ export interface NodeRunnerDeps {
  * Runs one job: QUEUED -> RUNNING with a fresh lease, ExecuteNode, then the result recorded under the lease.
  * A retry throws RetryLaterError so BullMQ re-delivers the job after the node's backoff.
  */
-export async function runNodeJob(deps: NodeRunnerDeps, data: NodeJobData): Promise<JobOutcome> {
+export async function runNodeJob(deps: NodeRunnerDeps, data: NodeJobData, jobId?: string): Promise<JobOutcome> {
   const { held, metrics } = deps;
-  const started = await deps.startNode(data.workflowId, data.nodeId);
+  const started = await deps.startNode(data.workflowId, data.nodeId, queueGenOfJobId(jobId));
   const logger = deps.logger.child({ workflow_id: data.workflowId, node_id: data.nodeId });
   if (!started) {
     logger.debug("job dropped: its node is no longer QUEUED");

@@ -1,6 +1,6 @@
 import { Worker } from "bullmq";
 import type { Redis } from "ioredis";
-import { CHANNELS, PgListener, type ResultToRecord, type StateManager } from "@trellis/db";
+import { CHANNELS, PgListener, type ResultToRecord, type StartRequest, type StateManager } from "@trellis/db";
 import { NODE_BACKOFF_TYPE, NodeQueues, nodeBackoffStrategy, type NodeJobData } from "@trellis/queue";
 import type { Logger } from "pino";
 import { Batcher } from "./batcher.js";
@@ -66,9 +66,7 @@ export class NodeWorker {
     }, o.heartbeatMs);
     this.renewal = setInterval(() => void this.renewLeases(), Math.max(250, Math.floor(o.leaseTtlMs / 3)));
     // Concurrent jobs share transactions: one commit for every start (or result) that arrives together.
-    const starts = new Batcher((items: { workflowId: string; nodeId: string }[]) =>
-      o.stateManager.startNodes(items, o.leaseTtlMs),
-    );
+    const starts = new Batcher((items: StartRequest[]) => o.stateManager.startNodes(items, o.leaseTtlMs));
     // Children a PASS makes ready are queued in the result's transaction and enqueued here right after commit
     // (eager dispatch); should this process die in between, the reconciler re-adds their jobs.
     const results = new Batcher(async (items: ResultToRecord[]) => {
@@ -84,7 +82,8 @@ export class NodeWorker {
       return outcomes;
     });
     const deps = {
-      startNode: (workflowId: string, nodeId: string) => starts.run({ workflowId, nodeId }),
+      startNode: (workflowId: string, nodeId: string, queueGen: number | undefined) =>
+        starts.run({ workflowId, nodeId, queueGen }),
       // A result waits out a short PostgreSQL outage (up to a lease's time) instead of costing the attempt.
       recordResult: (item: ResultToRecord) => recordWithRetry(() => results.run(item), o.leaseTtlMs, o.logger),
       defer: (recording: Promise<void>) => this.defer(recording),
@@ -94,7 +93,7 @@ export class NodeWorker {
       metrics: o.metrics,
     };
     for (const capability of o.capabilities) {
-      const worker = new Worker<NodeJobData>(capability, async (job) => runNodeJob(deps, job.data), {
+      const worker = new Worker<NodeJobData>(capability, async (job) => runNodeJob(deps, job.data, job.id), {
         connection: o.connection,
         prefix: o.queuePrefix,
         concurrency: o.concurrency,

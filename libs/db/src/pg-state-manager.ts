@@ -75,6 +75,7 @@ import type {
   RecordedResults,
   ResultToRecord,
   StartedNode,
+  StartRequest,
   StateManager,
   UpdateWorkflowInput,
   WorkflowPage,
@@ -107,6 +108,12 @@ const EDGE_CHUNK = 100_000;
 /** Deterministic BullMQ job id of a node's queue generation; BullMQ forbids ':' and node ids cannot hold '/'. */
 export function jobIdFor(workflowId: string, nodeId: string, queueGen: number): string {
   return `${workflowId}/${nodeId}/${queueGen}`;
+}
+
+/** The queue generation in a job id made by {@link jobIdFor}; undefined for any other id. */
+export function queueGenOfJobId(jobId: string | undefined): number | undefined {
+  const match = jobId === undefined ? null : /\/(\d+)$/.exec(jobId);
+  return match ? Number(match[1]) : undefined;
 }
 
 /**
@@ -789,16 +796,14 @@ export class PgStateManager implements StateManager {
     return started ?? null;
   }
 
-  async startNodes(
-    requests: readonly { workflowId: string; nodeId: string }[],
-    leaseTtlMs: number,
-  ): Promise<(StartedNode | null)[]> {
+  async startNodes(requests: readonly StartRequest[], leaseTtlMs: number): Promise<(StartedNode | null)[]> {
     if (requests.length === 0) return [];
     // One round trip: trellis_start_nodes (migration 0002) locks the workflows, starts the nodes (async commit: a
     // lost start is harmless, the node is QUEUED again and re-delivered) and writes their events.
     const rows = await this.callHotPath(sql`
       select kind, body from trellis_start_nodes(${sql.param(requests.map((r) => r.workflowId))}::uuid[],
                                                  ${sql.param(requests.map((r) => r.nodeId))}::text[],
+                                                 ${sql.param(requests.map((r) => r.queueGen ?? null))}::integer[],
                                                  ${leaseTtlMs / 1000}::double precision)`);
     const byKey = new Map<string, StartedNode>();
     for (const { kind, body } of rows) {

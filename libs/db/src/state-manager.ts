@@ -104,6 +104,17 @@ export interface RecordedResults {
   dispatched: QueuedNode[];
 }
 
+/** A node to start, for startNodes. */
+export interface StartRequest {
+  workflowId: string;
+  nodeId: string;
+  /**
+   * The queue generation of the job that asks (see jobIdFor): when given, a node queued again since, under a
+   * newer generation, is not started by this older job but left to its own.
+   */
+  queueGen?: number | undefined;
+}
+
 /** How a result was recorded. */
 export type RecordOutcome =
   | { outcome: "passed"; workflowStatus: WorkflowStatus }
@@ -156,10 +167,7 @@ export interface StateManager {
   /** QUEUED -> RUNNING with a fresh lease, attempt + 1; null when the node is no longer QUEUED. */
   startNode(workflowId: string, nodeId: string, leaseTtlMs: number): Promise<StartedNode | null>;
   /** Starts many nodes in one transaction; each entry is null when its node was no longer QUEUED. */
-  startNodes(
-    requests: readonly { workflowId: string; nodeId: string }[],
-    leaseTtlMs: number,
-  ): Promise<(StartedNode | null)[]>;
+  startNodes(requests: readonly StartRequest[], leaseTtlMs: number): Promise<(StartedNode | null)[]>;
   /** Records an attempt's result if `lease` is still held. */
   recordResult(workflowId: string, nodeId: string, lease: string, result: NodeResult): Promise<RecordOutcome>;
   /** Records many results in one transaction (one commit); outcomes in the order given. */

@@ -19,7 +19,7 @@ import {
 } from "@trellis/proto";
 import { createTestDatabase, type TestDatabase } from "@trellis/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { PgStateManager, createDatabase, createPool } from "../src/index.js";
+import { PgStateManager, createDatabase, createPool, queueGenOfJobId } from "../src/index.js";
 
 let testDb: TestDatabase;
 let sm: PgStateManager;
@@ -314,6 +314,21 @@ describe("claiming, running and recording", () => {
     expect(Object.keys(startedB!.parentOutputs)).toEqual(["a"]);
     expect(startedB!.node.status).toBe(NodeStatus.RUNNING);
     expect(startedB!.attempt).toBe(1);
+  });
+
+  it("starts a node only from a job of its current queue generation", async () => {
+    const { workflow } = await sm.createWorkflow({ name: "queue-gen", nodes: [node("a")] });
+    const [claimed] = (await sm.claimReadyNodes(1000)).filter((q) => q.workflowId === workflow.id);
+    const oldGen = queueGenOfJobId(claimed!.jobId)!;
+    // The reconciler found the job lost and gave the node a new one (a new generation).
+    const [requeued] = await sm.requeueNodes([claimed!]);
+    const newGen = queueGenOfJobId(requeued!.jobId)!;
+    expect(newGen).toBe(oldGen + 1);
+    const [stale] = await sm.startNodes([{ workflowId: workflow.id, nodeId: "a", queueGen: oldGen }], 30_000);
+    expect(stale).toBeNull();
+    expect((await sm.getNode(workflow.id, "a")).status).toBe(NodeStatus.QUEUED);
+    const [current] = await sm.startNodes([{ workflowId: workflow.id, nodeId: "a", queueGen: newGen }], 30_000);
+    expect(current?.attempt).toBe(1);
   });
 
   it("never hands the same node to two concurrent claimers", async () => {
