@@ -152,6 +152,27 @@ async function endAttempts(
   await tx.insert(nodeAttempts).values(ended.map((e) => ({ ...e, outcome })));
 }
 
+/**
+ * Orders nodes round-robin across their workflows (first node of each, then the second of each, ...), so that
+ * the jobs of one claim alternate between workflows: a wide workflow does not hold the queue's head for all the
+ * others, and the jobs a worker runs at once seldom wait on one workflow's row lock.
+ */
+export function interleaveByWorkflow<T extends { workflowId: string }>(items: readonly T[]): T[] {
+  const byWorkflow = new Map<string, T[]>();
+  for (const item of items) {
+    const list = byWorkflow.get(item.workflowId);
+    if (list) list.push(item);
+    else byWorkflow.set(item.workflowId, [item]);
+  }
+  if (byWorkflow.size < 2) return [...items];
+  const lists = [...byWorkflow.values()];
+  const out: T[] = [];
+  for (let i = 0; out.length < items.length; i++) {
+    for (const list of lists) if (i < list.length) out.push(list[i]!);
+  }
+  return out;
+}
+
 /** A result's output as the JSON text of a jsonb parameter (null for none). */
 function outputJson(item: Pick<ResultToRecord, "result">): string | null {
   const output = item.result.kind === "success" ? valueToJson(item.result.output) : null;
@@ -788,7 +809,9 @@ export class PgStateManager implements StateManager {
     // (skipping rows another claimer holds) and writes the events, with async commit (a lost claim is harmless:
     // the nodes are PENDING again and claimed anew; their jobs find them so).
     const rows = await this.callHotPath(sql`select kind, body from trellis_claim_ready_nodes(${limit}::integer)`);
-    return rows.filter((r) => r.kind === "queued").map((r) => this.queuedNodeOf(nodeRowFromRaw(r.body)));
+    return interleaveByWorkflow(
+      rows.filter((r) => r.kind === "queued").map((r) => this.queuedNodeOf(nodeRowFromRaw(r.body))),
+    );
   }
 
   async startNode(workflowId: string, nodeId: string, leaseTtlMs: number): Promise<StartedNode | null> {
