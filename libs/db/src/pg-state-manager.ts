@@ -976,8 +976,11 @@ export class PgStateManager implements StateManager {
   }
 
   /**
-   * RUNNING -> PASS under their leases for many nodes in two statements: the PASS itself, then every child's
-   * pending_parents decremented. Returns the `<workflow>/<node>` keys that passed (the others were stale).
+   * RUNNING -> PASS under their leases for many nodes in one statement, with every child's pending_parents
+   * decremented and, with `dispatched`, the children that became ready queued at once (eager dispatch: the worker
+   * enqueues their jobs right after commit, saving the NOTIFY -> scheduler -> claim hop); children of a workflow
+   * that does not dispatch now (PAUSED), or without `dispatched`, are left to the scheduler. Returns the
+   * `<workflow>/<node>` keys that passed (the others were stale).
    */
   private async passNodes(
     tx: Tx,
@@ -987,14 +990,19 @@ export class PgStateManager implements StateManager {
   ): Promise<Set<string>> {
     if (items.length === 0) return new Set();
     const outputs = items.map(outputJson);
-    // One statement: the PASSes, their attempts' endings, and every child's pending_parents decremented. A
-    // passing node is never a child of another in the batch (a child cannot run before its parent passed).
+    const dispatching = dispatched
+      ? [...changesOf.values()].filter((c) => c.status === "RUNNING" || c.status === "PENDING").map((c) => c.row.id)
+      : [];
+    // A passing node is never a child of another in the batch (a child cannot run before its parent passed).
     const rows = await tx.execute<{
-      kind: "pass" | "ready";
+      kind: "pass" | "child";
       workflow_id: string;
       id: string;
       attempt: number;
       capability: string;
+      status: NodeStatusName;
+      queue_gen: number;
+      retry_policy: JsonObject | null;
     }>(sql`
       with passed as (
         update nodes n
@@ -1009,65 +1017,56 @@ export class PgStateManager implements StateManager {
         insert into node_attempts (workflow_id, node_id, attempt, outcome)
         select workflow_id, id, attempt, 'PASS' from passed),
       decrements as (
-        select e.workflow_id, e.child_id, count(*)::int as n
+        select e.workflow_id, e.child_id, count(*)::int as n,
+               e.workflow_id = any(${sql.param(dispatching)}::uuid[]) as dispatch
           from node_edges e join passed p on e.workflow_id = p.workflow_id and e.parent_id = p.id
          group by e.workflow_id, e.child_id),
       children as (
-        update nodes c set pending_parents = c.pending_parents - d.n, updated_at = now()
+        update nodes c
+           set pending_parents = c.pending_parents - d.n,
+               status = case when d.dispatch and c.status = 'PENDING' and c.pending_parents = d.n
+                             then 'QUEUED'::node_status else c.status end,
+               queue_gen = case when d.dispatch and c.status = 'PENDING' and c.pending_parents = d.n
+                                then c.queue_gen + 1 else c.queue_gen end,
+               queued_at = case when d.dispatch and c.status = 'PENDING' and c.pending_parents = d.n
+                                then now() else c.queued_at end,
+               updated_at = now()
           from decrements d
          where c.workflow_id = d.workflow_id and c.id = d.child_id
-        returning c.workflow_id, c.id, c.pending_parents, c.status)
-      select 'pass' as kind, workflow_id, id, attempt, capability from passed
+        returning c.workflow_id, c.id, c.pending_parents, c.status, c.capability, c.queue_gen, c.retry_policy)
+      select 'pass' as kind, workflow_id, id, attempt, capability, null::node_status as status, 0 as queue_gen,
+             null::jsonb as retry_policy
+        from passed
       union all
-      select 'ready', workflow_id, id, 0, '' from children where pending_parents = 0 and status = 'PENDING'`);
-    const passed = { rows: rows.rows.filter((r) => r.kind === "pass") };
-    const ready = { rows: rows.rows.filter((r) => r.kind === "ready") };
-    if (passed.rows.length === 0) return new Set();
-    for (const row of passed.rows) {
+      select 'child', workflow_id, id, 0, capability, status, queue_gen, retry_policy
+        from children where pending_parents = 0 and status in ('PENDING', 'QUEUED')`);
+    const passed = rows.rows.filter((r) => r.kind === "pass");
+    if (passed.length === 0) return new Set();
+    for (const row of passed) {
       changesOf.get(row.workflow_id)!.node("node.status_changed", row.id, "PASS", {
         from: "RUNNING",
         attempt: row.attempt,
         capability: row.capability,
       });
     }
-    if (dispatched) await this.dispatchReady(tx, changesOf, ready.rows, dispatched);
-    else for (const row of ready.rows) changesOf.get(row.workflow_id)?.markReady();
-    return new Set(passed.rows.map((r) => `${r.workflow_id}/${r.id}`));
-  }
-
-  /**
-   * Children made ready by a PASS are queued in the same transaction (eager dispatch): the worker enqueues
-   * their jobs right after commit, saving the NOTIFY -> scheduler -> claim hop. Children of a workflow that
-   * does not dispatch now (PAUSED) are left to the scheduler.
-   */
-  private async dispatchReady(
-    tx: Tx,
-    changesOf: ReadonlyMap<string, WorkflowChanges>,
-    ready: readonly { workflow_id: string; id: string }[],
-    dispatched: QueuedNode[],
-  ): Promise<void> {
-    if (ready.length === 0) return;
-    const now = ready.filter((r) => {
-      const status = changesOf.get(r.workflow_id)?.status;
-      return status === "RUNNING" || status === "PENDING";
-    });
-    for (const r of ready) if (!now.includes(r)) changesOf.get(r.workflow_id)?.markReady();
-    if (now.length === 0) return;
-    const claimed = await tx.execute<Record<string, unknown>>(sql`
-      update nodes n
-         set status = 'QUEUED', queue_gen = n.queue_gen + 1, queued_at = now(), updated_at = now()
-        from unnest(${sql.param(now.map((r) => r.workflow_id))}::uuid[], ${sql.param(now.map((r) => r.id))}::text[])
-             as r(workflow_id, id)
-       where n.workflow_id = r.workflow_id and n.id = r.id and ${statusIs("n", "PENDING")} and n.pending_parents = 0
-      returning n.*`);
-    for (const raw of claimed.rows) {
-      const node = nodeRowFromRaw(raw);
-      changesOf.get(node.workflowId)!.node("node.status_changed", node.id, "QUEUED", {
-        from: "PENDING",
-        capability: node.capability,
+    for (const row of rows.rows) {
+      if (row.kind !== "child") continue;
+      const changes = changesOf.get(row.workflow_id)!;
+      // A child QUEUED here was PENDING with this batch's parents as its last pending ones: it was dispatched.
+      if (row.status === "PENDING") {
+        changes.markReady();
+        continue;
+      }
+      changes.node("node.status_changed", row.id, "QUEUED", { from: "PENDING", capability: row.capability });
+      dispatched?.push({
+        workflowId: row.workflow_id,
+        nodeId: row.id,
+        capability: row.capability,
+        jobId: jobIdFor(row.workflow_id, row.id, row.queue_gen),
+        retryPolicy: effectiveRetryPolicy(row.retry_policy ? fromJson(RetryPolicySchema, row.retry_policy) : undefined),
       });
-      dispatched.push(this.queuedNodeOf(node));
     }
+    return new Set(passed.map((r) => `${r.workflow_id}/${r.id}`));
   }
 
   /** Sets each workflow's final status when no node of it can run any more, in one statement for all. */
