@@ -4,6 +4,12 @@
 -- commitChanges do in TypeScript (which stay for every other path), with the same events; tests hold both to it.
 -- Each returns rows of (kind, body): 'event' rows are the events written; the other kinds are described below.
 
+-- NOTIFY: the claim and the start send their `trellis_events` notifications themselves (`<workflow>:<last
+-- sequence>`, see libs/db/src/channels.ts). A NOTIFY holds PostgreSQL's database-wide notify lock from the commit's
+-- start to its end; these two commit without waiting for the WAL flush, so that is short, and it saves a statement.
+-- The pass commits synchronously (a flush under that lock would serialise every notifying commit), so its caller
+-- sends its notifications after the commit.
+
 -- QUEUED -> RUNNING under fresh leases. Workflows are locked first, in id order, like every writer does; a finished
 -- workflow's nodes are not started. Commits without waiting for the WAL flush: a lost start is redone (see
 -- asyncCommit in libs/db). Returns a 'node' row per started node: {node, parent_outputs, workflow_name,
@@ -65,7 +71,7 @@ BEGIN
            updated_at = now()
       FROM (SELECT ev.workflow_id, count(*) AS n FROM ev GROUP BY ev.workflow_id) c
      WHERE wf.id = c.workflow_id
-    RETURNING wf.id
+    RETURNING wf.id, wf.event_seq
   )
   SELECT 'node', jsonb_build_object(
            'node', to_jsonb(s) - 'ord',
@@ -78,7 +84,8 @@ BEGIN
   UNION ALL
   SELECT 'event', to_jsonb(i) FROM inserted i
   UNION ALL
-  SELECT 'workflow', jsonb_build_object('id', b.id) FROM bumped b;
+  SELECT 'workflow', jsonb_build_object('id', b.id)
+    FROM bumped b, LATERAL (SELECT pg_notify('trellis_events', b.id::text || ':' || b.event_seq::text)) AS notified;
 END;
 $$;
 --> statement-breakpoint
@@ -284,12 +291,13 @@ BEGIN
        SET event_seq = wf.event_seq + c.n, status = 'RUNNING', updated_at = now()
       FROM (SELECT ev.workflow_id, count(*) AS n FROM ev GROUP BY ev.workflow_id) c
      WHERE wf.id = c.workflow_id
-    RETURNING wf.id
+    RETURNING wf.id, wf.event_seq
   )
   SELECT 'queued', to_jsonb(c) FROM claimed c
   UNION ALL
   SELECT 'event', to_jsonb(i) FROM inserted i
   UNION ALL
-  SELECT 'workflow', jsonb_build_object('id', b.id) FROM bumped b;
+  SELECT 'workflow', jsonb_build_object('id', b.id)
+    FROM bumped b, LATERAL (SELECT pg_notify('trellis_events', b.id::text || ':' || b.event_seq::text)) AS notified;
 END;
 $$;

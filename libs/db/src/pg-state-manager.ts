@@ -262,7 +262,7 @@ export class PgStateManager implements StateManager {
    * Runs one of the hot-path functions of migration 0002 (a whole transaction in one autocommit statement), then
    * does what write() does after a commit with the events it returns and the `ready` workflows it names.
    */
-  private async callHotPath(statement: SQL): Promise<HotPathRow[]> {
+  private async callHotPath(statement: SQL, options: { notifiesEvents?: boolean } = {}): Promise<HotPathRow[]> {
     const { rows } = await this.db.execute<HotPathRow>(statement);
     const outbox: TransactionOutbox = { events: [], notifications: [] };
     const lastSequence = new Map<string, number>();
@@ -275,7 +275,8 @@ export class PgStateManager implements StateManager {
         outbox.notifications.push({ channel: CHANNELS.ready, payload: String(row.body.workflow_id) });
       }
     }
-    for (const [workflowId, sequence] of lastSequence) {
+    // The claim and the start send these themselves (see migration 0002), the pass leaves them to us.
+    for (const [workflowId, sequence] of options.notifiesEvents ? [] : lastSequence) {
       outbox.notifications.push({ channel: CHANNELS.events, payload: `${workflowId}:${sequence}` });
     }
     outbox.events.sort((a, b) =>
@@ -808,7 +809,9 @@ export class PgStateManager implements StateManager {
     // One round trip: trellis_claim_ready_nodes (migration 0002) locks the workflows, queues their ready nodes
     // (skipping rows another claimer holds) and writes the events, with async commit (a lost claim is harmless:
     // the nodes are PENDING again and claimed anew; their jobs find them so).
-    const rows = await this.callHotPath(sql`select kind, body from trellis_claim_ready_nodes(${limit}::integer)`);
+    const rows = await this.callHotPath(sql`select kind, body from trellis_claim_ready_nodes(${limit}::integer)`, {
+      notifiesEvents: true,
+    });
     return interleaveByWorkflow(
       rows.filter((r) => r.kind === "queued").map((r) => this.queuedNodeOf(nodeRowFromRaw(r.body))),
     );
@@ -823,11 +826,14 @@ export class PgStateManager implements StateManager {
     if (requests.length === 0) return [];
     // One round trip: trellis_start_nodes (migration 0002) locks the workflows, starts the nodes (async commit: a
     // lost start is harmless, the node is QUEUED again and re-delivered) and writes their events.
-    const rows = await this.callHotPath(sql`
+    const rows = await this.callHotPath(
+      sql`
       select kind, body from trellis_start_nodes(${sql.param(requests.map((r) => r.workflowId))}::uuid[],
                                                  ${sql.param(requests.map((r) => r.nodeId))}::text[],
                                                  ${sql.param(requests.map((r) => r.queueGen ?? null))}::integer[],
-                                                 ${leaseTtlMs / 1000}::double precision)`);
+                                                 ${leaseTtlMs / 1000}::double precision)`,
+      { notifiesEvents: true },
+    );
     const byKey = new Map<string, StartedNode>();
     for (const { kind, body } of rows) {
       if (kind !== "node") continue;

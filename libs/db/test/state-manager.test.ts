@@ -17,7 +17,7 @@ import {
   type Node,
   type Workflow,
 } from "@trellis/proto";
-import { createTestDatabase, type TestDatabase } from "@trellis/testing";
+import { createTestDatabase, type TestDatabase, waitFor } from "@trellis/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PgStateManager, createDatabase, createPool, queueGenOfJobId } from "../src/index.js";
 
@@ -314,6 +314,35 @@ describe("claiming, running and recording", () => {
     expect(Object.keys(startedB!.parentOutputs)).toEqual(["a"]);
     expect(startedB!.node.status).toBe(NodeStatus.RUNNING);
     expect(startedB!.attempt).toBe(1);
+  });
+
+  it("notifies trellis_events with the last sequence of every claim, start and result", async () => {
+    const listener = await testDb.pool.connect();
+    const payloads: string[] = [];
+    listener.on("notification", (n) => {
+      if (n.channel === "trellis_events" && n.payload) payloads.push(n.payload);
+    });
+    try {
+      await listener.query("listen trellis_events");
+      const { workflow } = await sm.createWorkflow({ name: "notify", nodes: [node("a")] });
+      const [claimed] = (await sm.claimReadyNodes(1000)).filter((q) => q.workflowId === workflow.id);
+      const last = async () => Number((await eventSequences(workflow.id)).at(-1));
+      const afterClaim = await last();
+      await waitFor(() => payloads.includes(`${workflow.id}:${afterClaim}`), { description: "the claim's NOTIFY" });
+      const started = await sm.startNode(workflow.id, claimed!.nodeId, 30_000);
+      const afterStart = await last();
+      await waitFor(() => payloads.includes(`${workflow.id}:${afterStart}`), { description: "the start's NOTIFY" });
+      await sm.recordResult(workflow.id, "a", started!.lease, {
+        kind: "success",
+        output: fromJson(ValueSchema, 1),
+        edits: [],
+      });
+      const afterPass = await last();
+      expect(afterPass).toBeGreaterThan(afterStart);
+      await waitFor(() => payloads.includes(`${workflow.id}:${afterPass}`), { description: "the result's NOTIFY" });
+    } finally {
+      listener.release();
+    }
   });
 
   it("starts a node only from a job of its current queue generation", async () => {
