@@ -1,29 +1,76 @@
--- The two transactions every node goes through, start and plain success, as server-side functions: each is one
--- round trip instead of five to seven, so a workflow's row lock is held for the time PostgreSQL takes to run the
--- statements, not for the client's round trips. They do what PgStateManager.startNodes and passNodes/settleAll/
--- commitChanges do in TypeScript (which stay for every other path), with the same events; tests hold both to it.
--- Each returns rows of (kind, body): 'event' rows are the events written; the other kinds are described below.
-
+-- The three transactions every node goes through, the scheduler's claim, the worker's start and a success without
+-- edits, as server-side functions: each is one round trip instead of four to seven, so a workflow's row lock is held
+-- for the time PostgreSQL takes to run the statements, not for the client's round trips. They do what
+-- PgStateManager's TypeScript transactions (which stay for every other path) do, with the same events; the tests of
+-- libs/db and the apps hold them to it. Each returns rows of (kind, body): 'event' rows are the events written,
+-- 'workflow' rows {id, status} the workflows updated; the other kinds are described with each function.
+--
 -- NOTIFY: the claim and the start send their `trellis_events` notifications themselves (`<workflow>:<last
 -- sequence>`, see libs/db/src/channels.ts). A NOTIFY holds PostgreSQL's database-wide notify lock from the commit's
 -- start to its end; these two commit without waiting for the WAL flush, so that is short, and it saves a statement.
 -- The pass commits synchronously (a flush under that lock would serialise every notifying commit), so its caller
 -- sends its notifications after the commit.
 
+-- The end of each: writes events numbered by the caller from the locked workflows' event_seq (p_events: an array of
+-- {workflow_id, sequence, type, node_id, workflow_status, node_status, data}), moves each workflow's event_seq to
+-- its last sequence and its status to p_statuses[id] when given (finished_at set once it is SUCCEEDED, FAILED or
+-- CANCELLED), and NOTIFYs `trellis_events` when p_notify.
+CREATE OR REPLACE FUNCTION trellis_write_events(p_events jsonb, p_statuses jsonb, p_notify boolean)
+RETURNS TABLE (kind text, body jsonb)
+LANGUAGE plpgsql AS $$
+BEGIN
+  RETURN QUERY
+  WITH ev AS (
+    SELECT e.* FROM jsonb_to_recordset(p_events)
+      AS e(workflow_id uuid, sequence bigint, type text, node_id text, workflow_status workflow_status,
+           node_status node_status, data jsonb)
+  ),
+  inserted AS (
+    INSERT INTO workflow_events (workflow_id, sequence, type, node_id, workflow_status, node_status, data)
+    SELECT ev.workflow_id, ev.sequence, ev.type, ev.node_id, ev.workflow_status, ev.node_status, ev.data FROM ev
+    RETURNING workflow_events.workflow_id, workflow_events.sequence, workflow_events.type, workflow_events.node_id,
+              workflow_events.workflow_status, workflow_events.node_status, workflow_events.data, workflow_events.time
+  ),
+  bumped AS (
+    UPDATE workflows wf
+       SET event_seq = c.last_sequence,
+           status = coalesce((p_statuses ->> wf.id::text)::workflow_status, wf.status),
+           finished_at = CASE WHEN coalesce((p_statuses ->> wf.id::text)::workflow_status, wf.status)
+                                   IN ('SUCCEEDED', 'FAILED', 'CANCELLED')
+                              THEN coalesce(wf.finished_at, now()) END,
+           updated_at = now()
+      FROM (SELECT ev.workflow_id, max(ev.sequence) AS last_sequence FROM ev GROUP BY ev.workflow_id) c
+     WHERE wf.id = c.workflow_id
+    RETURNING wf.id, wf.status, wf.event_seq
+  )
+  SELECT 'event', to_jsonb(i) FROM inserted i
+  UNION ALL
+  SELECT 'workflow', jsonb_build_object('id', b.id, 'status', b.status)
+    FROM bumped b
+    LEFT JOIN LATERAL (SELECT pg_notify('trellis_events', b.id::text || ':' || b.event_seq::text) WHERE p_notify)
+           AS notified ON true;
+END;
+$$;
+--> statement-breakpoint
+
 -- QUEUED -> RUNNING under fresh leases. Workflows are locked first, in id order, like every writer does; a finished
--- workflow's nodes are not started. Commits without waiting for the WAL flush: a lost start is redone (see
--- asyncCommit in libs/db). Returns a 'node' row per started node: {node, parent_outputs, workflow_name,
--- workflow_input}; a node asked for twice is started once. p_queue_gens holds each job's queue generation (null:
--- any): a node queued again since that job was added (the reconciler gave it a new job) is left to its new job.
+-- workflow's nodes are not started. Commits without waiting for the WAL flush: a lost start is redone (the node is
+-- QUEUED again and its job re-delivered). Returns a 'node' row per started node: {node, parent_outputs,
+-- workflow_name, workflow_input}; a node asked for twice is started once. p_queue_gens holds each job's queue
+-- generation (null: any): a node queued again since that job was added (the reconciler gave it a new job) is left
+-- to its new job.
 CREATE OR REPLACE FUNCTION trellis_start_nodes(
   p_workflow_ids uuid[], p_node_ids text[], p_queue_gens integer[], p_lease_secs double precision
 )
 RETURNS TABLE (kind text, body jsonb)
 LANGUAGE plpgsql AS $$
+DECLARE
+  v_started jsonb;
+  v_events jsonb;
+  v_statuses jsonb;
 BEGIN
   PERFORM set_config('synchronous_commit', 'off', true);
   PERFORM 1 FROM workflows WHERE id = ANY (p_workflow_ids) ORDER BY id FOR UPDATE;
-  RETURN QUERY
   WITH w AS (
     SELECT wf.id, wf.status, wf.event_seq, wf.name, wf.input
       FROM workflows wf
@@ -45,47 +92,35 @@ BEGIN
            row_number() OVER (PARTITION BY s.workflow_id ORDER BY s.ord) AS k
       FROM started s
   ),
-  ev AS (
+  flipped AS (
     -- A PENDING workflow becomes RUNNING with its first started node: that event comes first.
-    SELECT w.id AS workflow_id, w.event_seq + 1 AS sequence, 'workflow.status_changed' AS type, NULL::text AS node_id,
+    SELECT w.id, w.event_seq FROM w
+     WHERE w.status = 'PENDING' AND EXISTS (SELECT 1 FROM started s WHERE s.workflow_id = w.id)
+  ),
+  ev AS (
+    SELECT f.id AS workflow_id, f.event_seq + 1 AS sequence, 'workflow.status_changed' AS type, NULL::text AS node_id,
            'RUNNING'::workflow_status AS workflow_status, NULL::node_status AS node_status,
            jsonb_build_object('from', 'PENDING') AS data
-      FROM w
-     WHERE w.status = 'PENDING' AND EXISTS (SELECT 1 FROM started s WHERE s.workflow_id = w.id)
+      FROM flipped f
     UNION ALL
     SELECT c.workflow_id, w.event_seq + (w.status = 'PENDING')::int + c.k, 'node.status_changed', c.id,
            CASE WHEN w.status = 'PENDING' THEN 'RUNNING'::workflow_status ELSE w.status END, 'RUNNING'::node_status,
            jsonb_build_object('from', 'QUEUED', 'attempt', c.attempt, 'capability', c.capability)
       FROM numbered c JOIN w ON w.id = c.workflow_id
-  ),
-  inserted AS (
-    INSERT INTO workflow_events (workflow_id, sequence, type, node_id, workflow_status, node_status, data)
-    SELECT ev.workflow_id, ev.sequence, ev.type, ev.node_id, ev.workflow_status, ev.node_status, ev.data FROM ev
-    RETURNING workflow_events.workflow_id, workflow_events.sequence, workflow_events.type, workflow_events.node_id,
-              workflow_events.workflow_status, workflow_events.node_status, workflow_events.data, workflow_events.time
-  ),
-  bumped AS (
-    UPDATE workflows wf
-       SET event_seq = wf.event_seq + c.n,
-           status = CASE WHEN wf.status = 'PENDING' THEN 'RUNNING'::workflow_status ELSE wf.status END,
-           updated_at = now()
-      FROM (SELECT ev.workflow_id, count(*) AS n FROM ev GROUP BY ev.workflow_id) c
-     WHERE wf.id = c.workflow_id
-    RETURNING wf.id, wf.event_seq
   )
-  SELECT 'node', jsonb_build_object(
-           'node', to_jsonb(s) - 'ord',
-           'parent_outputs', (SELECT coalesce(jsonb_object_agg(pid, p.output), '{}'::jsonb)
-                                FROM unnest(s.parent_ids) AS pid
-                                LEFT JOIN nodes p ON p.workflow_id = s.workflow_id AND p.id = pid),
-           'workflow_name', w.name,
-           'workflow_input', w.input)
-    FROM started s JOIN w ON w.id = s.workflow_id
-  UNION ALL
-  SELECT 'event', to_jsonb(i) FROM inserted i
-  UNION ALL
-  SELECT 'workflow', jsonb_build_object('id', b.id)
-    FROM bumped b, LATERAL (SELECT pg_notify('trellis_events', b.id::text || ':' || b.event_seq::text)) AS notified;
+  SELECT coalesce((SELECT jsonb_agg(jsonb_build_object(
+                            'node', to_jsonb(s) - 'ord',
+                            'parent_outputs', (SELECT coalesce(jsonb_object_agg(pid, p.output), '{}'::jsonb)
+                                                 FROM unnest(s.parent_ids) AS pid
+                                                 LEFT JOIN nodes p ON p.workflow_id = s.workflow_id AND p.id = pid),
+                            'workflow_name', w.name,
+                            'workflow_input', w.input))
+                     FROM started s JOIN w ON w.id = s.workflow_id), '[]'::jsonb),
+         coalesce((SELECT jsonb_agg(to_jsonb(ev)) FROM ev), '[]'::jsonb),
+         coalesce((SELECT jsonb_object_agg(f.id, 'RUNNING') FROM flipped f), '{}'::jsonb)
+    INTO v_started, v_events, v_statuses;
+  RETURN QUERY SELECT 'node', e FROM jsonb_array_elements(v_started) AS e;
+  RETURN QUERY SELECT x.kind, x.body FROM trellis_write_events(v_events, v_statuses, true) AS x;
 END;
 $$;
 --> statement-breakpoint
@@ -95,8 +130,7 @@ $$;
 -- QUEUED at once when p_dispatch and their workflow is PENDING or RUNNING (eager dispatch), each workflow settled
 -- (SUCCEEDED or FAILED once nothing can run), the events numbered and the workflow rows updated. Returns
 -- 'pass' {workflow_id, id, attempt, capability} per node passed (the others were stale), 'queued' (a node row) per
--- child dispatched, 'ready' {workflow_id} per workflow with a ready child left to the scheduler, and 'workflow'
--- {id, status} per workflow changed.
+-- child dispatched, and 'ready' {workflow_id} per workflow with a ready child left to the scheduler.
 CREATE OR REPLACE FUNCTION trellis_pass_nodes(
   p_workflow_ids uuid[], p_node_ids text[], p_leases uuid[], p_outputs jsonb[], p_dispatch boolean
 )
@@ -105,6 +139,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
   v_rows jsonb;
   v_settled jsonb;
+  v_events jsonb;
 BEGIN
   PERFORM 1 FROM workflows WHERE id = ANY (p_workflow_ids) ORDER BY id FOR UPDATE;
   -- A passing node is never a child of another in the batch: a child cannot run before its parents passed.
@@ -152,7 +187,7 @@ BEGIN
 
   -- Settle: a workflow with nothing left to run is FAILED when a node is FAIL, else SUCCEEDED. The FAIL check
   -- scans the workflow's nodes, so it runs only once nothing is unfinished (CASE is lazy).
-  SELECT coalesce(jsonb_agg(jsonb_build_object('id', s.id, 'status', s.to_status)), '[]'::jsonb)
+  SELECT coalesce(jsonb_object_agg(s.id, s.to_status), '{}'::jsonb)
     INTO v_settled
     FROM (SELECT w.id,
                  CASE WHEN EXISTS (SELECT 1 FROM nodes WHERE workflow_id = w.id AND status IN ('PENDING', 'QUEUED', 'RUNNING'))
@@ -164,13 +199,10 @@ BEGIN
              AND w.status NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED')) s
    WHERE s.to_status IS NOT NULL;
 
-  RETURN QUERY
+  -- Events: the PASSes, then the children queued, then the workflow's new status, numbered per workflow.
   WITH w AS (
-    SELECT wf.id, wf.status, wf.event_seq FROM workflows wf WHERE wf.id = ANY (p_workflow_ids)
-  ),
-  settled AS (
-    SELECT (e ->> 'id')::uuid AS id, (e ->> 'status')::workflow_status AS status
-      FROM jsonb_array_elements(v_settled) e
+    SELECT wf.id, wf.status, wf.event_seq, (v_settled ->> wf.id::text)::workflow_status AS settled
+      FROM workflows wf WHERE wf.id = ANY (p_workflow_ids)
   ),
   raw AS (
     SELECT (e ->> 'workflow_id')::uuid AS workflow_id, 1 AS phase, x.ord, 'node.status_changed' AS type,
@@ -183,48 +215,28 @@ BEGIN
       FROM jsonb_array_elements(v_rows -> 'children') WITH ORDINALITY AS x(e, ord)
      WHERE e ->> 'status' = 'QUEUED'
     UNION ALL
-    SELECT s.id, 3, 1, 'workflow.status_changed', NULL, NULL, jsonb_build_object('from', w.status)
-      FROM settled s JOIN w ON w.id = s.id
-  ),
-  ev AS (
-    SELECT r.workflow_id,
-           w.event_seq + row_number() OVER (PARTITION BY r.workflow_id ORDER BY r.phase, r.ord) AS sequence,
-           r.type, r.node_id,
-           CASE WHEN r.phase = 3 THEN s.status ELSE w.status END AS workflow_status,
-           r.node_status, r.data
-      FROM raw r JOIN w ON w.id = r.workflow_id LEFT JOIN settled s ON s.id = r.workflow_id
-  ),
-  inserted AS (
-    INSERT INTO workflow_events (workflow_id, sequence, type, node_id, workflow_status, node_status, data)
-    SELECT ev.workflow_id, ev.sequence, ev.type, ev.node_id, ev.workflow_status, ev.node_status, ev.data FROM ev
-    RETURNING workflow_events.workflow_id, workflow_events.sequence, workflow_events.type, workflow_events.node_id,
-              workflow_events.workflow_status, workflow_events.node_status, workflow_events.data, workflow_events.time
-  ),
-  bumped AS (
-    UPDATE workflows wf
-       SET event_seq = wf.event_seq + c.n,
-           status = coalesce(s.status, wf.status),
-           finished_at = CASE WHEN coalesce(s.status, wf.status) IN ('SUCCEEDED', 'FAILED', 'CANCELLED')
-                              THEN coalesce(wf.finished_at, now()) END,
-           updated_at = now()
-      FROM (SELECT ev.workflow_id, count(*) AS n FROM ev GROUP BY ev.workflow_id) c
-      LEFT JOIN settled s ON s.id = c.workflow_id
-     WHERE wf.id = c.workflow_id
-    RETURNING wf.id, wf.status
+    SELECT w.id, 3, 1, 'workflow.status_changed', NULL, NULL, jsonb_build_object('from', w.status)
+      FROM w WHERE w.settled IS NOT NULL
   )
-  SELECT 'pass', e FROM jsonb_array_elements(v_rows -> 'passed') e
-  UNION ALL
-  SELECT 'queued', e FROM jsonb_array_elements(v_rows -> 'children') e WHERE e ->> 'status' = 'QUEUED'
-  UNION ALL
-  SELECT 'ready', jsonb_build_object('workflow_id', b.id)
-    FROM bumped b
-   WHERE b.status NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED')
-     AND EXISTS (SELECT 1 FROM jsonb_array_elements(v_rows -> 'children') e
-                  WHERE e ->> 'status' = 'PENDING' AND (e ->> 'workflow_id')::uuid = b.id)
-  UNION ALL
-  SELECT 'event', to_jsonb(i) FROM inserted i
-  UNION ALL
-  SELECT 'workflow', jsonb_build_object('id', b.id, 'status', b.status) FROM bumped b;
+  SELECT coalesce(jsonb_agg(to_jsonb(ev)), '[]'::jsonb)
+    INTO v_events
+    FROM (SELECT r.workflow_id,
+                 w.event_seq + row_number() OVER (PARTITION BY r.workflow_id ORDER BY r.phase, r.ord) AS sequence,
+                 r.type, r.node_id,
+                 CASE WHEN r.phase = 3 THEN w.settled ELSE w.status END AS workflow_status,
+                 r.node_status, r.data
+            FROM raw r JOIN w ON w.id = r.workflow_id) AS ev;
+
+  RETURN QUERY SELECT 'pass', e FROM jsonb_array_elements(v_rows -> 'passed') AS e;
+  RETURN QUERY SELECT 'queued', e FROM jsonb_array_elements(v_rows -> 'children') AS e WHERE e ->> 'status' = 'QUEUED';
+  RETURN QUERY SELECT x.kind, x.body FROM trellis_write_events(v_events, v_settled, false) AS x;
+  -- Ready children of a workflow that did not dispatch now (PAUSED, or without p_dispatch): the scheduler's.
+  RETURN QUERY
+  SELECT 'ready', jsonb_build_object('workflow_id', wf.id)
+    FROM workflows wf
+   WHERE wf.status NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED')
+     AND wf.id IN (SELECT (e ->> 'workflow_id')::uuid FROM jsonb_array_elements(v_rows -> 'children') AS e
+                    WHERE e ->> 'status' = 'PENDING');
 END;
 $$;
 --> statement-breakpoint
@@ -238,6 +250,9 @@ RETURNS TABLE (kind text, body jsonb)
 LANGUAGE plpgsql AS $$
 DECLARE
   v_ids uuid[];
+  v_claimed jsonb;
+  v_events jsonb;
+  v_statuses jsonb;
 BEGIN
   PERFORM set_config('synchronous_commit', 'off', true);
   v_ids := ARRAY(SELECT DISTINCT n.workflow_id
@@ -248,7 +263,6 @@ BEGIN
     RETURN;
   END IF;
   PERFORM 1 FROM workflows WHERE id = ANY (v_ids) ORDER BY id FOR UPDATE;
-  RETURN QUERY
   WITH w AS (
     SELECT wf.id, wf.status, wf.event_seq FROM workflows wf
      WHERE wf.id = ANY (v_ids) AND wf.status IN ('PENDING', 'RUNNING')
@@ -267,37 +281,27 @@ BEGIN
     SELECT c.workflow_id, c.id, c.capability, row_number() OVER (PARTITION BY c.workflow_id ORDER BY c.id) AS k
       FROM claimed c
   ),
-  ev AS (
+  flipped AS (
     -- A PENDING workflow becomes RUNNING with its first queued node: that event comes first.
-    SELECT w.id AS workflow_id, w.event_seq + 1 AS sequence, 'workflow.status_changed' AS type, NULL::text AS node_id,
+    SELECT w.id, w.event_seq FROM w
+     WHERE w.status = 'PENDING' AND EXISTS (SELECT 1 FROM claimed c WHERE c.workflow_id = w.id)
+  ),
+  ev AS (
+    SELECT f.id AS workflow_id, f.event_seq + 1 AS sequence, 'workflow.status_changed' AS type, NULL::text AS node_id,
            'RUNNING'::workflow_status AS workflow_status, NULL::node_status AS node_status,
            jsonb_build_object('from', 'PENDING') AS data
-      FROM w
-     WHERE w.status = 'PENDING' AND EXISTS (SELECT 1 FROM claimed c WHERE c.workflow_id = w.id)
+      FROM flipped f
     UNION ALL
     SELECT c.workflow_id, w.event_seq + (w.status = 'PENDING')::int + c.k, 'node.status_changed', c.id,
            'RUNNING'::workflow_status, 'QUEUED'::node_status,
            jsonb_build_object('from', 'PENDING', 'capability', c.capability)
       FROM numbered c JOIN w ON w.id = c.workflow_id
-  ),
-  inserted AS (
-    INSERT INTO workflow_events (workflow_id, sequence, type, node_id, workflow_status, node_status, data)
-    SELECT ev.workflow_id, ev.sequence, ev.type, ev.node_id, ev.workflow_status, ev.node_status, ev.data FROM ev
-    RETURNING workflow_events.workflow_id, workflow_events.sequence, workflow_events.type, workflow_events.node_id,
-              workflow_events.workflow_status, workflow_events.node_status, workflow_events.data, workflow_events.time
-  ),
-  bumped AS (
-    UPDATE workflows wf
-       SET event_seq = wf.event_seq + c.n, status = 'RUNNING', updated_at = now()
-      FROM (SELECT ev.workflow_id, count(*) AS n FROM ev GROUP BY ev.workflow_id) c
-     WHERE wf.id = c.workflow_id
-    RETURNING wf.id, wf.event_seq
   )
-  SELECT 'queued', to_jsonb(c) FROM claimed c
-  UNION ALL
-  SELECT 'event', to_jsonb(i) FROM inserted i
-  UNION ALL
-  SELECT 'workflow', jsonb_build_object('id', b.id)
-    FROM bumped b, LATERAL (SELECT pg_notify('trellis_events', b.id::text || ':' || b.event_seq::text)) AS notified;
+  SELECT coalesce((SELECT jsonb_agg(to_jsonb(c)) FROM claimed c), '[]'::jsonb),
+         coalesce((SELECT jsonb_agg(to_jsonb(ev)) FROM ev), '[]'::jsonb),
+         coalesce((SELECT jsonb_object_agg(f.id, 'RUNNING') FROM flipped f), '{}'::jsonb)
+    INTO v_claimed, v_events, v_statuses;
+  RETURN QUERY SELECT 'queued', e FROM jsonb_array_elements(v_claimed) AS e;
+  RETURN QUERY SELECT x.kind, x.body FROM trellis_write_events(v_events, v_statuses, true) AS x;
 END;
 $$;

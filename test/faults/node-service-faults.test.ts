@@ -148,7 +148,9 @@ describe("a misbehaving NodeService", () => {
     };
     let service = await startService();
     await stack.startWorker(["sleep"], { env: { NODE_SERVICE_ADDR: `127.0.0.1:${port}` } });
-    const workflow = await stack.createWorkflow([testNode("s", "sleep", [], { input: { ms: 1500 } })]);
+    // Attempts enough to outlast a restart on a busy machine (the service takes seconds to start under load).
+    const retryPolicy = { maxAttempts: 8, initialBackoff: { nanos: 500_000_000 }, maxBackoff: { seconds: 2n } };
+    const workflow = await stack.createWorkflow([testNode("s", "sleep", [], { input: { ms: 1500 }, retryPolicy })]);
     await waitFor(async () => (await stack.stateManager.getNode(workflow.id, "s")).status === NodeStatus.RUNNING, {
       description: "the sleep node to be running",
     });
