@@ -19,7 +19,7 @@ import {
 } from "@trellis/proto";
 import { createTestDatabase, type TestDatabase, waitFor } from "@trellis/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { PgStateManager, createDatabase, createPool, queueGenOfJobId } from "../src/index.js";
+import { type NewEvent, PgStateManager, createDatabase, createPool, queueGenOfJobId } from "../src/index.js";
 
 let testDb: TestDatabase;
 let sm: PgStateManager;
@@ -35,6 +35,10 @@ afterAll(async () => {
 
 function node(id: string, parentIds: string[] = [], capability = "echo"): Node {
   return create(NodeSchema, { id, capability, parentIds, input: { id } });
+}
+
+function success(output: number) {
+  return { kind: "success" as const, output: fromJson(ValueSchema, output), edits: [] };
 }
 
 async function counts(): Promise<{ workflows: number; nodes: number; edges: number; events: number }> {
@@ -314,6 +318,102 @@ describe("claiming, running and recording", () => {
     expect(Object.keys(startedB!.parentOutputs)).toEqual(["a"]);
     expect(startedB!.node.status).toBe(NodeStatus.RUNNING);
     expect(startedB!.attempt).toBe(1);
+  });
+
+  it("writes the documented events along the hot path (claim, start, pass with dispatch, settle) and hands them to onEvents", async () => {
+    const observed: NewEvent[] = [];
+    const watched = new PgStateManager(testDb.db, { onEvents: (events) => observed.push(...events) });
+    const { workflow } = await watched.createWorkflow({ name: "hot-path", nodes: [node("a"), node("b", ["a"])] });
+    const [a] = (await watched.claimReadyNodes(1000)).filter((q) => q.workflowId === workflow.id);
+    const startedA = await watched.startNode(workflow.id, a!.nodeId, 30_000);
+    const recorded = await watched.recordResults(
+      [{ workflowId: workflow.id, nodeId: "a", lease: startedA!.lease, result: success(1) }],
+      { dispatch: true },
+    );
+    expect(recorded.dispatched.map((q) => q.nodeId)).toEqual(["b"]);
+    const startedB = await watched.startNode(workflow.id, "b", 30_000);
+    await watched.recordResults([{ workflowId: workflow.id, nodeId: "b", lease: startedB!.lease, result: success(2) }]);
+    const stored = (await watched.listEvents(workflow.id, 0)).map((e) => ({
+      seq: Number(e.sequence),
+      type: e.type,
+      node: e.nodeId,
+      wf: WorkflowStatus[e.workflowStatus],
+      status: NodeStatus[e.nodeStatus],
+      data: e.data,
+    }));
+    const cap = { capability: "echo" };
+    expect(stored).toEqual([
+      { seq: 1, type: "workflow.created", node: "", wf: "PENDING", status: "UNSPECIFIED", data: { nodeCount: 2 } },
+      {
+        seq: 2,
+        type: "workflow.status_changed",
+        node: "",
+        wf: "RUNNING",
+        status: "UNSPECIFIED",
+        data: { from: "PENDING" },
+      },
+      {
+        seq: 3,
+        type: "node.status_changed",
+        node: "a",
+        wf: "RUNNING",
+        status: "QUEUED",
+        data: { from: "PENDING", ...cap },
+      },
+      {
+        seq: 4,
+        type: "node.status_changed",
+        node: "a",
+        wf: "RUNNING",
+        status: "RUNNING",
+        data: { from: "QUEUED", attempt: 1, ...cap },
+      },
+      {
+        seq: 5,
+        type: "node.status_changed",
+        node: "a",
+        wf: "RUNNING",
+        status: "PASS",
+        data: { from: "RUNNING", attempt: 1, ...cap },
+      },
+      {
+        seq: 6,
+        type: "node.status_changed",
+        node: "b",
+        wf: "RUNNING",
+        status: "QUEUED",
+        data: { from: "PENDING", ...cap },
+      },
+      {
+        seq: 7,
+        type: "node.status_changed",
+        node: "b",
+        wf: "RUNNING",
+        status: "RUNNING",
+        data: { from: "QUEUED", attempt: 1, ...cap },
+      },
+      {
+        seq: 8,
+        type: "node.status_changed",
+        node: "b",
+        wf: "RUNNING",
+        status: "PASS",
+        data: { from: "RUNNING", attempt: 1, ...cap },
+      },
+      {
+        seq: 9,
+        type: "workflow.status_changed",
+        node: "",
+        wf: "SUCCEEDED",
+        status: "UNSPECIFIED",
+        data: { from: "RUNNING" },
+      },
+    ]);
+    // What the hooks (log lines, metrics) saw is what was stored, once each, in order.
+    expect(
+      observed.filter((e) => e.workflowId === workflow.id).map((e) => [e.sequence, e.type, e.nodeId ?? ""]),
+    ).toEqual(stored.map((e) => [e.seq, e.type, e.node]));
+    expect((await watched.getWorkflow(workflow.id)).finishedAt).toBeDefined();
   });
 
   it("notifies trellis_events with the last sequence of every claim, start and result", async () => {
