@@ -173,6 +173,46 @@ export function interleaveByWorkflow<T extends { workflowId: string }>(items: re
   return out;
 }
 
+/**
+ * A workflow just inserted, as getWorkflow reads it: its row, and its nodes PENDING (no parent of a new workflow has
+ * ended) in the order getWorkflow gives, topological with ties by id, with the row's timestamps (one transaction).
+ */
+function createdWorkflow(row: WorkflowRow, inputNodes: readonly Node[]): Workflow {
+  const byId = new Map(inputNodes.map((n) => [n.id, n]));
+  const order = topologicalOrder([...byId.keys()].sort(), (id) => byId.get(id)?.parentIds ?? []);
+  const nodeList = order.map((id) => {
+    const node = byId.get(id)!;
+    return nodeFromRow({
+      workflowId: row.id,
+      id,
+      name: node.name || node.id,
+      capability: node.capability,
+      status: "PENDING",
+      parentIds: [...node.parentIds],
+      pendingParents: new Set(node.parentIds).size,
+      input: (node.input ?? {}) as NodeRow["input"],
+      output: null,
+      errorKind: null,
+      errorMessage: null,
+      attempt: 0,
+      attemptBase: 0,
+      retryPolicy: retryPolicyToJson(node.retryPolicy) ?? null,
+      timeoutMs: durationToMs(node.timeout) ?? null,
+      labels: { ...node.labels },
+      queueGen: 0,
+      lease: null,
+      leaseExpiresAt: null,
+      queuedAt: null,
+      unroutableAt: null,
+      createdAt: row.createdAt,
+      updatedAt: row.createdAt,
+      startedAt: null,
+      finishedAt: null,
+    });
+  });
+  return workflowFromRow(row, nodeList);
+}
+
 /** A result's output as the JSON text of a jsonb parameter (null for none). */
 function outputJson(item: Pick<ResultToRecord, "result">): string | null {
   const output = item.result.kind === "success" ? valueToJson(item.result.output) : null;
@@ -339,6 +379,7 @@ export class PgStateManager implements StateManager {
       if (existing) return { workflow: existing, created: false };
     }
     const workflowId = crypto.randomUUID();
+    let created: Workflow | undefined;
     try {
       await this.write(async (tx) => {
         const [row] = await tx
@@ -357,6 +398,7 @@ export class PgStateManager implements StateManager {
         await this.insertNodes(tx, workflowId, input.nodes, new Map());
         changes.markReady();
         await changes.commit(tx);
+        created = createdWorkflow(row!, input.nodes);
       });
     } catch (error) {
       if (requestId && isUniqueViolation(error, "workflows_request_id_key")) {
@@ -365,7 +407,8 @@ export class PgStateManager implements StateManager {
       }
       throw error;
     }
-    return { workflow: await this.getWorkflow(workflowId), created: true };
+    // The workflow as it was created (what getWorkflow would have read at commit), without reading it back.
+    return { workflow: created!, created: true };
   }
 
   private async findByRequestId(requestId: string): Promise<Workflow | null> {

@@ -105,6 +105,29 @@ describe("createWorkflow / getWorkflow", () => {
     expectGapFree(await eventSequences(wf.id));
   });
 
+  it("answers CreateWorkflow with exactly what GetWorkflow reads back", async () => {
+    const { workflow } = await sm.createWorkflow({
+      name: "as-stored",
+      labels: { team: "x" },
+      input: { topic: "graphs", n: 1.5, list: [1, "two", null], nested: { ok: true } },
+      nodes: [
+        create(NodeSchema, {
+          id: "z-join",
+          name: "Join",
+          capability: "llm.chat",
+          parentIds: ["m", "a"],
+          labels: { k: "v" },
+          retryPolicy: { maxAttempts: 5, initialBackoff: { seconds: 2n } },
+          timeout: { seconds: 90n },
+        }),
+        node("m", ["a"]),
+        node("a"),
+        node("b"),
+      ],
+    });
+    expect(workflow).toEqual(await sm.getWorkflow(workflow.id));
+  });
+
   it("is idempotent on request_id", async () => {
     const first = await sm.createWorkflow({ name: "idem", nodes: [node("a")], requestId: "req-1" });
     const second = await sm.createWorkflow({ name: "other", nodes: [node("z")], requestId: "req-1" });
