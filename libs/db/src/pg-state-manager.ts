@@ -174,40 +174,37 @@ export function interleaveByWorkflow<T extends { workflowId: string }>(items: re
 }
 
 /**
- * A workflow just inserted, as getWorkflow reads it: its row, and its nodes PENDING (no parent of a new workflow has
- * ended) in the order getWorkflow gives, topological with ties by id, with the row's timestamps (one transaction).
+ * A workflow just inserted, as getWorkflow reads it: its row, and its inserted node rows with the column defaults
+ * filled in and the row's timestamps (one transaction), in getWorkflow's order (topological, ties by id).
  */
-function createdWorkflow(row: WorkflowRow, inputNodes: readonly Node[]): Workflow {
-  const byId = new Map(inputNodes.map((n) => [n.id, n]));
+function createdWorkflow(row: WorkflowRow, inserted: readonly NewNode[]): Workflow {
+  const byId = new Map(inserted.map((n) => [n.id, n]));
   const order = topologicalOrder([...byId.keys()].sort(), (id) => byId.get(id)?.parentIds ?? []);
   const nodeList = order.map((id) => {
     const node = byId.get(id)!;
     return nodeFromRow({
-      workflowId: row.id,
-      id,
-      name: node.name || node.id,
-      capability: node.capability,
-      status: "PENDING",
-      parentIds: [...node.parentIds],
-      pendingParents: new Set(node.parentIds).size,
-      input: (node.input ?? {}) as NodeRow["input"],
       output: null,
       errorKind: null,
       errorMessage: null,
       attempt: 0,
       attemptBase: 0,
-      retryPolicy: retryPolicyToJson(node.retryPolicy) ?? null,
-      timeoutMs: durationToMs(node.timeout) ?? null,
-      labels: { ...node.labels },
       queueGen: 0,
       lease: null,
       leaseExpiresAt: null,
       queuedAt: null,
       unroutableAt: null,
+      startedAt: null,
+      ...node,
+      status: node.status!,
+      parentIds: node.parentIds ?? [],
+      pendingParents: node.pendingParents ?? 0,
+      input: node.input ?? {},
+      retryPolicy: node.retryPolicy ?? null,
+      timeoutMs: node.timeoutMs ?? null,
+      labels: node.labels ?? {},
       createdAt: row.createdAt,
       updatedAt: row.createdAt,
-      startedAt: null,
-      finishedAt: null,
+      finishedAt: node.finishedAt ?? null,
     });
   });
   return workflowFromRow(row, nodeList);
@@ -395,10 +392,10 @@ export class PgStateManager implements StateManager {
           .returning();
         const changes = new WorkflowChanges(row!);
         changes.workflow("workflow.created", { nodeCount: input.nodes.length });
-        await this.insertNodes(tx, workflowId, input.nodes, new Map());
+        const inserted = await this.insertNodes(tx, workflowId, input.nodes, new Map());
         changes.markReady();
         await changes.commit(tx);
-        created = createdWorkflow(row!, input.nodes);
+        created = createdWorkflow(row!, inserted);
       });
     } catch (error) {
       if (requestId && isUniqueViolation(error, "workflows_request_id_key")) {
@@ -418,14 +415,14 @@ export class PgStateManager implements StateManager {
 
   /**
    * Inserts nodes (already validated) with their edges. `knownStatuses` gives the statuses of parents
-   * that already exist; parents among `newNodes` are resolved in topological order.
+   * that already exist; parents among `newNodes` are resolved in topological order. Returns the rows inserted.
    */
   private async insertNodes(
     tx: Tx,
     workflowId: string,
     newNodes: readonly Node[],
     knownStatuses: ReadonlyMap<string, NodeStatus>,
-  ): Promise<Map<string, NodeStatusName>> {
+  ): Promise<NewNode[]> {
     const byId = new Map(newNodes.map((n) => [n.id, n]));
     const order = topologicalOrder(
       newNodes.map((n) => n.id),
@@ -434,13 +431,11 @@ export class PgStateManager implements StateManager {
     const statuses = new Map<string, NodeStatus>(knownStatuses);
     const rows: NewNode[] = [];
     const edges: NewEdge[] = [];
-    const result = new Map<string, NodeStatusName>();
     for (const id of order) {
       const node = byId.get(id)!;
       const parentStatuses = node.parentIds.map((p) => statuses.get(p) ?? NodeStatus.PENDING);
       const status = initialStatusForParents(parentStatuses);
       statuses.set(id, status);
-      result.set(id, nodeStatusToName(status));
       rows.push({
         workflowId,
         id,
@@ -484,7 +479,7 @@ export class PgStateManager implements StateManager {
                as e(parent_id, child_id)
         on conflict do nothing`);
     }
-    return result;
+    return rows;
   }
 
   async getWorkflowStatus(workflowId: string): Promise<WorkflowStatus> {
@@ -800,7 +795,9 @@ export class PgStateManager implements StateManager {
       }
     }
     if (plan.inserts.length > 0) {
-      const inserted = await this.insertNodes(tx, workflowId, plan.inserts, statuses);
+      const inserted = new Map(
+        (await this.insertNodes(tx, workflowId, plan.inserts, statuses)).map((r) => [r.id, r.status!]),
+      );
       for (const node of plan.inserts) {
         const status = inserted.get(node.id)!;
         statuses.set(node.id, nodeStatusFromName(status));
@@ -1107,13 +1104,7 @@ export class PgStateManager implements StateManager {
         continue;
       }
       changes.node("node.status_changed", row.id, "QUEUED", { from: "PENDING", capability: row.capability });
-      dispatched?.push({
-        workflowId: row.workflow_id,
-        nodeId: row.id,
-        capability: row.capability,
-        jobId: jobIdFor(row.workflow_id, row.id, row.queue_gen),
-        retryPolicy: effectiveRetryPolicy(row.retry_policy ? fromJson(RetryPolicySchema, row.retry_policy) : undefined),
-      });
+      dispatched?.push(this.queuedNodeOf(nodeRowFromRaw(row)));
     }
     return new Set(passed.map((r) => `${r.workflow_id}/${r.id}`));
   }
