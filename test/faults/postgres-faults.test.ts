@@ -1,7 +1,7 @@
 // Fault suite: PostgreSQL drops every connection of the apps (pg_terminate_backend) while workflows run.
 import * as grpc from "@grpc/grpc-js";
 import { ExecutionStatus, type WorkflowService, WorkflowStatus, type GrpcClient } from "@trellis/proto";
-import { type FaultStack, recordMeasurement, startFaultStack, testNode, waitFor } from "@trellis/testing";
+import { type FaultStack, fanInNodes, recordMeasurement, startFaultStack, testNode, waitFor } from "@trellis/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 let stack: FaultStack;
@@ -42,16 +42,7 @@ describe("PostgreSQL drops the apps' connections", () => {
   it("pg_terminate_backend mid-run, three times: the apps reconnect, the api never answers INTERNAL, work finishes", async () => {
     const workflows = await Promise.all(
       Array.from({ length: 4 }, () =>
-        stack.createWorkflow([
-          ...Array.from({ length: 12 }, (_, i) => testNode(`w${i}`, "work")),
-          testNode(
-            "join",
-            "echo",
-            Array.from({ length: 12 }, (_, i) => `w${i}`),
-          ),
-          testNode("c1", "work", ["join"]),
-          testNode("c2", "work", ["c1"]),
-        ]),
+        stack.createWorkflow(fanInNodes(12, [testNode("c1", "work", ["join"]), testNode("c2", "work", ["c1"])])),
       ),
     );
     const ids = workflows.map((w) => w.id);
@@ -72,16 +63,9 @@ describe("PostgreSQL drops the apps' connections", () => {
     })();
     let terminated = 0;
     for (let round = 0; round < 3; round++) {
-      await waitFor(
-        async () => {
-          const { rows } = await stack.db.pool.query<{ n: number }>(
-            "select count(*)::int as n from nodes where workflow_id = any($1::uuid[]) and status = 'RUNNING'",
-            [ids],
-          );
-          return rows[0]!.n > 0 || round > 0;
-        },
-        { description: "nodes to be running" },
-      );
+      await waitFor(async () => round > 0 || (await stack.countNodes(ids, "RUNNING")) > 0, {
+        description: "nodes to be running",
+      });
       terminated += await terminateAppBackends();
       await new Promise((resolve) => setTimeout(resolve, 400));
     }

@@ -4,6 +4,7 @@ import * as grpc from "@grpc/grpc-js";
 import { ExecutionStatus, WorkflowStatus } from "@trellis/proto";
 import {
   type FaultStack,
+  fanInNodes,
   type PrivatePostgres,
   privatePostgresSkipReason,
   recordMeasurement,
@@ -49,29 +50,10 @@ describe.skipIf(skip)("PostgreSQL stops and starts", () => {
       stack.startWorker(["work", "echo"]),
     ]);
     const workflows = await Promise.all(
-      Array.from({ length: 3 }, () =>
-        stack.createWorkflow([
-          ...Array.from({ length: 8 }, (_, i) => testNode(`w${i}`, "work")),
-          testNode(
-            "join",
-            "echo",
-            Array.from({ length: 8 }, (_, i) => `w${i}`),
-          ),
-          testNode("last", "work", ["join"]),
-        ]),
-      ),
+      Array.from({ length: 3 }, () => stack.createWorkflow(fanInNodes(8, [testNode("last", "work", ["join"])]))),
     );
     const ids = workflows.map((w) => w.id);
-    await waitFor(
-      async () => {
-        const { rows } = await stack.db.pool.query<{ n: number }>(
-          "select count(*)::int as n from nodes where workflow_id = any($1::uuid[]) and status = 'PASS'",
-          [ids],
-        );
-        return rows[0]!.n > 0;
-      },
-      { description: "some nodes to pass" },
-    );
+    await waitFor(async () => (await stack.countNodes(ids, "PASS")) > 0, { description: "some nodes to pass" });
     await pg.stop("fast");
     const downAt = Date.now();
     const deadline = () => Date.now() + 5_000;

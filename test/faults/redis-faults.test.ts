@@ -4,6 +4,7 @@ import { ExecutionStatus, WorkflowStatus } from "@trellis/proto";
 import {
   type FaultStack,
   type PrivateRedis,
+  fanInNodes,
   recordMeasurement,
   startFaultStack,
   startPrivateRedis,
@@ -37,17 +38,13 @@ afterAll(async () => {
 async function startLoad(): Promise<string[]> {
   const workflows = await Promise.all(
     Array.from({ length: 4 }, () =>
-      stack.createWorkflow([
-        ...Array.from({ length: 10 }, (_, i) => testNode(`w${i}`, "work")),
-        testNode(
-          "join",
-          "echo",
-          Array.from({ length: 10 }, (_, i) => `w${i}`),
-        ),
-        testNode("c1", "work", ["join"]),
-        testNode("c2", "echo", ["c1"]),
-        testNode("c3", "work", ["c2"]),
-      ]),
+      stack.createWorkflow(
+        fanInNodes(10, [
+          testNode("c1", "work", ["join"]),
+          testNode("c2", "echo", ["c1"]),
+          testNode("c3", "work", ["c2"]),
+        ]),
+      ),
     ),
   );
   return workflows.map((w) => w.id);
@@ -55,16 +52,7 @@ async function startLoad(): Promise<string[]> {
 
 /** Waits until some nodes of `ids` are running, so the fault lands mid-run. */
 async function midRun(ids: readonly string[]): Promise<void> {
-  await waitFor(
-    async () => {
-      const { rows } = await stack.db.pool.query<{ n: number }>(
-        "select count(*)::int as n from nodes where workflow_id = any($1::uuid[]) and status = 'RUNNING'",
-        [ids],
-      );
-      return rows[0]!.n > 0;
-    },
-    { description: "nodes to be running" },
-  );
+  await waitFor(async () => (await stack.countNodes(ids, "RUNNING")) > 0, { description: "nodes to be running" });
 }
 
 /** Every app is still up and ready (none crashed on the fault). */

@@ -84,6 +84,14 @@ export function testNode(
 }
 
 /**
+ * The load the fault tests run: `width` "work" nodes `w0`, `w1`, ... joined by an "echo" node `join`, then `tail`.
+ */
+export function fanInNodes(width: number, tail: readonly Node[] = []): Node[] {
+  const ids = Array.from({ length: width }, (_, i) => `w${i}`);
+  return [...ids.map((id) => testNode(id, "work")), testNode("join", "echo", ids), ...tail];
+}
+
+/**
  * Everything one fault test file runs against: its own database and queue prefix, a NodeService in the test process
  * (with a side-effect ledger), and the real apps as separate processes, started on demand.
  */
@@ -115,6 +123,8 @@ export interface FaultStack {
   ): Promise<{ app: AppProcess; address: string; client: GrpcClient<typeof WorkflowService> }>;
   /** Creates a workflow through the StateManager (as the api would; the scheduler hears its NOTIFY). */
   createWorkflow(nodes: readonly Node[], name?: string): Promise<Workflow>;
+  /** How many nodes of the given workflows are in `status` (e.g. `RUNNING`) now. */
+  countNodes(workflowIds: readonly string[], status: string): Promise<number>;
   /** Waits until every given workflow has finished; returns them. */
   waitFinished(workflowIds: readonly string[], timeoutMs: number): Promise<Workflow[]>;
   /** Waits until I1-I5 hold (I3 included: every workflow finished). */
@@ -239,6 +249,13 @@ export async function startFaultStack(options: FaultStackOptions): Promise<Fault
     },
     async createWorkflow(nodes, name = "fault-test") {
       return (await stateManager.createWorkflow({ name, nodes })).workflow;
+    },
+    async countNodes(workflowIds, status) {
+      const { rows } = await db.pool.query<{ n: number }>(
+        "select count(*)::int as n from nodes where workflow_id = any($1::uuid[]) and status::text = $2",
+        [workflowIds, status],
+      );
+      return rows[0]!.n;
     },
     async waitFinished(workflowIds, timeoutMs) {
       const finished = new Map<string, Workflow>();
