@@ -1,6 +1,10 @@
-import type { BaselineMessage } from "../baseline-worker.js";
+import { Queue } from "bullmq";
+import { createRedis } from "@trellis/queue";
+import type { BaselineJob, BaselineMessage } from "../baseline-worker.js";
+import type { BenchContext } from "./context.js";
 import { cleanup } from "./cleanup.js";
 import { type Deadline, within } from "./deadline.js";
+import { ResourceMonitor } from "./monitor.js";
 import { ManagedProcess } from "./process.js";
 import { benchRedisUrl, deleteRedisPrefix } from "./redis.js";
 
@@ -91,4 +95,49 @@ export async function withBaselineWorker<T>(
     await teardown();
     unregister();
   }
+}
+
+/** What a baseline workload gets from {@link withBaselineQueue}. */
+export interface BaselineRun {
+  worker: BaselineWorker;
+  /** The worker's queue, for adding the jobs. */
+  queue: Queue<BaselineJob>;
+  /** Started on the worker and the NodeService; stop it when the jobs are done. */
+  monitor: ResourceMonitor;
+}
+
+/**
+ * A baseline workload's frame: a baseline worker of the bench's concurrency on the shared NodeService, a queue
+ * to add its jobs to, and a resource monitor running; the queue and its connection are closed afterwards.
+ */
+export async function withBaselineQueue<T>(
+  ctx: BenchContext,
+  mode: BaselineWorkerOptions["mode"],
+  label: string,
+  count: number,
+  deadline: Deadline,
+  fn: (run: BaselineRun) => Promise<T>,
+): Promise<T> {
+  const options = {
+    mode,
+    label,
+    count,
+    concurrency: ctx.workerConcurrency,
+    nodeServiceAddr: ctx.nodeService.address,
+    logDir: ctx.logDir,
+  };
+  return withBaselineWorker(options, deadline, async (worker) => {
+    const redis = createRedis(benchRedisUrl());
+    const queue = new Queue<BaselineJob>(worker.queue, { connection: redis, prefix: worker.prefix });
+    try {
+      const monitor = await ResourceMonitor.start({
+        "baseline-worker": worker.pid,
+        "node-service": ctx.nodeService.pid,
+      });
+      return await fn({ worker, queue, monitor });
+    } finally {
+      await queue.close();
+      redis.disconnect();
+    }
+  });
 }

@@ -1,11 +1,13 @@
 import pg from "pg";
 import { createGrpcClient, type GrpcClient, WorkflowService } from "@trellis/proto";
 import { cleanup } from "./cleanup.js";
+import type { BenchContext } from "./context.js";
 import { withDatabaseName } from "@trellis/db";
 import { BENCH_SQL, benchServerUrl, createBenchDatabase, dropBenchDatabase } from "./database.js";
 import { Deadline } from "./deadline.js";
 import { ResourceMonitor } from "./monitor.js";
 import { freePort } from "./ports.js";
+import { NOOP_CAPABILITY } from "./workflows.js";
 import { ManagedProcess } from "./process.js";
 import { benchRedisUrl, deleteRedisPrefix } from "./redis.js";
 
@@ -21,6 +23,20 @@ export interface StackOptions {
   workerConcurrency: number;
   /** Directory of the apps' log files. */
   logDir: string;
+}
+
+/**
+ * The stack every workload runs on: a worker serving the no-op capability, calling the bench's shared NodeService
+ * at the bench's concurrency.
+ */
+export function noopStackOptions(ctx: BenchContext, label: string): StackOptions {
+  return {
+    label,
+    capabilities: [NOOP_CAPABILITY],
+    nodeServiceAddr: ctx.nodeService.address,
+    workerConcurrency: ctx.workerConcurrency,
+    logDir: ctx.logDir,
+  };
 }
 
 /** How long the apps may take to answer /readyz (tsx compiles them at start; the machine may be busy). */

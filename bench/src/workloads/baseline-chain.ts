@@ -1,13 +1,9 @@
-import { Queue } from "bullmq";
-import { createRedis } from "@trellis/queue";
-import type { BaselineJob } from "../baseline-worker.js";
-import { withBaselineWorker } from "../harness/baseline-process.js";
+import { withBaselineQueue } from "../harness/baseline-process.js";
 import { nowMs } from "../harness/clock.js";
 import type { BenchContext } from "../harness/context.js";
 import { Deadline } from "../harness/deadline.js";
-import { ResourceMonitor, type ResourceUsage } from "../harness/monitor.js";
+import type { ResourceUsage } from "../harness/monitor.js";
 import { firstCallByNode } from "../harness/node-service-client.js";
-import { benchRedisUrl } from "../harness/redis.js";
 import { percentile } from "../harness/stats.js";
 
 /** One run of the raw-BullMQ chain baseline. */
@@ -31,47 +27,25 @@ export interface BaselineChainResult {
 export async function runBaselineChain(ctx: BenchContext, label: string): Promise<BaselineChainResult> {
   const length = ctx.sizes.w2.chainLength;
   const deadline = new Deadline(Math.max(60_000, length * 100), `${label} (W2 baseline)`);
-  return withBaselineWorker(
-    {
-      mode: "chain",
-      label,
-      count: length,
-      concurrency: ctx.workerConcurrency,
-      nodeServiceAddr: ctx.nodeService.address,
-      logDir: ctx.logDir,
-    },
-    deadline,
-    async (worker) => {
-      const redis = createRedis(benchRedisUrl());
-      const queue = new Queue<BaselineJob>(worker.queue, { connection: redis, prefix: worker.prefix });
-      try {
-        const monitor = await ResourceMonitor.start({
-          "baseline-worker": worker.pid,
-          "node-service": ctx.nodeService.pid,
-        });
-        const sent = nowMs();
-        await queue.add("chain", { index: 0 }, { jobId: "c-0", removeOnComplete: true });
-        const lastCompleted = await worker.done(deadline);
-        const resources = await monitor.stop();
-        const calls = firstCallByNode(await ctx.nodeService.calls(worker.workflowId));
-        const hops: number[] = [];
-        for (let i = 1; i < length; i++) {
-          const previous = calls.get(`n-${i - 1}`);
-          const next = calls.get(`n-${i}`);
-          if (!previous || !next) throw new Error(`the NodeService has no call for baseline job ${i - 1} or ${i}`);
-          hops.push(next.receivedAt - previous.respondedAt);
-        }
-        return {
-          hops: hops.length,
-          hop_p50_ms: percentile(hops, 50),
-          hop_p99_ms: percentile(hops, 99),
-          total_ms: lastCompleted - sent,
-          resources,
-        };
-      } finally {
-        await queue.close();
-        redis.disconnect();
-      }
-    },
-  );
+  return withBaselineQueue(ctx, "chain", label, length, deadline, async ({ worker, queue, monitor }) => {
+    const sent = nowMs();
+    await queue.add("chain", { index: 0 }, { jobId: "c-0", removeOnComplete: true });
+    const lastCompleted = await worker.done(deadline);
+    const resources = await monitor.stop();
+    const calls = firstCallByNode(await ctx.nodeService.calls(worker.workflowId));
+    const hops: number[] = [];
+    for (let i = 1; i < length; i++) {
+      const previous = calls.get(`n-${i - 1}`);
+      const next = calls.get(`n-${i}`);
+      if (!previous || !next) throw new Error(`the NodeService has no call for baseline job ${i - 1} or ${i}`);
+      hops.push(next.receivedAt - previous.respondedAt);
+    }
+    return {
+      hops: hops.length,
+      hop_p50_ms: percentile(hops, 50),
+      hop_p99_ms: percentile(hops, 99),
+      total_ms: lastCompleted - sent,
+      resources,
+    };
+  });
 }

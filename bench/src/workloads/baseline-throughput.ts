@@ -1,12 +1,8 @@
-import { Queue } from "bullmq";
-import { createRedis } from "@trellis/queue";
-import { withBaselineWorker } from "../harness/baseline-process.js";
+import { withBaselineQueue } from "../harness/baseline-process.js";
 import { nowMs } from "../harness/clock.js";
 import type { BenchContext } from "../harness/context.js";
 import { Deadline } from "../harness/deadline.js";
-import { ResourceMonitor, type ResourceUsage } from "../harness/monitor.js";
-import { benchRedisUrl } from "../harness/redis.js";
-import type { BaselineJob } from "../baseline-worker.js";
+import type { ResourceUsage } from "../harness/monitor.js";
 
 /** One run of the raw-BullMQ throughput baseline. */
 export interface BaselineThroughputResult {
@@ -28,44 +24,22 @@ export async function runBaselineThroughput(ctx: BenchContext, label: string): P
   const { workflows, nodesPerWorkflow } = ctx.sizes.w1;
   const jobs = workflows * nodesPerWorkflow;
   const deadline = new Deadline(Math.max(120_000, jobs * 10), `${label} (W1 baseline)`);
-  return withBaselineWorker(
-    {
-      mode: "throughput",
-      label,
-      count: jobs,
-      concurrency: ctx.workerConcurrency,
-      nodeServiceAddr: ctx.nodeService.address,
-      logDir: ctx.logDir,
-    },
-    deadline,
-    async (worker) => {
-      const redis = createRedis(benchRedisUrl());
-      const queue = new Queue<BaselineJob>(worker.queue, { connection: redis, prefix: worker.prefix });
-      try {
-        const monitor = await ResourceMonitor.start({
-          "baseline-worker": worker.pid,
-          "node-service": ctx.nodeService.pid,
-        });
-        const firstSent = nowMs();
-        await Promise.all(
-          Array.from({ length: workflows }, (_, w) =>
-            queue.addBulk(
-              Array.from({ length: nodesPerWorkflow }, (_, n) => ({
-                name: "node",
-                data: { index: w * nodesPerWorkflow + n },
-                opts: { jobId: `w${w}-n${n}`, removeOnComplete: true },
-              })),
-            ),
-          ),
-        );
-        const lastCompleted = await worker.done(deadline);
-        const resources = await monitor.stop();
-        const elapsed = lastCompleted - firstSent;
-        return { jobs, jobs_per_s: jobs / (elapsed / 1000), elapsed_ms: elapsed, resources };
-      } finally {
-        await queue.close();
-        redis.disconnect();
-      }
-    },
-  );
+  return withBaselineQueue(ctx, "throughput", label, jobs, deadline, async ({ worker, queue, monitor }) => {
+    const firstSent = nowMs();
+    await Promise.all(
+      Array.from({ length: workflows }, (_, w) =>
+        queue.addBulk(
+          Array.from({ length: nodesPerWorkflow }, (_, n) => ({
+            name: "node",
+            data: { index: w * nodesPerWorkflow + n },
+            opts: { jobId: `w${w}-n${n}`, removeOnComplete: true },
+          })),
+        ),
+      ),
+    );
+    const lastCompleted = await worker.done(deadline);
+    const resources = await monitor.stop();
+    const elapsed = lastCompleted - firstSent;
+    return { jobs, jobs_per_s: jobs / (elapsed / 1000), elapsed_ms: elapsed, resources };
+  });
 }

@@ -2,9 +2,8 @@ import { nowMs } from "../harness/clock.js";
 import type { BenchContext } from "../harness/context.js";
 import { Deadline } from "../harness/deadline.js";
 import type { ResourceUsage } from "../harness/monitor.js";
-import { withEngineStack } from "../harness/stack.js";
+import { noopStackOptions, withEngineStack } from "../harness/stack.js";
 import {
-  NOOP_CAPABILITY,
   assertAllPassed,
   createWorkflow,
   independentNodes,
@@ -33,33 +32,24 @@ export interface W1Result {
 export async function runW1(ctx: BenchContext, label: string): Promise<W1Result> {
   const { workflows, nodesPerWorkflow } = ctx.sizes.w1;
   const nodes = workflows * nodesPerWorkflow;
-  return withEngineStack(
-    {
-      label,
-      capabilities: [NOOP_CAPABILITY],
-      nodeServiceAddr: ctx.nodeService.address,
-      workerConcurrency: ctx.workerConcurrency,
-      logDir: ctx.logDir,
-    },
-    async (stack) => {
-      const deadline = new Deadline(Math.max(120_000, nodes * 30), `${label} (W1)`);
-      const specs = Array.from({ length: workflows }, () => independentNodes(nodesPerWorkflow));
-      const monitor = await stack.monitor({ "node-service": ctx.nodeService.pid });
-      const firstSent = nowMs();
-      const created = await Promise.all(specs.map((s, i) => createWorkflow(stack, `w1-${i}`, s, deadline)));
-      const lastAnswered = Math.max(...created.map((c) => c.answeredAt));
-      await waitWorkflowsSucceeded(stack, workflows, deadline, 50);
-      const resources = await monitor.stop();
-      const finishedAt = await lastFinishedAtMs(stack);
-      await assertAllPassed(stack, nodes);
-      const elapsed = finishedAt - firstSent;
-      return {
-        nodes,
-        nodes_per_s: nodes / (elapsed / 1000),
-        elapsed_ms: elapsed,
-        create_all_ms: lastAnswered - firstSent,
-        resources,
-      };
-    },
-  );
+  return withEngineStack(noopStackOptions(ctx, label), async (stack) => {
+    const deadline = new Deadline(Math.max(120_000, nodes * 30), `${label} (W1)`);
+    const specs = Array.from({ length: workflows }, () => independentNodes(nodesPerWorkflow));
+    const monitor = await stack.monitor({ "node-service": ctx.nodeService.pid });
+    const firstSent = nowMs();
+    const created = await Promise.all(specs.map((s, i) => createWorkflow(stack, `w1-${i}`, s, deadline)));
+    const lastAnswered = Math.max(...created.map((c) => c.answeredAt));
+    await waitWorkflowsSucceeded(stack, workflows, deadline, 50);
+    const resources = await monitor.stop();
+    const finishedAt = await lastFinishedAtMs(stack);
+    await assertAllPassed(stack, nodes);
+    const elapsed = finishedAt - firstSent;
+    return {
+      nodes,
+      nodes_per_s: nodes / (elapsed / 1000),
+      elapsed_ms: elapsed,
+      create_all_ms: lastAnswered - firstSent,
+      resources,
+    };
+  });
 }

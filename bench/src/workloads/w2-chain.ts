@@ -3,10 +3,9 @@ import type { BenchContext } from "../harness/context.js";
 import { Deadline } from "../harness/deadline.js";
 import type { ResourceUsage } from "../harness/monitor.js";
 import { firstCallByNode } from "../harness/node-service-client.js";
-import { withEngineStack } from "../harness/stack.js";
+import { noopStackOptions, withEngineStack } from "../harness/stack.js";
 import { mean, percentile } from "../harness/stats.js";
 import {
-  NOOP_CAPABILITY,
   assertAllPassed,
   chainNodes,
   createWorkflow,
@@ -54,82 +53,71 @@ export interface W2Result {
  */
 export async function runW2(ctx: BenchContext, label: string): Promise<W2Result> {
   const length = ctx.sizes.w2.chainLength;
-  return withEngineStack(
-    {
-      label,
-      capabilities: [NOOP_CAPABILITY],
-      nodeServiceAddr: ctx.nodeService.address,
-      workerConcurrency: ctx.workerConcurrency,
-      logDir: ctx.logDir,
-    },
-    async (stack) => {
-      const deadline = new Deadline(Math.max(60_000, length * 200), `${label} (W2)`);
-      const listener = await CommitListener.start(stack.databaseUrl);
-      try {
-        const monitor = await stack.monitor({ "node-service": ctx.nodeService.pid });
-        const created = await createWorkflow(stack, "w2-chain", chainNodes(length), deadline);
-        await waitWorkflowsSucceeded(stack, 1, deadline, 20);
-        const resources = await monitor.stop();
-        await assertAllPassed(stack, length);
-        const finishedAt = await lastFinishedAtMs(stack);
-        const calls = firstCallByNode(await ctx.nodeService.calls(created.id));
-        const passRows = await stack.query<{ node_id: string; sequence: string }>(
-          `select node_id, sequence from workflow_events
+  return withEngineStack(noopStackOptions(ctx, label), async (stack) => {
+    const deadline = new Deadline(Math.max(60_000, length * 200), `${label} (W2)`);
+    const listener = await CommitListener.start(stack.databaseUrl);
+    try {
+      const monitor = await stack.monitor({ "node-service": ctx.nodeService.pid });
+      const created = await createWorkflow(stack, "w2-chain", chainNodes(length), deadline);
+      await waitWorkflowsSucceeded(stack, 1, deadline, 20);
+      const resources = await monitor.stop();
+      await assertAllPassed(stack, length);
+      const finishedAt = await lastFinishedAtMs(stack);
+      const calls = firstCallByNode(await ctx.nodeService.calls(created.id));
+      const passRows = await stack.query<{ node_id: string; sequence: string }>(
+        `select node_id, sequence from workflow_events
             where workflow_id = $1 and type = 'node.status_changed' and node_status = 'PASS'`,
-          [created.id],
-        );
-        const passSeq = new Map(passRows.map((r) => [r.node_id, Number(r.sequence)]));
-        const stamps = await stack.query<{ id: string; finished: string; started: string }>(
-          `select id, extract(epoch from finished_at) * 1000 as finished, extract(epoch from started_at) * 1000 as started
+        [created.id],
+      );
+      const passSeq = new Map(passRows.map((r) => [r.node_id, Number(r.sequence)]));
+      const stamps = await stack.query<{ id: string; finished: string; started: string }>(
+        `select id, extract(epoch from finished_at) * 1000 as finished, extract(epoch from started_at) * 1000 as started
              from nodes where workflow_id = $1`,
-          [created.id],
-        );
-        const stampsOf = new Map(
-          stamps.map((r) => [r.id, { finished: Number(r.finished), started: Number(r.started) }]),
-        );
-        const hops: number[] = [];
-        const fromResponse: number[] = [];
-        const fromFinished: number[] = [];
-        const write: number[] = [];
-        const toStart: number[] = [];
-        const startToCall: number[] = [];
-        for (let i = 1; i < length; i++) {
-          const parent = `n-${i - 1}`;
-          const child = `n-${i}`;
-          const parentCall = calls.get(parent);
-          const childCall = calls.get(child);
-          const parentStamps = stampsOf.get(parent);
-          const childStamps = stampsOf.get(child);
-          if (!parentCall || !childCall) throw new Error(`the NodeService has no call for ${parent} or ${child}`);
-          if (!parentStamps || !childStamps) throw new Error(`no row for ${parent} or ${child}`);
-          const notified = listener.commitTime(created.id, passSeq.get(parent) ?? Number.NaN);
-          if (notified === undefined) throw new Error(`no commit notification was seen for ${parent}'s PASS`);
-          const committed = Math.min(notified, childStamps.started);
-          hops.push(childCall.receivedAt - committed);
-          fromResponse.push(childCall.receivedAt - parentCall.respondedAt);
-          fromFinished.push(childCall.receivedAt - parentStamps.finished);
-          write.push(committed - parentCall.respondedAt);
-          toStart.push(childStamps.started - committed);
-          startToCall.push(childCall.receivedAt - childStamps.started);
-        }
-        return {
-          hops: hops.length,
-          hop_p50_ms: percentile(hops, 50),
-          hop_p99_ms: percentile(hops, 99),
-          hop_mean_ms: mean(hops),
-          hop_max_ms: Math.max(...hops),
-          hop_from_response_p50_ms: percentile(fromResponse, 50),
-          hop_from_response_p99_ms: percentile(fromResponse, 99),
-          hop_from_finished_at_p50_ms: percentile(fromFinished, 50),
-          part_write_p50_ms: percentile(write, 50),
-          part_to_start_p50_ms: percentile(toStart, 50),
-          part_start_to_call_p50_ms: percentile(startToCall, 50),
-          total_ms: finishedAt - created.sentAt,
-          resources,
-        };
-      } finally {
-        await listener.close();
+        [created.id],
+      );
+      const stampsOf = new Map(stamps.map((r) => [r.id, { finished: Number(r.finished), started: Number(r.started) }]));
+      const hops: number[] = [];
+      const fromResponse: number[] = [];
+      const fromFinished: number[] = [];
+      const write: number[] = [];
+      const toStart: number[] = [];
+      const startToCall: number[] = [];
+      for (let i = 1; i < length; i++) {
+        const parent = `n-${i - 1}`;
+        const child = `n-${i}`;
+        const parentCall = calls.get(parent);
+        const childCall = calls.get(child);
+        const parentStamps = stampsOf.get(parent);
+        const childStamps = stampsOf.get(child);
+        if (!parentCall || !childCall) throw new Error(`the NodeService has no call for ${parent} or ${child}`);
+        if (!parentStamps || !childStamps) throw new Error(`no row for ${parent} or ${child}`);
+        const notified = listener.commitTime(created.id, passSeq.get(parent) ?? Number.NaN);
+        if (notified === undefined) throw new Error(`no commit notification was seen for ${parent}'s PASS`);
+        const committed = Math.min(notified, childStamps.started);
+        hops.push(childCall.receivedAt - committed);
+        fromResponse.push(childCall.receivedAt - parentCall.respondedAt);
+        fromFinished.push(childCall.receivedAt - parentStamps.finished);
+        write.push(committed - parentCall.respondedAt);
+        toStart.push(childStamps.started - committed);
+        startToCall.push(childCall.receivedAt - childStamps.started);
       }
-    },
-  );
+      return {
+        hops: hops.length,
+        hop_p50_ms: percentile(hops, 50),
+        hop_p99_ms: percentile(hops, 99),
+        hop_mean_ms: mean(hops),
+        hop_max_ms: Math.max(...hops),
+        hop_from_response_p50_ms: percentile(fromResponse, 50),
+        hop_from_response_p99_ms: percentile(fromResponse, 99),
+        hop_from_finished_at_p50_ms: percentile(fromFinished, 50),
+        part_write_p50_ms: percentile(write, 50),
+        part_to_start_p50_ms: percentile(toStart, 50),
+        part_start_to_call_p50_ms: percentile(startToCall, 50),
+        total_ms: finishedAt - created.sentAt,
+        resources,
+      };
+    } finally {
+      await listener.close();
+    }
+  });
 }

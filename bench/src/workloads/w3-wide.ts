@@ -1,9 +1,8 @@
 import type { BenchContext } from "../harness/context.js";
 import { Deadline } from "../harness/deadline.js";
 import type { ResourceUsage } from "../harness/monitor.js";
-import { type EngineStack, withEngineStack } from "../harness/stack.js";
+import { type EngineStack, noopStackOptions, withEngineStack } from "../harness/stack.js";
 import {
-  NOOP_CAPABILITY,
   type WideShape,
   createWorkflow,
   lastFinishedAtMs,
@@ -62,35 +61,26 @@ export function describeShape(shape: WideShape): string {
 export async function runW3(ctx: BenchContext, label: string): Promise<W3Result> {
   const small = wideShape(ctx.sizes.w3.smallMiddle);
   const large = wideShape(ctx.sizes.w3.largeMiddle);
-  return withEngineStack(
-    {
-      label,
-      capabilities: [NOOP_CAPABILITY],
-      nodeServiceAddr: ctx.nodeService.address,
-      workerConcurrency: ctx.workerConcurrency,
-      logDir: ctx.logDir,
-    },
-    async (stack) => {
-      const deadline = new Deadline(Math.max(120_000, (small.total + large.total) * 40), `${label} (W3)`);
-      const a = await runOne(stack, small, 0, deadline);
-      const monitor = await stack.monitor({ "node-service": ctx.nodeService.pid });
-      const b = await runOne(stack, large, 1, deadline);
-      const resources = await monitor.stop();
-      const smallPerNode = a.totalMs / a.nodes;
-      const largePerNode = b.totalMs / b.nodes;
-      return {
-        shape: describeShape(large),
-        small_nodes: a.nodes,
-        small_create_ms: a.createMs,
-        small_total_ms: a.totalMs,
-        small_per_node_ms: smallPerNode,
-        large_nodes: b.nodes,
-        create_ms: b.createMs,
-        total_ms: b.totalMs,
-        per_node_ms: largePerNode,
-        per_node_ratio: largePerNode / smallPerNode,
-        resources,
-      };
-    },
-  );
+  return withEngineStack(noopStackOptions(ctx, label), async (stack) => {
+    const deadline = new Deadline(Math.max(120_000, (small.total + large.total) * 40), `${label} (W3)`);
+    const a = await runOne(stack, small, 0, deadline);
+    const monitor = await stack.monitor({ "node-service": ctx.nodeService.pid });
+    const b = await runOne(stack, large, 1, deadline);
+    const resources = await monitor.stop();
+    const smallPerNode = a.totalMs / a.nodes;
+    const largePerNode = b.totalMs / b.nodes;
+    return {
+      shape: describeShape(large),
+      small_nodes: a.nodes,
+      small_create_ms: a.createMs,
+      small_total_ms: a.totalMs,
+      small_per_node_ms: smallPerNode,
+      large_nodes: b.nodes,
+      create_ms: b.createMs,
+      total_ms: b.totalMs,
+      per_node_ms: largePerNode,
+      per_node_ratio: largePerNode / smallPerNode,
+      resources,
+    };
+  });
 }

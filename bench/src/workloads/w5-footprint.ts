@@ -2,8 +2,8 @@ import { nowMs } from "../harness/clock.js";
 import type { BenchContext } from "../harness/context.js";
 import { Deadline } from "../harness/deadline.js";
 import type { ResourceUsage } from "../harness/monitor.js";
-import { type EngineStack, withEngineStack } from "../harness/stack.js";
-import { NOOP_CAPABILITY, createWorkflow, independentNodes, waitWorkflowsSucceeded } from "../harness/workflows.js";
+import { type EngineStack, noopStackOptions, withEngineStack } from "../harness/stack.js";
+import { createWorkflow, independentNodes, waitWorkflowsSucceeded } from "../harness/workflows.js";
 
 /** One statement of the engine, as pg_stat_statements counted it over W5's first phase. */
 export interface StatementCount {
@@ -91,55 +91,46 @@ async function countStatements(stack: EngineStack, nodes: number) {
  */
 export async function runW5(ctx: BenchContext, label: string): Promise<W5Result> {
   const { firstNodes, secondNodes, nodesPerWorkflow } = ctx.sizes.w5;
-  return withEngineStack(
-    {
-      label,
-      capabilities: [NOOP_CAPABILITY],
-      nodeServiceAddr: ctx.nodeService.address,
-      workerConcurrency: ctx.workerConcurrency,
-      logDir: ctx.logDir,
-    },
-    async (stack) => {
-      const deadline = new Deadline(Math.max(180_000, (secondNodes ?? firstNodes) * 20), `${label} (W5)`);
-      const statementsOn = ctx.pgStatStatements.loaded;
-      if (statementsOn) {
-        await stack.query("create extension if not exists pg_stat_statements");
-        await stack.query(
-          "select pg_stat_statements_reset(0, (select oid from pg_database where datname = current_database()), 0)",
-        );
-      }
-      const monitor = await stack.monitor({ "node-service": ctx.nodeService.pid });
-      const first = await runNodes(ctx, stack, firstNodes, 0, deadline);
-      const resources = await monitor.stop();
-      const firstCount = first.workflows * nodesPerWorkflow;
-      const rssFirst = stack.worker.rssBytes();
-      const statements = statementsOn ? await countStatements(stack, firstCount) : null;
-      let rssSecond: number | null = null;
-      let secondCount: number | null = null;
-      let secondRate: number | null = null;
-      if (secondNodes !== null && secondNodes > firstCount) {
-        const second = await runNodes(ctx, stack, secondNodes - firstCount, first.workflows, deadline);
-        secondCount = firstCount + second.workflows * nodesPerWorkflow;
-        secondRate = second.nodesPerS;
-        rssSecond = stack.worker.rssBytes();
-      }
-      if (rssFirst === null) throw new Error(`cannot read /proc/${stack.worker.pid}/status`);
-      const peak = stack.worker.peakRssBytes();
-      return {
-        first_nodes: firstCount,
-        rss_first_mb: rssFirst / MIB,
-        first_nodes_per_s: first.nodesPerS,
-        second_nodes: secondCount,
-        rss_second_mb: rssSecond === null ? null : rssSecond / MIB,
-        rss_peak_mb: peak === null ? null : peak / MIB,
-        rss_ratio: rssSecond === null ? null : rssSecond / rssFirst,
-        second_nodes_per_s: secondRate,
-        statements_per_node: statements?.all ?? null,
-        statements_per_node_excl_tx: statements?.nonTx ?? null,
-        statements_note: statementsOn ? "" : ctx.pgStatStatements.reason,
-        top_statements: statements?.top ?? [],
-        resources,
-      };
-    },
-  );
+  return withEngineStack(noopStackOptions(ctx, label), async (stack) => {
+    const deadline = new Deadline(Math.max(180_000, (secondNodes ?? firstNodes) * 20), `${label} (W5)`);
+    const statementsOn = ctx.pgStatStatements.loaded;
+    if (statementsOn) {
+      await stack.query("create extension if not exists pg_stat_statements");
+      await stack.query(
+        "select pg_stat_statements_reset(0, (select oid from pg_database where datname = current_database()), 0)",
+      );
+    }
+    const monitor = await stack.monitor({ "node-service": ctx.nodeService.pid });
+    const first = await runNodes(ctx, stack, firstNodes, 0, deadline);
+    const resources = await monitor.stop();
+    const firstCount = first.workflows * nodesPerWorkflow;
+    const rssFirst = stack.worker.rssBytes();
+    const statements = statementsOn ? await countStatements(stack, firstCount) : null;
+    let rssSecond: number | null = null;
+    let secondCount: number | null = null;
+    let secondRate: number | null = null;
+    if (secondNodes !== null && secondNodes > firstCount) {
+      const second = await runNodes(ctx, stack, secondNodes - firstCount, first.workflows, deadline);
+      secondCount = firstCount + second.workflows * nodesPerWorkflow;
+      secondRate = second.nodesPerS;
+      rssSecond = stack.worker.rssBytes();
+    }
+    if (rssFirst === null) throw new Error(`cannot read /proc/${stack.worker.pid}/status`);
+    const peak = stack.worker.peakRssBytes();
+    return {
+      first_nodes: firstCount,
+      rss_first_mb: rssFirst / MIB,
+      first_nodes_per_s: first.nodesPerS,
+      second_nodes: secondCount,
+      rss_second_mb: rssSecond === null ? null : rssSecond / MIB,
+      rss_peak_mb: peak === null ? null : peak / MIB,
+      rss_ratio: rssSecond === null ? null : rssSecond / rssFirst,
+      second_nodes_per_s: secondRate,
+      statements_per_node: statements?.all ?? null,
+      statements_per_node_excl_tx: statements?.nonTx ?? null,
+      statements_note: statementsOn ? "" : ctx.pgStatStatements.reason,
+      top_statements: statements?.top ?? [],
+      resources,
+    };
+  });
 }
