@@ -101,7 +101,7 @@ describe("a worker that dies or freezes mid-ExecuteNode", () => {
     recordMeasurement("worker kill -9 mid-call", {
       recoveredMs,
       boundMs: stack.recoveryBoundMs,
-      leaseTtlMs: stack.timings.leaseTtlMs,
+      workerStaleMs: stack.timings.workerStaleMs,
       reconcileIntervalMs: stack.timings.reconcileIntervalMs,
     });
     await stack.expectInvariants({ workflowIds: [workflow.id] });

@@ -149,7 +149,7 @@ async function failNode(workflowId: string, nodeId: string): Promise<void> {
     },
     { description: `node ${nodeId} queued` },
   );
-  const startedNode = await sm.startNode(workflowId, nodeId, 30_000);
+  const startedNode = await sm.startNode(workflowId, nodeId);
   expect(startedNode).not.toBeNull();
   const outcome = await sm.recordResult(workflowId, nodeId, startedNode!.lease, {
     kind: "error",
@@ -492,7 +492,7 @@ describe("GetNode, UpdateNode and EditWorkflow", () => {
       },
       { description: "node a queued" },
     );
-    expect(await sm.startNode(workflow.id, "a", 30_000)).not.toBeNull();
+    expect(await sm.startNode(workflow.id, "a")).not.toBeNull();
     await expectStatus(
       api.client.updateNode(
         { workflowId: workflow.id, node: { id: "a", name: "x" }, updateMask: { paths: ["name"] } },

@@ -105,7 +105,7 @@ export async function queueNode(sm: PgStateManager, workflowId: string, nodeId: 
 /** Moves a node PENDING -> QUEUED -> RUNNING, as the scheduler and a worker would. */
 export async function startNode(sm: PgStateManager, workflowId: string, nodeId: string): Promise<StartedNode> {
   await queueNode(sm, workflowId, nodeId);
-  const started = await sm.startNode(workflowId, nodeId, 60_000);
+  const started = await sm.startNode(workflowId, nodeId);
   if (!started) throw new Error(`node ${nodeId} could not be started`);
   return started;
 }

@@ -34,7 +34,10 @@ export interface SchedulerSettings {
   reconcileIntervalMs: number;
   /** A QUEUED node is checked for a missing job only after this long. @default 10000 */
   reconcileQueuedAfterMs: number;
-  /** A worker whose heartbeat is older than this is not counted as serving its capabilities. @default 15000 */
+  /**
+   * A worker whose heartbeat is older than this is dead: it no longer counts as serving its capabilities, and the
+   * nodes it was running go back to their queues (checked every fifth of it). @default 5000
+   */
   workerStaleMs: number;
   /** Connections of the scheduler's pool. @default 5 */
   dbPoolSize: number;
@@ -58,7 +61,7 @@ export function readSchedulerSettings(env: Env): SchedulerSettings {
     batchSize: readInt(env, "SCHEDULER_BATCH_SIZE", 500, { min: 1, max: 10_000 }),
     reconcileIntervalMs: readInt(env, "RECONCILE_INTERVAL_MS", 30_000, { min: 100, max: 3_600_000 }),
     reconcileQueuedAfterMs: readInt(env, "RECONCILE_QUEUED_AFTER_MS", 10_000, { min: 0, max: 3_600_000 }),
-    workerStaleMs: readInt(env, "WORKER_STALE_MS", 15_000, { min: 1_000, max: 3_600_000 }),
+    workerStaleMs: readInt(env, "WORKER_STALE_MS", 5_000, { min: 500, max: 3_600_000 }),
     dbPoolSize: readInt(env, "SCHEDULER_DB_POOL_SIZE", 5, { min: 1, max: 100 }),
     eventRelay: streamKey === undefined ? undefined : { streamKey, maxLen, pollMs: relayPollMs },
   };

@@ -14,7 +14,10 @@ export interface ReconcilerOptions {
   intervalMs?: number;
   /** QUEUED nodes younger than this are not checked (their job may be on its way). @default 10000 */
   queuedAfterMs?: number;
-  /** Heartbeat age after which a worker no longer counts. @default 15000 */
+  /**
+   * Heartbeat age after which a worker is dead: it no longer counts as serving its capabilities, and the nodes it
+   * was running go back to their queues. Checked every fifth of it (at least every 100 ms). @default 5000
+   */
   workerStaleMs?: number;
   /** Nodes examined per round. @default 1000 */
   batchSize?: number;
@@ -22,18 +25,22 @@ export interface ReconcilerOptions {
 
 /** What one reconcile round did. */
 export interface ReconcileReport {
-  expiredLeases: number;
+  /** RUNNING nodes of lost workers put back on their queues. */
+  lostNodes: number;
   lostJobs: number;
   unroutable: number;
 }
 
 /**
- * Makes Redis rebuildable from PostgreSQL: re-queues RUNNING nodes whose lease expired (dead worker),
- * re-adds jobs of QUEUED nodes that have none, and reports nodes no live worker can take.
+ * Makes Redis rebuildable from PostgreSQL and workers disposable: re-queues the RUNNING nodes of workers whose
+ * heartbeat lapsed (checked every fifth of WORKER_STALE_MS), re-adds jobs of QUEUED nodes that have none, and
+ * reports nodes no live worker can take.
  */
 export class Reconciler {
   private timer: NodeJS.Timeout | null = null;
+  private livenessTimer: NodeJS.Timeout | null = null;
   private running: Promise<ReconcileReport> | null = null;
+  private checkingLiveness: Promise<number> | null = null;
 
   constructor(private readonly options: ReconcilerOptions) {}
 
@@ -42,6 +49,32 @@ export class Reconciler {
     void this.runOnce().catch(() => undefined);
     this.timer = setInterval(() => void this.runOnce().catch(() => undefined), this.options.intervalMs ?? 30_000);
     this.timer.unref();
+    const livenessMs = Math.max(100, Math.floor(this.staleMs / 5));
+    this.livenessTimer = setInterval(() => void this.checkLiveness().catch(() => undefined), livenessMs);
+    this.livenessTimer.unref();
+  }
+
+  private get staleMs(): number {
+    return this.options.workerStaleMs ?? 5_000;
+  }
+
+  /**
+   * Per-worker liveness: the RUNNING nodes of workers whose heartbeat lapsed go back to their queues (new jobs).
+   * Two cheap statements when every worker is alive, whatever the number of running nodes. Never overlaps itself.
+   */
+  checkLiveness(): Promise<number> {
+    this.checkingLiveness ??= this.requeueLost().finally(() => (this.checkingLiveness = null));
+    return this.checkingLiveness;
+  }
+
+  private async requeueLost(): Promise<number> {
+    const { stateManager, queues, logger } = this.options;
+    const lost = await stateManager.requeueLostNodes(this.staleMs, this.options.batchSize ?? 1_000);
+    if (lost.length > 0) {
+      await queues.enqueue(lost);
+      logger.warn({ nodes: lost.length }, "re-queued the nodes of lost workers (heartbeat lapsed)");
+    }
+    return lost.length;
   }
 
   /** One round (rounds never overlap: a call during a round waits for it). */
@@ -63,11 +96,7 @@ export class Reconciler {
     const { stateManager, queues, logger } = this.options;
     const batch = this.options.batchSize ?? 1_000;
 
-    const expired = await stateManager.requeueExpiredLeases(batch);
-    if (expired.length > 0) {
-      await queues.enqueue(expired);
-      logger.warn({ nodes: expired.length }, "re-queued nodes whose worker lease expired");
-    }
+    const lostNodes = await this.checkLiveness();
 
     const queued = await stateManager.findQueuedNodes(this.options.queuedAfterMs ?? 10_000, batch);
     const states = await queues.jobStates(queued);
@@ -81,7 +110,7 @@ export class Reconciler {
       logger.warn({ nodes: requeued.length }, "re-added jobs missing from Redis");
     }
 
-    const live = await stateManager.liveCapabilities(this.options.workerStaleMs ?? 15_000);
+    const live = await stateManager.liveCapabilities(this.staleMs);
     const unroutable = await stateManager.reportUnroutable(new Set(live.keys()));
     let unroutableTotal = 0;
     this.options.metrics?.unroutable.reset();
@@ -98,7 +127,7 @@ export class Reconciler {
       this.options.metrics?.nodes.set({ status }, byStatus.get(status) ?? 0);
     }
     await this.refreshGauges();
-    return { expiredLeases: expired.length, lostJobs: requeued.length, unroutable: unroutableTotal };
+    return { lostNodes, lostJobs: requeued.length, unroutable: unroutableTotal };
   }
 
   /** Workflow and queue gauges; a failure here is logged and never fails the round's repairs. */
@@ -117,6 +146,8 @@ export class Reconciler {
   /** Stops the timer and waits for a round in progress. */
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+    if (this.livenessTimer) clearInterval(this.livenessTimer);
     await this.running?.catch(() => undefined);
+    await this.checkingLiveness?.catch(() => undefined);
   }
 }

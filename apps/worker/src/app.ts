@@ -40,7 +40,7 @@ export async function startWorkerApp(
     queuePrefix: settings.queuePrefix,
     capabilities: settings.capabilities,
     concurrency: settings.concurrency,
-    leaseTtlMs: settings.leaseTtlMs,
+    resultRetryMs: settings.resultRetryMs,
     heartbeatMs: settings.heartbeatMs,
     workerId: settings.workerId,
     hostname: hostname(),

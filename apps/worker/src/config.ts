@@ -29,9 +29,15 @@ export interface WorkerSettings {
   nodeServiceAddr: string;
   /** Largest ExecuteNodeResponse accepted. @default 16 MiB */
   nodeServiceMaxReceiveBytes: number;
-  /** A running node's lease; renewed every third of it while the call runs. @default 30000 */
-  leaseTtlMs: number;
-  /** Heartbeat period of the worker registry. @default 5000 */
+  /**
+   * How long the recording of a result is retried while PostgreSQL is unreachable before it is given up (the node
+   * then runs again once the scheduler finds this worker's session lost, or after a restart). @default 30000
+   */
+  resultRetryMs: number;
+  /**
+   * Heartbeat period: the worker's liveness, one row per worker whatever it runs (the scheduler declares it dead
+   * after WORKER_STALE_MS without one). Each beat also checks that the nodes it runs are still its own. @default 1000
+   */
   heartbeatMs: number;
   /** Identity in the worker registry. @default <hostname>-<pid> */
   workerId: string;
@@ -64,8 +70,8 @@ export function readWorkerSettings(env: Env): WorkerSettings {
       min: 1024,
       max: 1024 * 1024 * 1024,
     }),
-    leaseTtlMs: readInt(env, "LEASE_TTL_MS", 30_000, { min: 1_000, max: 3_600_000 }),
-    heartbeatMs: readInt(env, "WORKER_HEARTBEAT_MS", 5_000, { min: 100, max: 60_000 }),
+    resultRetryMs: readInt(env, "RESULT_RETRY_MS", 30_000, { min: 0, max: 3_600_000 }),
+    heartbeatMs: readInt(env, "WORKER_HEARTBEAT_MS", 1_000, { min: 100, max: 60_000 }),
     workerId: readString(env, "WORKER_ID", `${hostname()}-${process.pid}`),
     dbPoolSize: readInt(env, "WORKER_DB_POOL_SIZE", Math.min(50, concurrency * capabilities.length + 2), {
       min: 1,

@@ -1,6 +1,6 @@
-import { type RecordOutcome, type ResultToRecord, type StartedNode, queueGenOfJobId } from "@trellis/db";
+import type { RecordOutcome, ResultToRecord, StartedNode } from "@trellis/db";
 import { ErrorKind } from "@trellis/proto";
-import { RetryLaterError, type NodeJobData } from "@trellis/queue";
+import { RetryLaterError, queueGenOfJobId, type NodeJobData } from "@trellis/queue";
 import type { Logger } from "pino";
 import type { HeldLeases } from "./held-leases.js";
 import type { WorkerMetrics } from "./metrics.js";
@@ -16,8 +16,13 @@ export interface NodeRunnerDeps {
    * again under a newer generation than the job's.
    */
   startNode: (workflowId: string, nodeId: string, queueGen: number | undefined) => Promise<StartedNode | null>;
-  /** Records a result under its lease (batched by the caller). */
-  recordResult: (item: ResultToRecord) => Promise<RecordOutcome>;
+  /**
+   * Records a result under its lease (batched by the caller); with `startLocal`, `started` is the child the PASS
+   * started for this worker, if any.
+   */
+  recordResult: (item: ResultToRecord) => Promise<{ outcome: RecordOutcome; started: StartedNode | null }>;
+  /** Whether a PASS may start a child for this worker now (not while it shuts down). @default never */
+  startsLocally?: () => boolean;
   client: NodeServiceClient;
   held: HeldLeases;
   logger: Logger;
@@ -30,51 +35,91 @@ export interface NodeRunnerDeps {
 }
 
 /**
- * Runs one job: QUEUED -> RUNNING with a fresh lease, ExecuteNode, then the result recorded under the lease.
- * A retry throws RetryLaterError so BullMQ re-delivers the job after the node's backoff.
+ * Runs one job: QUEUED -> RUNNING with a fresh lease, ExecuteNode, then the result recorded under the lease. A node
+ * with children asks its PASS to start one of them for this worker (eager local start); that child then runs here,
+ * in the same job and concurrency slot, without a queue round trip, and so on down a chain. A retry throws
+ * RetryLaterError so BullMQ re-delivers the job after the node's backoff.
  */
 export async function runNodeJob(deps: NodeRunnerDeps, data: NodeJobData, jobId?: string): Promise<JobOutcome> {
-  const { held, metrics } = deps;
   const started = await deps.startNode(data.workflowId, data.nodeId, queueGenOfJobId(jobId));
-  const logger = deps.logger.child({ workflow_id: data.workflowId, node_id: data.nodeId });
   if (!started) {
-    logger.debug("job dropped: its node is no longer QUEUED");
+    deps.logger.debug(
+      { workflow_id: data.workflowId, node_id: data.nodeId },
+      "job dropped: its node is no longer QUEUED",
+    );
     return "dropped";
   }
+  let next: StartedNode | null = started;
+  let outcome: JobOutcome = "dropped";
+  // The job's own node's outcome decides the job's (a retry of it throws); a locally started child that fails or
+  // retries does so through PostgreSQL and its own new job, not through this one.
+  let first = true;
+  while (next) {
+    const ran = await runStartedNode(deps, next, first);
+    if (first) outcome = ran.outcome;
+    first = false;
+    next = ran.next;
+  }
+  return outcome;
+}
+
+/** Runs a started node to its recorded result; returns the child started locally for this worker, if any. */
+async function runStartedNode(
+  deps: NodeRunnerDeps,
+  started: StartedNode,
+  ownJob: boolean,
+): Promise<{ outcome: JobOutcome; next: StartedNode | null }> {
+  const { held, metrics } = deps;
+  const workflowId = started.node.workflowId;
+  const nodeId = started.node.id;
   const capability = started.node.capability;
-  const log = logger.child({ attempt: started.attempt, capability });
+  const log = deps.logger.child({ workflow_id: workflowId, node_id: nodeId, attempt: started.attempt, capability });
   if (started.queuedAt) {
     metrics?.queueWaitSeconds.observe({ capability }, Math.max(0, Date.now() - started.queuedAt.getTime()) / 1000);
   }
   const controller = new AbortController();
-  const lease = { workflowId: data.workflowId, nodeId: data.nodeId, lease: started.lease, controller };
+  const lease = { workflowId, nodeId, lease: started.lease, controller };
   held.add(lease);
   let deferred = false;
   try {
     const endTimer = metrics?.executionSeconds.startTimer({ capability });
     const result = await executeNode(deps.client, started, controller.signal);
     endTimer?.();
-    const item = { workflowId: data.workflowId, nodeId: data.nodeId, lease: started.lease, result };
-    if (result.kind === "success" && deps.defer) {
-      // Safe to finish the job first: until the result commits the node is RUNNING under a renewed lease,
-      // and if this process dies the lease expires and the node runs again (at-least-once).
+    const startLocal = result.kind === "success" && started.hasChildren && (deps.startsLocally?.() ?? false);
+    const item: ResultToRecord = {
+      workflowId,
+      nodeId,
+      lease: started.lease,
+      result,
+      startLocal,
+      startedLocally: !ownJob,
+    };
+    if (result.kind === "success" && deps.defer && !startLocal) {
+      // Safe to finish the job first: until the result commits the node is RUNNING under this worker's session,
+      // and if this process dies the session lapses and the node runs again (at-least-once).
       const recording = deps
         .recordResult(item)
-        .then((outcome) => void describeOutcome(outcome, result, log))
-        .catch((error: unknown) => log.error({ err: error }, "recording a result failed; the lease will expire"))
+        .then(({ outcome }) => void describeOutcome(outcome, result, log, ownJob))
+        .catch((error: unknown) => log.error({ err: error }, "recording a result failed; the node will run again"))
         .finally(() => held.delete(lease));
       deferred = true;
       await deps.defer(recording);
-      return "recording";
+      return { outcome: "recording", next: null };
     }
-    return describeOutcome(await deps.recordResult(item), result, log);
+    const recorded = await deps.recordResult(item);
+    return { outcome: describeOutcome(recorded.outcome, result, log, ownJob), next: recorded.started };
   } finally {
     if (!deferred) held.delete(lease);
   }
 }
 
 /** Logs how a result was recorded; a retry becomes RetryLaterError for BullMQ's backoff. */
-function describeOutcome(outcome: RecordOutcome, result: ResultToRecord["result"], log: Logger): JobOutcome {
+function describeOutcome(
+  outcome: RecordOutcome,
+  result: ResultToRecord["result"],
+  log: Logger,
+  ownJob: boolean,
+): JobOutcome {
   switch (outcome.outcome) {
     case "passed":
       log.debug("node passed");
@@ -88,6 +133,9 @@ function describeOutcome(outcome: RecordOutcome, result: ResultToRecord["result"
         { delay_ms: outcome.delayMs, error: result.kind === "error" ? result.message : "" },
         "node retry scheduled",
       );
+      // The node's own job is re-delivered after the delay; a node started locally has no job of its own yet:
+      // the reconciler adds one for a QUEUED node whose job is missing.
+      if (!ownJob) return "failed";
       throw new RetryLaterError(outcome.delayMs, result.kind === "error" ? result.message : "retry");
     case "stale":
       log.warn("result not recorded: the node's lease was lost (cancelled, re-queued or taken over)");

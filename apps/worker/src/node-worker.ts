@@ -6,7 +6,7 @@ import type { Logger } from "pino";
 import { Batcher } from "./batcher.js";
 import { HeldLeases } from "./held-leases.js";
 import type { WorkerMetrics } from "./metrics.js";
-import { runNodeJob } from "./node-runner.js";
+import { type NodeRunnerDeps, runNodeJob } from "./node-runner.js";
 import { recordWithRetry } from "./record-retry.js";
 import type { NodeServiceClient } from "./node-service-client.js";
 
@@ -18,7 +18,9 @@ export interface NodeWorkerOptions {
   queuePrefix: string;
   capabilities: readonly string[];
   concurrency: number;
-  leaseTtlMs: number;
+  /** How long a result's recording is retried while PostgreSQL is unreachable. */
+  resultRetryMs: number;
+  /** Heartbeat period (the worker's liveness, and the check that its nodes are still its own). */
   heartbeatMs: number;
   workerId: string;
   hostname: string;
@@ -29,14 +31,18 @@ export interface NodeWorkerOptions {
 }
 
 /**
- * Pulls node jobs for its capabilities (one BullMQ Worker each), runs them, keeps their leases alive,
- * aborts calls of cancelled nodes, and heartbeats the capabilities it serves.
+ * Pulls node jobs for its capabilities (one BullMQ Worker each) and runs them, a chain's next node often without a
+ * queue round trip (eager local start); heartbeats its session (liveness is per worker: nothing is written per
+ * running node) and aborts the calls of nodes that are no longer its own (cancelled, or its session was declared
+ * dead).
  */
 export class NodeWorker {
   private readonly workers: Worker<NodeJobData>[] = [];
   readonly held = new HeldLeases();
   private heartbeat: NodeJS.Timeout | null = null;
-  private renewal: NodeJS.Timeout | null = null;
+  private beating: Promise<void> | null = null;
+  /** The session the nodes this worker starts carry; new at each (re-)registration. */
+  private session = "";
   private listener: PgListener | null = null;
   private closing = false;
   private readonly queues: NodeQueues;
@@ -46,10 +52,15 @@ export class NodeWorker {
     this.queues = new NodeQueues(options.connection, options.queuePrefix);
   }
 
+  /** The worker's current session (empty before start). */
+  get workerSession(): string {
+    return this.session;
+  }
+
   /** Registers the worker, subscribes to cancellations and starts pulling jobs. */
   async start(): Promise<void> {
     const o = this.options;
-    await o.stateManager.heartbeatWorker(o.workerId, o.capabilities, o.hostname);
+    this.session = await o.stateManager.registerWorker(o.workerId, o.capabilities, o.hostname);
     if (o.databaseUrl) {
       this.listener = new PgListener({
         databaseUrl: o.databaseUrl,
@@ -60,32 +71,36 @@ export class NodeWorker {
       await this.listener.start();
     }
     this.heartbeat = setInterval(() => {
-      o.stateManager
-        .heartbeatWorker(o.workerId, o.capabilities, o.hostname)
-        .catch((e: unknown) => o.logger.warn({ err: e }, "worker heartbeat failed"));
+      this.beating ??= this.beat().finally(() => (this.beating = null));
     }, o.heartbeatMs);
-    this.renewal = setInterval(() => void this.renewLeases(), Math.max(250, Math.floor(o.leaseTtlMs / 3)));
     // Concurrent jobs share transactions: one commit for every start (or result) that arrives together.
-    const starts = new Batcher((items: StartRequest[]) => o.stateManager.startNodes(items, o.leaseTtlMs));
+    const starts = new Batcher((items: StartRequest[]) => o.stateManager.startNodes(items, this.session));
     // Children a PASS makes ready are queued in the result's transaction and enqueued here right after commit
-    // (eager dispatch); should this process die in between, the reconciler re-adds their jobs.
+    // (eager dispatch); should this process die in between, the reconciler re-adds their jobs. A result that asks
+    // gets one ready child of a capability this worker serves started for it in the same transaction instead.
     const results = new Batcher(async (items: ResultToRecord[]) => {
-      const { outcomes, dispatched } = await o.stateManager.recordResults(items, { dispatch: true });
-      if (dispatched.length > 0) {
-        await this.queues.enqueue(dispatched).catch((error: unknown) => {
+      const recorded = await o.stateManager.recordResults(items, {
+        dispatch: true,
+        workerSession: this.session,
+        capabilities: o.capabilities,
+      });
+      if (recorded.dispatched.length > 0) {
+        await this.queues.enqueue(recorded.dispatched).catch((error: unknown) => {
           o.logger.warn(
-            { err: error, nodes: dispatched.length },
+            { err: error, nodes: recorded.dispatched.length },
             "enqueue of dispatched nodes failed; the reconciler re-adds them",
           );
         });
       }
-      return outcomes;
+      return recorded.outcomes.map((outcome, i) => ({ outcome, started: recorded.started[i] ?? null }));
     });
-    const deps = {
+    const deps: NodeRunnerDeps = {
       startNode: (workflowId: string, nodeId: string, queueGen: number | undefined) =>
         starts.run({ workflowId, nodeId, queueGen }),
-      // A result waits out a short PostgreSQL outage (up to a lease's time) instead of costing the attempt.
-      recordResult: (item: ResultToRecord) => recordWithRetry(() => results.run(item), o.leaseTtlMs, o.logger),
+      // A result waits out a short PostgreSQL outage instead of costing the attempt.
+      recordResult: (item: ResultToRecord) => recordWithRetry(() => results.run(item), o.resultRetryMs, o.logger),
+      // A chain goes on in the same job (and slot) unless this worker is shutting down.
+      startsLocally: () => !this.closing,
       defer: (recording: Promise<void>) => this.defer(recording),
       client: o.client,
       held: this.held,
@@ -97,10 +112,11 @@ export class NodeWorker {
         connection: o.connection,
         prefix: o.queuePrefix,
         concurrency: o.concurrency,
-        // A dead worker's jobs go back to their queue (and are dropped there: their node has moved on) on the
-        // lease's time scale, not BullMQ's default 30 s, so the queue soon agrees with PostgreSQL again.
-        lockDuration: o.leaseTtlMs,
-        stalledInterval: o.leaseTtlMs,
+        // A dead worker's active jobs go back to their queue (and are dropped there: their node has moved on to a
+        // new job once the worker's session lapsed) within a few heartbeats, not BullMQ's default 30 s, so the queue
+        // soon agrees with PostgreSQL again. BullMQ renews the lock in Redis; PostgreSQL sees nothing of it.
+        lockDuration: Math.max(1_000, 10 * o.heartbeatMs),
+        stalledInterval: Math.max(1_000, 10 * o.heartbeatMs),
         settings: {
           backoffStrategy: (attemptsMade, type, err, job) =>
             type === NODE_BACKOFF_TYPE ? nodeBackoffStrategy(attemptsMade, type, err, job) : 1_000,
@@ -141,14 +157,26 @@ export class NodeWorker {
     }
   }
 
-  private async renewLeases(): Promise<void> {
-    const held = this.held.all();
-    if (held.length === 0) return;
+  /**
+   * One heartbeat: keeps the session alive (one row, whatever runs), then aborts the calls of held nodes that are no
+   * longer this worker's (a cancellation whose notification was missed). A session declared dead (this process was
+   * stalled past WORKER_STALE_MS) has had its nodes handed to others: every call is aborted and the worker
+   * registers again under a new session.
+   */
+  private async beat(): Promise<void> {
+    const o = this.options;
     try {
-      const lost = await this.options.stateManager.renewLeases(held, this.options.leaseTtlMs);
-      for (const l of lost) this.held.abort(l.workflowId, [l.nodeId], "lease lost");
+      if (!(await o.stateManager.heartbeatWorker(o.workerId, this.session))) {
+        o.logger.warn({ worker_id: o.workerId, held: this.held.size }, "worker session lapsed; registering again");
+        for (const h of this.held.all()) h.controller.abort(new Error("worker session lapsed"));
+        this.session = await o.stateManager.registerWorker(o.workerId, o.capabilities, o.hostname);
+        return;
+      }
+      const held = this.held.all();
+      if (held.length === 0) return;
+      for (const l of await o.stateManager.lostLeases(held)) this.held.abort(l.workflowId, [l.nodeId], "lease lost");
     } catch (error) {
-      this.options.logger.warn({ err: error }, "lease renewal failed");
+      o.logger.warn({ err: error }, "worker heartbeat failed");
     }
   }
 
@@ -165,13 +193,14 @@ export class NodeWorker {
   /** Stops taking jobs, lets the ones in flight finish (bounded by the caller), unregisters. */
   async close(): Promise<void> {
     this.closing = true;
-    if (this.heartbeat) clearInterval(this.heartbeat);
     await Promise.all(this.workers.map((w) => w.close()));
-    // Results still being committed are part of the work this worker holds: finish them before leaving.
+    // Results still being committed are part of the work this worker holds: finish them before leaving. The
+    // heartbeat goes on meanwhile, or the scheduler would hand the nodes being finished to others.
     await Promise.all(this.recordings);
-    if (this.renewal) clearInterval(this.renewal);
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    await this.beating;
     await this.listener?.close();
     await this.queues.close();
-    await this.options.stateManager.removeWorker(this.options.workerId).catch(() => undefined);
+    await this.options.stateManager.removeWorker(this.options.workerId, this.session).catch(() => undefined);
   }
 }

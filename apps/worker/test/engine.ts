@@ -14,7 +14,7 @@ export interface TestEngine {
   stateManager: PgStateManager;
   scheduler: SchedulerApp;
   workers: NodeWorker[];
-  startWorker(capabilities: string[], opts?: { concurrency?: number; leaseTtlMs?: number }): Promise<NodeWorker>;
+  startWorker(capabilities: string[], opts?: { concurrency?: number }): Promise<NodeWorker>;
   startScheduler(): Promise<SchedulerApp>;
   close(): Promise<void>;
 }
@@ -74,7 +74,7 @@ export async function startTestEngine(
         queuePrefix,
         capabilities,
         concurrency: workerOpts.concurrency ?? 8,
-        leaseTtlMs: workerOpts.leaseTtlMs ?? 30_000,
+        resultRetryMs: 30_000,
         heartbeatMs: 200,
         workerId: `${hostname()}-${Math.random().toString(36).slice(2, 8)}`,
         hostname: hostname(),

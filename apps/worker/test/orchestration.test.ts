@@ -295,6 +295,53 @@ describe("a workflow runs to its end through the queues and the NodeService", ()
   });
 });
 
+describe("eager local start", () => {
+  it("runs a chain's next node in the same transaction as its parent's PASS, without a queue round trip", async () => {
+    const { workflow } = await engine.stateManager.createWorkflow({
+      name: "chain",
+      nodes: [node("a"), node("b", ["a"]), node("c", ["b"]), node("d", ["c"])],
+    });
+    const done = await finished(workflow.id);
+    expect(done.status).toBe(WorkflowStatus.SUCCEEDED);
+    expect(callsFor(workflow.id).map((c) => c.request.node!.id)).toEqual(["a", "b", "c", "d"]);
+    const events = await engine.stateManager.listEvents(workflow.id, 0);
+    const timeOf = (nodeId: string, status: NodeStatus) =>
+      events.find((e) => e.nodeId === nodeId && e.nodeStatus === status && e.type === "node.status_changed")!.time;
+    // One transaction (one now()): the parent's PASS, the child queued, the child started for this worker.
+    for (const [parent, child] of [
+      ["a", "b"],
+      ["b", "c"],
+      ["c", "d"],
+    ] as const) {
+      expect(timeOf(child, NodeStatus.QUEUED)).toEqual(timeOf(parent, NodeStatus.PASS));
+      expect(timeOf(child, NodeStatus.RUNNING)).toEqual(timeOf(parent, NodeStatus.PASS));
+    }
+  });
+
+  it("retries a locally started node that fails with INFRA_ERROR under a job of its own", async () => {
+    let failures = 0;
+    nodeService.setHandler(async (request) => {
+      if (request.node!.id === "b" && failures === 0) {
+        failures++;
+        return { status: ExecutionStatus.INFRA_ERROR, errorMessage: "flaky" };
+      }
+      return { status: ExecutionStatus.SUCCESS };
+    });
+    const { workflow } = await engine.stateManager.createWorkflow({
+      name: "local-retry",
+      nodes: [
+        node("a"),
+        node("b", ["a"], "echo", { retryPolicy: { maxAttempts: 3, initialBackoff: durationFromMs(50) } }),
+      ],
+    });
+    const done = await finished(workflow.id);
+    expect(done.status).toBe(WorkflowStatus.SUCCEEDED);
+    expect(done.nodes.find((n) => n.id === "b")!.attempt).toBe(2);
+    const retry = (await engine.stateManager.listEvents(workflow.id, 0)).find((e) => e.type === "node.retry_scheduled");
+    expect(retry?.nodeId).toBe("b");
+  });
+});
+
 describe("exactly-once recording", () => {
   it("drops a duplicate delivery of the same job and refuses a late result", async () => {
     const { workflow } = await engine.stateManager.createWorkflow({ name: "dup", nodes: [node("a")] });

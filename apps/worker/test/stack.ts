@@ -118,7 +118,7 @@ export async function startTestStack(testDb: TestDatabase, opts: TestStackOption
         concurrency: 8,
         nodeServiceAddr: nodeService.address,
         nodeServiceMaxReceiveBytes: 16 * 1024 * 1024,
-        leaseTtlMs: 30_000,
+        resultRetryMs: 30_000,
         heartbeatMs: 200,
         workerId: `${hostname()}-${Math.random().toString(36).slice(2, 8)}`,
         dbPoolSize: 10,

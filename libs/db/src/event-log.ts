@@ -1,4 +1,4 @@
-import type { NewEvent } from "./workflow-changes.js";
+import type { NewEvent } from "./transactions.js";
 
 /** The slice of a pino logger that eventLogger needs. */
 export interface EventLogSink {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { interleaveByWorkflow } from "./pg-state-manager.js";
+import { interleaveByWorkflow } from "./interleave.js";
 
 describe("interleaveByWorkflow", () => {
   it("alternates between workflows, keeping each workflow's order, and loses nothing", () => {

@@ -1,3 +1,5 @@
+import { readdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { drizzle } from "drizzle-orm/node-postgres";
@@ -6,6 +8,9 @@ import { databaseNameOf, withDatabaseName } from "./pool.js";
 
 /** Folder of the drizzle-kit migrations committed at the repository root. */
 export const MIGRATIONS_FOLDER = fileURLToPath(new URL("../../../drizzle", import.meta.url));
+
+/** Folder of the repeatable SQL (functions), applied after every migrate: see its README.md. */
+export const REPEATABLE_SQL_FOLDER = fileURLToPath(new URL("../sql", import.meta.url));
 
 // Any constant shared by every Trellis migrator: concurrent starts apply migrations one at a time.
 const MIGRATION_LOCK_KEY = 7_310_525_117;
@@ -32,7 +37,17 @@ export async function ensureDatabase(databaseUrl: string): Promise<boolean> {
   }
 }
 
-/** Creates the database if missing and applies every pending migration of `drizzle/`, under an advisory lock. */
+/** The repeatable SQL files, in the order they are applied (by name). */
+export async function repeatableSqlFiles(folder = REPEATABLE_SQL_FOLDER): Promise<string[]> {
+  const names = (await readdir(folder)).filter((name) => name.endsWith(".sql")).sort();
+  return names.map((name) => join(folder, name));
+}
+
+/**
+ * Creates the database if missing, applies every pending migration of `drizzle/`, then every repeatable SQL file
+ * (the functions of the hot path, `CREATE OR REPLACE`) in one transaction; all under an advisory lock, so concurrent
+ * starts apply them one at a time. Migrations are append-only; a function changes by editing its file.
+ */
 export async function runMigrations(databaseUrl: string): Promise<{ created: boolean }> {
   const created = await ensureDatabase(databaseUrl);
   const client = new pg.Client({ connectionString: databaseUrl });
@@ -40,6 +55,20 @@ export async function runMigrations(databaseUrl: string): Promise<{ created: boo
   try {
     await client.query("select pg_advisory_lock($1)", [MIGRATION_LOCK_KEY]);
     await migrate(drizzle(client), { migrationsFolder: MIGRATIONS_FOLDER });
+    await client.query("begin");
+    try {
+      for (const file of await repeatableSqlFiles()) {
+        try {
+          await client.query(await readFile(file, "utf8"));
+        } catch (error) {
+          throw new Error(`repeatable SQL ${file}: ${(error as Error).message}`, { cause: error });
+        }
+      }
+      await client.query("commit");
+    } catch (error) {
+      await client.query("rollback");
+      throw error;
+    }
     await client.query("select pg_advisory_unlock($1)", [MIGRATION_LOCK_KEY]);
   } finally {
     await client.end();

@@ -98,7 +98,14 @@ export const nodes = pgTable(
     labels: jsonb("labels").$type<Record<string, string>>().notNull().default({}),
     /** Incremented each time the node is put on a queue; part of its deterministic job id. */
     queueGen: integer("queue_gen").notNull().default(0),
+    /** Fencing token of the attempt running now: a result counts only while the node still holds it. */
     lease: uuid("lease"),
+    /**
+     * The session (`workers.session`) of the worker running the node: liveness is per worker, so a node is lost
+     * when that session's heartbeat lapses, with no write per running node. Null for nodes started by workers of
+     * before migration 0005, which renewed `lease_expires_at` instead.
+     */
+    workerSession: uuid("worker_session"),
     leaseExpiresAt: timestamp("lease_expires_at", { withTimezone: true, precision: 3 }),
     queuedAt: timestamp("queued_at", { withTimezone: true, precision: 3 }),
     /** Set when the node was reported as queued with no live worker serving its capability. */
@@ -193,17 +200,22 @@ export const nodeAttempts = pgTable(
   ],
 );
 
-/** Live workers and the capabilities they serve, kept fresh by a heartbeat. */
+/**
+ * Live workers and the capabilities they serve, kept fresh by a heartbeat. `session` is new each time a worker
+ * process registers: the nodes it starts carry it, and a session whose heartbeat lapsed is dead for good (its row
+ * is deleted with its nodes re-queued; a worker that finds its row gone registers again under a new session).
+ */
 export const workers = pgTable(
   "workers",
   {
     id: text("id").primaryKey(),
+    session: uuid("session").notNull().defaultRandom(),
     capabilities: text("capabilities").array().notNull(),
     hostname: text("hostname").notNull().default(""),
     startedAt: timestamp("started_at", { withTimezone: true, precision: 3 }).notNull().defaultNow(),
     heartbeatAt: timestamp("heartbeat_at", { withTimezone: true, precision: 3 }).notNull().defaultNow(),
   },
-  (t) => [index("workers_heartbeat_idx").on(t.heartbeatAt)],
+  (t) => [index("workers_heartbeat_idx").on(t.heartbeatAt), uniqueIndex("workers_session_idx").on(t.session)],
 );
 
 /** Every table, for drizzle(). */

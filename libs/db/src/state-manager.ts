@@ -74,6 +74,8 @@ export interface StartedNode {
   retryPolicy: EffectiveRetryPolicy;
   /** When the node was queued, for the queue-wait metric. */
   queuedAt: Date | null;
+  /** Whether any node waits on this one: a worker may then ask its PASS to start a child locally. */
+  hasChildren: boolean;
 }
 
 /** What the NodeService answered (or why the call failed). */
@@ -87,6 +89,17 @@ export interface ResultToRecord {
   nodeId: string;
   lease: string;
   result: NodeResult;
+  /**
+   * On PASS, start one child this PASS makes ready, of a capability in RecordOptions.capabilities, for the worker
+   * session of RecordOptions.workerSession, in the same transaction (eager local start): the worker runs it next
+   * without a queue round trip. @default false
+   */
+  startLocal?: boolean;
+  /**
+   * The attempt was started locally by a parent's PASS and has no job of its own: a retry then gets a new job
+   * (returned in RecordedResults.dispatched, with its delay) instead of BullMQ re-delivering one. @default false
+   */
+  startedLocally?: boolean;
 }
 
 /** Options of recordResults. */
@@ -96,12 +109,18 @@ export interface RecordOptions {
    * caller must then enqueue their jobs. Without it the scheduler is notified and claims them. @default false
    */
   dispatch?: boolean;
+  /** The session of the worker that records (for items with `startLocal`). */
+  workerSession?: string;
+  /** Capabilities the recording worker serves (for items with `startLocal`). */
+  capabilities?: readonly string[];
 }
 
-/** What recordResults did: one outcome per item, and the nodes it queued (with `dispatch`). */
+/** What recordResults did: one outcome per item, the nodes it queued (with `dispatch`), the nodes it started. */
 export interface RecordedResults {
   outcomes: RecordOutcome[];
   dispatched: QueuedNode[];
+  /** Per item: the child started for the recording worker (`startLocal`), else null. */
+  started: (StartedNode | null)[];
 }
 
 /** A node to start, for startNodes. */
@@ -164,26 +183,34 @@ export interface StateManager {
   applyNodeEdits(workflowId: string, edits: readonly NodeEdit[]): Promise<Workflow>;
   /** Claims up to `limit` ready nodes (SKIP LOCKED), marks them QUEUED and returns their jobs. */
   claimReadyNodes(limit: number): Promise<QueuedNode[]>;
-  /** QUEUED -> RUNNING with a fresh lease, attempt + 1; null when the node is no longer QUEUED. */
-  startNode(workflowId: string, nodeId: string, leaseTtlMs: number): Promise<StartedNode | null>;
+  /**
+   * QUEUED -> RUNNING with a fresh lease, attempt + 1, for a worker session (null: none, for tests that drive
+   * nodes by hand: such a node is never found lost); null when the node is no longer QUEUED.
+   */
+  startNode(workflowId: string, nodeId: string, workerSession?: string | null): Promise<StartedNode | null>;
   /** Starts many nodes in one transaction; each entry is null when its node was no longer QUEUED. */
-  startNodes(requests: readonly StartRequest[], leaseTtlMs: number): Promise<(StartedNode | null)[]>;
+  startNodes(requests: readonly StartRequest[], workerSession?: string | null): Promise<(StartedNode | null)[]>;
   /** Records an attempt's result if `lease` is still held. */
   recordResult(workflowId: string, nodeId: string, lease: string, result: NodeResult): Promise<RecordOutcome>;
   /** Records many results in one transaction (one commit); outcomes in the order given. */
   recordResults(items: readonly ResultToRecord[], options?: RecordOptions): Promise<RecordedResults>;
-  /** Extends held leases; returns the ones that are no longer held (their calls should stop). */
-  renewLeases(leases: readonly HeldLease[], leaseTtlMs: number): Promise<HeldLease[]>;
-  /** RUNNING nodes whose lease expired (their worker died) go back to QUEUED, or FAIL when out of attempts. */
-  requeueExpiredLeases(limit: number): Promise<QueuedNode[]>;
+  /** Of the leases a worker holds, the ones no longer held (their calls should stop); reads only. */
+  lostLeases(leases: readonly HeldLease[]): Promise<HeldLease[]>;
+  /**
+   * Per-worker liveness: forgets workers whose heartbeat is older than `staleMs`; RUNNING nodes of a session no
+   * longer registered go back to QUEUED with a new job (or FAIL when out of attempts). Returns the jobs to add.
+   */
+  requeueLostNodes(staleMs: number, limit: number): Promise<QueuedNode[]>;
   /** QUEUED nodes queued more than `olderThanMs` ago, with their current job ids (for the reconciler). */
   findQueuedNodes(olderThanMs: number, limit: number): Promise<QueuedNode[]>;
   /** Gives QUEUED nodes whose job was lost a new queue generation (new job id); skips nodes that moved on. */
   requeueNodes(lost: readonly Pick<QueuedNode, "workflowId" | "nodeId" | "jobId">[]): Promise<QueuedNode[]>;
-  /** Records that a worker is alive and serves these capabilities. */
-  heartbeatWorker(workerId: string, capabilities: readonly string[], hostname: string): Promise<void>;
-  /** Forgets a worker (graceful shutdown). */
-  removeWorker(workerId: string): Promise<void>;
+  /** Registers a worker under a new session (the nodes it starts carry it); returns the session. */
+  registerWorker(workerId: string, capabilities: readonly string[], hostname: string): Promise<string>;
+  /** The worker's heartbeat; false when its session was declared dead (it must drop what it holds, register anew). */
+  heartbeatWorker(workerId: string, session: string): Promise<boolean>;
+  /** Forgets a worker (graceful shutdown); with `session`, only that session of it. */
+  removeWorker(workerId: string, session?: string): Promise<void>;
   /** Live workers per capability: those whose heartbeat is younger than `maxAgeMs`. */
   liveCapabilities(maxAgeMs: number): Promise<Map<string, number>>;
   /**

@@ -1,39 +1,46 @@
-import { eq, sql } from "drizzle-orm";
+import { asc, eq, inArray, sql } from "drizzle-orm";
 import type { JsonObject } from "@bufbuild/protobuf";
 import { assertWorkflowTransition, isTerminalWorkflowStatus } from "@trellis/core";
 import { CHANNELS } from "./channels.js";
 import { type NodeStatusName, type WorkflowRow, type WorkflowStatusName, workflowStatusFromName } from "./mapping.js";
-import type { Database } from "./pool.js";
-import { type workflowEvents, workflows } from "./schema.js";
+import { workflows } from "./schema.js";
+import { type Transactions, type Tx, type TxContext, notifyAfterCommit } from "./transactions.js";
 
-/** An event about to be written. */
-export type NewEvent = typeof workflowEvents.$inferInsert;
-
-/** A Drizzle transaction. */
-export type Tx = Parameters<Parameters<Database["transaction"]>[0]>[0];
+/** An event recorded by TypeScript code, numbered when written. */
+interface RecordedEvent {
+  workflow_id: string;
+  type: string;
+  node_id: string | null;
+  workflow_status: WorkflowStatusName;
+  node_status: NodeStatusName | null;
+  data: JsonObject;
+}
 
 /**
- * Everything one transaction changes about a locked workflow: its status and the events it emits.
- * `commit` writes the events with consecutive sequences, the workflow row and the notifications in one statement.
+ * What the TypeScript side of one transaction changes about a locked workflow (creates, edits, actions): its status
+ * and the events it emits. `flush` hands them to `trellis_write_events`, the one writer (and numberer) of events,
+ * so TypeScript and the SQL functions of the same transaction interleave their events in the order they happen.
  */
 export class WorkflowChanges {
   /** Status after the changes so far. */
   status: WorkflowStatusName;
-  private readonly events: NewEvent[] = [];
+  private events: RecordedEvent[] = [];
+  private written: WorkflowStatusName;
   private readyHint = false;
 
   constructor(readonly row: WorkflowRow) {
     this.status = row.status;
+    this.written = row.status;
   }
 
   /** Records a node-level event. */
   node(type: string, nodeId: string, nodeStatus: NodeStatusName | null, data: JsonObject = {}): void {
-    this.push({ type, nodeId, nodeStatus, data });
+    this.push(type, nodeId, nodeStatus, data);
   }
 
   /** Records a workflow-level event. */
   workflow(type: string, data: JsonObject = {}): void {
-    this.push({ type, nodeId: null, nodeStatus: null, data });
+    this.push(type, null, null, data);
   }
 
   /** Moves the workflow to `next` (checked against the state machine) and records the event. */
@@ -55,95 +62,56 @@ export class WorkflowChanges {
     return isTerminalWorkflowStatus(workflowStatusFromName(this.status));
   }
 
-  private push(event: Omit<NewEvent, "workflowId" | "sequence" | "workflowStatus">): void {
+  private push(type: string, nodeId: string | null, nodeStatus: NodeStatusName | null, data: JsonObject): void {
     this.events.push({
-      ...event,
-      workflowId: this.row.id,
-      sequence: this.row.eventSeq + this.events.length + 1,
-      // Filled at commit with the status in force when the event was recorded.
-      workflowStatus: this.status,
+      workflow_id: this.row.id,
+      type,
+      node_id: nodeId,
+      workflow_status: this.status,
+      node_status: nodeStatus,
+      data,
     });
   }
 
-  /** The events recorded so far, numbered. */
-  get pending(): readonly NewEvent[] {
-    return this.events;
+  /**
+   * Writes the events recorded so far and the workflow's status through `trellis_write_events`, in the transaction;
+   * the ready hint becomes a notification after commit. Can be called again after more changes.
+   */
+  async flush(transactions: Transactions, ctx: TxContext): Promise<void> {
+    await flushChanges(transactions, ctx, [this]);
   }
 
-  /** Writes events, the workflow row and notifications in one statement; returns the events written. */
-  async commit(tx: Tx): Promise<NewEvent[]> {
-    await commitChanges(tx, [this]);
-    return this.events;
-  }
-
-  /** Whether anything needs writing. */
-  get dirty(): boolean {
-    return this.events.length > 0 || this.status !== this.row.status || this.readyHint;
-  }
-
-  /** @internal The ready hint, for commitChanges. */
-  get wantsReady(): boolean {
-    return this.readyHint && !this.finished;
+  /** @internal Takes what flushChanges writes. */
+  take(): { events: RecordedEvent[]; status: WorkflowStatusName | null; ready: boolean } {
+    const events = this.events;
+    const status = this.status !== this.written ? this.status : null;
+    const ready = this.readyHint && !this.finished;
+    this.events = [];
+    this.written = this.status;
+    this.readyHint = false;
+    return { events, status, ready };
   }
 }
 
-// One statement stays well below PostgreSQL's 65,535 bind parameters: 7 arrays are 7 parameters.
-const EVENT_BATCH = 20_000;
-
-/**
- * Writes the changes of several locked workflows in as few statements as possible: every event, every
- * workflow row (sequence, status, finished_at) and the notifications, in one statement per 20,000 events.
- */
-export async function commitChanges(tx: Tx, all: readonly WorkflowChanges[]): Promise<void> {
-  const dirty = all.filter((c) => c.dirty);
-  if (dirty.length === 0) return;
-  const events = dirty.flatMap((c) => c.pending);
-  const collected = transactionOutbox.get(tx);
-  collected?.events.push(...events);
-  // Large batches (10,000-node edits) go in slices; the last slice carries the workflow updates.
-  for (let i = EVENT_BATCH; i < events.length; i += EVENT_BATCH) {
-    await insertEvents(tx, events.slice(i - EVENT_BATCH, i));
+/** Writes the changes of several locked workflows in one statement (events, workflow rows), notifications after. */
+export async function flushChanges(
+  transactions: Transactions,
+  ctx: TxContext,
+  all: readonly WorkflowChanges[],
+): Promise<void> {
+  const events: RecordedEvent[] = [];
+  const statuses: Record<string, WorkflowStatusName> = {};
+  for (const changes of all) {
+    const taken = changes.take();
+    events.push(...taken.events);
+    if (taken.status) statuses[changes.row.id] = taken.status;
+    if (taken.ready) notifyAfterCommit(ctx, CHANNELS.ready, changes.row.id);
   }
-  const tail = events.slice(Math.floor(Math.max(0, events.length - 1) / EVENT_BATCH) * EVENT_BATCH);
-  const ids = dirty.map((c) => c.row.id);
-  const seqs = dirty.map((c) => c.row.eventSeq + c.pending.length);
-  const statuses = dirty.map((c) => c.status);
-  const finished = dirty.map((c) => c.finished);
-  const eventPayloads = dirty
-    .filter((c) => c.pending.length > 0)
-    .map((c) => `${c.row.id}:${c.row.eventSeq + c.pending.length}`);
-  const ready = dirty.filter((c) => c.wantsReady).map((c) => c.row.id);
-  await tx.execute(sql`
-    with ev as (${eventsInsert(tail)}),
-    wf as (
-      update workflows w
-         set event_seq = u.seq, status = u.status, updated_at = now(),
-             finished_at = case when u.finished then coalesce(w.finished_at, now()) else null end
-        from unnest(${sql.param(ids)}::uuid[], ${sql.param(seqs)}::bigint[],
-                    ${sql.param(statuses)}::workflow_status[], ${sql.param(finished)}::boolean[])
-             as u(id, seq, status, finished)
-       where w.id = u.id
-      returning w.id)
-    select (select count(*) from ev) as events, (select count(*) from wf) as workflows`);
-  for (const payload of eventPayloads) notifyAfterCommit(tx, CHANNELS.events, payload);
-  for (const workflowId of ready) notifyAfterCommit(tx, CHANNELS.ready, workflowId);
-}
-
-function eventsInsert(events: readonly NewEvent[]) {
-  return sql`
-    insert into workflow_events (workflow_id, sequence, type, node_id, workflow_status, node_status, data)
-    select * from unnest(${sql.param(events.map((e) => e.workflowId))}::uuid[],
-                         ${sql.param(events.map((e) => e.sequence))}::bigint[],
-                         ${sql.param(events.map((e) => e.type))}::text[],
-                         ${sql.param(events.map((e) => e.nodeId ?? null))}::text[],
-                         ${sql.param(events.map((e) => e.workflowStatus))}::workflow_status[],
-                         ${sql.param(events.map((e) => e.nodeStatus ?? null))}::node_status[],
-                         ${sql.param(events.map((e) => JSON.stringify(e.data ?? {})))}::jsonb[])
-    returning 1`;
-}
-
-async function insertEvents(tx: Tx, events: readonly NewEvent[]): Promise<void> {
-  await tx.execute(sql`with ev as (${eventsInsert(events)}) select count(*) from ev`);
+  if (events.length === 0 && Object.keys(statuses).length === 0) return;
+  await transactions.callIn(
+    ctx,
+    sql`select kind, body from trellis_write_events(${JSON.stringify(events)}::jsonb, ${JSON.stringify(statuses)}::jsonb, false)`,
+  );
 }
 
 /** Locks a workflow row for the rest of the transaction; null when it does not exist. */
@@ -152,35 +120,13 @@ export async function lockWorkflow(tx: Tx, workflowId: string): Promise<Workflow
   return rows[0] ?? null;
 }
 
-/** What a transaction hands over once it has committed: its events and the notifications to send. */
-export interface TransactionOutbox {
-  events: NewEvent[];
-  notifications: { channel: string; payload: string }[];
-}
-
-const transactionOutbox = new WeakMap<Tx, TransactionOutbox>();
-
-/**
- * Runs `work` collecting into `outbox` every event that commitChanges writes on `tx` and every notification
- * queued with notifyAfterCommit.
- */
-export async function collectOutbox<T>(tx: Tx, outbox: TransactionOutbox, work: () => Promise<T>): Promise<T> {
-  transactionOutbox.set(tx, outbox);
-  try {
-    return await work();
-  } finally {
-    transactionOutbox.delete(tx);
-  }
-}
-
-/**
- * Queues a NOTIFY to send after the transaction commits. NOTIFY inside a writing transaction would hold
- * PostgreSQL's database-wide notify lock through the commit's WAL flush, serialising every commit of every
- * app; sent after commit it costs a round trip and no flush. A crash in between loses only the wake-up:
- * listeners poll as a safety net.
- */
-export function notifyAfterCommit(tx: Tx, channel: string, payload: string): void {
-  const outbox = transactionOutbox.get(tx);
-  if (!outbox) throw new Error("notifyAfterCommit outside a collected transaction");
-  outbox.notifications.push({ channel, payload });
+/** Locks workflows in id order (the order every multi-workflow writer uses, so none deadlock). */
+export async function lockWorkflows(tx: Tx, ids: readonly string[]): Promise<WorkflowRow[]> {
+  if (ids.length === 0) return [];
+  return tx
+    .select()
+    .from(workflows)
+    .where(inArray(workflows.id, [...ids]))
+    .orderBy(asc(workflows.id))
+    .for("update");
 }

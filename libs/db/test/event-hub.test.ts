@@ -96,7 +96,7 @@ describe("WorkflowEventHub.follow", () => {
   it("replays through a FAILED workflow that was RETRYed and follows it to its new end", async () => {
     const id = await createChain("retried");
     const [a] = (await sm.claimReadyNodes(100)).filter((x) => x.workflowId === id);
-    const started = await sm.startNode(id, a!.nodeId, 30_000);
+    const started = await sm.startNode(id, a!.nodeId);
     await sm.recordResult(id, "a", started!.lease, { kind: "error", errorKind: ErrorKind.TASK_ERROR, message: "no" });
     expect((await sm.getWorkflow(id)).status).toBe(WorkflowStatus.FAILED);
     await sm.updateWorkflow(id, { action: WorkflowAction.RETRY });

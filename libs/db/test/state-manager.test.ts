@@ -19,7 +19,8 @@ import {
 } from "@trellis/proto";
 import { createTestDatabase, type TestDatabase, waitFor } from "@trellis/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type NewEvent, PgStateManager, createDatabase, createPool, queueGenOfJobId } from "../src/index.js";
+import { type NewEvent, PgStateManager, createDatabase, createPool } from "../src/index.js";
+import { queueGenOfJobId } from "@trellis/queue";
 
 let testDb: TestDatabase;
 let sm: PgStateManager;
@@ -74,7 +75,7 @@ async function runReady(workflowId: string): Promise<string[]> {
     const claimed = (await sm.claimReadyNodes(100)).filter((q) => q.workflowId === workflowId);
     if (claimed.length === 0) return ran;
     for (const q of claimed) {
-      const started = await sm.startNode(q.workflowId, q.nodeId, 30_000);
+      const started = await sm.startNode(q.workflowId, q.nodeId);
       expect(started).not.toBeNull();
       await sm.recordResult(q.workflowId, q.nodeId, started!.lease, {
         kind: "success",
@@ -300,7 +301,7 @@ describe("nodes and edits", () => {
   it("refuses to edit a RUNNING node or a finished workflow", async () => {
     const { workflow } = await sm.createWorkflow({ name: "running-edit", nodes: [node("a"), node("b", ["a"])] });
     const claimed = (await sm.claimReadyNodes(1000)).find((q) => q.workflowId === workflow.id)!;
-    await sm.startNode(workflow.id, claimed.nodeId, 30_000);
+    await sm.startNode(workflow.id, claimed.nodeId);
     await expect(
       sm.updateNode(workflow.id, node("a", [], "other"), { paths: ["capability"] } as never),
     ).rejects.toThrow(FailedPreconditionError);
@@ -329,14 +330,14 @@ describe("claiming, running and recording", () => {
       input: { topic: "x" },
     });
     const [a] = (await sm.claimReadyNodes(1000)).filter((q) => q.workflowId === workflow.id);
-    const startedA = await sm.startNode(workflow.id, a!.nodeId, 30_000);
+    const startedA = await sm.startNode(workflow.id, a!.nodeId);
     await sm.recordResult(workflow.id, "a", startedA!.lease, {
       kind: "success",
       output: fromJson(ValueSchema, { answer: 42 }),
       edits: [],
     });
     const [b] = (await sm.claimReadyNodes(1000)).filter((q) => q.workflowId === workflow.id);
-    const startedB = await sm.startNode(workflow.id, b!.nodeId, 30_000);
+    const startedB = await sm.startNode(workflow.id, b!.nodeId);
     expect(startedB!.workflowInput).toEqual({ topic: "x" });
     expect(Object.keys(startedB!.parentOutputs)).toEqual(["a"]);
     expect(startedB!.node.status).toBe(NodeStatus.RUNNING);
@@ -348,13 +349,13 @@ describe("claiming, running and recording", () => {
     const watched = new PgStateManager(testDb.db, { onEvents: (events) => observed.push(...events) });
     const { workflow } = await watched.createWorkflow({ name: "hot-path", nodes: [node("a"), node("b", ["a"])] });
     const [a] = (await watched.claimReadyNodes(1000)).filter((q) => q.workflowId === workflow.id);
-    const startedA = await watched.startNode(workflow.id, a!.nodeId, 30_000);
+    const startedA = await watched.startNode(workflow.id, a!.nodeId);
     const recorded = await watched.recordResults(
       [{ workflowId: workflow.id, nodeId: "a", lease: startedA!.lease, result: success(1) }],
       { dispatch: true },
     );
     expect(recorded.dispatched.map((q) => q.nodeId)).toEqual(["b"]);
-    const startedB = await watched.startNode(workflow.id, "b", 30_000);
+    const startedB = await watched.startNode(workflow.id, "b");
     await watched.recordResults([{ workflowId: workflow.id, nodeId: "b", lease: startedB!.lease, result: success(2) }]);
     const stored = (await watched.listEvents(workflow.id, 0)).map((e) => ({
       seq: Number(e.sequence),
@@ -452,7 +453,7 @@ describe("claiming, running and recording", () => {
       const last = async () => Number((await eventSequences(workflow.id)).at(-1));
       const afterClaim = await last();
       await waitFor(() => payloads.includes(`${workflow.id}:${afterClaim}`), { description: "the claim's NOTIFY" });
-      const started = await sm.startNode(workflow.id, claimed!.nodeId, 30_000);
+      const started = await sm.startNode(workflow.id, claimed!.nodeId);
       const afterStart = await last();
       await waitFor(() => payloads.includes(`${workflow.id}:${afterStart}`), { description: "the start's NOTIFY" });
       await sm.recordResult(workflow.id, "a", started!.lease, {
@@ -476,10 +477,10 @@ describe("claiming, running and recording", () => {
     const [requeued] = await sm.requeueNodes([claimed!]);
     const newGen = queueGenOfJobId(requeued!.jobId)!;
     expect(newGen).toBe(oldGen + 1);
-    const [stale] = await sm.startNodes([{ workflowId: workflow.id, nodeId: "a", queueGen: oldGen }], 30_000);
+    const [stale] = await sm.startNodes([{ workflowId: workflow.id, nodeId: "a", queueGen: oldGen }]);
     expect(stale).toBeNull();
     expect((await sm.getNode(workflow.id, "a")).status).toBe(NodeStatus.QUEUED);
-    const [current] = await sm.startNodes([{ workflowId: workflow.id, nodeId: "a", queueGen: newGen }], 30_000);
+    const [current] = await sm.startNodes([{ workflowId: workflow.id, nodeId: "a", queueGen: newGen }]);
     expect(current?.attempt).toBe(1);
   });
 
@@ -515,8 +516,8 @@ describe("claiming, running and recording", () => {
     });
     const claimed = (await sm.claimReadyNodes(1000)).filter((q) => q.workflowId === workflow.id);
     expect(claimed.map((q) => q.nodeId).sort()).toEqual(["bad", "solo"]);
-    const bad = await sm.startNode(workflow.id, "bad", 30_000);
-    const solo = await sm.startNode(workflow.id, "solo", 30_000);
+    const bad = await sm.startNode(workflow.id, "bad");
+    const solo = await sm.startNode(workflow.id, "solo");
     const failed = await sm.recordResult(workflow.id, "bad", bad!.lease, {
       kind: "error",
       errorKind: ErrorKind.TASK_ERROR,
@@ -548,7 +549,7 @@ describe("claiming, running and recording", () => {
       nodes: [create(NodeSchema, { id: "f", capability: "flaky", retryPolicy: { maxAttempts: 2 } })],
     });
     await sm.claimReadyNodes(1000);
-    const first = await sm.startNode(workflow.id, "f", 30_000);
+    const first = await sm.startNode(workflow.id, "f");
     const r1 = await sm.recordResult(workflow.id, "f", first!.lease, {
       kind: "error",
       errorKind: ErrorKind.INFRA_ERROR,
@@ -556,7 +557,7 @@ describe("claiming, running and recording", () => {
     });
     expect(r1).toEqual({ outcome: "retry", delayMs: 1000, attempt: 1 });
     expect((await sm.getNode(workflow.id, "f")).status).toBe(NodeStatus.QUEUED);
-    const second = await sm.startNode(workflow.id, "f", 30_000);
+    const second = await sm.startNode(workflow.id, "f");
     expect(second!.attempt).toBe(2);
     const r2 = await sm.recordResult(workflow.id, "f", second!.lease, {
       kind: "error",
@@ -570,8 +571,8 @@ describe("claiming, running and recording", () => {
   it("records a result exactly once: a stale lease or a duplicate changes nothing", async () => {
     const { workflow } = await sm.createWorkflow({ name: "stale", nodes: [node("a")] });
     await sm.claimReadyNodes(1000);
-    const started = await sm.startNode(workflow.id, "a", 30_000);
-    expect(await sm.startNode(workflow.id, "a", 30_000)).toBeNull();
+    const started = await sm.startNode(workflow.id, "a");
+    expect(await sm.startNode(workflow.id, "a")).toBeNull();
     const ok = await sm.recordResult(workflow.id, "a", started!.lease, {
       kind: "success",
       output: undefined,
@@ -600,7 +601,7 @@ describe("claiming, running and recording", () => {
       nodes: [node("plan", [], "plan"), node("join", ["plan"])],
     });
     await sm.claimReadyNodes(1000);
-    const p = await sm.startNode(workflow.id, "plan", 30_000);
+    const p = await sm.startNode(workflow.id, "plan");
     await sm.recordResult(workflow.id, "plan", p!.lease, {
       kind: "success",
       output: undefined,
@@ -616,7 +617,7 @@ describe("claiming, running and recording", () => {
 
     const { workflow: wf2 } = await sm.createWorkflow({ name: "bad-planner", nodes: [node("plan", [], "plan")] });
     await sm.claimReadyNodes(1000);
-    const p2 = await sm.startNode(wf2.id, "plan", 30_000);
+    const p2 = await sm.startNode(wf2.id, "plan");
     const outcome = await sm.recordResult(wf2.id, "plan", p2!.lease, {
       kind: "success",
       output: undefined,
@@ -631,7 +632,7 @@ describe("claiming, running and recording", () => {
   it("pauses (queued nodes return to PENDING), resumes and cancels with the right effects", async () => {
     const { workflow } = await sm.createWorkflow({ name: "control", nodes: [node("a"), node("b"), node("c", ["a"])] });
     await sm.claimReadyNodes(1000);
-    const running = await sm.startNode(workflow.id, "a", 30_000);
+    const running = await sm.startNode(workflow.id, "a");
     const paused = await sm.updateWorkflow(workflow.id, { action: WorkflowAction.PAUSE });
     expect(paused.workflow.status).toBe(WorkflowStatus.PAUSED);
     expect(paused.removedJobIds.map((j) => j.jobId)).toEqual([`${workflow.id}/b/1`]);
@@ -653,20 +654,60 @@ describe("claiming, running and recording", () => {
     expectGapFree(await eventSequences(workflow.id));
   });
 
-  it("renews held leases and reports the ones lost", async () => {
+  it("reports the held leases that are lost without writing anything", async () => {
     const { workflow } = await sm.createWorkflow({ name: "leases", nodes: [node("a"), node("b")] });
     await sm.claimReadyNodes(1000);
-    const a = await sm.startNode(workflow.id, "a", 1_000);
-    const b = await sm.startNode(workflow.id, "b", 1_000);
+    const a = await sm.startNode(workflow.id, "a");
+    const b = await sm.startNode(workflow.id, "b");
     await sm.recordResult(workflow.id, "b", b!.lease, { kind: "success", output: undefined, edits: [] });
-    const lost = await sm.renewLeases(
-      [
-        { workflowId: workflow.id, nodeId: "a", lease: a!.lease },
-        { workflowId: workflow.id, nodeId: "b", lease: b!.lease },
-      ],
-      60_000,
-    );
+    const before = await testDb.pool.query("select xmin::text from nodes where workflow_id = $1 order by id", [
+      workflow.id,
+    ]);
+    const lost = await sm.lostLeases([
+      { workflowId: workflow.id, nodeId: "a", lease: a!.lease },
+      { workflowId: workflow.id, nodeId: "b", lease: b!.lease },
+    ]);
     expect(lost.map((l) => l.nodeId)).toEqual(["b"]);
+    const after = await testDb.pool.query("select xmin::text from nodes where workflow_id = $1 order by id", [
+      workflow.id,
+    ]);
+    expect(after.rows).toEqual(before.rows);
+  });
+
+  it("gives a lost worker's running nodes back (new job, attempt counted) and leaves a live worker's alone", async () => {
+    const { workflow } = await sm.createWorkflow({ name: "liveness", nodes: [node("a"), node("b"), node("c")] });
+    const claimed = await sm.claimReadyNodes(1000);
+    const live = await sm.registerWorker(`live-${workflow.id}`, ["echo"], "host");
+    const dying = await sm.registerWorker(`dying-${workflow.id}`, ["echo"], "host");
+    await sm.startNode(workflow.id, "a", live);
+    await sm.startNode(workflow.id, "b", dying);
+    await sm.startNode(workflow.id, "c", null);
+    // Every worker is alive: nothing is lost, however long the nodes run.
+    expect(await sm.requeueLostNodes(60_000, 100)).toEqual([]);
+    // The dying worker's heartbeat lapses (made old here instead of waiting for it).
+    await testDb.pool.query("update workers set heartbeat_at = now() - interval '1 hour' where session = $1", [dying]);
+    const lost = await sm.requeueLostNodes(60_000, 100);
+    expect(lost.map((n) => n.nodeId)).toEqual(["b"]);
+    const oldJob = claimed.find((n) => n.nodeId === "b")!.jobId;
+    expect(queueGenOfJobId(lost[0]!.jobId)).toBe(queueGenOfJobId(oldJob)! + 1);
+    expect(lost[0]!.delayMs).toBeGreaterThan(0);
+    const got = await sm.getWorkflow(workflow.id);
+    const statusOf = (id: string) => got.nodes.find((n) => n.id === id)!.status;
+    expect([statusOf("a"), statusOf("b"), statusOf("c")]).toEqual([
+      NodeStatus.RUNNING,
+      NodeStatus.QUEUED,
+      NodeStatus.RUNNING,
+    ]);
+    expect(got.nodes.find((n) => n.id === "b")!.error?.message).toMatch(/worker lost at attempt 1/);
+    // The dead session is gone for good: its heartbeat says so, and the worker registers anew.
+    expect(await sm.heartbeatWorker(`dying-${workflow.id}`, dying)).toBe(false);
+    expect(await sm.heartbeatWorker(`live-${workflow.id}`, live)).toBe(true);
+    const again = await sm.registerWorker(`dying-${workflow.id}`, ["echo"], "host");
+    expect(again).not.toBe(dying);
+    // A worker that shut down with a node still running loses it at once.
+    await sm.removeWorker(`live-${workflow.id}`, live);
+    expect((await sm.requeueLostNodes(60_000, 100)).map((n) => n.nodeId)).toEqual(["a"]);
+    expectGapFree(await eventSequences(workflow.id));
   });
 
   it("lists committed events after a sequence, in order", async () => {

@@ -21,7 +21,7 @@ export async function createChainWorkflow(stateManager: StateManager, name: stri
 export async function passReadyNodes(stateManager: StateManager, workflowId: string): Promise<string[]> {
   const ran: string[] = [];
   for (const queued of (await stateManager.claimReadyNodes(1_000)).filter((q) => q.workflowId === workflowId)) {
-    const started = await stateManager.startNode(workflowId, queued.nodeId, 30_000);
+    const started = await stateManager.startNode(workflowId, queued.nodeId);
     if (!started) continue;
     await stateManager.recordResult(workflowId, queued.nodeId, started.lease, {
       kind: "success",

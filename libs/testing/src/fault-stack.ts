@@ -24,15 +24,15 @@ import { waitFor } from "./wait-for.js";
 export interface EngineTimings extends RecoverySettings {
   /** SCHEDULER_POLL_MS. */
   pollMs: number;
-  /** WORKER_STALE_MS. */
-  workerStaleMs: number;
   /** WORKER_HEARTBEAT_MS. */
   heartbeatMs: number;
 }
 
-/** Timings of the fault suite: lease 2 s, reconcile every 0.5 s, lost jobs looked for after 1 s. */
+/**
+ * Timings of the fault suite: a worker silent for 2 s is dead (heartbeat every 0.3 s), reconcile every 0.5 s, lost
+ * jobs looked for after 1 s.
+ */
 export const FAULT_TIMINGS: EngineTimings = {
-  leaseTtlMs: 2_000,
   reconcileIntervalMs: 500,
   reconcileQueuedAfterMs: 1_000,
   pollMs: 200,
@@ -230,7 +230,6 @@ export async function startFaultStack(options: FaultStackOptions): Promise<Fault
           WORKER_CONCURRENCY: "8",
           WORKER_ID: `${queuePrefix}-${name}`,
           NODE_SERVICE_ADDR: nodeService.address,
-          LEASE_TTL_MS: String(timings.leaseTtlMs),
           WORKER_HEARTBEAT_MS: String(timings.heartbeatMs),
         },
         { ...o, name },

@@ -6,8 +6,8 @@ import { waitFor } from "./wait-for.js";
 
 /** The settings the recovery bound follows from (the scheduler's and the worker's). */
 export interface RecoverySettings {
-  /** LEASE_TTL_MS of the workers. */
-  leaseTtlMs: number;
+  /** WORKER_STALE_MS of the scheduler: a worker silent this long is dead (checked every fifth of it). */
+  workerStaleMs: number;
   /** RECONCILE_INTERVAL_MS of the scheduler. */
   reconcileIntervalMs: number;
   /** RECONCILE_QUEUED_AFTER_MS of the scheduler. */
@@ -17,15 +17,15 @@ export interface RecoverySettings {
 /**
  * How long a node of a running workflow may sit QUEUED or RUNNING with no live job or lease, once the scheduler,
  * PostgreSQL and Redis are up:
- * - a RUNNING node whose worker died: its lease lapses at most LEASE_TTL_MS after the last renewal, and the next
- *   reconcile round (at most RECONCILE_INTERVAL_MS later) puts it back on its queue;
+ * - a RUNNING node whose worker died: the worker's last heartbeat is at most WORKER_STALE_MS old when it is
+ *   declared dead, which the scheduler checks every fifth of WORKER_STALE_MS, putting the node back on its queue;
  * - a QUEUED node whose job was lost: it is looked at once queued for RECONCILE_QUEUED_AFTER_MS, by the next
  *   round at most RECONCILE_INTERVAL_MS later, which adds a new job.
- * The bound is the larger of the two: `max(LEASE_TTL_MS, RECONCILE_QUEUED_AFTER_MS) + RECONCILE_INTERVAL_MS`.
+ * The bound is the larger of the two: `max(1.2 x WORKER_STALE_MS, RECONCILE_QUEUED_AFTER_MS) + RECONCILE_INTERVAL_MS`.
  * (The node then waits its retry backoff, if any, before it runs: that wait is a live delayed job.)
  */
 export function recoveryBoundMs(settings: RecoverySettings): number {
-  return Math.max(settings.leaseTtlMs, settings.reconcileQueuedAfterMs) + settings.reconcileIntervalMs;
+  return Math.max(settings.workerStaleMs * 1.2, settings.reconcileQueuedAfterMs) + settings.reconcileIntervalMs;
 }
 
 /** One broken promise found by {@link checkInvariants}. */
@@ -65,7 +65,8 @@ interface NodeRow {
   attempt: number;
   queue_gen: number;
   lease: string | null;
-  lease_expired_ms: number | null;
+  /** How long the node's worker has been silent (its last heartbeat; null: no registered worker holds it). */
+  worker_silent_ms: number | null;
   queued_ms: number | null;
   started_at: Date | null;
   finished_at: Date | null;
@@ -131,8 +132,8 @@ async function check(pool: pg.PoolClient, options: InvariantOptions): Promise<In
   const nodes = (
     await pool.query<NodeRow>(
       `select workflow_id, id, status, capability, parent_ids, pending_parents, attempt, queue_gen, lease,
-              case when lease_expires_at is null then null
-                   else (extract(epoch from (clock_timestamp() - lease_expires_at)) * 1000)::float8 end as lease_expired_ms,
+              (select (extract(epoch from (clock_timestamp() - w.heartbeat_at)) * 1000)::float8
+                 from workers w where w.session = nodes.worker_session) as worker_silent_ms,
               case when queued_at is null then null
                    else (extract(epoch from (clock_timestamp() - queued_at)) * 1000)::float8 end as queued_ms,
               started_at, finished_at
@@ -202,9 +203,9 @@ async function check(pool: pg.PoolClient, options: InvariantOptions): Promise<In
         }
       });
       for (const n of active.filter((x) => x.status === "RUNNING")) {
-        const lapsed = n.lease_expired_ms ?? Number.POSITIVE_INFINITY;
-        if (n.lease === null || lapsed > boundMs - options.recovery.leaseTtlMs) {
-          add("I1", `node ${key(n.workflow_id, n.id)} RUNNING with a lease lapsed ${Math.round(lapsed)} ms ago`);
+        const silent = n.worker_silent_ms ?? Number.POSITIVE_INFINITY;
+        if (n.lease === null || silent > boundMs) {
+          add("I1", `node ${key(n.workflow_id, n.id)} RUNNING under a worker silent for ${Math.round(silent)} ms`);
         }
       }
 

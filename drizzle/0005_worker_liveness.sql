@@ -1,0 +1,3 @@
+ALTER TABLE "nodes" ADD COLUMN "worker_session" uuid;--> statement-breakpoint
+ALTER TABLE "workers" ADD COLUMN "session" uuid DEFAULT gen_random_uuid() NOT NULL;--> statement-breakpoint
+CREATE UNIQUE INDEX "workers_session_idx" ON "workers" USING btree ("session");

@@ -1,0 +1,4 @@
+-- Functions whose signature changed since an earlier version: CREATE OR REPLACE cannot change arguments or the
+-- return type, and an old overload left beside the new one would be a second implementation. Runs first.
+DROP FUNCTION IF EXISTS trellis_start_nodes(uuid[], text[], integer[], double precision);
+DROP FUNCTION IF EXISTS trellis_pass_nodes(uuid[], text[], uuid[], jsonb[], boolean);

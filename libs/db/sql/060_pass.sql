@@ -1,0 +1,129 @@
+-- RUNNING -> PASS: the one implementation of a node's success, for a batch of results (with or without edits: a
+-- result's edits are applied first, in the same transaction, by the caller). Under their leases, with everything
+-- that follows in the same transaction:
+-- - the attempts' endings (node_attempts);
+-- - each child's pending_parents decremented; when p_dispatch and its workflow is PENDING or RUNNING, a child that
+--   became ready is QUEUED at once (eager dispatch: the caller enqueues its job after commit);
+-- - eager local start: for each result whose p_start_local entry is true, one of the children it made ready (the
+--   first by id) whose capability is in p_capabilities is started at once for the worker of p_worker_session
+--   (trellis_start_locked): that worker runs it next without a queue round trip;
+-- - each workflow settled (trellis_settle_workflows); the events written (PASSes, children queued, starts, settle).
+-- Locks the workflows in id order (a no-op when the caller's transaction already holds them). Returns 'pass'
+-- {workflow_id, id, attempt, capability} per node passed (the others were stale), 'queued' (a node row) per child
+-- to enqueue, 'node' per child started locally (as trellis_start_locked), 'ready' {workflow_id} per workflow with a
+-- ready child left to the scheduler, and the rows of trellis_write_events. Commits synchronously: its caller sends
+-- the event notifications after commit.
+CREATE OR REPLACE FUNCTION trellis_pass_nodes(
+  p_workflow_ids uuid[], p_node_ids text[], p_leases uuid[], p_outputs jsonb[], p_dispatch boolean,
+  p_start_local boolean[], p_worker_session uuid, p_capabilities text[]
+)
+RETURNS TABLE (kind text, body jsonb)
+LANGUAGE plpgsql AS $$
+DECLARE
+  v_rows jsonb;
+  v_events jsonb;
+  v_local_wf uuid[];
+  v_local_ids text[];
+BEGIN
+  PERFORM 1 FROM workflows WHERE id = ANY (p_workflow_ids) ORDER BY id FOR UPDATE;
+  -- A passing node is never a child of another in the batch: a child cannot run before its parents passed.
+  WITH passed AS (
+    UPDATE nodes n
+       SET status = 'PASS', output = r.output, error_kind = NULL, error_message = NULL, lease = NULL,
+           worker_session = NULL, lease_expires_at = NULL, finished_at = now(), updated_at = now()
+      FROM unnest(p_workflow_ids, p_node_ids, p_leases, p_outputs) WITH ORDINALITY AS r(workflow_id, id, lease, output, ord)
+     WHERE n.workflow_id = r.workflow_id AND n.id = r.id AND n.lease = r.lease AND n.status = 'RUNNING'
+    RETURNING n.workflow_id, n.id, n.attempt, n.capability, r.ord
+  ),
+  ended AS (
+    INSERT INTO node_attempts (workflow_id, node_id, attempt, outcome)
+    SELECT p.workflow_id, p.id, p.attempt, 'PASS' FROM passed p
+  ),
+  decrements AS (
+    SELECT e.workflow_id, e.child_id, count(*)::int AS n, p_dispatch AND w.status IN ('PENDING', 'RUNNING') AS now_ok
+      FROM node_edges e
+      JOIN passed p ON e.workflow_id = p.workflow_id AND e.parent_id = p.id
+      JOIN workflows w ON w.id = e.workflow_id
+     GROUP BY e.workflow_id, e.child_id, w.status
+  ),
+  children AS (
+    UPDATE nodes c
+       SET pending_parents = c.pending_parents - d.n,
+           status = CASE WHEN d.now_ok AND c.status = 'PENDING' AND c.pending_parents = d.n
+                         THEN 'QUEUED'::node_status ELSE c.status END,
+           queue_gen = CASE WHEN d.now_ok AND c.status = 'PENDING' AND c.pending_parents = d.n
+                            THEN c.queue_gen + 1 ELSE c.queue_gen END,
+           queued_at = CASE WHEN d.now_ok AND c.status = 'PENDING' AND c.pending_parents = d.n
+                            THEN now() ELSE c.queued_at END,
+           updated_at = now()
+      FROM decrements d
+     WHERE c.workflow_id = d.workflow_id AND c.id = d.child_id
+    RETURNING c.*
+  ),
+  ready AS (
+    SELECT c.* FROM children c WHERE c.pending_parents = 0 AND c.status IN ('PENDING', 'QUEUED')
+  ),
+  local_start AS (
+    -- One child per result that asked, each child once.
+    SELECT DISTINCT l.workflow_id, l.id
+      FROM (SELECT DISTINCT ON (p.workflow_id, p.id) c.workflow_id, c.id
+              FROM passed p
+              JOIN node_edges e ON e.workflow_id = p.workflow_id AND e.parent_id = p.id
+              JOIN ready c ON c.workflow_id = e.workflow_id AND c.id = e.child_id
+             WHERE coalesce(p_start_local[p.ord::int], false) AND c.status = 'QUEUED'
+               AND c.capability = ANY (coalesce(p_capabilities, '{}'::text[]))
+             ORDER BY p.workflow_id, p.id, c.id) l
+  )
+  SELECT jsonb_build_object(
+           'passed', coalesce((SELECT jsonb_agg(jsonb_build_object('workflow_id', p.workflow_id, 'id', p.id,
+                                                                   'attempt', p.attempt, 'capability', p.capability)
+                                                ORDER BY p.ord) FROM passed p), '[]'::jsonb),
+           'ready', coalesce((SELECT jsonb_agg(to_jsonb(c) ORDER BY c.workflow_id, c.id) FROM ready c), '[]'::jsonb),
+           'local', coalesce((SELECT jsonb_agg(jsonb_build_object('workflow_id', l.workflow_id, 'id', l.id))
+                                FROM local_start l), '[]'::jsonb))
+    INTO v_rows;
+
+  -- Events: the PASSes in the order given, then the children queued (by id).
+  SELECT coalesce(jsonb_agg(ev.e ORDER BY ev.phase, ev.ord), '[]'::jsonb)
+    INTO v_events
+    FROM (SELECT 1 AS phase, x.ord,
+                 jsonb_build_object('workflow_id', e -> 'workflow_id', 'type', 'node.status_changed',
+                                    'node_id', e -> 'id', 'workflow_status', wf.status, 'node_status', 'PASS',
+                                    'data', jsonb_build_object('from', 'RUNNING', 'attempt', e -> 'attempt',
+                                                               'capability', e -> 'capability')) AS e
+            FROM jsonb_array_elements(v_rows -> 'passed') WITH ORDINALITY AS x(e, ord)
+            JOIN workflows wf ON wf.id = (e ->> 'workflow_id')::uuid
+          UNION ALL
+          SELECT 2, x.ord,
+                 jsonb_build_object('workflow_id', e -> 'workflow_id', 'type', 'node.status_changed',
+                                    'node_id', e -> 'id', 'workflow_status', wf.status, 'node_status', 'QUEUED',
+                                    'data', jsonb_build_object('from', 'PENDING', 'capability', e -> 'capability'))
+            FROM jsonb_array_elements(v_rows -> 'ready') WITH ORDINALITY AS x(e, ord)
+            JOIN workflows wf ON wf.id = (e ->> 'workflow_id')::uuid
+           WHERE e ->> 'status' = 'QUEUED') AS ev;
+
+  RETURN QUERY SELECT 'pass', e FROM jsonb_array_elements(v_rows -> 'passed') AS e;
+  RETURN QUERY SELECT x.kind, x.body FROM trellis_write_events(v_events, NULL, false) AS x;
+
+  SELECT coalesce(array_agg((l ->> 'workflow_id')::uuid), '{}'), coalesce(array_agg(l ->> 'id'), '{}')
+    INTO v_local_wf, v_local_ids
+    FROM jsonb_array_elements(v_rows -> 'local') AS l;
+  IF cardinality(v_local_ids) > 0 THEN
+    RETURN QUERY SELECT x.kind, x.body
+                   FROM trellis_start_locked(v_local_wf, v_local_ids,
+                                             array_fill(NULL::integer, ARRAY[cardinality(v_local_ids)]),
+                                             p_worker_session, false) AS x;
+  END IF;
+  RETURN QUERY
+  SELECT 'queued', e FROM jsonb_array_elements(v_rows -> 'ready') AS e
+   WHERE e ->> 'status' = 'QUEUED'
+     AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(v_rows -> 'local') l
+                      WHERE l ->> 'workflow_id' = e ->> 'workflow_id' AND l ->> 'id' = e ->> 'id');
+  RETURN QUERY SELECT x.kind, x.body FROM trellis_settle_workflows(p_workflow_ids) AS x;
+  -- Ready children of a workflow that did not dispatch now (PAUSED, or without p_dispatch): the scheduler's.
+  RETURN QUERY
+  SELECT DISTINCT 'ready', jsonb_build_object('workflow_id', e -> 'workflow_id')
+    FROM jsonb_array_elements(v_rows -> 'ready') AS e
+   WHERE e ->> 'status' = 'PENDING';
+END;
+$$;

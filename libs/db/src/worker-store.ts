@@ -1,0 +1,347 @@
+import { and, eq, sql } from "drizzle-orm";
+import { fromJson, type JsonObject } from "@bufbuild/protobuf";
+import { ValueSchema } from "@bufbuild/protobuf/wkt";
+import {
+  TrellisError,
+  decideRetry,
+  effectiveRetryPolicy,
+  effectiveTimeoutMs,
+  planEdits,
+  type RetryDecision,
+  type WorkflowLimits,
+} from "@trellis/core";
+import { ErrorKind, RetryPolicySchema } from "@trellis/proto";
+import { applyEditPlan, loadGraph } from "./graph-writes.js";
+import {
+  errorKindToName,
+  nodeFromRow,
+  nodeRowFromRaw,
+  valueFromJson,
+  valueToJson,
+  workflowStatusFromName,
+  type NodeRow,
+  type WorkflowStatusName,
+} from "./mapping.js";
+import { queuedNodeOf } from "./queued-node.js";
+import { workers } from "./schema.js";
+import type {
+  HeldLease,
+  QueuedNode,
+  RecordOptions,
+  RecordOutcome,
+  RecordedResults,
+  ResultToRecord,
+  StartRequest,
+  StartedNode,
+} from "./state-manager.js";
+import type { FunctionRow, Transactions, TxContext } from "./transactions.js";
+import { WorkflowChanges, flushChanges, lockWorkflows } from "./workflow-changes.js";
+
+/** A failed attempt to record with trellis_record_errors: the node under its lease, and what to do. */
+export interface AttemptError {
+  workflowId: string;
+  nodeId: string;
+  lease: string;
+  errorKind: ErrorKind;
+  message: string;
+  decision: RetryDecision;
+  /** A retry gets a new job (the node's worker was lost, or the attempt was started locally, with no job). */
+  newJob: boolean;
+}
+
+/** The retry decision of @trellis/core for a failed attempt of a stored RUNNING node. */
+export function decideForRow(
+  row: Pick<NodeRow, "retryPolicy" | "attempt" | "attemptBase">,
+  errorKind: ErrorKind,
+): RetryDecision {
+  const policy = effectiveRetryPolicy(
+    row.retryPolicy ? fromJson(RetryPolicySchema, row.retryPolicy as JsonObject) : undefined,
+  );
+  return decideRetry(policy, row.attempt - row.attemptBase, errorKind);
+}
+
+/** The statement that records failed attempts (trellis_record_errors, libs/db/sql/070_errors.sql). */
+export function recordErrorsStatement(errors: readonly AttemptError[]) {
+  return sql`
+    select kind, body from trellis_record_errors(
+      ${sql.param(errors.map((e) => e.workflowId))}::uuid[], ${sql.param(errors.map((e) => e.nodeId))}::text[],
+      ${sql.param(errors.map((e) => e.lease))}::uuid[],
+      ${sql.param(errors.map((e) => errorKindToName(e.errorKind === ErrorKind.INFRA_ERROR ? ErrorKind.INFRA_ERROR : ErrorKind.TASK_ERROR)))}::text[],
+      ${sql.param(errors.map((e) => e.message))}::text[],
+      ${sql.param(errors.map((e) => (e.decision.retry ? Math.round(e.decision.delayMs) : null)))}::integer[],
+      ${sql.param(errors.map((e) => e.newJob))}::boolean[])`;
+}
+
+/** A started node as trellis_start_locked returns it ('node' rows). */
+function startedNodeOf(body: Record<string, unknown>): StartedNode {
+  const node = nodeRowFromRaw(body.node as Record<string, unknown>);
+  const parentOutputs: StartedNode["parentOutputs"] = {};
+  // Every parent is present; one that returned no output maps to a null Value.
+  for (const [id, output] of Object.entries((body.parent_outputs ?? {}) as Record<string, unknown>)) {
+    parentOutputs[id] = valueFromJson(output) ?? fromJson(ValueSchema, null);
+  }
+  const proto = nodeFromRow(node);
+  return {
+    node: proto,
+    workflowName: String(body.workflow_name),
+    workflowInput: body.workflow_input as JsonObject,
+    parentOutputs,
+    lease: node.lease!,
+    attempt: node.attempt,
+    timeoutMs: effectiveTimeoutMs(proto),
+    retryPolicy: effectiveRetryPolicy(proto.retryPolicy),
+    queuedAt: node.queuedAt,
+    hasChildren: body.has_children === true,
+  };
+}
+
+/** A result's output as the JSON text of a jsonb parameter (null for none). */
+function outputJson(item: Pick<ResultToRecord, "result">): string | null {
+  const output = item.result.kind === "success" ? valueToJson(item.result.output) : null;
+  return output === null ? null : JSON.stringify(output);
+}
+
+const keyOf = (i: { workflowId: string; nodeId: string }) => `${i.workflowId}/${i.nodeId}`;
+
+/**
+ * The worker's side of PostgreSQL: its registration and heartbeat (liveness is per worker session), starting nodes,
+ * recording results. Every state change goes through the functions of libs/db/sql; this module only decides which.
+ */
+export class WorkerStore {
+  constructor(
+    private readonly transactions: Transactions,
+    private readonly limits: WorkflowLimits,
+  ) {}
+
+  /** Registers (or re-registers) a worker under a new session; returns the session its nodes will carry. */
+  async registerWorker(workerId: string, capabilities: readonly string[], hostname: string): Promise<string> {
+    const [row] = await this.transactions.db
+      .insert(workers)
+      .values({ id: workerId, capabilities: [...capabilities], hostname })
+      .onConflictDoUpdate({
+        target: workers.id,
+        set: {
+          session: sql`gen_random_uuid()`,
+          capabilities: [...capabilities],
+          hostname,
+          startedAt: sql`now()`,
+          heartbeatAt: sql`now()`,
+        },
+      })
+      .returning({ session: workers.session });
+    return row!.session;
+  }
+
+  /**
+   * The heartbeat: one row per worker, whatever it runs. False when the session is no longer registered (declared
+   * dead after its heartbeat lapsed: its nodes were given to others), so the worker must drop what it holds.
+   */
+  async heartbeatWorker(workerId: string, session: string): Promise<boolean> {
+    const rows = await this.transactions.db
+      .update(workers)
+      .set({ heartbeatAt: sql`now()` })
+      .where(and(eq(workers.id, workerId), eq(workers.session, session)))
+      .returning({ id: workers.id });
+    return rows.length > 0;
+  }
+
+  /** Forgets a worker's session (graceful shutdown): a node it still held is lost at the next liveness check. */
+  async removeWorker(workerId: string, session?: string): Promise<void> {
+    await this.transactions.db
+      .delete(workers)
+      .where(session ? and(eq(workers.id, workerId), eq(workers.session, session)) : eq(workers.id, workerId));
+  }
+
+  /** Of the leases a worker holds, those no longer held (cancelled, or lost with a lapsed session). Reads only. */
+  async lostLeases(leases: readonly HeldLease[]): Promise<HeldLease[]> {
+    if (leases.length === 0) return [];
+    const rows = await this.transactions.db.execute<{ workflow_id: string; id: string }>(sql`
+      select h.workflow_id, h.id
+        from unnest(${sql.param(leases.map((l) => l.workflowId))}::uuid[],
+                    ${sql.param(leases.map((l) => l.nodeId))}::text[],
+                    ${sql.param(leases.map((l) => l.lease))}::uuid[]) as h(workflow_id, id, lease)
+       where not exists (select 1 from nodes n
+                          where n.workflow_id = h.workflow_id and n.id = h.id and n.lease = h.lease
+                            and n.status = 'RUNNING')`);
+    const lost = new Set(rows.rows.map((r) => `${r.workflow_id}/${r.id}`));
+    return leases.filter((l) => lost.has(keyOf(l)));
+  }
+
+  /** QUEUED -> RUNNING for a worker session, in one statement (trellis_start_nodes); null for nodes not started. */
+  async startNodes(requests: readonly StartRequest[], workerSession: string | null): Promise<(StartedNode | null)[]> {
+    if (requests.length === 0) return [];
+    const rows = await this.transactions.call(
+      sql`
+      select kind, body from trellis_start_nodes(${sql.param(requests.map((r) => r.workflowId))}::uuid[],
+                                                 ${sql.param(requests.map((r) => r.nodeId))}::text[],
+                                                 ${sql.param(requests.map((r) => r.queueGen ?? null))}::integer[],
+                                                 ${workerSession}::uuid)`,
+      { notifiesEvents: true },
+    );
+    const byKey = new Map<string, StartedNode>();
+    for (const { kind, body } of rows) {
+      if (kind !== "node") continue;
+      const started = startedNodeOf(body);
+      byKey.set(`${started.node.workflowId}/${started.node.id}`, started);
+    }
+    // A node asked for twice in one batch is started once; the second request gets null.
+    return requests.map((r) => {
+      const started = byKey.get(keyOf(r)) ?? null;
+      byKey.delete(keyOf(r));
+      return started;
+    });
+  }
+
+  /**
+   * Records results under their leases, in one transaction (one commit). Successes go through trellis_pass_nodes
+   * (after their edits, when they carry any), failed attempts through trellis_record_errors: whatever the mix, each
+   * state change has that one implementation. Successes without edits alone (the common case) are one statement.
+   */
+  async recordResults(items: readonly ResultToRecord[], options: RecordOptions = {}): Promise<RecordedResults> {
+    if (items.length === 0) return { outcomes: [], dispatched: [], started: [] };
+    if (items.every((i) => i.result.kind === "success" && i.result.edits.length === 0)) {
+      const rows = await this.transactions.call(this.passStatement(items, options));
+      return this.outcomesOf(items, rows, new Map());
+    }
+    return this.transactions.write(async (ctx) => {
+      const errorsOf = new Map<string, AttemptError>();
+      const rows = await this.recordMixed(ctx, items, options, errorsOf);
+      return this.outcomesOf(items, rows, errorsOf);
+    });
+  }
+
+  private async recordMixed(
+    ctx: TxContext,
+    items: readonly ResultToRecord[],
+    options: RecordOptions,
+    errorsOf: Map<string, AttemptError>,
+  ): Promise<FunctionRow[]> {
+    const { tx } = ctx;
+    const locked = await lockWorkflows(tx, [...new Set(items.map((i) => i.workflowId))]);
+    const changesOf = new Map(locked.map((w) => [w.id, new WorkflowChanges(w)]));
+    const successes: ResultToRecord[] = [];
+    const seen = new Set<string>();
+    for (const item of items) {
+      // A node given twice in one batch is recorded once; the later item is stale.
+      if (seen.has(keyOf(item)) || !changesOf.has(item.workflowId)) continue;
+      seen.add(keyOf(item));
+      const { result } = item;
+      if (result.kind === "success" && result.edits.length === 0) {
+        successes.push(item);
+        continue;
+      }
+      const row = await this.runningRow(ctx, item);
+      if (!row) continue;
+      if (result.kind === "error") {
+        const errorKind = result.errorKind === ErrorKind.INFRA_ERROR ? ErrorKind.INFRA_ERROR : ErrorKind.TASK_ERROR;
+        errorsOf.set(keyOf(item), {
+          ...item,
+          errorKind,
+          message: result.message,
+          decision: decideForRow(row, errorKind),
+          newJob: item.startedLocally === true,
+        });
+        continue;
+      }
+      const changes = changesOf.get(item.workflowId)!;
+      const graph = await loadGraph(tx, item.workflowId);
+      try {
+        await applyEditPlan(tx, changes, graph, planEdits(graph, result.edits, this.limits, "edits"));
+      } catch (error) {
+        if (!(error instanceof TrellisError)) throw error;
+        errorsOf.set(keyOf(item), {
+          ...item,
+          errorKind: ErrorKind.TASK_ERROR,
+          message: `invalid edits: ${error.message}`,
+          decision: { retry: false },
+          newJob: false,
+        });
+        continue;
+      }
+      await flushChanges(this.transactions, ctx, [changes]);
+      successes.push(item);
+    }
+    const rows: FunctionRow[] = [];
+    if (errorsOf.size > 0) {
+      rows.push(...(await this.transactions.callIn(ctx, recordErrorsStatement([...errorsOf.values()]))));
+    }
+    if (successes.length > 0) {
+      rows.push(...(await this.transactions.callIn(ctx, this.passStatement(successes, options))));
+    }
+    return rows;
+  }
+
+  /** A node's row while it is RUNNING under the item's lease (locked), else null: the result is stale. */
+  private async runningRow(ctx: TxContext, item: ResultToRecord): Promise<NodeRow | null> {
+    const { rows } = await ctx.tx.execute<Record<string, unknown>>(sql`
+      select * from nodes
+       where workflow_id = ${item.workflowId} and id = ${item.nodeId} and lease = ${item.lease}::uuid
+         and status = 'RUNNING'
+         for update`);
+    return rows[0] ? nodeRowFromRaw(rows[0]) : null;
+  }
+
+  private passStatement(items: readonly ResultToRecord[], options: RecordOptions) {
+    return sql`
+      select kind, body from trellis_pass_nodes(${sql.param(items.map((i) => i.workflowId))}::uuid[],
+                                                ${sql.param(items.map((i) => i.nodeId))}::text[],
+                                                ${sql.param(items.map((i) => i.lease))}::uuid[],
+                                                ${sql.param(items.map(outputJson))}::jsonb[],
+                                                ${options.dispatch ?? false},
+                                                ${sql.param(items.map((i) => i.startLocal === true))}::boolean[],
+                                                ${options.workerSession ?? null}::uuid,
+                                                ${sql.param([...(options.capabilities ?? [])])}::text[])`;
+  }
+
+  /** One outcome per item from the rows of the functions, plus the nodes dispatched and started locally. */
+  private outcomesOf(
+    items: readonly ResultToRecord[],
+    rows: readonly FunctionRow[],
+    errorsOf: ReadonlyMap<string, AttemptError>,
+  ): RecordedResults {
+    const passed = new Set<string>();
+    const retried = new Map<string, { delayMs: number; attempt: number }>();
+    const failed = new Set<string>();
+    const statusOf = new Map<string, WorkflowStatusName>();
+    const dispatched: QueuedNode[] = [];
+    const startedLocally: StartedNode[] = [];
+    for (const { kind, body } of rows) {
+      const key = `${String(body.workflow_id)}/${String(body.id)}`;
+      if (kind === "pass") passed.add(key);
+      else if (kind === "retry") {
+        retried.set(key, { delayMs: Number(body.delay_ms), attempt: Number(body.attempt) });
+        if (body.new_job === true) {
+          dispatched.push({ ...queuedNodeOf(nodeRowFromRaw(body)), delayMs: Number(body.delay_ms) });
+        }
+      } else if (kind === "fail") failed.add(key);
+      else if (kind === "queued") dispatched.push(queuedNodeOf(nodeRowFromRaw(body)));
+      else if (kind === "node") startedLocally.push(startedNodeOf(body));
+      else if (kind === "workflow") statusOf.set(String(body.id), body.status as WorkflowStatusName);
+    }
+    const started: (StartedNode | null)[] = items.map(() => null);
+    const outcomes = items.map((item, i): RecordOutcome => {
+      const key = keyOf(item);
+      const workflowStatus = workflowStatusFromName(statusOf.get(item.workflowId) ?? "RUNNING");
+      if (passed.delete(key)) {
+        if (item.startLocal) {
+          const at = startedLocally.findIndex(
+            (s) => s.node.workflowId === item.workflowId && s.node.parentIds.includes(item.nodeId),
+          );
+          if (at >= 0) started[i] = startedLocally.splice(at, 1)[0]!;
+        }
+        return { outcome: "passed", workflowStatus };
+      }
+      const retry = retried.get(key);
+      if (retry) {
+        retried.delete(key);
+        return { outcome: "retry", ...retry };
+      }
+      if (failed.delete(key)) {
+        const error = errorsOf.get(key)!;
+        return { outcome: "failed", errorKind: error.errorKind, message: error.message, workflowStatus };
+      }
+      return { outcome: "stale" };
+    });
+    return { outcomes, dispatched, started };
+  }
+}
