@@ -20,6 +20,11 @@ export class HeldLeases {
     if (this.held.get(key)?.lease === node.lease) this.held.delete(key);
   }
 
+  /** Whether this exact lease is held. */
+  holds(lease: HeldLease): boolean {
+    return this.held.get(`${lease.workflowId}/${lease.nodeId}`)?.lease === lease.lease;
+  }
+
   /** Every held node. */
   all(): HeldNode[] {
     return [...this.held.values()];

@@ -10,6 +10,9 @@ import { type NodeRunnerDeps, runNodeJob } from "./node-runner.js";
 import { recordWithRetry } from "./record-retry.js";
 import type { NodeServiceClient } from "./node-service-client.js";
 
+/** Every this many heartbeats the worker looks for running nodes of its session it no longer holds. */
+const SWEEP_EVERY_BEATS = 10;
+
 /** Options of a NodeWorker. */
 export interface NodeWorkerOptions {
   stateManager: StateManager;
@@ -41,6 +44,7 @@ export class NodeWorker {
   readonly held = new HeldLeases();
   private heartbeat: NodeJS.Timeout | null = null;
   private beating: Promise<void> | null = null;
+  private beats = 0;
   /** The session the nodes this worker starts carry; new at each (re-)registration. */
   private session = "";
   private listener: PgListener | null = null;
@@ -173,11 +177,28 @@ export class NodeWorker {
         return;
       }
       const held = this.held.all();
-      if (held.length === 0) return;
-      for (const l of await o.stateManager.lostLeases(held)) this.held.abort(l.workflowId, [l.nodeId], "lease lost");
+      if (held.length > 0) {
+        for (const l of await o.stateManager.lostLeases(held)) this.held.abort(l.workflowId, [l.nodeId], "lease lost");
+      }
+      if (++this.beats % SWEEP_EVERY_BEATS === 0) await this.sweep();
     } catch (error) {
       o.logger.warn({ err: error }, "worker heartbeat failed");
     }
+  }
+
+  /**
+   * Gives up the nodes PostgreSQL says this session runs but this process no longer holds (a result it could not
+   * record, for longer than RESULT_RETRY_MS): with liveness per worker nothing else would, while this worker lives.
+   * They end as an INFRA_ERROR and run again under new jobs.
+   */
+  private async sweep(): Promise<void> {
+    const o = this.options;
+    const running = await o.stateManager.runningOf(this.session, 2 * o.heartbeatMs);
+    const orphans = running.filter((r) => !this.held.holds(r));
+    if (orphans.length === 0) return;
+    const queued = await o.stateManager.releaseNodes(orphans, "the worker could not record the attempt's result");
+    if (queued.length > 0) await this.queues.enqueue(queued);
+    o.logger.warn({ nodes: orphans.length, requeued: queued.length }, "released running nodes this worker lost");
   }
 
   /** Whether every queue worker is running and Redis is connected (without it no job can arrive). */

@@ -342,6 +342,31 @@ describe("eager local start", () => {
   });
 });
 
+describe("per-worker liveness", () => {
+  it("releases a running node of its session that it does not hold: the attempt ends and the node is queued again", async () => {
+    const worker = engine.workers[0]!;
+    // A capability no worker pulls, so the node waits QUEUED for the test to start it.
+    const { workflow } = await engine.stateManager.createWorkflow({
+      name: "orphan",
+      nodes: [node("orphan", [], "nobody")],
+    });
+    await waitFor(async () => (await engine.stateManager.getNode(workflow.id, "orphan")).status === NodeStatus.QUEUED, {
+      description: "the node to be queued",
+    });
+    // Started under the worker's session, but not by the worker: as after a result the worker could not record.
+    expect(await engine.stateManager.startNode(workflow.id, "orphan", worker.workerSession)).not.toBeNull();
+    const released = await waitFor(
+      async () => {
+        const n = await engine.stateManager.getNode(workflow.id, "orphan");
+        return n.status === NodeStatus.QUEUED && n.attempt === 1 && n;
+      },
+      { description: "the worker to release the node" },
+    );
+    expect(released.error?.message).toBe("the worker could not record the attempt's result");
+    await engine.stateManager.updateWorkflow(workflow.id, { action: WorkflowAction.CANCEL });
+  });
+});
+
 describe("exactly-once recording", () => {
   it("drops a duplicate delivery of the same job and refuses a late result", async () => {
     const { workflow } = await engine.stateManager.createWorkflow({ name: "dup", nodes: [node("a")] });

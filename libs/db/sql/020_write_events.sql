@@ -11,7 +11,9 @@
 -- Returns 'event' rows (each event as stored) and 'workflow' rows {id, status} of the workflows updated.
 CREATE OR REPLACE FUNCTION trellis_write_events(p_events jsonb, p_statuses jsonb, p_notify boolean)
 RETURNS TABLE (kind text, body jsonb)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- Generic plans: planning each statement anew costs more than running it (see README.md).
+SET plan_cache_mode = force_generic_plan AS $$
 BEGIN
   RETURN QUERY
   WITH given AS (

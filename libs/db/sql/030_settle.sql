@@ -4,7 +4,9 @@
 -- workflows locked. Returns what trellis_write_events returns (nothing when no workflow settled).
 CREATE OR REPLACE FUNCTION trellis_settle_workflows(p_workflow_ids uuid[])
 RETURNS TABLE (kind text, body jsonb)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- Generic plans: planning each statement anew costs more than running it (see README.md).
+SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
   v_statuses jsonb;
   v_events jsonb;

@@ -6,7 +6,9 @@
 -- capability, queue_gen, retry_policy}, then what trellis_write_events returns (it NOTIFYs).
 CREATE OR REPLACE FUNCTION trellis_claim_ready_nodes(p_limit integer)
 RETURNS TABLE (kind text, body jsonb)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- Generic plans: planning each statement anew costs more than running it (see README.md).
+SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
   v_ids uuid[];
   v_claimed jsonb;

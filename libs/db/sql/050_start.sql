@@ -74,7 +74,9 @@ CREATE OR REPLACE FUNCTION trellis_start_nodes(
   p_workflow_ids uuid[], p_node_ids text[], p_queue_gens integer[], p_worker_session uuid
 )
 RETURNS TABLE (kind text, body jsonb)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- Generic plans: planning each statement anew costs more than running it (see README.md).
+SET plan_cache_mode = force_generic_plan AS $$
 BEGIN
   PERFORM set_config('synchronous_commit', 'off', true);
   PERFORM 1 FROM workflows WHERE id = ANY (p_workflow_ids) ORDER BY id FOR UPDATE;

@@ -18,7 +18,9 @@ CREATE OR REPLACE FUNCTION trellis_pass_nodes(
   p_start_local boolean[], p_worker_session uuid, p_capabilities text[]
 )
 RETURNS TABLE (kind text, body jsonb)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- Generic plans: planning each statement anew costs more than running it (see README.md).
+SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
   v_rows jsonb;
   v_events jsonb;

@@ -15,7 +15,9 @@ CREATE OR REPLACE FUNCTION trellis_record_errors(
   p_retry_delays integer[], p_new_jobs boolean[]
 )
 RETURNS TABLE (kind text, body jsonb)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- Generic plans: planning each statement anew costs more than running it (see README.md).
+SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
   v_ended jsonb;
   v_skipped jsonb;

@@ -572,6 +572,14 @@ export class PgStateManager implements StateManager {
     return this.worker.removeWorker(workerId, session);
   }
 
+  runningOf(session: string, olderThanMs: number): Promise<HeldLease[]> {
+    return this.worker.runningOf(session, olderThanMs);
+  }
+
+  releaseNodes(leases: readonly HeldLease[], message: string): Promise<QueuedNode[]> {
+    return this.worker.releaseNodes(leases, message);
+  }
+
   lostLeases(leases: readonly HeldLease[]): Promise<HeldLease[]> {
     return this.worker.lostLeases(leases);
   }

@@ -122,6 +122,7 @@ export const nodes = pgTable(
       .on(t.workflowId, t.status)
       .where(sql`${t.status} in ('PENDING', 'QUEUED', 'RUNNING')`),
     index("nodes_in_flight_idx").on(t.status, t.queuedAt).where(sql`${t.status} in ('QUEUED', 'RUNNING')`),
+    index("nodes_running_session_idx").on(t.workerSession).where(sql`${t.status} = 'RUNNING'`),
   ],
 );
 

@@ -194,6 +194,13 @@ export interface StateManager {
   recordResult(workflowId: string, nodeId: string, lease: string, result: NodeResult): Promise<RecordOutcome>;
   /** Records many results in one transaction (one commit); outcomes in the order given. */
   recordResults(items: readonly ResultToRecord[], options?: RecordOptions): Promise<RecordedResults>;
+  /** RUNNING nodes of a worker session started more than `olderThanMs` ago (reads only). */
+  runningOf(session: string, olderThanMs: number): Promise<HeldLease[]>;
+  /**
+   * Ends the attempts held under these leases as INFRA_ERROR (`message`), retried under new jobs (returned, to add)
+   * or failed when out of attempts; leases no longer held change nothing.
+   */
+  releaseNodes(leases: readonly HeldLease[], message: string): Promise<QueuedNode[]>;
   /** Of the leases a worker holds, the ones no longer held (their calls should stop); reads only. */
   lostLeases(leases: readonly HeldLease[]): Promise<HeldLease[]>;
   /**

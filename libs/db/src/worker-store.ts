@@ -167,6 +167,47 @@ export class WorkerStore {
     return leases.filter((l) => lost.has(keyOf(l)));
   }
 
+  /**
+   * The RUNNING nodes of a worker session started more than `olderThanMs` ago: a worker compares them with what it
+   * holds to find nodes it lost track of (a result it could not record). Reads only.
+   */
+  async runningOf(session: string, olderThanMs: number): Promise<HeldLease[]> {
+    const { rows } = await this.transactions.db.execute<{ workflow_id: string; id: string; lease: string }>(sql`
+      select workflow_id, id, lease from nodes
+       where worker_session = ${session}::uuid and status = 'RUNNING'
+         and started_at < clock_timestamp() - make_interval(secs => ${olderThanMs / 1000})`);
+    return rows.map((r) => ({ workflowId: r.workflow_id, nodeId: r.id, lease: r.lease }));
+  }
+
+  /**
+   * Gives up nodes a worker holds under these leases without a result (one it could not record, or that it lost
+   * track of): each attempt ends as an INFRA_ERROR with `message`, retried as its policy says under a new job
+   * (returned, to add), through trellis_record_errors. Leases no longer held change nothing.
+   */
+  async releaseNodes(leases: readonly HeldLease[], message: string): Promise<QueuedNode[]> {
+    if (leases.length === 0) return [];
+    return this.transactions.write(async (ctx) => {
+      await lockWorkflows(ctx.tx, [...new Set(leases.map((l) => l.workflowId))]);
+      const errors: AttemptError[] = [];
+      for (const lease of leases) {
+        const row = await this.runningRow(ctx, lease);
+        if (!row) continue;
+        errors.push({
+          ...lease,
+          errorKind: ErrorKind.INFRA_ERROR,
+          message,
+          decision: decideForRow(row, ErrorKind.INFRA_ERROR),
+          newJob: true,
+        });
+      }
+      if (errors.length === 0) return [];
+      const rows = await this.transactions.callIn(ctx, recordErrorsStatement(errors));
+      return rows
+        .filter((r) => r.kind === "retry")
+        .map((r) => ({ ...queuedNodeOf(nodeRowFromRaw(r.body)), delayMs: Number(r.body.delay_ms) }));
+    });
+  }
+
   /** QUEUED -> RUNNING for a worker session, in one statement (trellis_start_nodes); null for nodes not started. */
   async startNodes(requests: readonly StartRequest[], workerSession: string | null): Promise<(StartedNode | null)[]> {
     if (requests.length === 0) return [];
@@ -272,7 +313,7 @@ export class WorkerStore {
   }
 
   /** A node's row while it is RUNNING under the item's lease (locked), else null: the result is stale. */
-  private async runningRow(ctx: TxContext, item: ResultToRecord): Promise<NodeRow | null> {
+  private async runningRow(ctx: TxContext, item: HeldLease): Promise<NodeRow | null> {
     const { rows } = await ctx.tx.execute<Record<string, unknown>>(sql`
       select * from nodes
        where workflow_id = ${item.workflowId} and id = ${item.nodeId} and lease = ${item.lease}::uuid

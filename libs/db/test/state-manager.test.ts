@@ -710,6 +710,25 @@ describe("claiming, running and recording", () => {
     expectGapFree(await eventSequences(workflow.id));
   });
 
+  it("lists a session's running nodes and releases them under new jobs; a stale lease changes nothing", async () => {
+    const { workflow } = await sm.createWorkflow({ name: "release", nodes: [node("a"), node("b")] });
+    const claimed = await sm.claimReadyNodes(1000);
+    const session = await sm.registerWorker(`release-${workflow.id}`, ["echo"], "host");
+    const a = await sm.startNode(workflow.id, "a", session);
+    await sm.startNode(workflow.id, "b", null);
+    const running = await sm.runningOf(session, 0);
+    expect(running).toEqual([{ workflowId: workflow.id, nodeId: "a", lease: a!.lease }]);
+    expect(await sm.runningOf(session, 60_000)).toEqual([]);
+    const queued = await sm.releaseNodes(running, "could not record");
+    expect(queued.map((q) => q.nodeId)).toEqual(["a"]);
+    const oldJob = claimed.find((n) => n.workflowId === workflow.id && n.nodeId === "a")!.jobId;
+    expect(queueGenOfJobId(queued[0]!.jobId)).toBe(queueGenOfJobId(oldJob)! + 1);
+    expect(await sm.releaseNodes(running, "again")).toEqual([]);
+    const got = await sm.getNode(workflow.id, "a");
+    expect(got.status).toBe(NodeStatus.QUEUED);
+    expect(got.error?.message).toBe("could not record");
+  });
+
   it("lists committed events after a sequence, in order", async () => {
     const wf = await diamond("events");
     await runReady(wf.id);
