@@ -1,4 +1,4 @@
-import { NodeQueues } from "@trellis/queue";
+import { NodeQueues, jobIdFor } from "@trellis/queue";
 import type { Redis } from "ioredis";
 import type pg from "pg";
 import type { SideEffectLedger } from "./side-effect-ledger.js";
@@ -194,7 +194,7 @@ async function check(pool: pg.PoolClient, options: InvariantOptions): Promise<In
       );
       const queued = active.filter((n) => n.status === "QUEUED");
       const states = await queues.jobStates(
-        queued.map((n) => ({ capability: n.capability, jobId: `${n.workflow_id}/${n.id}/${n.queue_gen}` })),
+        queued.map((n) => ({ capability: n.capability, jobId: jobIdFor(n.workflow_id, n.id, n.queue_gen) })),
       );
       queued.forEach((n, i) => {
         const state = states[i] ?? "unknown";
