@@ -1,6 +1,6 @@
-import { NodeStatus, WorkflowStatus } from "@trellis/proto";
+import { NodeStatus } from "@trellis/proto";
 import { describe, expect, it } from "vitest";
-import { countPendingParents, initialStatusForParents, isNodeReady } from "./node-readiness.js";
+import { countPendingParents, initialStatusForParents } from "./node-readiness.js";
 
 const { PENDING, QUEUED, RUNNING, PASS, FAIL, SKIPPED, CANCELLED } = NodeStatus;
 
@@ -30,18 +30,5 @@ describe("countPendingParents", () => {
     expect(countPendingParents([])).toBe(0);
     expect(countPendingParents([PASS, PASS])).toBe(0);
     expect(countPendingParents([PASS, PENDING, RUNNING, FAIL, SKIPPED, CANCELLED, QUEUED])).toBe(6);
-  });
-});
-
-describe("isNodeReady", () => {
-  it("is true for a PENDING node of a RUNNING or PENDING workflow whose parents all passed", () => {
-    expect(isNodeReady(PENDING, WorkflowStatus.RUNNING, [PASS])).toBe(true);
-    expect(isNodeReady(PENDING, WorkflowStatus.PENDING, [])).toBe(true);
-  });
-
-  it("is false while paused, for a non-PENDING node, or with a parent not yet passed", () => {
-    expect(isNodeReady(PENDING, WorkflowStatus.PAUSED, [PASS])).toBe(false);
-    expect(isNodeReady(QUEUED, WorkflowStatus.RUNNING, [PASS])).toBe(false);
-    expect(isNodeReady(PENDING, WorkflowStatus.RUNNING, [PASS, RUNNING])).toBe(false);
   });
 });

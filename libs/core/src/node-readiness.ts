@@ -1,4 +1,4 @@
-import { NodeStatus, WorkflowStatus } from "@trellis/proto";
+import { NodeStatus } from "@trellis/proto";
 
 /**
  * The status a node starts in given its parents' statuses: SKIPPED when any parent is FAIL or
@@ -18,22 +18,4 @@ export function countPendingParents(parentStatuses: readonly NodeStatus[]): numb
   let pending = 0;
   for (const s of parentStatuses) if (s !== NodeStatus.PASS) pending++;
   return pending;
-}
-
-/** Whether a workflow in this status may have nodes dispatched (PENDING or RUNNING; not PAUSED). */
-export function workflowDispatchesNodes(status: WorkflowStatus): boolean {
-  return status === WorkflowStatus.PENDING || status === WorkflowStatus.RUNNING;
-}
-
-/** Whether a node is ready to queue (CONTRACT §2): PENDING, its workflow RUNNING or PENDING, every parent PASS. */
-export function isNodeReady(
-  status: NodeStatus,
-  workflowStatus: WorkflowStatus,
-  parentStatuses: readonly NodeStatus[],
-): boolean {
-  return (
-    status === NodeStatus.PENDING &&
-    workflowDispatchesNodes(workflowStatus) &&
-    countPendingParents(parentStatuses) === 0
-  );
 }

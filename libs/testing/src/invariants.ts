@@ -1,3 +1,5 @@
+import { canTransitionNode } from "@trellis/core";
+import { NodeStatus } from "@trellis/proto";
 import { NodeQueues, jobIdFor } from "@trellis/queue";
 import type { Redis } from "ioredis";
 import type pg from "pg";
@@ -98,7 +100,8 @@ function key(workflowId: string, nodeId: string): string {
  *   most one effect per idempotency key in the ledger;
  * - I3 everything ends: every workflow finished (only with `requireFinished`);
  * - I4 no corruption: edges match `parent_ids` and point at existing nodes, no cycle, no node started before its
- *   parents passed, `pending_parents` right, event sequences gap-free and ending in the current statuses,
+ *   parents passed, `pending_parents` right, every node move an event names allowed by the state machine of
+ *   @trellis/core, event sequences gap-free and ending in the current statuses,
  *   statuses consistent between nodes and their workflow;
  * - I5 queue agrees with the database: every waiting, delayed or active job is the current job of a node that is
  *   QUEUED (or RUNNING, for an active job).
@@ -354,6 +357,17 @@ async function check(pool: pg.PoolClient, options: InvariantOptions): Promise<In
     const last = list[list.length - 1];
     if (last && last.workflow_status !== w.status) {
       add("I4", `workflow ${w.id} is ${w.status} but its last event says ${last.workflow_status}`);
+    }
+    // Every move an event names is one the node state machine of @trellis/core allows: the SQL functions that make
+    // the moves are held to that table here.
+    for (const e of list) {
+      const from = e.data?.from;
+      if (e.type !== "node.status_changed" || !e.node_id || !e.node_status || typeof from !== "string") continue;
+      const fromStatus = NodeStatus[from as keyof typeof NodeStatus];
+      const toStatus = NodeStatus[e.node_status as keyof typeof NodeStatus];
+      if (fromStatus === undefined || toStatus === undefined || !canTransitionNode(fromStatus, toStatus)) {
+        add("I4", `node ${key(w.id, e.node_id)} moved ${from} -> ${e.node_status} (event ${e.sequence})`);
+      }
     }
     // Each node's last event that carries a status names its current status.
     const lastStatus = new Map<string, string>();
