@@ -9,8 +9,8 @@
 --   (trellis_start_locked): that worker runs it next without a queue round trip;
 -- - each workflow settled (trellis_settle_workflows); the events written (PASSes, children queued, starts, settle).
 -- Locks the workflows in id order (a no-op when the caller's transaction already holds them). Returns 'pass'
--- {workflow_id, id, attempt, capability} per node passed (the others were stale), 'queued' (a node row) per child
--- to enqueue, 'node' per child started locally (as trellis_start_locked), 'ready' {workflow_id} per workflow with a
+-- {workflow_id, id, attempt, capability} per node passed (the others were stale), 'queued' {workflow_id, id,
+-- capability, status, queue_gen, retry_policy} per child to enqueue, 'node' per child started locally (as trellis_start_locked), 'ready' {workflow_id} per workflow with a
 -- ready child left to the scheduler, and the rows of trellis_write_events. Commits synchronously: its caller sends
 -- the event notifications after commit.
 CREATE OR REPLACE FUNCTION trellis_pass_nodes(
@@ -80,7 +80,11 @@ BEGIN
            'passed', coalesce((SELECT jsonb_agg(jsonb_build_object('workflow_id', p.workflow_id, 'id', p.id,
                                                                    'attempt', p.attempt, 'capability', p.capability)
                                                 ORDER BY p.ord) FROM passed p), '[]'::jsonb),
-           'ready', coalesce((SELECT jsonb_agg(to_jsonb(c) ORDER BY c.workflow_id, c.id) FROM ready c), '[]'::jsonb),
+           'ready', coalesce((SELECT jsonb_agg(jsonb_build_object('workflow_id', c.workflow_id, 'id', c.id,
+                                                                  'capability', c.capability, 'status', c.status,
+                                                                  'queue_gen', c.queue_gen,
+                                                                  'retry_policy', c.retry_policy)
+                                               ORDER BY c.workflow_id, c.id) FROM ready c), '[]'::jsonb),
            'local', coalesce((SELECT jsonb_agg(jsonb_build_object('workflow_id', l.workflow_id, 'id', l.id))
                                 FROM local_start l), '[]'::jsonb))
     INTO v_rows;
