@@ -41,7 +41,10 @@ function describeResources(r: ResourceUsage): string {
     .sort((a, b) => b[1] - a[1])
     .map(([name, cores]) => `${name} ${fmt(cores, 2)}`)
     .join(", ");
-  return `cpu cores: ${cpu}; pg (${fmt(r.pg_busy_connections)} busy): ${r.pg_waits}`;
+  return (
+    `cpu cores: ${cpu}; machine ${fmt(r.machine_busy_cores, 2)} busy; ` +
+    `pg (${fmt(r.pg_busy_connections)} busy): ${r.pg_waits}`
+  );
 }
 
 /** Runs one workload step; a failure is logged loudly and recorded, and the bench goes on with the next. */
@@ -79,7 +82,7 @@ async function runRun(ctx: BenchContext, options: BenchOptions, run: number, col
       run,
       () => runBaselineThroughput(ctx, label("b1")),
       collected.w1Baseline,
-      (r) => `${fmt(r.jobs_per_s, 0)} jobs/s`,
+      (r) => `${fmt(r.jobs_per_s, 0)} jobs/s, machine CPU ${fmt(r.machine_cpu_ms_per_job, 2)} ms/job`,
     );
     await step(
       collected,
@@ -87,7 +90,7 @@ async function runRun(ctx: BenchContext, options: BenchOptions, run: number, col
       run,
       () => runW1(ctx, label("w1")),
       collected.w1,
-      (r) => `${fmt(r.nodes_per_s, 0)} nodes/s`,
+      (r) => `${fmt(r.nodes_per_s, 0)} nodes/s, machine CPU ${fmt(r.machine_cpu_ms_per_node, 2)} ms/node`,
     );
   }
   if (has("w2")) {
@@ -106,9 +109,10 @@ async function runRun(ctx: BenchContext, options: BenchOptions, run: number, col
       () => runW2(ctx, label("w2")),
       collected.w2,
       (r) =>
-        `hop p50 ${fmt(r.hop_p50_ms, 2)} ms, p99 ${fmt(r.hop_p99_ms, 2)} ms; from response p50 ` +
-        `${fmt(r.hop_from_response_p50_ms, 2)} ms = write ${fmt(r.part_write_p50_ms)} + to start ` +
-        `${fmt(r.part_to_start_p50_ms)} + start to call ${fmt(r.part_start_to_call_p50_ms)} ms (p50s)`,
+        `hop (response -> next call) p50 ${fmt(r.hop_from_response_p50_ms, 2)} ms, p99 ` +
+        `${fmt(r.hop_from_response_p99_ms, 2)} ms = write ${fmt(r.part_write_p50_ms)} + to start ` +
+        `${fmt(r.part_to_start_p50_ms)} + start to call ${fmt(r.part_start_to_call_p50_ms)} ms (p50s); ` +
+        `from commit p50 ${fmt(r.hop_from_commit_p50_ms, 2)} ms, p99 ${fmt(r.hop_from_commit_p99_ms, 2)} ms`,
     );
   }
   if (has("w3")) {

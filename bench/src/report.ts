@@ -90,34 +90,53 @@ export function tableRows(c: Collected): Row[] {
       target: ">= 0.60 x baseline",
       met: check(r, (v) => v >= 0.6),
     });
+    const cpu = ratio(w1?.machine_cpu_ms_per_node, b1?.machine_cpu_ms_per_job);
+    rows.push({
+      workload: "W1 throughput",
+      figure: "machine CPU ms/node (baseline: /job)",
+      value: w1?.machine_cpu_ms_per_node ?? null,
+      baseline: b1?.machine_cpu_ms_per_job ?? null,
+      ratio: cpu,
+      target: "<= 2.5 x baseline (aim 1.5)",
+      met: check(cpu, (v) => v <= 2.5),
+    });
   }
   const w2 = medianRun(c.w2);
   const b2 = medianRun(c.w2Baseline);
   if (w2 || b2) {
     rows.push({
       workload: "W2 chain",
-      figure: "hop p50 ms",
-      value: w2?.hop_p50_ms ?? null,
-      baseline: b2?.hop_p50_ms ?? null,
-      ratio: ratio(w2?.hop_p50_ms, b2?.hop_p50_ms),
-      target: "<= 3",
-      met: check(w2?.hop_p50_ms ?? null, (v) => v <= 3),
-    });
-    rows.push({
-      workload: "W2 chain",
-      figure: "hop p99 ms",
-      value: w2?.hop_p99_ms ?? null,
-      baseline: b2?.hop_p99_ms ?? null,
-      ratio: ratio(w2?.hop_p99_ms, b2?.hop_p99_ms),
-      target: "<= 15",
-      met: check(w2?.hop_p99_ms ?? null, (v) => v <= 15),
-    });
-    rows.push({
-      workload: "W2 chain",
-      figure: "hop p50 ms, from response",
+      figure: "hop p50 ms, response -> next call",
       value: w2?.hop_from_response_p50_ms ?? null,
       baseline: b2?.hop_p50_ms ?? null,
       ratio: ratio(w2?.hop_from_response_p50_ms, b2?.hop_p50_ms),
+      target: "<= 3 (aim 2)",
+      met: check(w2?.hop_from_response_p50_ms ?? null, (v) => v <= 3),
+    });
+    rows.push({
+      workload: "W2 chain",
+      figure: "hop p99 ms, response -> next call",
+      value: w2?.hop_from_response_p99_ms ?? null,
+      baseline: b2?.hop_p99_ms ?? null,
+      ratio: ratio(w2?.hop_from_response_p99_ms, b2?.hop_p99_ms),
+      target: "<= 15",
+      met: check(w2?.hop_from_response_p99_ms ?? null, (v) => v <= 15),
+    });
+    rows.push({
+      workload: "W2 chain",
+      figure: "hop p50 ms, result committed -> next call",
+      value: w2?.hop_from_commit_p50_ms ?? null,
+      baseline: null,
+      ratio: null,
+      target: "",
+      met: null,
+    });
+    rows.push({
+      workload: "W2 chain",
+      figure: "machine CPU ms/node (baseline: /job)",
+      value: w2?.machine_cpu_ms_per_node ?? null,
+      baseline: b2?.machine_cpu_ms_per_job ?? null,
+      ratio: ratio(w2?.machine_cpu_ms_per_node, b2?.machine_cpu_ms_per_job),
       target: "",
       met: null,
     });
@@ -255,6 +274,11 @@ export function resultsJson(c: Collected, meta: ResultsMeta): Record<string, unk
       baseline_nodes_per_s: round(b1?.jobs_per_s),
       ratio: round(ratio(w1?.nodes_per_s, b1?.jobs_per_s), 3),
       target_ratio: 0.6,
+      machine_cpu_ms_per_node: round(w1?.machine_cpu_ms_per_node, 3),
+      baseline_machine_cpu_ms_per_job: round(b1?.machine_cpu_ms_per_job, 3),
+      machine_cpu_ratio: round(ratio(w1?.machine_cpu_ms_per_node, b1?.machine_cpu_ms_per_job), 3),
+      target_machine_cpu_ratio: 2.5,
+      aim_machine_cpu_ratio: 1.5,
       ...rounded(w1),
       baseline: rounded(b1),
       per_run: c.w1.map(rounded),
@@ -265,13 +289,19 @@ export function resultsJson(c: Collected, meta: ResultsMeta): Record<string, unk
   const b2 = medianRun(c.w2Baseline);
   if (w2 || b2) {
     out.w2 = {
-      hop_p50_ms: round(w2?.hop_p50_ms),
-      hop_p99_ms: round(w2?.hop_p99_ms),
+      headline: "hop_from_response: parent's ExecuteNode response sent -> child's ExecuteNode received",
+      hop_from_response_p50_ms: round(w2?.hop_from_response_p50_ms),
+      hop_from_response_p99_ms: round(w2?.hop_from_response_p99_ms),
       baseline_hop_p50_ms: round(b2?.hop_p50_ms),
       baseline_hop_p99_ms: round(b2?.hop_p99_ms),
-      ratio_p50: round(ratio(w2?.hop_p50_ms, b2?.hop_p50_ms)),
+      ratio_p50: round(ratio(w2?.hop_from_response_p50_ms, b2?.hop_p50_ms)),
+      ratio_p99: round(ratio(w2?.hop_from_response_p99_ms, b2?.hop_p99_ms)),
       target_hop_p50_ms: 3,
+      aim_hop_p50_ms: 2,
       target_hop_p99_ms: 15,
+      machine_cpu_ms_per_node: round(w2?.machine_cpu_ms_per_node, 3),
+      baseline_machine_cpu_ms_per_job: round(b2?.machine_cpu_ms_per_job, 3),
+      machine_cpu_ratio: round(ratio(w2?.machine_cpu_ms_per_node, b2?.machine_cpu_ms_per_job), 3),
       ...rounded(w2),
       baseline: rounded(b2),
       per_run: c.w2.map(rounded),

@@ -2,9 +2,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import pg from "pg";
 import { nowMs } from "./clock.js";
 import { BENCH_SQL } from "./database.js";
-
-/** Clock ticks per second of /proc/<pid>/stat times (USER_HZ; 100 on Linux everywhere that matters). */
-const CLOCK_TICKS = 100;
+import { clockTicksPerSecond, type MachineCpu, machineCpu } from "./machine.js";
 
 /** CPU seconds (user + system) a process has used, from /proc/<pid>/stat; null when unreadable. */
 export function processCpuSeconds(pid: number): number | null {
@@ -12,7 +10,7 @@ export function processCpuSeconds(pid: number): number | null {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
     // Fields after the command name (which may hold spaces) start at ") ": utime and stime are fields 14 and 15.
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+    return (Number(fields[11]) + Number(fields[12])) / clockTicksPerSecond();
   } catch {
     return null;
   }
@@ -46,6 +44,13 @@ export interface ResourceUsage {
   pg_waits: string;
   /** Average number of non-idle engine connections. */
   pg_busy_connections: number;
+  /**
+   * Busy CPU time of the whole machine over the window, in seconds (all CPUs together), from the aggregate `cpu`
+   * line of /proc/stat: total - idle - iowait. Everything running on the machine counts, other users' work too.
+   */
+  machine_busy_cpu_s: number;
+  /** The same as average cores busy over the window. */
+  machine_busy_cores: number;
 }
 
 /**
@@ -60,6 +65,7 @@ export class ResourceMonitor {
   private timer: NodeJS.Timeout | null = null;
   private sampling = false;
   private startedAt = 0;
+  private machineStart: MachineCpu = { total: 0, busy: 0 };
 
   private constructor(
     private readonly processes: Record<string, number>,
@@ -99,8 +105,10 @@ export class ResourceMonitor {
   }
 
   private begin(): void {
-    this.startedAt = nowMs();
     for (const [key, seconds] of this.cpuNow()) this.cpuStart.set(key, seconds);
+    // Last, right before the window begins: /proc/stat and the clock are read back to back at both ends.
+    this.machineStart = machineCpu();
+    this.startedAt = nowMs();
     if (this.client) this.timer = setInterval(() => void this.sample(), 50);
   }
 
@@ -131,6 +139,7 @@ export class ResourceMonitor {
   async stop(): Promise<ResourceUsage> {
     if (this.timer) clearInterval(this.timer);
     const seconds = (nowMs() - this.startedAt) / 1000;
+    const machineBusy = machineCpu().busy - this.machineStart.busy;
     // Per pid, so a process that started meanwhile counts from zero; one that exited meanwhile is lost (an
     // undercount, e.g. of a short-lived PostgreSQL backend).
     const used = new Map<string, number>();
@@ -151,6 +160,8 @@ export class ResourceMonitor {
       cpu_cores: cpu,
       pg_waits: waits || "-",
       pg_busy_connections: this.samples === 0 ? 0 : Math.round((this.busy / this.samples) * 10) / 10,
+      machine_busy_cpu_s: Math.round(machineBusy * 1000) / 1000,
+      machine_busy_cores: Math.round((machineBusy / Math.max(seconds, 0.001)) * 100) / 100,
     };
   }
 }

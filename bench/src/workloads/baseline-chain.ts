@@ -14,6 +14,8 @@ export interface BaselineChainResult {
   hop_p99_ms: number;
   /** First job added -> last job completed. */
   total_ms: number;
+  /** Busy CPU of the whole machine (/proc/stat) from just before job 0 was added to the last job completed, per job. */
+  machine_cpu_ms_per_job: number;
   /** CPU of the baseline worker, the NodeService and Redis over the run. */
   resources: ResourceUsage;
 }
@@ -45,6 +47,7 @@ export async function runBaselineChain(ctx: BenchContext, label: string): Promis
       hop_p50_ms: percentile(hops, 50),
       hop_p99_ms: percentile(hops, 99),
       total_ms: lastCompleted - sent,
+      machine_cpu_ms_per_job: (resources.machine_busy_cpu_s * 1000) / length,
       resources,
     };
   });

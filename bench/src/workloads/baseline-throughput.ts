@@ -10,6 +10,11 @@ export interface BaselineThroughputResult {
   /** Jobs over the time from the first addBulk sent to the last job completed. */
   jobs_per_s: number;
   elapsed_ms: number;
+  /**
+   * Busy CPU of the whole machine (/proc/stat: total - idle - iowait, every process on it) from just before the
+   * first addBulk to the last job completed, per job, in milliseconds.
+   */
+  machine_cpu_ms_per_job: number;
   /** CPU of the baseline worker, the NodeService and Redis over the run. */
   resources: ResourceUsage;
 }
@@ -40,6 +45,12 @@ export async function runBaselineThroughput(ctx: BenchContext, label: string): P
     const lastCompleted = await worker.done(deadline);
     const resources = await monitor.stop();
     const elapsed = lastCompleted - firstSent;
-    return { jobs, jobs_per_s: jobs / (elapsed / 1000), elapsed_ms: elapsed, resources };
+    return {
+      jobs,
+      jobs_per_s: jobs / (elapsed / 1000),
+      elapsed_ms: elapsed,
+      machine_cpu_ms_per_job: (resources.machine_busy_cpu_s * 1000) / jobs,
+      resources,
+    };
   });
 }

@@ -20,6 +20,11 @@ export interface W1Result {
   elapsed_ms: number;
   /** From the first CreateWorkflow sent to the last one answered. */
   create_all_ms: number;
+  /**
+   * Busy CPU of the whole machine (/proc/stat: total - idle - iowait, every process on it) from just before the
+   * first CreateWorkflow to all workflows seen SUCCEEDED, per node, in milliseconds.
+   */
+  machine_cpu_ms_per_node: number;
   /** CPU per process and PostgreSQL wait states over the workload. */
   resources: ResourceUsage;
 }
@@ -49,6 +54,7 @@ export async function runW1(ctx: BenchContext, label: string): Promise<W1Result>
       nodes_per_s: nodes / (elapsed / 1000),
       elapsed_ms: elapsed,
       create_all_ms: lastAnswered - firstSent,
+      machine_cpu_ms_per_node: (resources.machine_busy_cpu_s * 1000) / nodes,
       resources,
     };
   });
