@@ -26,6 +26,7 @@ import { runW2 } from "./workloads/w2-chain.js";
 import { runW3 } from "./workloads/w3-wide.js";
 import { runW4 } from "./workloads/w4-edits.js";
 import { runW5 } from "./workloads/w5-footprint.js";
+import { runW7 } from "./workloads/w7-long-nodes.js";
 
 function log(message: string): void {
   process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
@@ -169,12 +170,13 @@ async function main(): Promise<number> {
   }
 
   let statements = await pgStatStatementsStatus();
-  if (options.only.includes("w5") && !statements.loaded && options.enablePgStatStatements) {
+  const countsStatements = options.only.includes("w5") || options.only.includes("w7");
+  if (countsStatements && !statements.loaded && options.enablePgStatStatements) {
     log("adding pg_stat_statements to shared_preload_libraries and restarting PostgreSQL");
     await enablePgStatStatements(new Deadline(60_000, "enabling pg_stat_statements"));
     statements = await pgStatStatementsStatus();
   }
-  if (options.only.includes("w5") && !statements.loaded) log(`W5 statement counts unavailable: ${statements.reason}`);
+  if (countsStatements && !statements.loaded) log(`W5/W7 statement counts unavailable: ${statements.reason}`);
 
   const sizes = options.quick ? QUICK_SIZES : FULL_SIZES;
   const workerConcurrency = Number(process.env.WORKER_CONCURRENCY ?? 16);
@@ -204,6 +206,26 @@ async function main(): Promise<number> {
           (r.statements_per_node === null ? "" : `, ${fmt(r.statements_per_node, 2)} statements/node`),
       );
     }
+    if (options.only.includes("w7")) {
+      // W7 holds its nodes for a fixed time and measures rates, not timings: once per invocation, as W5.
+      await step(
+        collected,
+        "w7",
+        1,
+        () => runW7(ctx, "w7"),
+        collected.w7,
+        (r) =>
+          r.cases
+            .map(
+              (c) =>
+                `${c.running_nodes} running: ${fmt(c.tuples_written_per_s)} tuples written/s, ` +
+                `${fmt(c.commits_per_s)} commits/s` +
+                (c.write_statements_per_s === null ? "" : `, ${fmt(c.write_statements_per_s)} write statements/s`) +
+                `, all running after ${fmt(c.ramp_ms / 1000)} s`,
+            )
+            .join("; ") + ` (${r.workers} worker(s) x ${r.worker_concurrency})`,
+      );
+    }
   } finally {
     await nodeService.stop();
   }
@@ -226,12 +248,14 @@ async function main(): Promise<number> {
 
   process.stdout.write(
     `\nTrellis bench, ${date}: ${options.quick ? "--quick (smaller sizes; targets are for the full sizes)" : "full"}, ` +
-      `median of ${options.runs} run(s)${options.only.includes("w5") ? " (W5: one run)" : ""}; ` +
+      `median of ${options.runs} run(s)${options.only.some((w) => w === "w5" || w === "w7") ? " (W5, W7: one run)" : ""}; ` +
       `${machine.cpus} CPUs, load average ${fmt(machine.load_average_start, 2)} -> ${fmt(loadAverage(), 2)}\n\n`,
   );
   process.stdout.write(`${renderTable(tableRows(collected))}\n\n`);
   const w5 = collected.w5[0];
   if (w5?.statements_note) process.stdout.write(`W5 statements: ${w5.statements_note}\n`);
+  const w7 = collected.w7[0];
+  if (w7?.statements_note) process.stdout.write(`W7 statements: ${w7.statements_note}\n`);
   process.stdout.write(`wrote ${join(RESULTS_DIR, "latest.json")}\n`);
   if (collected.errors.length > 0) {
     process.stdout.write(`\n${collected.errors.length} step(s) FAILED:\n`);

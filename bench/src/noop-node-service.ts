@@ -1,7 +1,8 @@
 /**
  * The benchmarks' no-op NodeService, run as its own process by the bench. ExecuteNode answers SUCCESS at once;
  * a node of capability `bench.plan` answers with edits instead: it inserts `input.count` nodes (children of
- * itself) and rewires `input.join` to wait for them. Every call's receive and response times are recorded
+ * itself) and rewires `input.join` to wait for them. A node whose `input.sleep_ms` is a positive number (W7's long
+ * nodes) is answered SUCCESS only after that many milliseconds. Every call's receive and response times are recorded
  * (milliseconds, see nowMs) per workflow and served over HTTP for the latency figures:
  *
  * - `GET /calls?workflow=<id>`: the calls of one workflow, as JSON `CallRecord[]` in arrival order;
@@ -78,14 +79,28 @@ function planEdits(request: ExecuteNodeRequest): MessageInitShape<typeof NodeEdi
   return edits;
 }
 
+/** How long to hold the call before answering: `input.sleep_ms` when it is a positive number, else 0. */
+function holdMs(request: ExecuteNodeRequest): number {
+  const sleep = request.node?.input?.sleep_ms;
+  return typeof sleep === "number" && Number.isFinite(sleep) && sleep > 0 ? sleep : 0;
+}
+
 const server = new grpc.Server();
 addGrpcService(server, NodeService, {
   executeNode(call, callback) {
     const entry = record(call.request, nowMs());
     const edits = call.request.node?.capability === PLAN_CAPABILITY ? planEdits(call.request) : [];
     const response = create(ExecuteNodeResponseSchema, { status: ExecutionStatus.SUCCESS, edits });
-    entry.respondedAt = nowMs();
-    callback(null, response);
+    const hold = holdMs(call.request);
+    if (hold === 0) {
+      entry.respondedAt = nowMs();
+      callback(null, response);
+      return;
+    }
+    setTimeout(() => {
+      entry.respondedAt = nowMs();
+      callback(null, response);
+    }, hold);
   },
 });
 

@@ -8,6 +8,7 @@ import type { W2Result } from "./workloads/w2-chain.js";
 import type { W3Result } from "./workloads/w3-wide.js";
 import type { W4Result } from "./workloads/w4-edits.js";
 import type { W5Result } from "./workloads/w5-footprint.js";
+import type { W7Result } from "./workloads/w7-long-nodes.js";
 
 /** A workload or baseline that failed in one run. */
 export interface BenchError {
@@ -25,12 +26,13 @@ export interface Collected {
   w3: W3Result[];
   w4: W4Result[];
   w5: W5Result[];
+  w7: W7Result[];
   errors: BenchError[];
 }
 
 /** An empty collection. */
 export function emptyCollected(): Collected {
-  return { w1: [], w1Baseline: [], w2: [], w2Baseline: [], w3: [], w4: [], w5: [], errors: [] };
+  return { w1: [], w1Baseline: [], w2: [], w2Baseline: [], w3: [], w4: [], w5: [], w7: [], errors: [] };
 }
 
 /**
@@ -222,6 +224,49 @@ export function tableRows(c: Collected): Row[] {
       met: check(w5.rss_ratio, (v) => v <= 1.2),
     });
   }
+  const w7 = c.w7[0];
+  const small = w7?.cases[0];
+  const large = w7?.cases[w7.cases.length - 1];
+  if (w7 && small && large) {
+    const at = `at ${large.running_nodes.toLocaleString("en-US")} / ${small.running_nodes.toLocaleString("en-US")} running`;
+    const goal = "~1 (same workers)";
+    rows.push({
+      workload: "W7 long nodes",
+      figure: `ms to all running, ${large.running_nodes.toLocaleString("en-US")} / ${small.running_nodes}`,
+      value: large.ramp_ms,
+      baseline: small.ramp_ms,
+      ratio: ratio(large.ramp_ms, small.ramp_ms),
+      target: "",
+      met: null,
+    });
+    rows.push({
+      workload: "W7 long nodes",
+      figure: `PG tuples written/s ${at}`,
+      value: large.tuples_written_per_s,
+      baseline: small.tuples_written_per_s,
+      ratio: w7.tuples_written_ratio,
+      target: goal,
+      met: null,
+    });
+    rows.push({
+      workload: "W7 long nodes",
+      figure: `PG write statements/s ${at}`,
+      value: large.write_statements_per_s,
+      baseline: small.write_statements_per_s,
+      ratio: w7.write_statements_ratio,
+      target: goal,
+      met: null,
+    });
+    rows.push({
+      workload: "W7 long nodes",
+      figure: `PG commits/s ${at}`,
+      value: large.commits_per_s,
+      baseline: small.commits_per_s,
+      ratio: w7.commits_ratio,
+      target: "",
+      met: null,
+    });
+  }
   return rows;
 }
 
@@ -321,6 +366,17 @@ export function resultsJson(c: Collected, meta: ResultsMeta): Record<string, unk
       target_statements_per_node: 4,
       target_rss_ratio: 1.2,
       per_run: c.w5.map((r) => rounded({ ...r, top_statements: undefined })),
+    };
+  }
+  const w7 = c.w7[0];
+  if (w7) {
+    out.w7 = {
+      ...rounded(w7),
+      goal: "write load proportional to the workers, not the running nodes: ratios ~1 (every case runs on the same workers)",
+      cases: w7.cases.map((k) => ({
+        ...rounded(k),
+        top_statements: k.top_statements.map((t) => ({ ...t, calls_per_s: round(t.calls_per_s) })),
+      })),
     };
   }
   return {

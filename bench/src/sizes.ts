@@ -13,6 +13,13 @@ export interface Sizes {
    * as batches of `workflowsPerBatch` workflows of `nodesPerWorkflow` independent nodes created concurrently.
    */
   w5: { firstNodes: number; secondNodes: number | null; nodesPerWorkflow: number; workflowsPerBatch: number };
+  /**
+   * W7: the numbers of long nodes run at once (each case in turn, on the same stack), as workflows of
+   * `nodesPerWorkflow` independent nodes; how long the NodeService holds each call; and the steady window measured
+   * once all of a case's nodes are RUNNING and 11 s more have passed (for PostgreSQL's statistics to catch up). It
+   * must end before the first of them finishes: the hold covers the start of all nodes, the 11 s and the window.
+   */
+  w7: { counts: number[]; nodesPerWorkflow: number; holdMs: number; windowMs: number };
 }
 
 /** The sizes of issue 7. */
@@ -22,6 +29,7 @@ export const FULL_SIZES: Sizes = {
   w3: { smallMiddle: 1_000, largeMiddle: 10_000 },
   w4: { inserted: 1_000 },
   w5: { firstNodes: 10_000, secondNodes: 100_000, nodesPerWorkflow: 100, workflowsPerBatch: 100 },
+  w7: { counts: [100, 5_000], nodesPerWorkflow: 100, holdMs: 80_000, windowMs: 30_000 },
 };
 
 /** `--quick`: the same shapes, smaller, for iterating (about a minute at the target speeds). */
@@ -31,4 +39,5 @@ export const QUICK_SIZES: Sizes = {
   w3: { smallMiddle: 200, largeMiddle: 2_000 },
   w4: { inserted: 1_000 },
   w5: { firstNodes: 2_000, secondNodes: null, nodesPerWorkflow: 100, workflowsPerBatch: 20 },
+  w7: { counts: [100, 1_000], nodesPerWorkflow: 100, holdMs: 30_000, windowMs: 10_000 },
 };

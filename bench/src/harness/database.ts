@@ -38,6 +38,47 @@ export async function dropBenchDatabase(name: string): Promise<void> {
   await onAdminDatabase(`drop database if exists ${pg.escapeIdentifier(name)} with (force)`);
 }
 
+/** A database's cumulative counters from pg_stat_database. */
+export interface DatabaseStats {
+  xact_commit: number;
+  xact_rollback: number;
+  tup_inserted: number;
+  tup_updated: number;
+  tup_deleted: number;
+}
+
+/**
+ * Reads database `name`'s counters from pg_stat_database, on a fresh connection to the server's `postgres`
+ * database: a new backend has no cached statistics snapshot (and pg_stat_clear_snapshot() makes sure), and the
+ * read adds no transaction to `name`'s own counters.
+ */
+export async function databaseStats(name: string): Promise<DatabaseStats> {
+  const client = new pg.Client({
+    connectionString: withDatabaseName(benchServerUrl(), "postgres"),
+    application_name: "trellis-bench-stats",
+  });
+  await client.connect();
+  try {
+    await client.query("select pg_stat_clear_snapshot()");
+    const { rows } = await client.query<Record<keyof DatabaseStats, string>>(
+      `select xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted
+         from pg_stat_database where datname = $1`,
+      [name],
+    );
+    const row = rows[0];
+    if (!row) throw new Error(`pg_stat_database has no row for ${name}`);
+    return {
+      xact_commit: Number(row.xact_commit),
+      xact_rollback: Number(row.xact_rollback),
+      tup_inserted: Number(row.tup_inserted),
+      tup_updated: Number(row.tup_updated),
+      tup_deleted: Number(row.tup_deleted),
+    };
+  } finally {
+    await client.end();
+  }
+}
+
 /** Facts about the PostgreSQL server that bear on the figures. */
 export interface PostgresInfo {
   version: string;

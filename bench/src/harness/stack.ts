@@ -23,6 +23,10 @@ export interface StackOptions {
   workerConcurrency: number;
   /** Directory of the apps' log files. */
   logDir: string;
+  /** Worker processes (the same settings, each its own WORKER_ID); default 1. */
+  workers?: number;
+  /** More environment for every app (e.g. pool sizes), over the bench's own. */
+  env?: Record<string, string>;
 }
 
 /**
@@ -67,9 +71,16 @@ export class EngineStack {
     this.pool.on("error", () => undefined);
   }
 
-  /** The worker process (for its RSS). */
+  /** The (first) worker process (for its RSS). */
   get worker(): ManagedProcess {
     return this.processes.get("worker")!;
+  }
+
+  /** The process id of every app, by name (`api`, `scheduler`, `worker`, `worker-2`, ...). */
+  pids(): Record<string, number> {
+    const pids: Record<string, number> = {};
+    for (const [name, p] of this.processes) pids[name] = p.pid;
+    return pids;
   }
 
   /** Throws when any app has died. */
@@ -77,11 +88,12 @@ export class EngineStack {
     for (const p of this.processes.values()) p.assertRunning();
   }
 
-  /** Starts measuring the apps' CPU (and `extra` processes', name -> pid) and the database's wait states. */
-  monitor(extra: Record<string, number> = {}): Promise<ResourceMonitor> {
-    const pids: Record<string, number> = {};
-    for (const [name, p] of this.processes) pids[name] = p.pid;
-    return ResourceMonitor.start({ ...pids, ...extra }, this.databaseUrl);
+  /**
+   * Starts measuring the apps' CPU (and `extra` processes', name -> pid) and, unless `sampleWaits` is false, the
+   * database's wait states (a query every 50 ms on the workload's database, which its statistics then count).
+   */
+  monitor(extra: Record<string, number> = {}, sampleWaits = true): Promise<ResourceMonitor> {
+    return ResourceMonitor.start({ ...this.pids(), ...extra }, sampleWaits ? this.databaseUrl : undefined);
   }
 
   /** Runs one of the bench's own queries (tagged with BENCH_SQL) on the workload's database. */
@@ -94,12 +106,10 @@ export class EngineStack {
     const stamp = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
     const databaseName = `trellis_bench_${options.label}_${stamp}`;
     const queuePrefix = `bench-${options.label}-${stamp}`;
-    const [grpcPort, apiHttp, schedulerHttp, workerHttp] = await Promise.all([
-      freePort(),
-      freePort(),
-      freePort(),
-      freePort(),
-    ]);
+    const workers = Math.max(1, options.workers ?? 1);
+    const [grpcPort, apiHttp, schedulerHttp, ...workerHttp] = await Promise.all(
+      Array.from({ length: 3 + workers }, () => freePort()),
+    );
     const stack = new EngineStack(
       databaseName,
       withDatabaseName(benchServerUrl(), databaseName),
@@ -111,30 +121,31 @@ export class EngineStack {
     try {
       await createBenchDatabase(databaseName);
       const logLevel = process.env.LOG_LEVEL ?? "warn";
-      const common = { DATABASE_URL: stack.databaseUrl, LOG_LEVEL: logLevel };
+      const common = { ...options.env, DATABASE_URL: stack.databaseUrl, LOG_LEVEL: logLevel };
       const queue = { REDIS_URL: benchRedisUrl(), QUEUE_PREFIX: queuePrefix };
-      const apps: [string, Record<string, string>, number][] = [
-        ["api", { ...common, GRPC_ADDR: `127.0.0.1:${grpcPort}` }, apiHttp],
-        ["scheduler", { ...common, ...queue }, schedulerHttp],
-        [
-          "worker",
-          {
-            ...common,
-            ...queue,
-            WORKER_CAPABILITIES: options.capabilities.join(","),
-            WORKER_CONCURRENCY: String(options.workerConcurrency),
-            NODE_SERVICE_ADDR: options.nodeServiceAddr,
-            WORKER_ID: `bench-worker-${stamp}`,
-          },
-          workerHttp,
-        ],
+      // [process name, app, environment, HTTP port]
+      const apps: [string, string, Record<string, string>, number][] = [
+        ["api", "api", { ...common, GRPC_ADDR: `127.0.0.1:${grpcPort}` }, apiHttp!],
+        ["scheduler", "scheduler", { ...common, ...queue }, schedulerHttp!],
       ];
+      for (let i = 0; i < workers; i++) {
+        const name = i === 0 ? "worker" : `worker-${i + 1}`;
+        const env = {
+          ...common,
+          ...queue,
+          WORKER_CAPABILITIES: options.capabilities.join(","),
+          WORKER_CONCURRENCY: String(options.workerConcurrency),
+          NODE_SERVICE_ADDR: options.nodeServiceAddr,
+          WORKER_ID: `bench-${name}-${stamp}`,
+        };
+        apps.push([name, "worker", env, workerHttp[i]!]);
+      }
       const deadline = new Deadline(START_TIMEOUT_MS, `${options.label}: starting the apps`);
       const ready: Promise<void>[] = [];
-      for (const [name, env, httpPort] of apps) {
+      for (const [name, app, env, httpPort] of apps) {
         const child = ManagedProcess.start({
           name: `${options.label}-${name}`,
-          script: `apps/${name}/src/main.ts`,
+          script: `apps/${app}/src/main.ts`,
           env: { ...env, HTTP_ADDR: `127.0.0.1:${httpPort}` },
           logDir: options.logDir,
         });

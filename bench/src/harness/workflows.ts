@@ -5,7 +5,7 @@ import { nowMs } from "./clock.js";
 import { type Deadline, waitFor } from "./deadline.js";
 import type { EngineStack } from "./stack.js";
 
-/** Capability of the no-op nodes: the NodeService answers SUCCESS at once. */
+/** Capability of the no-op nodes: the NodeService answers SUCCESS at once (or after `input.sleep_ms`, see W7). */
 export const NOOP_CAPABILITY = "bench.noop";
 /** Capability of the planner node of W4: the NodeService answers with edits. */
 export const PLAN_CAPABILITY = "bench.plan";
@@ -16,6 +16,18 @@ export type NodeInit = MessageInitShape<typeof NodeSchema>;
 /** `count` independent no-op nodes `n-0` .. `n-<count-1>`. */
 export function independentNodes(count: number): NodeInit[] {
   return Array.from({ length: count }, (_, i) => ({ id: `n-${i}`, capability: NOOP_CAPABILITY }));
+}
+
+/**
+ * `count` independent long nodes `n-0` .. `n-<count-1>` (W7): the no-op NodeService holds each call for `holdMs`
+ * (`input.sleep_ms`) before answering SUCCESS.
+ */
+export function holdingNodes(count: number, holdMs: number): NodeInit[] {
+  return Array.from({ length: count }, (_, i) => ({
+    id: `n-${i}`,
+    capability: NOOP_CAPABILITY,
+    input: { sleep_ms: holdMs },
+  }));
 }
 
 /** A chain of `count` no-op nodes, `n-0` -> `n-1` -> ...; each waits for the one before. */
