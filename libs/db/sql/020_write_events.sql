@@ -18,11 +18,11 @@ BEGIN
   RETURN QUERY
   WITH given AS (
     SELECT e.workflow_id, e.type, e.node_id, e.workflow_status, e.node_status, coalesce(e.data, '{}'::jsonb) AS data,
-           x.ord
-      FROM jsonb_array_elements(coalesce(p_events, '[]'::jsonb)) WITH ORDINALITY AS x(j, ord)
-      CROSS JOIN LATERAL jsonb_to_record(x.j)
-           AS e(workflow_id uuid, type text, node_id text, workflow_status workflow_status, node_status node_status,
-                data jsonb)
+           e.ord
+      FROM ROWS FROM (jsonb_to_recordset(coalesce(p_events, '[]'::jsonb))
+                        AS (workflow_id uuid, type text, node_id text, workflow_status workflow_status,
+                            node_status node_status, data jsonb))
+           WITH ORDINALITY AS e(workflow_id, type, node_id, workflow_status, node_status, data, ord)
   ),
   ev AS (
     SELECT g.workflow_id, wf.event_seq + row_number() OVER (PARTITION BY g.workflow_id ORDER BY g.ord) AS sequence,

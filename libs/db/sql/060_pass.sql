@@ -86,27 +86,22 @@ BEGIN
                                                                   'retry_policy', c.retry_policy)
                                                ORDER BY c.workflow_id, c.id) FROM ready c), '[]'::jsonb),
            'local', coalesce((SELECT jsonb_agg(jsonb_build_object('workflow_id', l.workflow_id, 'id', l.id))
-                                FROM local_start l), '[]'::jsonb))
-    INTO v_rows;
-
-  -- Events: the PASSes in the order given, then the children queued (by id).
-  SELECT coalesce(jsonb_agg(ev.e ORDER BY ev.phase, ev.ord), '[]'::jsonb)
-    INTO v_events
-    FROM (SELECT 1 AS phase, x.ord,
-                 jsonb_build_object('workflow_id', e -> 'workflow_id', 'type', 'node.status_changed',
-                                    'node_id', e -> 'id', 'workflow_status', wf.status, 'node_status', 'PASS',
-                                    'data', jsonb_build_object('from', 'RUNNING', 'attempt', e -> 'attempt',
-                                                               'capability', e -> 'capability')) AS e
-            FROM jsonb_array_elements(v_rows -> 'passed') WITH ORDINALITY AS x(e, ord)
-            JOIN workflows wf ON wf.id = (e ->> 'workflow_id')::uuid
-          UNION ALL
-          SELECT 2, x.ord,
-                 jsonb_build_object('workflow_id', e -> 'workflow_id', 'type', 'node.status_changed',
-                                    'node_id', e -> 'id', 'workflow_status', wf.status, 'node_status', 'QUEUED',
-                                    'data', jsonb_build_object('from', 'PENDING', 'capability', e -> 'capability'))
-            FROM jsonb_array_elements(v_rows -> 'ready') WITH ORDINALITY AS x(e, ord)
-            JOIN workflows wf ON wf.id = (e ->> 'workflow_id')::uuid
-           WHERE e ->> 'status' = 'QUEUED') AS ev;
+                                FROM local_start l), '[]'::jsonb)),
+         -- Events: the PASSes in the order given, then the children queued (by id).
+         coalesce((SELECT jsonb_agg(jsonb_build_object(
+                            'workflow_id', p.workflow_id, 'type', 'node.status_changed', 'node_id', p.id,
+                            'workflow_status', w.status, 'node_status', 'PASS',
+                            'data', jsonb_build_object('from', 'RUNNING', 'attempt', p.attempt,
+                                                       'capability', p.capability)) ORDER BY p.ord)
+                     FROM passed p JOIN workflows w ON w.id = p.workflow_id), '[]'::jsonb)
+         || coalesce((SELECT jsonb_agg(jsonb_build_object(
+                               'workflow_id', c.workflow_id, 'type', 'node.status_changed', 'node_id', c.id,
+                               'workflow_status', w.status, 'node_status', 'QUEUED',
+                               'data', jsonb_build_object('from', 'PENDING', 'capability', c.capability))
+                             ORDER BY c.workflow_id, c.id)
+                        FROM ready c JOIN workflows w ON w.id = c.workflow_id
+                       WHERE c.status = 'QUEUED'), '[]'::jsonb)
+    INTO v_rows, v_events;
 
   RETURN QUERY SELECT 'pass', e FROM jsonb_array_elements(v_rows -> 'passed') AS e;
   RETURN QUERY SELECT x.kind, x.body FROM trellis_write_events(v_events, NULL, false) AS x;
