@@ -2,3 +2,4 @@
 -- return type, and an old overload left beside the new one would be a second implementation. Runs first.
 DROP FUNCTION IF EXISTS trellis_start_nodes(uuid[], text[], integer[], double precision);
 DROP FUNCTION IF EXISTS trellis_pass_nodes(uuid[], text[], uuid[], jsonb[], boolean);
+DROP FUNCTION IF EXISTS trellis_start_locked(uuid[], text[], integer[], uuid, boolean);

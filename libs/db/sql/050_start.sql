@@ -9,8 +9,10 @@
 -- the workflow's lock must not start a child at a time before its other parents (committed meanwhile) finished.
 -- Returns a 'node' row per started node: {node (the row), parent_outputs, has_children,
 -- workflow_name, workflow_input}, a node asked for twice is started once; then what trellis_write_events returns.
+-- p_events_before: events of the caller's to write first, in the same trellis_write_events call (the PASS's).
 CREATE OR REPLACE FUNCTION trellis_start_locked(
-  p_workflow_ids uuid[], p_node_ids text[], p_queue_gens integer[], p_worker_session uuid, p_notify boolean
+  p_workflow_ids uuid[], p_node_ids text[], p_queue_gens integer[], p_worker_session uuid, p_notify boolean,
+  p_events_before jsonb DEFAULT '[]'::jsonb
 )
 RETURNS TABLE (kind text, body jsonb)
 LANGUAGE plpgsql AS $$
@@ -63,7 +65,9 @@ BEGIN
          coalesce((SELECT jsonb_object_agg(f.id, 'RUNNING') FROM flipped f), '{}'::jsonb)
     INTO v_started, v_events, v_statuses;
   RETURN QUERY SELECT 'node', e FROM jsonb_array_elements(v_started) AS e;
-  RETURN QUERY SELECT x.kind, x.body FROM trellis_write_events(v_events, v_statuses, p_notify) AS x;
+  RETURN QUERY SELECT x.kind, x.body
+                 FROM trellis_write_events(coalesce(p_events_before, '[]'::jsonb) || v_events, v_statuses, p_notify)
+                   AS x;
 END;
 $$;
 

@@ -104,16 +104,17 @@ BEGIN
     INTO v_rows, v_events;
 
   RETURN QUERY SELECT 'pass', e FROM jsonb_array_elements(v_rows -> 'passed') AS e;
-  RETURN QUERY SELECT x.kind, x.body FROM trellis_write_events(v_events, NULL, false) AS x;
-
   SELECT coalesce(array_agg((l ->> 'workflow_id')::uuid), '{}'), coalesce(array_agg(l ->> 'id'), '{}')
     INTO v_local_wf, v_local_ids
     FROM jsonb_array_elements(v_rows -> 'local') AS l;
   IF cardinality(v_local_ids) > 0 THEN
+    -- The starts' events follow these in one trellis_write_events call.
     RETURN QUERY SELECT x.kind, x.body
                    FROM trellis_start_locked(v_local_wf, v_local_ids,
                                              array_fill(NULL::integer, ARRAY[cardinality(v_local_ids)]),
-                                             p_worker_session, false) AS x;
+                                             p_worker_session, false, v_events) AS x;
+  ELSE
+    RETURN QUERY SELECT x.kind, x.body FROM trellis_write_events(v_events, NULL, false) AS x;
   END IF;
   RETURN QUERY
   SELECT 'queued', e FROM jsonb_array_elements(v_rows -> 'ready') AS e
