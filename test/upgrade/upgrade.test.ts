@@ -2,9 +2,9 @@
 // mid-run by its code (nodes QUEUED with no job, RUNNING under a dead worker's lease, PASS with ready children), is
 // migrated by this code's runMigrations and run to the end by this code's scheduler and worker.
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, relative } from "node:path";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { fromJson, toJson } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
@@ -24,8 +24,6 @@ import {
   waitForInvariants,
 } from "@trellis/testing";
 import { type WorkerApp, readWorkerSettings, startWorkerApp } from "@trellis/worker";
-import { drizzle } from "drizzle-orm/node-postgres";
-import { migrate } from "drizzle-orm/node-postgres/migrator";
 import pg from "pg";
 import pino from "pino";
 import { Registry } from "prom-client";
@@ -39,9 +37,6 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 const PREVIOUS_MAIN = "6d8d2c6";
 
 const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url));
-
-/** Every migrator of Trellis takes this advisory lock (libs/db/src/migrate.ts). */
-const MIGRATION_LOCK_KEY = 7_310_525_117;
 
 /** The capability of every node here; the test NodeService serves it. */
 const CAPABILITY = "noop";
@@ -105,42 +100,6 @@ function materialisePreviousMain(): string {
   const archive = git(["archive", "--format=tar", PREVIOUS_MAIN, ...paths]);
   execFileSync("tar", ["-x", "-C", dir], { input: archive, stdio: ["pipe", "pipe", "pipe"] });
   return dir;
-}
-
-/** Every `*.sql` file under `folder`, recursively, sorted by path. */
-function sqlFilesUnder(folder: string): string[] {
-  if (!existsSync(folder)) return [];
-  return readdirSync(folder, { recursive: true, encoding: "utf8" })
-    .filter((name) => name.endsWith(".sql"))
-    .map((name) => join(folder, name))
-    .sort((x, y) => relative(folder, x).localeCompare(relative(folder, y)));
-}
-
-/**
- * Migrates as the previous main did: its migrations under the migrators' advisory lock, then its repeatable SQL
- * (when it has any) in one transaction.
- */
-async function migrateAsPreviousMain(url: string, dir: string): Promise<void> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    await client.query("select pg_advisory_lock($1)", [MIGRATION_LOCK_KEY]);
-    await migrate(drizzle(client), { migrationsFolder: join(dir, "drizzle") });
-    const files = sqlFilesUnder(join(dir, "libs", "db", "sql"));
-    if (files.length > 0) {
-      await client.query("begin");
-      try {
-        for (const file of files) await client.query(readFileSync(file, "utf8"));
-        await client.query("commit");
-      } catch (error) {
-        await client.query("rollback");
-        throw error;
-      }
-    }
-    await client.query("select pg_advisory_unlock($1)", [MIGRATION_LOCK_KEY]);
-  } finally {
-    await client.end();
-  }
 }
 
 /** Inserts a PENDING diamond workflow as the old createWorkflow wrote it: its row, nodes, edges and first event. */
@@ -268,7 +227,12 @@ beforeAll(async () => {
   } finally {
     await admin.end();
   }
-  await migrateAsPreviousMain(databaseUrl, oldCodeDir);
+  // The previous main's migrations and repeatable SQL (when it had any), applied by today's runner: the steps are the
+  // same (migrations under the migrators' lock, then the SQL files in name order in one transaction).
+  await runMigrations(databaseUrl, {
+    migrationsFolder: join(oldCodeDir, "drizzle"),
+    repeatableSqlFolder: join(oldCodeDir, "libs", "db", "sql"),
+  });
   pool = createPool(databaseUrl, { max: 5, applicationName: dbName });
 
   // The old code at work, then gone: its scheduler claimed, its worker started nodes and passed some, and died.

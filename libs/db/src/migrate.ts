@@ -37,10 +37,24 @@ export async function ensureDatabase(databaseUrl: string): Promise<boolean> {
   }
 }
 
-/** The repeatable SQL files, in the order they are applied (by name). */
+/** The repeatable SQL files, in the order they are applied (by name); none when the folder does not exist. */
 export async function repeatableSqlFiles(folder = REPEATABLE_SQL_FOLDER): Promise<string[]> {
-  const names = (await readdir(folder)).filter((name) => name.endsWith(".sql")).sort();
-  return names.map((name) => join(folder, name));
+  const names = await readdir(folder).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === "ENOENT") return [];
+    throw error;
+  });
+  return names
+    .filter((name) => name.endsWith(".sql"))
+    .sort()
+    .map((name) => join(folder, name));
+}
+
+/** Where runMigrations reads from (another version's folders, for the upgrade test). */
+export interface MigrationFolders {
+  /** The drizzle-kit migrations. @default MIGRATIONS_FOLDER */
+  migrationsFolder?: string;
+  /** The repeatable SQL, applied after the migrations. @default REPEATABLE_SQL_FOLDER */
+  repeatableSqlFolder?: string;
 }
 
 /**
@@ -48,16 +62,19 @@ export async function repeatableSqlFiles(folder = REPEATABLE_SQL_FOLDER): Promis
  * (the functions of the hot path, `CREATE OR REPLACE`) in one transaction; all under an advisory lock, so concurrent
  * starts apply them one at a time. Migrations are append-only; a function changes by editing its file.
  */
-export async function runMigrations(databaseUrl: string): Promise<{ created: boolean }> {
+export async function runMigrations(
+  databaseUrl: string,
+  folders: MigrationFolders = {},
+): Promise<{ created: boolean }> {
   const created = await ensureDatabase(databaseUrl);
   const client = new pg.Client({ connectionString: databaseUrl });
   await client.connect();
   try {
     await client.query("select pg_advisory_lock($1)", [MIGRATION_LOCK_KEY]);
-    await migrate(drizzle(client), { migrationsFolder: MIGRATIONS_FOLDER });
+    await migrate(drizzle(client), { migrationsFolder: folders.migrationsFolder ?? MIGRATIONS_FOLDER });
     await client.query("begin");
     try {
-      for (const file of await repeatableSqlFiles()) {
+      for (const file of await repeatableSqlFiles(folders.repeatableSqlFolder)) {
         try {
           await client.query(await readFile(file, "utf8"));
         } catch (error) {
