@@ -28,6 +28,7 @@ beforeAll(async () => {
     serverUrl: pg.serverUrl,
     handler: async (request) => {
       if (request.node!.capability === "work") await new Promise((resolve) => setTimeout(resolve, 200));
+      if (request.node!.capability === "long") await new Promise((resolve) => setTimeout(resolve, 7_000));
       return { status: ExecutionStatus.SUCCESS };
     },
   });
@@ -98,6 +99,23 @@ describe.skipIf(skip)("PostgreSQL stops and starts", () => {
       finishedAfterStartMs: Date.now() - upAt,
     });
     await stack.expectInvariants({ workflowIds: all });
+    await stack.apps.stopAll();
+  }, 120_000);
+
+  it("an outage longer than WORKER_STALE_MS: the running node is not taken from its live worker and runs once", async () => {
+    await Promise.all([stack.startScheduler(), stack.startWorker(["long"])]);
+    const workflow = await stack.createWorkflow([testNode("long", "long")]);
+    const key = `${workflow.id}/long`;
+    await waitFor(() => stack.ledger.calls.get(key) === 1, { description: "the long call to be in flight" });
+    await pg.stop("fast");
+    // Longer than WORKER_STALE_MS (2 s in the fault suite): no heartbeat can be written meanwhile.
+    await new Promise((resolve) => setTimeout(resolve, stack.timings.workerStaleMs + 1_500));
+    await pg.start();
+    const [done] = await stack.waitFinished([workflow.id], 60_000);
+    expect(done!.status).toBe(WorkflowStatus.SUCCEEDED);
+    expect(stack.ledger.calls.get(key)).toBe(1);
+    expect(done!.nodes[0]!.attempt).toBe(1);
+    await stack.expectInvariants({ workflowIds: [workflow.id] });
     await stack.apps.stopAll();
   }, 120_000);
 

@@ -41,6 +41,10 @@ export class Reconciler {
   private livenessTimer: NodeJS.Timeout | null = null;
   private running: Promise<ReconcileReport> | null = null;
   private checkingLiveness: Promise<number> | null = null;
+  /** When a liveness check last reached PostgreSQL (see requeueLost). */
+  private lastContactAt = Date.now();
+  private graceMs = 0;
+  private graceUntil = 0;
 
   constructor(private readonly options: ReconcilerOptions) {}
 
@@ -69,7 +73,18 @@ export class Reconciler {
 
   private async requeueLost(): Promise<number> {
     const { stateManager, queues, logger } = this.options;
-    const lost = await stateManager.requeueLostNodes(this.staleMs, this.options.batchSize ?? 1_000);
+    const now = Date.now();
+    // When this scheduler itself could not reach PostgreSQL for longer than WORKER_STALE_MS, the workers could not
+    // write their heartbeats either: for one WORKER_STALE_MS after it is back, a heartbeat may be that much older,
+    // so a PostgreSQL restart does not make every running node run again.
+    const silentMs = now - this.lastContactAt;
+    if (silentMs > this.staleMs) {
+      this.graceMs = silentMs;
+      this.graceUntil = now + this.staleMs;
+    }
+    const staleMs = this.staleMs + (now < this.graceUntil ? this.graceMs : 0);
+    const lost = await stateManager.requeueLostNodes(staleMs, this.options.batchSize ?? 1_000);
+    this.lastContactAt = Date.now();
     if (lost.length > 0) {
       await queues.enqueue(lost);
       logger.warn({ nodes: lost.length }, "re-queued the nodes of lost workers (heartbeat lapsed)");
