@@ -28,7 +28,7 @@ export interface NodeWorkerOptions {
   workerId: string;
   hostname: string;
   logger: Logger;
-  /** For LISTEN on cancellations; without it cancellations are seen at the next lease renewal. */
+  /** For LISTEN on cancellations; without it cancellations are seen at the next heartbeat's lease check. */
   databaseUrl?: string;
   metrics?: WorkerMetrics;
 }

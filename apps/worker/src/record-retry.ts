@@ -5,8 +5,8 @@ import type { Logger } from "pino";
 /**
  * Runs `record` (the recording of a node's result), retrying with backoff (100 ms doubling to 2 s) for up to
  * `retryMs` while PostgreSQL is unreachable: a short outage (a restart, a dropped connection) then costs nothing,
- * rather than the attempt. The lease stays held meanwhile and is renewed once PostgreSQL answers. Past `retryMs`
- * (or on any other error) the error is thrown: the lease lapses and the reconciler runs the node again.
+ * rather than the attempt. The node stays RUNNING under the worker's session meanwhile. Past `retryMs` (or on any
+ * other error) the error is thrown; the worker's sweep then releases the node and it runs again.
  */
 export async function recordWithRetry<T>(record: () => Promise<T>, retryMs: number, logger: Logger): Promise<T> {
   const until = Date.now() + retryMs;
