@@ -318,6 +318,20 @@ describe("eager local start", () => {
     }
   });
 
+  it("leaves a child of another capability to its own queue, so each capability's concurrency holds", async () => {
+    const { workflow } = await engine.stateManager.createWorkflow({
+      name: "two-capabilities",
+      nodes: [node("a"), node("b", ["a"], "flaky")],
+    });
+    expect((await finished(workflow.id)).status).toBe(WorkflowStatus.SUCCEEDED);
+    const events = await engine.stateManager.listEvents(workflow.id, 0);
+    const eventOf = (nodeId: string, status: NodeStatus) =>
+      events.find((e) => e.nodeId === nodeId && e.nodeStatus === status && e.type === "node.status_changed")!;
+    // Queued in the parent's transaction (eager dispatch), started by its own job in a later one.
+    expect(eventOf("b", NodeStatus.QUEUED).sequence).toBe(eventOf("a", NodeStatus.PASS).sequence + 1n);
+    expect(eventOf("b", NodeStatus.RUNNING).time).not.toEqual(eventOf("a", NodeStatus.PASS).time);
+  });
+
   it("retries a locally started node that fails with INFRA_ERROR under a job of its own", async () => {
     let failures = 0;
     nodeService.setHandler(async (request) => {

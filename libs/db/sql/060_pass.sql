@@ -5,8 +5,9 @@
 -- - each child's pending_parents decremented; when p_dispatch and its workflow is PENDING or RUNNING, a child that
 --   became ready is QUEUED at once (eager dispatch: the caller enqueues its job after commit);
 -- - eager local start: for each result whose p_start_local entry is true, one of the children it made ready (the
---   first by id) whose capability is in p_capabilities is started at once for the worker of p_worker_session
---   (trellis_start_locked): that worker runs it next without a queue round trip;
+--   first by id) of the passed node's own capability, when p_capabilities has it, is started at once for the worker
+--   of p_worker_session (trellis_start_locked): that worker runs it next in the same slot, without a queue round trip
+--   (the same capability, so the worker's concurrency per capability holds);
 -- - each workflow settled (trellis_settle_workflows); the events written (PASSes, children queued, starts, settle).
 -- Locks the workflows in id order (a no-op when the caller's transaction already holds them). Returns 'pass'
 -- {workflow_id, id, attempt, capability} per node passed (the others were stale), 'queued' {workflow_id, id,
@@ -73,7 +74,7 @@ BEGIN
               JOIN node_edges e ON e.workflow_id = p.workflow_id AND e.parent_id = p.id
               JOIN ready c ON c.workflow_id = e.workflow_id AND c.id = e.child_id
              WHERE coalesce(p_start_local[p.ord::int], false) AND c.status = 'QUEUED'
-               AND c.capability = ANY (coalesce(p_capabilities, '{}'::text[]))
+               AND c.capability = p.capability AND c.capability = ANY (coalesce(p_capabilities, '{}'::text[]))
              ORDER BY p.workflow_id, p.id, c.id) l
   )
   SELECT jsonb_build_object(

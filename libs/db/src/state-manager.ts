@@ -90,9 +90,9 @@ export interface ResultToRecord {
   lease: string;
   result: NodeResult;
   /**
-   * On PASS, start one child this PASS makes ready, of a capability in RecordOptions.capabilities, for the worker
-   * session of RecordOptions.workerSession, in the same transaction (eager local start): the worker runs it next
-   * without a queue round trip. @default false
+   * On PASS, start one child this PASS makes ready, of the node's own capability (when it is in
+   * RecordOptions.capabilities), for the worker session of RecordOptions.workerSession, in the same transaction (eager
+   * local start): the worker runs it next in the same slot, without a queue round trip. @default false
    */
   startLocal?: boolean;
   /**
