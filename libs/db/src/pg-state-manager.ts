@@ -1,49 +1,8 @@
-import { and, asc, desc, eq, inArray, lt, or, sql, type SQL } from "drizzle-orm";
-import { create } from "@bufbuild/protobuf";
 import type { FieldMask } from "@bufbuild/protobuf/wkt";
-import {
-  DEFAULT_LIMITS,
-  FailedPreconditionError,
-  InvalidArgumentError,
-  NotFoundError,
-  ResourceExhaustedError,
-  assertWorkflowId,
-  planEdits,
-  planNodeUpdate,
-  topologicalOrder,
-  validateLabels,
-  validateName,
-  validateStorableJson,
-  validateStorableText,
-  validateWorkflowNodes,
-  workflowStatusAfterAction,
-  type EditPlan,
-  type GraphNode,
-  type WorkflowLimits,
-} from "@trellis/core";
-import {
-  EditType,
-  NodeEditSchema,
-  WorkflowAction,
-  type Node,
-  type NodeEdit,
-  type Workflow,
-  type WorkflowEvent,
-  type WorkflowStatus,
-} from "@trellis/proto";
-import { jobIdFor } from "@trellis/queue";
-import { CHANNELS } from "./channels.js";
-import {
-  eventFromRow,
-  nodeFromRow,
-  workflowFromRow,
-  workflowStatusFromName,
-  workflowStatusToName,
-  type NodeStatusName,
-  type WorkflowRow,
-} from "./mapping.js";
+import { DEFAULT_LIMITS, type WorkflowLimits } from "@trellis/core";
+import type { Node, NodeEdit, Workflow, WorkflowEvent, WorkflowStatus } from "@trellis/proto";
 import type { Database } from "./pool.js";
-import { nodeAttempts, nodes, workflowEvents, workflows } from "./schema.js";
+import { SchedulerStore } from "./scheduler-store.js";
 import type {
   ActionEffects,
   CreateWorkflowInput,
@@ -56,17 +15,15 @@ import type {
   RecordOutcome,
   RecordedResults,
   ResultToRecord,
-  StartedNode,
   StartRequest,
+  StartedNode,
   StateManager,
   UpdateWorkflowInput,
   WorkflowPage,
 } from "./state-manager.js";
-import { applyEditPlan, insertNodes, loadGraph, type NewNode } from "./graph-writes.js";
-import { SchedulerStore } from "./scheduler-store.js";
-import { type NewEvent, Transactions, type Tx, type TxContext, notifyAfterCommit } from "./transactions.js";
-import { WorkflowChanges, lockWorkflow } from "./workflow-changes.js";
+import { type NewEvent, Transactions } from "./transactions.js";
 import { WorkerStore } from "./worker-store.js";
+import { WorkflowStore } from "./workflow-store.js";
 
 /** Options of the PostgreSQL StateManager. */
 export interface PgStateManagerOptions {
@@ -76,109 +33,24 @@ export interface PgStateManagerOptions {
   onEvents?: (events: readonly NewEvent[]) => void;
 }
 
-function isUniqueViolation(error: unknown, constraint: string): boolean {
-  const e = error as { code?: string; constraint?: string; cause?: { code?: string; constraint?: string } };
-  const inner = e.cause ?? e;
-  return inner.code === "23505" && inner.constraint === constraint;
-}
-
-/** How an attempt ended, as stored in `node_attempts.outcome`. */
-type AttemptOutcome = (typeof nodeAttempts.$inferInsert)["outcome"];
-
 /**
- * Records that attempts ended; `node_attempts`' primary key refuses a second ending of the same attempt, so a bug
- * that tried to record one twice fails its whole transaction instead of writing a second result.
- */
-async function endAttempts(
-  tx: Tx,
-  ended: readonly { workflowId: string; nodeId: string; attempt: number }[],
-  outcome: AttemptOutcome,
-): Promise<void> {
-  if (ended.length === 0) return;
-  await tx.insert(nodeAttempts).values(ended.map((e) => ({ ...e, outcome })));
-}
-
-/**
- * A workflow just inserted, as getWorkflow reads it: its row, and its inserted node rows with the column defaults
- * filled in and the row's timestamps (one transaction), in getWorkflow's order (topological, ties by id).
- */
-function createdWorkflow(row: WorkflowRow, inserted: readonly NewNode[]): Workflow {
-  const byId = new Map(inserted.map((n) => [n.id, n]));
-  const order = topologicalOrder([...byId.keys()].sort(), (id) => byId.get(id)?.parentIds ?? []);
-  const nodeList = order.map((id) => {
-    const node = byId.get(id)!;
-    return nodeFromRow({
-      output: null,
-      errorKind: null,
-      errorMessage: null,
-      attempt: 0,
-      attemptBase: 0,
-      queueGen: 0,
-      lease: null,
-      workerSession: null,
-      leaseExpiresAt: null,
-      queuedAt: null,
-      unroutableAt: null,
-      startedAt: null,
-      ...node,
-      status: node.status!,
-      parentIds: node.parentIds ?? [],
-      pendingParents: node.pendingParents ?? 0,
-      input: node.input ?? {},
-      retryPolicy: node.retryPolicy ?? null,
-      timeoutMs: node.timeoutMs ?? null,
-      labels: node.labels ?? {},
-      createdAt: row.createdAt,
-      updatedAt: row.createdAt,
-      finishedAt: node.finishedAt ?? null,
-    });
-  });
-  return workflowFromRow(row, nodeList);
-}
-
-function jsonBytes(value: unknown): number {
-  return Buffer.byteLength(JSON.stringify(value ?? {}), "utf8");
-}
-
-function encodePageToken(row: Pick<WorkflowRow, "createdAt" | "id">): string {
-  return Buffer.from(JSON.stringify([row.createdAt.toISOString(), row.id])).toString("base64url");
-}
-
-function decodePageToken(token: string): { createdAt: Date; id: string } {
-  try {
-    const [iso, id] = JSON.parse(Buffer.from(token, "base64url").toString("utf8")) as [string, string];
-    const createdAt = new Date(iso);
-    if (typeof id !== "string" || Number.isNaN(createdAt.getTime())) throw new Error("bad token");
-    assertWorkflowId(id, "page_token");
-    return { createdAt, id };
-  } catch {
-    throw new InvalidArgumentError("page_token", "is not a token returned by ListWorkflows");
-  }
-}
-
-/**
- * The PostgreSQL StateManager: a facade over the stores of libs/db, one per caller (the api's workflows and edits
- * here, the scheduler's claims and liveness in SchedulerStore, the worker's starts and results in WorkerStore), which
- * share one Transactions (transactions, the SQL functions, notifications after commit).
+ * The PostgreSQL StateManager: a facade over one store per caller, sharing one Transactions (transactions, the SQL
+ * functions of libs/db/sql, notifications after commit): WorkflowStore for the api (workflows, actions, edits,
+ * events), SchedulerStore for the scheduler (claims, liveness, repairs), WorkerStore for the worker (registration,
+ * starts, results).
  */
 export class PgStateManager implements StateManager {
-  private readonly limits: WorkflowLimits;
   private readonly transactions: Transactions;
+  private readonly workflows: WorkflowStore;
   private readonly scheduler: SchedulerStore;
   private readonly worker: WorkerStore;
 
-  constructor(
-    private readonly db: Database,
-    options: PgStateManagerOptions = {},
-  ) {
-    this.limits = options.limits ?? DEFAULT_LIMITS;
+  constructor(db: Database, options: PgStateManagerOptions = {}) {
+    const limits: WorkflowLimits = options.limits ?? DEFAULT_LIMITS;
     this.transactions = new Transactions(db, options.onEvents);
+    this.workflows = new WorkflowStore(this.transactions, limits);
     this.scheduler = new SchedulerStore(this.transactions);
-    this.worker = new WorkerStore(this.transactions, this.limits);
-  }
-
-  private write<T>(work: (ctx: TxContext) => Promise<T>): Promise<T> {
-    return this.transactions.write(work);
+    this.worker = new WorkerStore(this.transactions, limits);
   }
 
   /** Resolves once every notification queued so far has been sent (or failed); for shutdown and tests. */
@@ -186,350 +58,54 @@ export class PgStateManager implements StateManager {
     return this.transactions.flushNotifications();
   }
 
-  // ---------------------------------------------------------------- workflows
+  // ------------------------------------------------------------------ the api's
 
-  async createWorkflow(input: CreateWorkflowInput): Promise<CreateWorkflowResult> {
-    // Characters are code points, as for node names (an emoji is one): validateName, not String.length.
-    validateName(input.name, "name");
-    if (input.requestId !== undefined && input.requestId.length > 256) {
-      throw new InvalidArgumentError("request_id", "must be at most 256 characters");
-    }
-    // PostgreSQL cannot store a NUL character, and a hostile nesting must not reach JSON.stringify.
-    validateStorableText(input.requestId ?? "", "request_id");
-    validateStorableJson(input.input, "input");
-    validateLabels(input.labels ?? {}, "labels", this.limits);
-    if (jsonBytes(input.input) > this.limits.maxInputBytes) {
-      throw new ResourceExhaustedError("input", `exceeds ${this.limits.maxInputBytes} bytes`);
-    }
-    validateWorkflowNodes(input.nodes, this.limits, "nodes");
-
-    const requestId = input.requestId ? input.requestId : null;
-    if (requestId) {
-      const existing = await this.findByRequestId(requestId);
-      if (existing) return { workflow: existing, created: false };
-    }
-    const workflowId = crypto.randomUUID();
-    let created: Workflow | undefined;
-    try {
-      await this.write(async (ctx) => {
-        const { tx } = ctx;
-        const [row] = await tx
-          .insert(workflows)
-          .values({
-            id: workflowId,
-            name: input.name,
-            status: "PENDING",
-            input: input.input ?? {},
-            labels: input.labels ?? {},
-            requestId,
-          })
-          .returning();
-        const changes = new WorkflowChanges(row!);
-        changes.workflow("workflow.created", { nodeCount: input.nodes.length });
-        const inserted = await insertNodes(tx, workflowId, input.nodes, new Map());
-        changes.markReady();
-        await changes.flush(this.transactions, ctx);
-        created = createdWorkflow(row!, inserted);
-      });
-    } catch (error) {
-      if (requestId && isUniqueViolation(error, "workflows_request_id_key")) {
-        const existing = await this.findByRequestId(requestId);
-        if (existing) return { workflow: existing, created: false };
-      }
-      throw error;
-    }
-    // The workflow as it was created (what getWorkflow would have read at commit), without reading it back.
-    return { workflow: created!, created: true };
+  createWorkflow(input: CreateWorkflowInput): Promise<CreateWorkflowResult> {
+    return this.workflows.createWorkflow(input);
   }
 
-  private async findByRequestId(requestId: string): Promise<Workflow | null> {
-    const [row] = await this.db.select({ id: workflows.id }).from(workflows).where(eq(workflows.requestId, requestId));
-    return row ? this.getWorkflow(row.id) : null;
+  getWorkflowStatus(workflowId: string): Promise<WorkflowStatus> {
+    return this.workflows.getWorkflowStatus(workflowId);
   }
 
-  async getWorkflowStatus(workflowId: string): Promise<WorkflowStatus> {
-    assertWorkflowId(workflowId);
-    const [row] = await this.db
-      .select({ status: workflows.status })
-      .from(workflows)
-      .where(eq(workflows.id, workflowId));
-    if (!row) throw new NotFoundError(`workflow ${workflowId} not found`);
-    return workflowStatusFromName(row.status);
+  getWorkflow(workflowId: string): Promise<Workflow> {
+    return this.workflows.getWorkflow(workflowId);
   }
 
-  async getWorkflow(workflowId: string): Promise<Workflow> {
-    assertWorkflowId(workflowId);
-    const [row] = await this.db.select().from(workflows).where(eq(workflows.id, workflowId));
-    if (!row) throw new NotFoundError(`workflow ${workflowId} not found`);
-    const rows = await this.db
-      .select()
-      .from(nodes)
-      .where(eq(nodes.workflowId, workflowId))
-      .orderBy(asc(nodes.createdAt), asc(nodes.id));
-    const byId = new Map(rows.map((r) => [r.id, r]));
-    const order = topologicalOrder(
-      rows.map((r) => r.id),
-      (id) => byId.get(id)?.parentIds ?? [],
-    );
-    return workflowFromRow(
-      row,
-      order.map((id) => nodeFromRow(byId.get(id)!)),
-    );
+  listWorkflows(query: ListWorkflowsQuery): Promise<WorkflowPage> {
+    return this.workflows.listWorkflows(query);
   }
 
-  async listWorkflows(query: ListWorkflowsQuery): Promise<WorkflowPage> {
-    const pageSize = query.pageSize;
-    if (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > 500) {
-      throw new InvalidArgumentError("page_size", "must be between 1 and 500");
-    }
-    const conditions: SQL[] = [];
-    if (query.status !== undefined && query.status !== 0) {
-      conditions.push(eq(workflows.status, workflowStatusToName(query.status)));
-    }
-    if (query.labelSelector && Object.keys(query.labelSelector).length > 0) {
-      for (const [key, value] of Object.entries(query.labelSelector)) {
-        validateStorableText(key, "label_selector");
-        validateStorableText(value, `label_selector[${JSON.stringify(key)}]`);
-      }
-      conditions.push(sql`${workflows.labels} @> ${JSON.stringify(query.labelSelector)}::jsonb`);
-    }
-    if (query.pageToken) {
-      const after = decodePageToken(query.pageToken);
-      conditions.push(
-        or(
-          lt(workflows.createdAt, after.createdAt),
-          and(eq(workflows.createdAt, after.createdAt), lt(workflows.id, after.id)),
-        )!,
-      );
-    }
-    const rows = await this.db
-      .select()
-      .from(workflows)
-      .where(conditions.length ? and(...conditions) : undefined)
-      .orderBy(desc(workflows.createdAt), desc(workflows.id))
-      .limit(pageSize + 1);
-    const page = rows.slice(0, pageSize);
-    const last = page[page.length - 1];
-    return {
-      workflows: page.map((r) => workflowFromRow(r)),
-      nextPageToken: rows.length > pageSize && last ? encodePageToken(last) : "",
-    };
+  updateWorkflow(workflowId: string, update: UpdateWorkflowInput): Promise<ActionEffects> {
+    return this.workflows.updateWorkflow(workflowId, update);
   }
 
-  async updateWorkflow(workflowId: string, update: UpdateWorkflowInput): Promise<ActionEffects> {
-    assertWorkflowId(workflowId);
-    if (update.name !== undefined) validateName(update.name, "name");
-    if (update.labels !== undefined) validateLabels(update.labels, "labels", this.limits);
-    const effects: Omit<ActionEffects, "workflow"> = { cancelledRunning: [], removedJobIds: [] };
-    await this.write(async (ctx) => {
-      const { tx } = ctx;
-      const row = await this.lockOrThrow(tx, workflowId);
-      const changes = new WorkflowChanges(row);
-      if (update.name !== undefined || update.labels !== undefined) {
-        await tx
-          .update(workflows)
-          .set({
-            ...(update.name !== undefined ? { name: update.name } : {}),
-            ...(update.labels !== undefined ? { labels: update.labels } : {}),
-          })
-          .where(eq(workflows.id, workflowId));
-        changes.workflow("workflow.updated", {
-          ...(update.name !== undefined ? { name: update.name } : {}),
-          ...(update.labels !== undefined ? { labels: update.labels } : {}),
-        });
-      }
-      if (update.action !== undefined && update.action !== WorkflowAction.UNSPECIFIED) {
-        await this.applyAction(tx, changes, update.action, effects);
-      }
-      await changes.flush(this.transactions, ctx);
-      if (effects.cancelledRunning.length > 0) {
-        notifyAfterCommit(
-          ctx,
-          CHANNELS.cancel,
-          JSON.stringify({ workflowId, nodeIds: effects.cancelledRunning.map((n) => n.nodeId) }),
-        );
-      }
-    });
-    return { workflow: await this.getWorkflow(workflowId), ...effects };
+  getNode(workflowId: string, nodeId: string): Promise<Node> {
+    return this.workflows.getNode(workflowId, nodeId);
   }
 
-  private async applyAction(
-    tx: Tx,
-    changes: WorkflowChanges,
-    action: WorkflowAction,
-    effects: Omit<ActionEffects, "workflow">,
-  ): Promise<void> {
-    const workflowId = changes.row.id;
-    const next = workflowStatusToName(workflowStatusAfterAction(workflowStatusFromName(changes.status), action));
-    switch (action) {
-      case WorkflowAction.PAUSE: {
-        changes.setStatus(next, { action: "PAUSE" });
-        // Queued nodes go back to PENDING; their jobs find them so and are dropped.
-        const returned = await tx
-          .update(nodes)
-          .set({ status: "PENDING", queuedAt: null, updatedAt: sql`now()` })
-          .where(and(eq(nodes.workflowId, workflowId), eq(nodes.status, "QUEUED")))
-          .returning({ id: nodes.id, capability: nodes.capability, queueGen: nodes.queueGen });
-        for (const n of returned) {
-          changes.node("node.status_changed", n.id, "PENDING", { from: "QUEUED", reason: "workflow paused" });
-          effects.removedJobIds.push({ capability: n.capability, jobId: jobIdFor(workflowId, n.id, n.queueGen) });
-        }
-        return;
-      }
-      case WorkflowAction.RESUME: {
-        // A workflow is PENDING until its first node is queued, paused or not.
-        const [started] = await tx
-          .select({ id: nodes.id })
-          .from(nodes)
-          .where(and(eq(nodes.workflowId, workflowId), sql`${nodes.queueGen} > 0`))
-          .limit(1);
-        changes.setStatus(started ? next : "PENDING", { action: "RESUME" });
-        changes.markReady();
-        return;
-      }
-      case WorkflowAction.CANCEL: {
-        changes.setStatus(next, { action: "CANCEL" });
-        const cancelled = await tx.execute<{
-          id: string;
-          capability: string;
-          queue_gen: number;
-          attempt: number;
-          old_status: NodeStatusName;
-        }>(sql`
-          update nodes n
-             set status = 'CANCELLED', lease = null, worker_session = null, lease_expires_at = null, finished_at = now(), updated_at = now()
-            from (select id, status from nodes
-                   where workflow_id = ${workflowId} and status in ('PENDING', 'QUEUED', 'RUNNING')
-                     for update) old
-           where n.workflow_id = ${workflowId} and n.id = old.id
-          returning n.id, n.capability, n.queue_gen, n.attempt, old.status as old_status`);
-        for (const n of cancelled.rows) {
-          changes.node("node.status_changed", n.id, "CANCELLED", {
-            from: n.old_status,
-            reason: "workflow cancelled",
-            capability: n.capability,
-          });
-          if (n.old_status === "RUNNING") effects.cancelledRunning.push({ nodeId: n.id });
-          if (n.old_status === "QUEUED") {
-            effects.removedJobIds.push({ capability: n.capability, jobId: jobIdFor(workflowId, n.id, n.queue_gen) });
-          }
-        }
-        await endAttempts(
-          tx,
-          cancelled.rows
-            .filter((n) => n.old_status === "RUNNING")
-            .map((n) => ({ workflowId, nodeId: n.id, attempt: n.attempt })),
-          "CANCELLED",
-        );
-        return;
-      }
-      case WorkflowAction.RETRY: {
-        changes.setStatus(next, { action: "RETRY" });
-        const reopened = await tx
-          .update(nodes)
-          .set({
-            status: "PENDING",
-            errorKind: null,
-            errorMessage: null,
-            output: null,
-            finishedAt: null,
-            attemptBase: sql`${nodes.attempt}`,
-            updatedAt: sql`now()`,
-          })
-          .where(and(eq(nodes.workflowId, workflowId), inArray(nodes.status, ["FAIL", "SKIPPED"])))
-          .returning({ id: nodes.id });
-        await this.recountPendingParents(
-          tx,
-          workflowId,
-          reopened.map((n) => n.id),
-        );
-        for (const n of reopened) changes.node("node.status_changed", n.id, "PENDING", { reason: "workflow retried" });
-        changes.markReady();
-        return;
-      }
-      case WorkflowAction.UNSPECIFIED:
-        return;
-      default: {
-        const never: never = action;
-        throw new InvalidArgumentError("action", `unknown action ${String(never)}`);
-      }
-    }
+  createNode(workflowId: string, node: Node): Promise<Node> {
+    return this.workflows.createNode(workflowId, node);
   }
 
-  private async recountPendingParents(tx: Tx, workflowId: string, nodeIds: readonly string[]): Promise<void> {
-    if (nodeIds.length === 0) return;
-    await tx.execute(sql`
-      update nodes n
-         set pending_parents = (
-               select count(*) from nodes p
-                where p.workflow_id = n.workflow_id and p.id = any(n.parent_ids) and p.status <> 'PASS')
-       where n.workflow_id = ${workflowId} and n.id = any(${sql.param([...nodeIds])}::text[])`);
+  updateNode(workflowId: string, node: Node, updateMask: FieldMask | undefined): Promise<Node> {
+    return this.workflows.updateNode(workflowId, node, updateMask);
   }
 
-  private async lockOrThrow(tx: Tx, workflowId: string): Promise<WorkflowRow> {
-    const row = await lockWorkflow(tx, workflowId);
-    if (!row) throw new NotFoundError(`workflow ${workflowId} not found`);
-    return row;
+  applyNodeEdits(workflowId: string, edits: readonly NodeEdit[]): Promise<Workflow> {
+    return this.workflows.applyNodeEdits(workflowId, edits);
   }
 
-  // -------------------------------------------------------------------- nodes
-
-  async getNode(workflowId: string, nodeId: string): Promise<Node> {
-    assertWorkflowId(workflowId);
-    const [row] = await this.db
-      .select()
-      .from(nodes)
-      .where(and(eq(nodes.workflowId, workflowId), eq(nodes.id, nodeId)));
-    if (row) return nodeFromRow(row);
-    await this.getWorkflowRowOrThrow(workflowId);
-    throw new NotFoundError(`node "${nodeId}" not found in workflow ${workflowId}`);
+  countNodesByStatus(): Promise<Map<string, number>> {
+    return this.workflows.countNodesByStatus();
   }
 
-  private async getWorkflowRowOrThrow(workflowId: string): Promise<WorkflowRow> {
-    const [row] = await this.db.select().from(workflows).where(eq(workflows.id, workflowId));
-    if (!row) throw new NotFoundError(`workflow ${workflowId} not found`);
-    return row;
+  countWorkflowsByStatus(): Promise<Map<string, number>> {
+    return this.workflows.countWorkflowsByStatus();
   }
 
-  async createNode(workflowId: string, node: Node): Promise<Node> {
-    await this.applyNodeEdits(workflowId, [create(NodeEditSchema, { type: EditType.INSERT, node })]);
-    return this.getNode(workflowId, node.id);
-  }
-
-  async updateNode(workflowId: string, node: Node, updateMask: FieldMask | undefined): Promise<Node> {
-    assertWorkflowId(workflowId);
-    await this.editInTransaction(workflowId, (graph) => planNodeUpdate(graph, node, updateMask, this.limits, "node"));
-    return this.getNode(workflowId, node.id);
-  }
-
-  async applyNodeEdits(workflowId: string, edits: readonly NodeEdit[]): Promise<Workflow> {
-    assertWorkflowId(workflowId);
-    await this.editInTransaction(workflowId, (graph) => planEdits(graph, edits, this.limits, "edits"));
-    return this.getWorkflow(workflowId);
-  }
-
-  private async editInTransaction(
-    workflowId: string,
-    plan: (graph: ReadonlyMap<string, GraphNode>) => EditPlan,
-  ): Promise<void> {
-    await this.write(async (ctx) => {
-      const { tx } = ctx;
-      const row = await this.lockOrThrow(tx, workflowId);
-      const changes = new WorkflowChanges(row);
-      if (changes.finished) {
-        throw new FailedPreconditionError(
-          `workflow ${workflowId} is ${row.status}; a finished workflow cannot be edited`,
-        );
-      }
-      const graph = await loadGraph(tx, workflowId);
-      await applyEditPlan(tx, changes, graph, plan(graph));
-      await changes.flush(this.transactions, ctx);
-      // Deleting the last unfinished nodes finishes the workflow.
-      await this.transactions.callIn(
-        ctx,
-        sql`select kind, body from trellis_settle_workflows(array[${workflowId}]::uuid[])`,
-      );
-    });
+  listEvents(workflowId: string, afterSequence: number, limit?: number): Promise<WorkflowEvent[]> {
+    return this.workflows.listEvents(workflowId, afterSequence, limit);
   }
 
   // ------------------------------------------------------ the scheduler's and the worker's
@@ -602,28 +178,5 @@ export class PgStateManager implements StateManager {
 
   reportUnroutable(served: ReadonlySet<string>): Promise<Map<string, number>> {
     return this.scheduler.reportUnroutable(served);
-  }
-
-  async countNodesByStatus(): Promise<Map<string, number>> {
-    const rows = await this.db.execute<{ status: string; n: number }>(sql`
-      select status, count(*)::int as n from nodes where status in ('PENDING', 'QUEUED', 'RUNNING') group by status`);
-    return new Map(rows.rows.map((r) => [r.status, r.n]));
-  }
-
-  async countWorkflowsByStatus(): Promise<Map<string, number>> {
-    const rows = await this.db.execute<{ status: string; n: number }>(sql`
-      select status, count(*)::int as n from workflows where status in ('PENDING', 'RUNNING', 'PAUSED') group by status`);
-    return new Map(rows.rows.map((r) => [r.status, r.n]));
-  }
-
-  async listEvents(workflowId: string, afterSequence: number, limit = 1_000): Promise<WorkflowEvent[]> {
-    assertWorkflowId(workflowId);
-    const rows = await this.db
-      .select()
-      .from(workflowEvents)
-      .where(and(eq(workflowEvents.workflowId, workflowId), sql`${workflowEvents.sequence} > ${afterSequence}`))
-      .orderBy(asc(workflowEvents.sequence))
-      .limit(limit);
-    return rows.map(eventFromRow);
   }
 }

@@ -1,0 +1,525 @@
+import { and, asc, desc, eq, inArray, lt, or, sql, type SQL } from "drizzle-orm";
+import { create } from "@bufbuild/protobuf";
+import type { FieldMask } from "@bufbuild/protobuf/wkt";
+import {
+  FailedPreconditionError,
+  InvalidArgumentError,
+  NotFoundError,
+  ResourceExhaustedError,
+  assertWorkflowId,
+  planEdits,
+  planNodeUpdate,
+  topologicalOrder,
+  validateLabels,
+  validateName,
+  validateStorableJson,
+  validateStorableText,
+  validateWorkflowNodes,
+  workflowStatusAfterAction,
+  type EditPlan,
+  type GraphNode,
+  type WorkflowLimits,
+} from "@trellis/core";
+import {
+  EditType,
+  NodeEditSchema,
+  WorkflowAction,
+  type Node,
+  type NodeEdit,
+  type Workflow,
+  type WorkflowEvent,
+  type WorkflowStatus,
+} from "@trellis/proto";
+import { jobIdFor } from "@trellis/queue";
+import { CHANNELS } from "./channels.js";
+import {
+  eventFromRow,
+  nodeFromRow,
+  workflowFromRow,
+  workflowStatusFromName,
+  workflowStatusToName,
+  type NodeStatusName,
+  type WorkflowRow,
+} from "./mapping.js";
+import type { Database } from "./pool.js";
+import { nodeAttempts, nodes, workflowEvents, workflows } from "./schema.js";
+import type {
+  ActionEffects,
+  CreateWorkflowInput,
+  CreateWorkflowResult,
+  ListWorkflowsQuery,
+  UpdateWorkflowInput,
+  WorkflowPage,
+} from "./state-manager.js";
+import { applyEditPlan, insertNodes, loadGraph, type NewNode } from "./graph-writes.js";
+import { type Transactions, type Tx, type TxContext, notifyAfterCommit } from "./transactions.js";
+import { WorkflowChanges, lockWorkflow } from "./workflow-changes.js";
+
+function isUniqueViolation(error: unknown, constraint: string): boolean {
+  const e = error as { code?: string; constraint?: string; cause?: { code?: string; constraint?: string } };
+  const inner = e.cause ?? e;
+  return inner.code === "23505" && inner.constraint === constraint;
+}
+
+/** How an attempt ended, as stored in `node_attempts.outcome`. */
+type AttemptOutcome = (typeof nodeAttempts.$inferInsert)["outcome"];
+
+/**
+ * Records that attempts ended; `node_attempts`' primary key refuses a second ending of the same attempt, so a bug
+ * that tried to record one twice fails its whole transaction instead of writing a second result.
+ */
+async function endAttempts(
+  tx: Tx,
+  ended: readonly { workflowId: string; nodeId: string; attempt: number }[],
+  outcome: AttemptOutcome,
+): Promise<void> {
+  if (ended.length === 0) return;
+  await tx.insert(nodeAttempts).values(ended.map((e) => ({ ...e, outcome })));
+}
+
+/**
+ * A workflow just inserted, as getWorkflow reads it: its row, and its inserted node rows with the column defaults
+ * filled in and the row's timestamps (one transaction), in getWorkflow's order (topological, ties by id).
+ */
+function createdWorkflow(row: WorkflowRow, inserted: readonly NewNode[]): Workflow {
+  const byId = new Map(inserted.map((n) => [n.id, n]));
+  const order = topologicalOrder([...byId.keys()].sort(), (id) => byId.get(id)?.parentIds ?? []);
+  const nodeList = order.map((id) => {
+    const node = byId.get(id)!;
+    return nodeFromRow({
+      output: null,
+      errorKind: null,
+      errorMessage: null,
+      attempt: 0,
+      attemptBase: 0,
+      queueGen: 0,
+      lease: null,
+      workerSession: null,
+      leaseExpiresAt: null,
+      queuedAt: null,
+      unroutableAt: null,
+      startedAt: null,
+      ...node,
+      status: node.status!,
+      parentIds: node.parentIds ?? [],
+      pendingParents: node.pendingParents ?? 0,
+      input: node.input ?? {},
+      retryPolicy: node.retryPolicy ?? null,
+      timeoutMs: node.timeoutMs ?? null,
+      labels: node.labels ?? {},
+      createdAt: row.createdAt,
+      updatedAt: row.createdAt,
+      finishedAt: node.finishedAt ?? null,
+    });
+  });
+  return workflowFromRow(row, nodeList);
+}
+
+function jsonBytes(value: unknown): number {
+  return Buffer.byteLength(JSON.stringify(value ?? {}), "utf8");
+}
+
+function encodePageToken(row: Pick<WorkflowRow, "createdAt" | "id">): string {
+  return Buffer.from(JSON.stringify([row.createdAt.toISOString(), row.id])).toString("base64url");
+}
+
+function decodePageToken(token: string): { createdAt: Date; id: string } {
+  try {
+    const [iso, id] = JSON.parse(Buffer.from(token, "base64url").toString("utf8")) as [string, string];
+    const createdAt = new Date(iso);
+    if (typeof id !== "string" || Number.isNaN(createdAt.getTime())) throw new Error("bad token");
+    assertWorkflowId(id, "page_token");
+    return { createdAt, id };
+  } catch {
+    throw new InvalidArgumentError("page_token", "is not a token returned by ListWorkflows");
+  }
+}
+
+/**
+ * The api's side of PostgreSQL: workflows (create, read, list, actions), nodes and edit batches, events. Status
+ * changes of the hot path are not here (WorkerStore, SchedulerStore); a settle after edits goes through the same SQL
+ * function as every other.
+ */
+export class WorkflowStore {
+  private readonly db: Database;
+
+  constructor(
+    private readonly transactions: Transactions,
+    private readonly limits: WorkflowLimits,
+  ) {
+    this.db = transactions.db;
+  }
+
+  private write<T>(work: (ctx: TxContext) => Promise<T>): Promise<T> {
+    return this.transactions.write(work);
+  }
+
+  // ---------------------------------------------------------------- workflows
+
+  async createWorkflow(input: CreateWorkflowInput): Promise<CreateWorkflowResult> {
+    // Characters are code points, as for node names (an emoji is one): validateName, not String.length.
+    validateName(input.name, "name");
+    if (input.requestId !== undefined && input.requestId.length > 256) {
+      throw new InvalidArgumentError("request_id", "must be at most 256 characters");
+    }
+    // PostgreSQL cannot store a NUL character, and a hostile nesting must not reach JSON.stringify.
+    validateStorableText(input.requestId ?? "", "request_id");
+    validateStorableJson(input.input, "input");
+    validateLabels(input.labels ?? {}, "labels", this.limits);
+    if (jsonBytes(input.input) > this.limits.maxInputBytes) {
+      throw new ResourceExhaustedError("input", `exceeds ${this.limits.maxInputBytes} bytes`);
+    }
+    validateWorkflowNodes(input.nodes, this.limits, "nodes");
+
+    const requestId = input.requestId ? input.requestId : null;
+    if (requestId) {
+      const existing = await this.findByRequestId(requestId);
+      if (existing) return { workflow: existing, created: false };
+    }
+    const workflowId = crypto.randomUUID();
+    let created: Workflow | undefined;
+    try {
+      await this.write(async (ctx) => {
+        const { tx } = ctx;
+        const [row] = await tx
+          .insert(workflows)
+          .values({
+            id: workflowId,
+            name: input.name,
+            status: "PENDING",
+            input: input.input ?? {},
+            labels: input.labels ?? {},
+            requestId,
+          })
+          .returning();
+        const changes = new WorkflowChanges(row!);
+        changes.workflow("workflow.created", { nodeCount: input.nodes.length });
+        const inserted = await insertNodes(tx, workflowId, input.nodes, new Map());
+        changes.markReady();
+        await changes.flush(this.transactions, ctx);
+        created = createdWorkflow(row!, inserted);
+      });
+    } catch (error) {
+      if (requestId && isUniqueViolation(error, "workflows_request_id_key")) {
+        const existing = await this.findByRequestId(requestId);
+        if (existing) return { workflow: existing, created: false };
+      }
+      throw error;
+    }
+    // The workflow as it was created (what getWorkflow would have read at commit), without reading it back.
+    return { workflow: created!, created: true };
+  }
+
+  private async findByRequestId(requestId: string): Promise<Workflow | null> {
+    const [row] = await this.db.select({ id: workflows.id }).from(workflows).where(eq(workflows.requestId, requestId));
+    return row ? this.getWorkflow(row.id) : null;
+  }
+
+  async getWorkflowStatus(workflowId: string): Promise<WorkflowStatus> {
+    assertWorkflowId(workflowId);
+    const [row] = await this.db
+      .select({ status: workflows.status })
+      .from(workflows)
+      .where(eq(workflows.id, workflowId));
+    if (!row) throw new NotFoundError(`workflow ${workflowId} not found`);
+    return workflowStatusFromName(row.status);
+  }
+
+  async getWorkflow(workflowId: string): Promise<Workflow> {
+    assertWorkflowId(workflowId);
+    const [row] = await this.db.select().from(workflows).where(eq(workflows.id, workflowId));
+    if (!row) throw new NotFoundError(`workflow ${workflowId} not found`);
+    const rows = await this.db
+      .select()
+      .from(nodes)
+      .where(eq(nodes.workflowId, workflowId))
+      .orderBy(asc(nodes.createdAt), asc(nodes.id));
+    const byId = new Map(rows.map((r) => [r.id, r]));
+    const order = topologicalOrder(
+      rows.map((r) => r.id),
+      (id) => byId.get(id)?.parentIds ?? [],
+    );
+    return workflowFromRow(
+      row,
+      order.map((id) => nodeFromRow(byId.get(id)!)),
+    );
+  }
+
+  async listWorkflows(query: ListWorkflowsQuery): Promise<WorkflowPage> {
+    const pageSize = query.pageSize;
+    if (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > 500) {
+      throw new InvalidArgumentError("page_size", "must be between 1 and 500");
+    }
+    const conditions: SQL[] = [];
+    if (query.status !== undefined && query.status !== 0) {
+      conditions.push(eq(workflows.status, workflowStatusToName(query.status)));
+    }
+    if (query.labelSelector && Object.keys(query.labelSelector).length > 0) {
+      for (const [key, value] of Object.entries(query.labelSelector)) {
+        validateStorableText(key, "label_selector");
+        validateStorableText(value, `label_selector[${JSON.stringify(key)}]`);
+      }
+      conditions.push(sql`${workflows.labels} @> ${JSON.stringify(query.labelSelector)}::jsonb`);
+    }
+    if (query.pageToken) {
+      const after = decodePageToken(query.pageToken);
+      conditions.push(
+        or(
+          lt(workflows.createdAt, after.createdAt),
+          and(eq(workflows.createdAt, after.createdAt), lt(workflows.id, after.id)),
+        )!,
+      );
+    }
+    const rows = await this.db
+      .select()
+      .from(workflows)
+      .where(conditions.length ? and(...conditions) : undefined)
+      .orderBy(desc(workflows.createdAt), desc(workflows.id))
+      .limit(pageSize + 1);
+    const page = rows.slice(0, pageSize);
+    const last = page[page.length - 1];
+    return {
+      workflows: page.map((r) => workflowFromRow(r)),
+      nextPageToken: rows.length > pageSize && last ? encodePageToken(last) : "",
+    };
+  }
+
+  async updateWorkflow(workflowId: string, update: UpdateWorkflowInput): Promise<ActionEffects> {
+    assertWorkflowId(workflowId);
+    if (update.name !== undefined) validateName(update.name, "name");
+    if (update.labels !== undefined) validateLabels(update.labels, "labels", this.limits);
+    const effects: Omit<ActionEffects, "workflow"> = { cancelledRunning: [], removedJobIds: [] };
+    await this.write(async (ctx) => {
+      const { tx } = ctx;
+      const row = await this.lockOrThrow(tx, workflowId);
+      const changes = new WorkflowChanges(row);
+      if (update.name !== undefined || update.labels !== undefined) {
+        await tx
+          .update(workflows)
+          .set({
+            ...(update.name !== undefined ? { name: update.name } : {}),
+            ...(update.labels !== undefined ? { labels: update.labels } : {}),
+          })
+          .where(eq(workflows.id, workflowId));
+        changes.workflow("workflow.updated", {
+          ...(update.name !== undefined ? { name: update.name } : {}),
+          ...(update.labels !== undefined ? { labels: update.labels } : {}),
+        });
+      }
+      if (update.action !== undefined && update.action !== WorkflowAction.UNSPECIFIED) {
+        await this.applyAction(tx, changes, update.action, effects);
+      }
+      await changes.flush(this.transactions, ctx);
+      if (effects.cancelledRunning.length > 0) {
+        notifyAfterCommit(
+          ctx,
+          CHANNELS.cancel,
+          JSON.stringify({ workflowId, nodeIds: effects.cancelledRunning.map((n) => n.nodeId) }),
+        );
+      }
+    });
+    return { workflow: await this.getWorkflow(workflowId), ...effects };
+  }
+
+  private async applyAction(
+    tx: Tx,
+    changes: WorkflowChanges,
+    action: WorkflowAction,
+    effects: Omit<ActionEffects, "workflow">,
+  ): Promise<void> {
+    const workflowId = changes.row.id;
+    const next = workflowStatusToName(workflowStatusAfterAction(workflowStatusFromName(changes.status), action));
+    switch (action) {
+      case WorkflowAction.PAUSE: {
+        changes.setStatus(next, { action: "PAUSE" });
+        // Queued nodes go back to PENDING; their jobs find them so and are dropped.
+        const returned = await tx
+          .update(nodes)
+          .set({ status: "PENDING", queuedAt: null, updatedAt: sql`now()` })
+          .where(and(eq(nodes.workflowId, workflowId), eq(nodes.status, "QUEUED")))
+          .returning({ id: nodes.id, capability: nodes.capability, queueGen: nodes.queueGen });
+        for (const n of returned) {
+          changes.node("node.status_changed", n.id, "PENDING", { from: "QUEUED", reason: "workflow paused" });
+          effects.removedJobIds.push({ capability: n.capability, jobId: jobIdFor(workflowId, n.id, n.queueGen) });
+        }
+        return;
+      }
+      case WorkflowAction.RESUME: {
+        // A workflow is PENDING until its first node is queued, paused or not.
+        const [started] = await tx
+          .select({ id: nodes.id })
+          .from(nodes)
+          .where(and(eq(nodes.workflowId, workflowId), sql`${nodes.queueGen} > 0`))
+          .limit(1);
+        changes.setStatus(started ? next : "PENDING", { action: "RESUME" });
+        changes.markReady();
+        return;
+      }
+      case WorkflowAction.CANCEL: {
+        changes.setStatus(next, { action: "CANCEL" });
+        const cancelled = await tx.execute<{
+          id: string;
+          capability: string;
+          queue_gen: number;
+          attempt: number;
+          old_status: NodeStatusName;
+        }>(sql`
+          update nodes n
+             set status = 'CANCELLED', lease = null, worker_session = null, lease_expires_at = null, finished_at = now(), updated_at = now()
+            from (select id, status from nodes
+                   where workflow_id = ${workflowId} and status in ('PENDING', 'QUEUED', 'RUNNING')
+                     for update) old
+           where n.workflow_id = ${workflowId} and n.id = old.id
+          returning n.id, n.capability, n.queue_gen, n.attempt, old.status as old_status`);
+        for (const n of cancelled.rows) {
+          changes.node("node.status_changed", n.id, "CANCELLED", {
+            from: n.old_status,
+            reason: "workflow cancelled",
+            capability: n.capability,
+          });
+          if (n.old_status === "RUNNING") effects.cancelledRunning.push({ nodeId: n.id });
+          if (n.old_status === "QUEUED") {
+            effects.removedJobIds.push({ capability: n.capability, jobId: jobIdFor(workflowId, n.id, n.queue_gen) });
+          }
+        }
+        await endAttempts(
+          tx,
+          cancelled.rows
+            .filter((n) => n.old_status === "RUNNING")
+            .map((n) => ({ workflowId, nodeId: n.id, attempt: n.attempt })),
+          "CANCELLED",
+        );
+        return;
+      }
+      case WorkflowAction.RETRY: {
+        changes.setStatus(next, { action: "RETRY" });
+        const reopened = await tx
+          .update(nodes)
+          .set({
+            status: "PENDING",
+            errorKind: null,
+            errorMessage: null,
+            output: null,
+            finishedAt: null,
+            attemptBase: sql`${nodes.attempt}`,
+            updatedAt: sql`now()`,
+          })
+          .where(and(eq(nodes.workflowId, workflowId), inArray(nodes.status, ["FAIL", "SKIPPED"])))
+          .returning({ id: nodes.id });
+        await this.recountPendingParents(
+          tx,
+          workflowId,
+          reopened.map((n) => n.id),
+        );
+        for (const n of reopened) changes.node("node.status_changed", n.id, "PENDING", { reason: "workflow retried" });
+        changes.markReady();
+        return;
+      }
+      case WorkflowAction.UNSPECIFIED:
+        return;
+      default: {
+        const never: never = action;
+        throw new InvalidArgumentError("action", `unknown action ${String(never)}`);
+      }
+    }
+  }
+
+  private async recountPendingParents(tx: Tx, workflowId: string, nodeIds: readonly string[]): Promise<void> {
+    if (nodeIds.length === 0) return;
+    await tx.execute(sql`
+      update nodes n
+         set pending_parents = (
+               select count(*) from nodes p
+                where p.workflow_id = n.workflow_id and p.id = any(n.parent_ids) and p.status <> 'PASS')
+       where n.workflow_id = ${workflowId} and n.id = any(${sql.param([...nodeIds])}::text[])`);
+  }
+
+  private async lockOrThrow(tx: Tx, workflowId: string): Promise<WorkflowRow> {
+    const row = await lockWorkflow(tx, workflowId);
+    if (!row) throw new NotFoundError(`workflow ${workflowId} not found`);
+    return row;
+  }
+
+  // -------------------------------------------------------------------- nodes
+
+  async getNode(workflowId: string, nodeId: string): Promise<Node> {
+    assertWorkflowId(workflowId);
+    const [row] = await this.db
+      .select()
+      .from(nodes)
+      .where(and(eq(nodes.workflowId, workflowId), eq(nodes.id, nodeId)));
+    if (row) return nodeFromRow(row);
+    await this.getWorkflowRowOrThrow(workflowId);
+    throw new NotFoundError(`node "${nodeId}" not found in workflow ${workflowId}`);
+  }
+
+  private async getWorkflowRowOrThrow(workflowId: string): Promise<WorkflowRow> {
+    const [row] = await this.db.select().from(workflows).where(eq(workflows.id, workflowId));
+    if (!row) throw new NotFoundError(`workflow ${workflowId} not found`);
+    return row;
+  }
+
+  async createNode(workflowId: string, node: Node): Promise<Node> {
+    await this.applyNodeEdits(workflowId, [create(NodeEditSchema, { type: EditType.INSERT, node })]);
+    return this.getNode(workflowId, node.id);
+  }
+
+  async updateNode(workflowId: string, node: Node, updateMask: FieldMask | undefined): Promise<Node> {
+    assertWorkflowId(workflowId);
+    await this.editInTransaction(workflowId, (graph) => planNodeUpdate(graph, node, updateMask, this.limits, "node"));
+    return this.getNode(workflowId, node.id);
+  }
+
+  async applyNodeEdits(workflowId: string, edits: readonly NodeEdit[]): Promise<Workflow> {
+    assertWorkflowId(workflowId);
+    await this.editInTransaction(workflowId, (graph) => planEdits(graph, edits, this.limits, "edits"));
+    return this.getWorkflow(workflowId);
+  }
+
+  private async editInTransaction(
+    workflowId: string,
+    plan: (graph: ReadonlyMap<string, GraphNode>) => EditPlan,
+  ): Promise<void> {
+    await this.write(async (ctx) => {
+      const { tx } = ctx;
+      const row = await this.lockOrThrow(tx, workflowId);
+      const changes = new WorkflowChanges(row);
+      if (changes.finished) {
+        throw new FailedPreconditionError(
+          `workflow ${workflowId} is ${row.status}; a finished workflow cannot be edited`,
+        );
+      }
+      const graph = await loadGraph(tx, workflowId);
+      await applyEditPlan(tx, changes, graph, plan(graph));
+      await changes.flush(this.transactions, ctx);
+      // Deleting the last unfinished nodes finishes the workflow.
+      await this.transactions.callIn(
+        ctx,
+        sql`select kind, body from trellis_settle_workflows(array[${workflowId}]::uuid[])`,
+      );
+    });
+  }
+
+  async countNodesByStatus(): Promise<Map<string, number>> {
+    const rows = await this.db.execute<{ status: string; n: number }>(sql`
+      select status, count(*)::int as n from nodes where status in ('PENDING', 'QUEUED', 'RUNNING') group by status`);
+    return new Map(rows.rows.map((r) => [r.status, r.n]));
+  }
+
+  async countWorkflowsByStatus(): Promise<Map<string, number>> {
+    const rows = await this.db.execute<{ status: string; n: number }>(sql`
+      select status, count(*)::int as n from workflows where status in ('PENDING', 'RUNNING', 'PAUSED') group by status`);
+    return new Map(rows.rows.map((r) => [r.status, r.n]));
+  }
+
+  async listEvents(workflowId: string, afterSequence: number, limit = 1_000): Promise<WorkflowEvent[]> {
+    assertWorkflowId(workflowId);
+    const rows = await this.db
+      .select()
+      .from(workflowEvents)
+      .where(and(eq(workflowEvents.workflowId, workflowId), sql`${workflowEvents.sequence} > ${afterSequence}`))
+      .orderBy(asc(workflowEvents.sequence))
+      .limit(limit);
+    return rows.map(eventFromRow);
+  }
+}
