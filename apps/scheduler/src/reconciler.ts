@@ -41,6 +41,7 @@ export class Reconciler {
   private livenessTimer: NodeJS.Timeout | null = null;
   private running: Promise<ReconcileReport> | null = null;
   private checkingLiveness: Promise<number> | null = null;
+  private readonly startedAt = Date.now();
   /** When a liveness check last reached PostgreSQL (see requeueLost). */
   private lastContactAt = Date.now();
   private graceMs = 0;
@@ -74,6 +75,12 @@ export class Reconciler {
   private async requeueLost(): Promise<number> {
     const { stateManager, queues, logger } = this.options;
     const now = Date.now();
+    // Just started: the workers may not have been able to beat until now (this scheduler may be starting after a
+    // PostgreSQL outage), so none is declared dead during its first WORKER_STALE_MS.
+    if (now - this.startedAt < this.staleMs) {
+      this.lastContactAt = now;
+      return 0;
+    }
     // When this scheduler itself could not reach PostgreSQL for longer than WORKER_STALE_MS, the workers could not
     // write their heartbeats either: for one WORKER_STALE_MS after it is back, a heartbeat may be that much older,
     // so a PostgreSQL restart does not make every running node run again.

@@ -25,6 +25,14 @@ export class HeldLeases {
     return this.held.get(`${lease.workflowId}/${lease.nodeId}`)?.lease === lease.lease;
   }
 
+  /** Aborts the call held under exactly this lease (not a newer attempt of the same node); whether it did. */
+  abortLease(lease: HeldLease, reason: string): boolean {
+    const node = this.held.get(`${lease.workflowId}/${lease.nodeId}`);
+    if (!node || node.lease !== lease.lease || node.controller.signal.aborted) return false;
+    node.controller.abort(new Error(reason));
+    return true;
+  }
+
   /** Every held node. */
   all(): HeldNode[] {
     return [...this.held.values()];

@@ -133,8 +133,8 @@ function describeOutcome(
         { delay_ms: outcome.delayMs, error: result.kind === "error" ? result.message : "" },
         "node retry scheduled",
       );
-      // The node's own job is re-delivered after the delay; a node started locally has no job of its own yet:
-      // the reconciler adds one for a QUEUED node whose job is missing.
+      // The node's own job is re-delivered after the delay; a node started locally had no job of its own: its
+      // retry was given a new one, dispatched with the delay by the recording.
       if (!ownJob) return "failed";
       throw new RetryLaterError(outcome.delayMs, result.kind === "error" ? result.message : "retry");
     case "stale":

@@ -1,6 +1,13 @@
 import { Worker } from "bullmq";
 import type { Redis } from "ioredis";
-import { CHANNELS, PgListener, type ResultToRecord, type StartRequest, type StateManager } from "@trellis/db";
+import {
+  CHANNELS,
+  PgListener,
+  type QueuedNode,
+  type ResultToRecord,
+  type StartRequest,
+  type StateManager,
+} from "@trellis/db";
 import { NODE_BACKOFF_TYPE, NodeQueues, nodeBackoffStrategy, type NodeJobData } from "@trellis/queue";
 import type { Logger } from "pino";
 import { Batcher } from "./batcher.js";
@@ -51,6 +58,7 @@ export class NodeWorker {
   private closing = false;
   private readonly queues: NodeQueues;
   private readonly recordings = new Set<Promise<void>>();
+  private readonly enqueues = new Set<Promise<void>>();
 
   constructor(private readonly options: NodeWorkerOptions) {
     this.queues = new NodeQueues(options.connection, options.queuePrefix);
@@ -88,14 +96,8 @@ export class NodeWorker {
         workerSession: this.session,
         capabilities: o.capabilities,
       });
-      if (recorded.dispatched.length > 0) {
-        await this.queues.enqueue(recorded.dispatched).catch((error: unknown) => {
-          o.logger.warn(
-            { err: error, nodes: recorded.dispatched.length },
-            "enqueue of dispatched nodes failed; the reconciler re-adds them",
-          );
-        });
-      }
+      // Not awaited: the outcomes (and a child started locally) must not wait for Redis, which may be away.
+      this.enqueueInBackground(recorded.dispatched);
       return recorded.outcomes.map((outcome, i) => ({ outcome, started: recorded.started[i] ?? null }));
     });
     const deps: NodeRunnerDeps = {
@@ -143,6 +145,24 @@ export class NodeWorker {
     );
   }
 
+  /**
+   * Adds the jobs of nodes queued in a committed transaction without making anyone wait for Redis (a heartbeat least
+   * of all); should that fail or this process die first, the reconciler re-adds them. close() waits for them.
+   */
+  private enqueueInBackground(nodes: readonly QueuedNode[]): void {
+    if (nodes.length === 0) return;
+    const adding = this.queues
+      .enqueue(nodes)
+      .catch((error: unknown) => {
+        this.options.logger.warn(
+          { err: error, nodes: nodes.length },
+          "enqueue of queued nodes failed; the reconciler re-adds them",
+        );
+      })
+      .finally(() => this.enqueues.delete(adding));
+    this.enqueues.add(adding);
+  }
+
   /** Tracks a background recording; waits while too many are in flight (twice the concurrency). */
   private async defer(recording: Promise<void>): Promise<void> {
     this.recordings.add(recording);
@@ -178,7 +198,7 @@ export class NodeWorker {
       }
       const held = this.held.all();
       if (held.length > 0) {
-        for (const l of await o.stateManager.lostLeases(held)) this.held.abort(l.workflowId, [l.nodeId], "lease lost");
+        for (const l of await o.stateManager.lostLeases(held)) this.held.abortLease(l, "lease lost");
       }
       if (++this.beats % SWEEP_EVERY_BEATS === 0) await this.sweep();
     } catch (error) {
@@ -197,7 +217,7 @@ export class NodeWorker {
     const orphans = running.filter((r) => !this.held.holds(r));
     if (orphans.length === 0) return;
     const queued = await o.stateManager.releaseNodes(orphans, "the worker could not record the attempt's result");
-    if (queued.length > 0) await this.queues.enqueue(queued);
+    this.enqueueInBackground(queued);
     o.logger.warn({ nodes: orphans.length, requeued: queued.length }, "released running nodes this worker lost");
   }
 
@@ -220,6 +240,7 @@ export class NodeWorker {
     await Promise.all(this.recordings);
     if (this.heartbeat) clearInterval(this.heartbeat);
     await this.beating;
+    await Promise.all(this.enqueues);
     await this.listener?.close();
     await this.queues.close();
     await this.options.stateManager.removeWorker(this.options.workerId, this.session).catch(() => undefined);

@@ -11,7 +11,8 @@
 -- - each workflow settled (trellis_settle_workflows); the events written (PASSes, children queued, starts, settle).
 -- Locks the workflows in id order (a no-op when the caller's transaction already holds them). Returns 'pass'
 -- {workflow_id, id, attempt, capability} per node passed (the others were stale), 'queued' {workflow_id, id,
--- capability, status, queue_gen, retry_policy} per child to enqueue, 'node' per child started locally (as trellis_start_locked), 'ready' {workflow_id} per workflow with a
+-- capability, status, queue_gen, retry_policy} per child to enqueue, 'local' {workflow_id, id, parent_id} per
+-- child started locally and the passed node it was started for, 'node' per child started locally (as trellis_start_locked), 'ready' {workflow_id} per workflow with a
 -- ready child left to the scheduler, and the rows of trellis_write_events. Commits synchronously: its caller sends
 -- the event notifications after commit.
 CREATE OR REPLACE FUNCTION trellis_pass_nodes(
@@ -67,15 +68,18 @@ BEGIN
     SELECT c.* FROM children c WHERE c.pending_parents = 0 AND c.status IN ('PENDING', 'QUEUED')
   ),
   local_start AS (
-    -- One child per result that asked, each child once.
-    SELECT DISTINCT l.workflow_id, l.id
-      FROM (SELECT DISTINCT ON (p.workflow_id, p.id) c.workflow_id, c.id
+    -- One child per result that asked (the first by id), each child for one result only (the first by id); none
+    -- without a worker session to start it for.
+    SELECT DISTINCT ON (l.workflow_id, l.id) l.workflow_id, l.id, l.parent_id
+      FROM (SELECT DISTINCT ON (p.workflow_id, p.id) c.workflow_id, c.id, p.id AS parent_id
               FROM passed p
               JOIN node_edges e ON e.workflow_id = p.workflow_id AND e.parent_id = p.id
               JOIN ready c ON c.workflow_id = e.workflow_id AND c.id = e.child_id
-             WHERE coalesce(p_start_local[p.ord::int], false) AND c.status = 'QUEUED'
+             WHERE coalesce(p_start_local[p.ord::int], false) AND p_worker_session IS NOT NULL
+               AND c.status = 'QUEUED'
                AND c.capability = p.capability AND c.capability = ANY (coalesce(p_capabilities, '{}'::text[]))
              ORDER BY p.workflow_id, p.id, c.id) l
+     ORDER BY l.workflow_id, l.id, l.parent_id
   )
   SELECT jsonb_build_object(
            'passed', coalesce((SELECT jsonb_agg(jsonb_build_object('workflow_id', p.workflow_id, 'id', p.id,
@@ -86,7 +90,8 @@ BEGIN
                                                                   'queue_gen', c.queue_gen,
                                                                   'retry_policy', c.retry_policy)
                                                ORDER BY c.workflow_id, c.id) FROM ready c), '[]'::jsonb),
-           'local', coalesce((SELECT jsonb_agg(jsonb_build_object('workflow_id', l.workflow_id, 'id', l.id))
+           'local', coalesce((SELECT jsonb_agg(jsonb_build_object('workflow_id', l.workflow_id, 'id', l.id,
+                                                                  'parent_id', l.parent_id))
                                 FROM local_start l), '[]'::jsonb)),
          -- Events: the PASSes in the order given, then the children queued (by id).
          coalesce((SELECT jsonb_agg(jsonb_build_object(
@@ -105,6 +110,7 @@ BEGIN
     INTO v_rows, v_events;
 
   RETURN QUERY SELECT 'pass', e FROM jsonb_array_elements(v_rows -> 'passed') AS e;
+  RETURN QUERY SELECT 'local', e FROM jsonb_array_elements(v_rows -> 'local') AS e;
   SELECT coalesce(array_agg((l ->> 'workflow_id')::uuid), '{}'), coalesce(array_agg(l ->> 'id'), '{}')
     INTO v_local_wf, v_local_ids
     FROM jsonb_array_elements(v_rows -> 'local') AS l;

@@ -219,17 +219,20 @@ export class WorkerStore {
                                                  ${workerSession}::uuid)`,
       { notifiesEvents: true },
     );
-    const byKey = new Map<string, StartedNode>();
+    const byKey = new Map<string, { started: StartedNode; queueGen: number }>();
     for (const { kind, body } of rows) {
       if (kind !== "node") continue;
       const started = startedNodeOf(body);
-      byKey.set(`${started.node.workflowId}/${started.node.id}`, started);
+      const queueGen = Number((body.node as Record<string, unknown>).queue_gen);
+      byKey.set(`${started.node.workflowId}/${started.node.id}`, { started, queueGen });
     }
-    // A node asked for twice in one batch is started once; the second request gets null.
+    // A node asked for twice in one batch is started once, for the request of its queue generation (the other
+    // request, of an older job, gets null).
     return requests.map((r) => {
-      const started = byKey.get(keyOf(r)) ?? null;
+      const found = byKey.get(keyOf(r));
+      if (!found || (r.queueGen !== undefined && r.queueGen !== null && r.queueGen !== found.queueGen)) return null;
       byKey.delete(keyOf(r));
-      return started;
+      return found.started;
     });
   }
 
@@ -345,7 +348,8 @@ export class WorkerStore {
     const failed = new Set<string>();
     const statusOf = new Map<string, WorkflowStatusName>();
     const dispatched: QueuedNode[] = [];
-    const startedLocally: StartedNode[] = [];
+    const startedLocally = new Map<string, StartedNode>();
+    const localChildOf = new Map<string, string>();
     for (const { kind, body } of rows) {
       const key = `${String(body.workflow_id)}/${String(body.id)}`;
       if (kind === "pass") passed.add(key);
@@ -356,7 +360,10 @@ export class WorkerStore {
         }
       } else if (kind === "fail") failed.add(key);
       else if (kind === "queued") dispatched.push(queuedNodeOf(nodeRowFromRaw(body)));
-      else if (kind === "node") startedLocally.push(startedNodeOf(body));
+      else if (kind === "node") {
+        const started = startedNodeOf(body);
+        startedLocally.set(`${started.node.workflowId}/${started.node.id}`, started);
+      } else if (kind === "local") localChildOf.set(`${String(body.workflow_id)}/${String(body.parent_id)}`, key);
       else if (kind === "workflow") statusOf.set(String(body.id), body.status as WorkflowStatusName);
     }
     const started: (StartedNode | null)[] = items.map(() => null);
@@ -364,12 +371,8 @@ export class WorkerStore {
       const key = keyOf(item);
       const workflowStatus = workflowStatusFromName(statusOf.get(item.workflowId) ?? "RUNNING");
       if (passed.delete(key)) {
-        if (item.startLocal) {
-          const at = startedLocally.findIndex(
-            (s) => s.node.workflowId === item.workflowId && s.node.parentIds.includes(item.nodeId),
-          );
-          if (at >= 0) started[i] = startedLocally.splice(at, 1)[0]!;
-        }
+        const child = localChildOf.get(key);
+        if (child) started[i] = startedLocally.get(child) ?? null;
         return { outcome: "passed", workflowStatus };
       }
       const retry = retried.get(key);

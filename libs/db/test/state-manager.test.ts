@@ -729,6 +729,58 @@ describe("claiming, running and recording", () => {
     expect(got.error?.message).toBe("could not record");
   });
 
+  it("hands each locally started child to the result it was started for, of that result's capability", async () => {
+    const { workflow } = await sm.createWorkflow({
+      name: "local-start",
+      nodes: [node("p1", [], "a"), node("p2", [], "b"), node("a1", ["p1", "p2"], "b"), node("b1", ["p1"], "a")],
+    });
+    const session = await sm.registerWorker(`local-${workflow.id}`, ["a", "b"], "host");
+    await sm.claimReadyNodes(1000);
+    const [p1, p2] = await sm.startNodes(
+      [
+        { workflowId: workflow.id, nodeId: "p1" },
+        { workflowId: workflow.id, nodeId: "p2" },
+      ],
+      session,
+    );
+    const passed = { kind: "success" as const, output: undefined, edits: [] };
+    const { outcomes, started, dispatched } = await sm.recordResults(
+      [
+        { workflowId: workflow.id, nodeId: "p1", lease: p1!.lease, result: passed, startLocal: true },
+        { workflowId: workflow.id, nodeId: "p2", lease: p2!.lease, result: passed, startLocal: true },
+      ],
+      { dispatch: true, workerSession: session, capabilities: ["a", "b"] },
+    );
+    expect(outcomes.map((o) => o.outcome)).toEqual(["passed", "passed"]);
+    expect(started.map((n) => n?.node.id)).toEqual(["b1", "a1"]);
+    expect(started.map((n) => n?.node.capability)).toEqual(["a", "b"]);
+    expect(dispatched).toEqual([]);
+    // Without a worker session nothing is started locally: the children are queued for their jobs.
+    const { workflow: other } = await sm.createWorkflow({ name: "no-session", nodes: [node("p"), node("c", ["p"])] });
+    await sm.claimReadyNodes(1000);
+    const p = await sm.startNode(other.id, "p");
+    const recorded = await sm.recordResults(
+      [{ workflowId: other.id, nodeId: "p", lease: p!.lease, result: passed, startLocal: true }],
+      { dispatch: true, capabilities: ["echo"] },
+    );
+    expect(recorded.started).toEqual([null]);
+    expect(recorded.dispatched.map((n) => n.nodeId)).toEqual(["c"]);
+  });
+
+  it("starts a node asked for by two jobs in one batch for the job of its current queue generation", async () => {
+    const { workflow } = await sm.createWorkflow({ name: "two-jobs", nodes: [node("a")] });
+    const [claimed] = (await sm.claimReadyNodes(1000)).filter((n) => n.workflowId === workflow.id);
+    const [requeued] = await testDb.pool
+      .query("update nodes set queue_gen = queue_gen + 1 where workflow_id = $1 returning queue_gen", [workflow.id])
+      .then((r) => r.rows as { queue_gen: number }[]);
+    const oldGen = queueGenOfJobId(claimed!.jobId)!;
+    const results = await sm.startNodes([
+      { workflowId: workflow.id, nodeId: "a", queueGen: oldGen },
+      { workflowId: workflow.id, nodeId: "a", queueGen: requeued!.queue_gen },
+    ]);
+    expect(results.map((r) => r !== null)).toEqual([false, true]);
+  });
+
   it("lists committed events after a sequence, in order", async () => {
     const wf = await diamond("events");
     await runReady(wf.id);
