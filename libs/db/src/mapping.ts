@@ -71,6 +71,11 @@ export function retryPolicyToJson(policy: RetryPolicy | undefined): JsonObject |
   return policy ? (toJson(RetryPolicySchema, policy) as JsonObject) : null;
 }
 
+/** The RetryPolicy stored in a jsonb column (its protobuf JSON form), or undefined when unset. */
+export function retryPolicyFromJson(json: unknown): RetryPolicy | undefined {
+  return json ? fromJson(RetryPolicySchema, json as JsonObject) : undefined;
+}
+
 /** A google.protobuf.Value in JSON form for a jsonb column, or null when unset. */
 export function valueToJson(value: Value | undefined): JsonValue | null {
   return value ? toJson(ValueSchema, value) : null;
@@ -112,7 +117,7 @@ export function nodeFromRow(row: NodeRow): Node {
     output: valueFromJson(row.output),
     error: row.errorKind ? { kind: ErrorKind[row.errorKind], message: row.errorMessage ?? "" } : undefined,
     attempt: row.attempt,
-    retryPolicy: row.retryPolicy ? fromJson(RetryPolicySchema, row.retryPolicy as JsonObject) : undefined,
+    retryPolicy: retryPolicyFromJson(row.retryPolicy),
     timeout: row.timeoutMs === null ? undefined : durationFromMs(row.timeoutMs),
     labels: row.labels,
     createdAt: timestampFromDate(row.createdAt),

@@ -1,9 +1,8 @@
-import { fromJson, type JsonObject } from "@bufbuild/protobuf";
 import { effectiveRetryPolicy } from "@trellis/core";
-import { RetryPolicySchema } from "@trellis/proto";
 import { jobIdFor } from "@trellis/queue";
-import type { NodeRow } from "./mapping.js";
+import { type NodeRow, nodeRowFromRaw, retryPolicyFromJson } from "./mapping.js";
 import type { QueuedNode } from "./state-manager.js";
+import type { FunctionRow } from "./transactions.js";
 
 /** The job to add for a QUEUED node row (its current queue generation). */
 export function queuedNodeOf(
@@ -14,8 +13,16 @@ export function queuedNodeOf(
     nodeId: row.id,
     capability: row.capability,
     jobId: jobIdFor(row.workflowId, row.id, row.queueGen),
-    retryPolicy: effectiveRetryPolicy(
-      row.retryPolicy ? fromJson(RetryPolicySchema, row.retryPolicy as JsonObject) : undefined,
-    ),
+    retryPolicy: effectiveRetryPolicy(retryPolicyFromJson(row.retryPolicy)),
   };
+}
+
+/** The new job of a node trellis_record_errors put back for a retry (a 'retry' row), run after its delay. */
+export function retriedJobOf(body: Record<string, unknown>): QueuedNode {
+  return { ...queuedNodeOf(nodeRowFromRaw(body)), delayMs: Number(body.delay_ms) };
+}
+
+/** The new jobs of the retries among the rows of trellis_record_errors called with new jobs for all. */
+export function retriedJobs(rows: readonly FunctionRow[]): QueuedNode[] {
+  return rows.filter((r) => r.kind === "retry").map((r) => retriedJobOf(r.body));
 }

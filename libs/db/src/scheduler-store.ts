@@ -1,14 +1,13 @@
 import { and, asc, eq, sql } from "drizzle-orm";
-import { ErrorKind } from "@trellis/proto";
 import { queueGenOfJobId } from "@trellis/queue";
 import { interleaveByWorkflow } from "./interleave.js";
 import { nodeRowFromRaw } from "./mapping.js";
-import { queuedNodeOf } from "./queued-node.js";
+import { queuedNodeOf, retriedJobs } from "./queued-node.js";
 import { nodes } from "./schema.js";
 import type { QueuedNode } from "./state-manager.js";
 import type { Transactions } from "./transactions.js";
 import { WorkflowChanges, flushChanges, lockWorkflows } from "./workflow-changes.js";
-import { type AttemptError, decideForRow, recordErrorsStatement } from "./worker-store.js";
+import { lostAttempt, recordErrorsStatement } from "./worker-store.js";
 
 /**
  * The scheduler's side of PostgreSQL: claiming ready nodes, per-worker liveness (the nodes of a lost worker go back),
@@ -46,22 +45,11 @@ export class SchedulerStore {
                    else not exists (select 1 from workers w where w.session = n.worker_session) end)
        limit ${limit}`);
     if (rows.length === 0) return [];
-    const errors: AttemptError[] = rows.map((raw) => {
+    const errors = rows.map((raw) => {
       const row = nodeRowFromRaw(raw);
-      return {
-        workflowId: row.workflowId,
-        nodeId: row.id,
-        lease: row.lease!,
-        errorKind: ErrorKind.INFRA_ERROR,
-        message: `worker lost at attempt ${row.attempt}: its heartbeat lapsed`,
-        decision: decideForRow(row, ErrorKind.INFRA_ERROR),
-        newJob: true,
-      };
+      return lostAttempt(row, `worker lost at attempt ${row.attempt}: its heartbeat lapsed`);
     });
-    const recorded = await this.transactions.call(recordErrorsStatement(errors));
-    return recorded
-      .filter((r) => r.kind === "retry")
-      .map((r) => ({ ...queuedNodeOf(nodeRowFromRaw(r.body)), delayMs: Number(r.body.delay_ms) }));
+    return retriedJobs(await this.transactions.call(recordErrorsStatement(errors)));
   }
 
   /** QUEUED nodes queued more than `olderThanMs` ago, with their current job ids (for the reconciler). */

@@ -10,10 +10,11 @@ import {
   type RetryDecision,
   type WorkflowLimits,
 } from "@trellis/core";
-import { ErrorKind, RetryPolicySchema } from "@trellis/proto";
+import { ErrorKind } from "@trellis/proto";
 import { applyEditPlan, loadGraph } from "./graph-writes.js";
 import {
   errorKindToName,
+  retryPolicyFromJson,
   nodeFromRow,
   nodeRowFromRaw,
   valueFromJson,
@@ -22,7 +23,7 @@ import {
   type NodeRow,
   type WorkflowStatusName,
 } from "./mapping.js";
-import { queuedNodeOf } from "./queued-node.js";
+import { queuedNodeOf, retriedJobOf, retriedJobs } from "./queued-node.js";
 import { workers } from "./schema.js";
 import type {
   HeldLease,
@@ -54,10 +55,27 @@ export function decideForRow(
   row: Pick<NodeRow, "retryPolicy" | "attempt" | "attemptBase">,
   errorKind: ErrorKind,
 ): RetryDecision {
-  const policy = effectiveRetryPolicy(
-    row.retryPolicy ? fromJson(RetryPolicySchema, row.retryPolicy as JsonObject) : undefined,
+  return decideRetry(
+    effectiveRetryPolicy(retryPolicyFromJson(row.retryPolicy)),
+    row.attempt - row.attemptBase,
+    errorKind,
   );
-  return decideRetry(policy, row.attempt - row.attemptBase, errorKind);
+}
+
+/**
+ * The attempt of a RUNNING node row that no worker will finish (its worker was lost, or gave it up): an INFRA_ERROR
+ * with `message`, retried as its policy says under a new job.
+ */
+export function lostAttempt(row: NodeRow, message: string): AttemptError {
+  return {
+    workflowId: row.workflowId,
+    nodeId: row.id,
+    lease: row.lease!,
+    errorKind: ErrorKind.INFRA_ERROR,
+    message,
+    decision: decideForRow(row, ErrorKind.INFRA_ERROR),
+    newJob: true,
+  };
 }
 
 /** The statement that records failed attempts (trellis_record_errors, libs/db/sql/070_errors.sql). */
@@ -66,7 +84,7 @@ export function recordErrorsStatement(errors: readonly AttemptError[]) {
     select kind, body from trellis_record_errors(
       ${sql.param(errors.map((e) => e.workflowId))}::uuid[], ${sql.param(errors.map((e) => e.nodeId))}::text[],
       ${sql.param(errors.map((e) => e.lease))}::uuid[],
-      ${sql.param(errors.map((e) => errorKindToName(e.errorKind === ErrorKind.INFRA_ERROR ? ErrorKind.INFRA_ERROR : ErrorKind.TASK_ERROR)))}::text[],
+      ${sql.param(errors.map((e) => errorKindToName(e.errorKind)))}::text[],
       ${sql.param(errors.map((e) => e.message))}::text[],
       ${sql.param(errors.map((e) => (e.decision.retry ? Math.round(e.decision.delayMs) : null)))}::integer[],
       ${sql.param(errors.map((e) => e.newJob))}::boolean[])`;
@@ -191,20 +209,10 @@ export class WorkerStore {
       const errors: AttemptError[] = [];
       for (const lease of leases) {
         const row = await this.runningRow(ctx, lease);
-        if (!row) continue;
-        errors.push({
-          ...lease,
-          errorKind: ErrorKind.INFRA_ERROR,
-          message,
-          decision: decideForRow(row, ErrorKind.INFRA_ERROR),
-          newJob: true,
-        });
+        if (row) errors.push(lostAttempt(row, message));
       }
       if (errors.length === 0) return [];
-      const rows = await this.transactions.callIn(ctx, recordErrorsStatement(errors));
-      return rows
-        .filter((r) => r.kind === "retry")
-        .map((r) => ({ ...queuedNodeOf(nodeRowFromRaw(r.body)), delayMs: Number(r.body.delay_ms) }));
+      return retriedJobs(await this.transactions.callIn(ctx, recordErrorsStatement(errors)));
     });
   }
 
@@ -355,9 +363,7 @@ export class WorkerStore {
       if (kind === "pass") passed.add(key);
       else if (kind === "retry") {
         retried.set(key, { delayMs: Number(body.delay_ms), attempt: Number(body.attempt) });
-        if (body.new_job === true) {
-          dispatched.push({ ...queuedNodeOf(nodeRowFromRaw(body)), delayMs: Number(body.delay_ms) });
-        }
+        if (body.new_job === true) dispatched.push(retriedJobOf(body));
       } else if (kind === "fail") failed.add(key);
       else if (kind === "queued") dispatched.push(queuedNodeOf(nodeRowFromRaw(body)));
       else if (kind === "node") {
