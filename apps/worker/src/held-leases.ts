@@ -16,19 +16,24 @@ export class HeldLeases {
 
   /** Stops tracking a node (only if it is still the same lease). */
   delete(node: HeldLease): void {
-    const key = `${node.workflowId}/${node.nodeId}`;
-    if (this.held.get(key)?.lease === node.lease) this.held.delete(key);
+    if (this.under(node)) this.held.delete(`${node.workflowId}/${node.nodeId}`);
+  }
+
+  /** The node held under exactly this lease (not a newer attempt of the same node), if any. */
+  private under(lease: HeldLease): HeldNode | undefined {
+    const node = this.held.get(`${lease.workflowId}/${lease.nodeId}`);
+    return node?.lease === lease.lease ? node : undefined;
   }
 
   /** Whether this exact lease is held. */
   holds(lease: HeldLease): boolean {
-    return this.held.get(`${lease.workflowId}/${lease.nodeId}`)?.lease === lease.lease;
+    return this.under(lease) !== undefined;
   }
 
   /** Aborts the call held under exactly this lease (not a newer attempt of the same node); whether it did. */
   abortLease(lease: HeldLease, reason: string): boolean {
-    const node = this.held.get(`${lease.workflowId}/${lease.nodeId}`);
-    if (!node || node.lease !== lease.lease || node.controller.signal.aborted) return false;
+    const node = this.under(lease);
+    if (!node || node.controller.signal.aborted) return false;
     node.controller.abort(new Error(reason));
     return true;
   }

@@ -49,18 +49,11 @@ export async function runNodeJob(deps: NodeRunnerDeps, data: NodeJobData, jobId?
     );
     return "dropped";
   }
-  let next: StartedNode | null = started;
-  let outcome: JobOutcome = "dropped";
   // The job's own node's outcome decides the job's (a retry of it throws); a locally started child that fails or
   // retries does so through PostgreSQL and its own new job, not through this one.
-  let first = true;
-  while (next) {
-    const ran = await runStartedNode(deps, next, first);
-    if (first) outcome = ran.outcome;
-    first = false;
-    next = ran.next;
-  }
-  return outcome;
+  const own = await runStartedNode(deps, started, true);
+  for (let next = own.next; next; ) next = (await runStartedNode(deps, next, false)).next;
+  return own.outcome;
 }
 
 /** Runs a started node to its recorded result; returns the child started locally for this worker, if any. */

@@ -89,7 +89,7 @@ export class NodeWorker {
     const starts = new Batcher((items: StartRequest[]) => o.stateManager.startNodes(items, this.session));
     // Children a PASS makes ready are queued in the result's transaction and enqueued here right after commit
     // (eager dispatch); should this process die in between, the reconciler re-adds their jobs. A result that asks
-    // gets one ready child of a capability this worker serves started for it in the same transaction instead.
+    // gets one ready child of its own capability started for it in the same transaction instead.
     const results = new Batcher(async (items: ResultToRecord[]) => {
       const recorded = await o.stateManager.recordResults(items, {
         dispatch: true,
