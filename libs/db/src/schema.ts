@@ -1,7 +1,9 @@
 import { sql } from "drizzle-orm";
 import {
   bigint,
+  boolean,
   customType,
+  doublePrecision,
   foreignKey,
   index,
   integer,
@@ -9,6 +11,7 @@ import {
   pgEnum,
   pgTable,
   primaryKey,
+  smallint,
   text,
   timestamp,
   uniqueIndex,
@@ -37,7 +40,14 @@ export const nodeStatusEnum = pgEnum("node_status", [
 ]);
 
 /** How one attempt of a node ended: passed, failed for good, went back to the queue, or was cancelled. */
-export const attemptOutcomeEnum = pgEnum("attempt_outcome", ["PASS", "FAIL", "RETRY", "CANCELLED"]);
+export const attemptOutcomeEnum = pgEnum("attempt_outcome", [
+  "PASS",
+  "FAIL",
+  "RETRY",
+  "CANCELLED",
+  "THROTTLED",
+  "LEASE_LOST",
+]);
 
 /** Error kinds as stored. */
 export const errorKindEnum = pgEnum("error_kind", ["TASK_ERROR", "INFRA_ERROR"]);
@@ -61,6 +71,10 @@ export const workflows = pgTable(
     createdAt: timestamp("created_at", { withTimezone: true, precision: 3 }).notNull().defaultNow(),
     updatedAt: timestamp("updated_at", { withTimezone: true, precision: 3 }).notNull().defaultNow(),
     finishedAt: timestamp("finished_at", { withTimezone: true, precision: 3 }),
+    /** The sum of every attempt's usage, by unit ("tokens", "cost_usd", ...). */
+    usage: jsonb("usage").$type<Record<string, number>>().notNull().default({}),
+    /** Spending limits by unit: when usage reaches one the workflow is PAUSED (workflow.budget_exceeded). */
+    budget: jsonb("budget").$type<Record<string, number>>().notNull().default({}),
   },
   (t) => [
     uniqueIndex("workflows_request_id_key").on(t.requestId),
@@ -114,10 +128,32 @@ export const nodes = pgTable(
     updatedAt: timestamp("updated_at", { withTimezone: true, precision: 3 }).notNull().defaultNow(),
     startedAt: timestamp("started_at", { withTimezone: true, precision: 3 }),
     finishedAt: timestamp("finished_at", { withTimezone: true, precision: 3 }),
+    /** 0..10: among ready nodes of one capability, higher is queued (and taken from its queue) first. */
+    priority: smallint("priority").notNull().default(0),
+    /** Flow-control keys besides the implicit "capability:<capability>". */
+    limitKeys: text("limit_keys").array().notNull().default([]),
+    /**
+     * For a ready (PENDING) node that a limit holds back: the key that held it last. The scheduler claims such nodes
+     * key by key (libs/db/sql/040_claim.sql), the others without looking at limits.
+     */
+    heldBy: text("held_by"),
   },
   (t) => [
     primaryKey({ columns: [t.workflowId, t.id] }),
-    index("nodes_ready_idx").on(t.workflowId).where(sql`${t.status} = 'PENDING' and ${t.pendingParents} = 0`),
+    index("nodes_held_idx")
+      .on(t.capability, t.priority.desc())
+      .where(sql`${t.heldBy} is not null and ${t.status} = 'PENDING'`),
+    index("nodes_held_keys_idx")
+      .using("gin", t.limitKeys)
+      .where(sql`${t.heldBy} is not null and ${t.status} = 'PENDING'`),
+    index("nodes_holding_idx").on(t.capability).where(sql`${t.status} in ('QUEUED', 'RUNNING')`),
+    index("nodes_holding_keys_idx")
+      .using("gin", t.limitKeys)
+      .where(sql`${t.status} in ('QUEUED', 'RUNNING') and ${t.limitKeys} <> '{}'`),
+    // Ready and not held back by a limit: what the scheduler claims without looking at limits.
+    index("nodes_ready_unheld_idx")
+      .on(t.workflowId)
+      .where(sql`${t.status} = 'PENDING' and ${t.pendingParents} = 0 and ${t.heldBy} is null`),
     index("nodes_unfinished_idx")
       .on(t.workflowId, t.status)
       .where(sql`${t.status} in ('PENDING', 'QUEUED', 'RUNNING')`),
@@ -194,6 +230,13 @@ export const nodeAttempts = pgTable(
     attempt: integer("attempt").notNull(),
     outcome: attemptOutcomeEnum("outcome").notNull(),
     endedAt: timestamp("ended_at", { withTimezone: true, precision: 3 }).notNull().defaultNow(),
+    startedAt: timestamp("started_at", { withTimezone: true, precision: 3 }),
+    errorKind: errorKindEnum("error_kind"),
+    errorMessage: text("error_message"),
+    /** The worker that ran the attempt (null when it had gone before the attempt ended). */
+    workerId: text("worker_id"),
+    /** What the attempt spent, as its NodeService reported. */
+    usage: jsonb("usage").$type<Record<string, number>>().notNull().default({}),
   },
   (t) => [
     primaryKey({ columns: [t.workflowId, t.nodeId, t.attempt] }),
@@ -219,5 +262,35 @@ export const workers = pgTable(
   (t) => [index("workers_heartbeat_idx").on(t.heartbeatAt), uniqueIndex("workers_session_idx").on(t.session)],
 );
 
+/**
+ * Flow-control state per key: a limit set with SetLimit (`configured`), or only the pause a THROTTLED answer put on
+ * a key without one. The token bucket (`tokens` at `refilled_at`) is refilled lazily by whoever reads it under the
+ * row's lock: the scheduler's claim, a usage debit.
+ */
+export const limits = pgTable("limits", {
+  key: text("key").primaryKey(),
+  configured: boolean("configured").notNull().default(true),
+  maxConcurrency: integer("max_concurrency").notNull().default(0),
+  rate: doublePrecision("rate").notNull().default(0),
+  periodMs: integer("period_ms").notNull().default(1000),
+  burst: doublePrecision("burst").notNull().default(0),
+  unit: text("unit").notNull().default(""),
+  tokens: doublePrecision("tokens").notNull().default(0),
+  refilledAt: timestamp("refilled_at", { withTimezone: true, precision: 3 }).notNull().defaultNow(),
+  throttledUntil: timestamp("throttled_until", { withTimezone: true, precision: 3 }),
+  throttledTotal: bigint("throttled_total", { mode: "number" }).notNull().default(0),
+  createdAt: timestamp("created_at", { withTimezone: true, precision: 3 }).notNull().defaultNow(),
+  updatedAt: timestamp("updated_at", { withTimezone: true, precision: 3 }).notNull().defaultNow(),
+});
+
 /** Every table, for drizzle(). */
-export const schema = { workflows, nodes, nodeEdges, workflowEvents, nodeAttempts, workers, eventRelayCursors };
+export const schema = {
+  workflows,
+  nodes,
+  nodeEdges,
+  workflowEvents,
+  nodeAttempts,
+  workers,
+  eventRelayCursors,
+  limits,
+};

@@ -4,8 +4,8 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Timestamp, Value } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp, Value } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Node, NodeEdit } from "./workflow_pb.js";
 import { file_workflow_v1_workflow } from "./workflow_pb.js";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file workflow/v1/node_service.proto.
  */
 export const file_workflow_v1_node_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch53b3JrZmxvdy92MS9ub2RlX3NlcnZpY2UucHJvdG8SC3dvcmtmbG93LnYxIt8CChBFeGVjdXRpb25Db250ZXh0EhMKC3dvcmtmbG93X2lkGAEgASgJEhUKDXdvcmtmbG93X25hbWUYAiABKAkSLwoOd29ya2Zsb3dfaW5wdXQYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EkgKDnBhcmVudF9vdXRwdXRzGAQgAygLMjAud29ya2Zsb3cudjEuRXhlY3V0aW9uQ29udGV4dC5QYXJlbnRPdXRwdXRzRW50cnkSDwoHYXR0ZW1wdBgFIAEoBRIXCg9pZGVtcG90ZW5jeV9rZXkYBiABKAkSLAoIZGVhZGxpbmUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGkwKElBhcmVudE91dHB1dHNFbnRyeRILCgNrZXkYASABKAkSJQoFdmFsdWUYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWU6AjgBImUKEkV4ZWN1dGVOb2RlUmVxdWVzdBIfCgRub2RlGAEgASgLMhEud29ya2Zsb3cudjEuTm9kZRIuCgdjb250ZXh0GAIgASgLMh0ud29ya2Zsb3cudjEuRXhlY3V0aW9uQ29udGV4dCKoAQoTRXhlY3V0ZU5vZGVSZXNwb25zZRIsCgZzdGF0dXMYASABKA4yHC53b3JrZmxvdy52MS5FeGVjdXRpb25TdGF0dXMSJgoGb3V0cHV0GAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhUKDWVycm9yX21lc3NhZ2UYAyABKAkSJAoFZWRpdHMYBCADKAsyFS53b3JrZmxvdy52MS5Ob2RlRWRpdCqUAQoPRXhlY3V0aW9uU3RhdHVzEiAKHEVYRUNVVElPTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIcChhFWEVDVVRJT05fU1RBVFVTX1NVQ0NFU1MQARIfChtFWEVDVVRJT05fU1RBVFVTX1RBU0tfRVJST1IQAhIgChxFWEVDVVRJT05fU1RBVFVTX0lORlJBX0VSUk9SEAMyXwoLTm9kZVNlcnZpY2USUAoLRXhlY3V0ZU5vZGUSHy53b3JrZmxvdy52MS5FeGVjdXRlTm9kZVJlcXVlc3QaIC53b3JrZmxvdy52MS5FeGVjdXRlTm9kZVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_workflow_v1_workflow]);
+  fileDesc("Ch53b3JrZmxvdy92MS9ub2RlX3NlcnZpY2UucHJvdG8SC3dvcmtmbG93LnYxIt8CChBFeGVjdXRpb25Db250ZXh0EhMKC3dvcmtmbG93X2lkGAEgASgJEhUKDXdvcmtmbG93X25hbWUYAiABKAkSLwoOd29ya2Zsb3dfaW5wdXQYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EkgKDnBhcmVudF9vdXRwdXRzGAQgAygLMjAud29ya2Zsb3cudjEuRXhlY3V0aW9uQ29udGV4dC5QYXJlbnRPdXRwdXRzRW50cnkSDwoHYXR0ZW1wdBgFIAEoBRIXCg9pZGVtcG90ZW5jeV9rZXkYBiABKAkSLAoIZGVhZGxpbmUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGkwKElBhcmVudE91dHB1dHNFbnRyeRILCgNrZXkYASABKAkSJQoFdmFsdWUYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWU6AjgBImUKEkV4ZWN1dGVOb2RlUmVxdWVzdBIfCgRub2RlGAEgASgLMhEud29ya2Zsb3cudjEuTm9kZRIuCgdjb250ZXh0GAIgASgLMh0ud29ya2Zsb3cudjEuRXhlY3V0aW9uQ29udGV4dCLCAgoTRXhlY3V0ZU5vZGVSZXNwb25zZRIsCgZzdGF0dXMYASABKA4yHC53b3JrZmxvdy52MS5FeGVjdXRpb25TdGF0dXMSJgoGb3V0cHV0GAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhUKDWVycm9yX21lc3NhZ2UYAyABKAkSJAoFZWRpdHMYBCADKAsyFS53b3JrZmxvdy52MS5Ob2RlRWRpdBI6CgV1c2FnZRgFIAMoCzIrLndvcmtmbG93LnYxLkV4ZWN1dGVOb2RlUmVzcG9uc2UuVXNhZ2VFbnRyeRIuCgtyZXRyeV9hZnRlchgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhosCgpVc2FnZUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAToCOAEqtAEKD0V4ZWN1dGlvblN0YXR1cxIgChxFWEVDVVRJT05fU1RBVFVTX1VOU1BFQ0lGSUVEEAASHAoYRVhFQ1VUSU9OX1NUQVRVU19TVUNDRVNTEAESHwobRVhFQ1VUSU9OX1NUQVRVU19UQVNLX0VSUk9SEAISIAocRVhFQ1VUSU9OX1NUQVRVU19JTkZSQV9FUlJPUhADEh4KGkVYRUNVVElPTl9TVEFUVVNfVEhST1RUTEVEEAQyXwoLTm9kZVNlcnZpY2USUAoLRXhlY3V0ZU5vZGUSHy53b3JrZmxvdy52MS5FeGVjdXRlTm9kZVJlcXVlc3QaIC53b3JrZmxvdy52MS5FeGVjdXRlTm9kZVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_workflow_v1_workflow]);
 
 /**
  * What a node attempt runs with.
@@ -114,7 +114,7 @@ export const ExecuteNodeRequestSchema: GenMessage<ExecuteNodeRequest> = /*@__PUR
  */
 export type ExecuteNodeResponse = Message<"workflow.v1.ExecuteNodeResponse"> & {
   /**
-   * SUCCESS, TASK_ERROR or INFRA_ERROR; UNSPECIFIED counts as TASK_ERROR.
+   * SUCCESS, TASK_ERROR, INFRA_ERROR or THROTTLED; UNSPECIFIED counts as TASK_ERROR.
    *
    * @generated from field: workflow.v1.ExecutionStatus status = 1;
    */
@@ -140,6 +140,21 @@ export type ExecuteNodeResponse = Message<"workflow.v1.ExecuteNodeResponse"> & {
    * @generated from field: repeated workflow.v1.NodeEdit edits = 4;
    */
   edits: NodeEdit[];
+
+  /**
+   * What this attempt spent ("tokens", "cost_usd", ...): stored per attempt, summed per workflow, debited from rate
+   * limits whose unit names it, checked against the workflow's budget. Recorded with any status.
+   *
+   * @generated from field: map<string, double> usage = 5;
+   */
+  usage: { [key: string]: number };
+
+  /**
+   * With THROTTLED: how long every limit key of the node is paused; default 1s.
+   *
+   * @generated from field: google.protobuf.Duration retry_after = 6;
+   */
+  retryAfter?: Duration | undefined;
 };
 
 /**
@@ -182,6 +197,14 @@ export enum ExecutionStatus {
    * @generated from enum value: EXECUTION_STATUS_INFRA_ERROR = 3;
    */
   INFRA_ERROR = 3,
+
+  /**
+   * The provider said "too many requests": the node runs again after retry_after without spending an attempt, and
+   * every one of its limit keys pauses until then.
+   *
+   * @generated from enum value: EXECUTION_STATUS_THROTTLED = 4;
+   */
+  THROTTLED = 4,
 }
 
 /**

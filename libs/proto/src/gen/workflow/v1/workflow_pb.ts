@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file workflow/v1/workflow.proto.
  */
 export const file_workflow_v1_workflow: GenFile = /*@__PURE__*/
-  fileDesc("Chp3b3JrZmxvdy92MS93b3JrZmxvdy5wcm90bxILd29ya2Zsb3cudjEiogEKC1JldHJ5UG9saWN5EhQKDG1heF9hdHRlbXB0cxgBIAEoBRIyCg9pbml0aWFsX2JhY2tvZmYYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLgoLbWF4X2JhY2tvZmYYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGQoRcmV0cnlfdGFza19lcnJvcnMYBCABKAgiQgoJTm9kZUVycm9yEiQKBGtpbmQYASABKA4yFi53b3JrZmxvdy52MS5FcnJvcktpbmQSDwoHbWVzc2FnZRgCIAEoCSKJBQoETm9kZRIKCgJpZBgBIAEoCRITCgt3b3JrZmxvd19pZBgCIAEoCRIMCgRuYW1lGAMgASgJEhIKCmNhcGFiaWxpdHkYBCABKAkSEgoKcGFyZW50X2lkcxgFIAMoCRImCgVpbnB1dBgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSJwoGc3RhdHVzGAcgASgOMhcud29ya2Zsb3cudjEuTm9kZVN0YXR1cxImCgZvdXRwdXQYCCABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSJQoFZXJyb3IYCSABKAsyFi53b3JrZmxvdy52MS5Ob2RlRXJyb3ISDwoHYXR0ZW1wdBgKIAEoBRIuCgxyZXRyeV9wb2xpY3kYCyABKAsyGC53b3JrZmxvdy52MS5SZXRyeVBvbGljeRIqCgd0aW1lb3V0GAwgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi0KBmxhYmVscxgNIAMoCzIdLndvcmtmbG93LnYxLk5vZGUuTGFiZWxzRW50cnkSLgoKY3JlYXRlZF9hdBgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRlZF9hdBgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoZWRfYXQYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEijgMKCFdvcmtmbG93EgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSKwoGc3RhdHVzGAMgASgOMhsud29ya2Zsb3cudjEuV29ya2Zsb3dTdGF0dXMSIAoFbm9kZXMYBCADKAsyES53b3JrZmxvdy52MS5Ob2RlEiYKBWlucHV0GAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIxCgZsYWJlbHMYBiADKAsyIS53b3JrZmxvdy52MS5Xb3JrZmxvdy5MYWJlbHNFbnRyeRIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKSAQoITm9kZUVkaXQSIwoEdHlwZRgBIAEoDjIVLndvcmtmbG93LnYxLkVkaXRUeXBlEh8KBG5vZGUYAiABKAsyES53b3JrZmxvdy52MS5Ob2RlEg8KB25vZGVfaWQYAyABKAkSLwoLdXBkYXRlX21hc2sYBCABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrIooCCg1Xb3JrZmxvd0V2ZW50EhAKCHNlcXVlbmNlGAEgASgDEhMKC3dvcmtmbG93X2lkGAIgASgJEg8KB25vZGVfaWQYAyABKAkSDAoEdHlwZRgEIAEoCRI0Cg93b3JrZmxvd19zdGF0dXMYBSABKA4yGy53b3JrZmxvdy52MS5Xb3JrZmxvd1N0YXR1cxIsCgtub2RlX3N0YXR1cxgGIAEoDjIXLndvcmtmbG93LnYxLk5vZGVTdGF0dXMSKAoEdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJQoEZGF0YRgIIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3Qi8gEKFUNyZWF0ZVdvcmtmbG93UmVxdWVzdBIMCgRuYW1lGAEgASgJEiAKBW5vZGVzGAIgAygLMhEud29ya2Zsb3cudjEuTm9kZRImCgVpbnB1dBgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSPgoGbGFiZWxzGAQgAygLMi4ud29ya2Zsb3cudjEuQ3JlYXRlV29ya2Zsb3dSZXF1ZXN0LkxhYmVsc0VudHJ5EhIKCnJlcXVlc3RfaWQYBSABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJBChZDcmVhdGVXb3JrZmxvd1Jlc3BvbnNlEicKCHdvcmtmbG93GAEgASgLMhUud29ya2Zsb3cudjEuV29ya2Zsb3ciKQoSR2V0V29ya2Zsb3dSZXF1ZXN0EhMKC3dvcmtmbG93X2lkGAEgASgJIj4KE0dldFdvcmtmbG93UmVzcG9uc2USJwoId29ya2Zsb3cYASABKAsyFS53b3JrZmxvdy52MS5Xb3JrZmxvdyLuAQoUTGlzdFdvcmtmbG93c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSKwoGc3RhdHVzGAMgASgOMhsud29ya2Zsb3cudjEuV29ya2Zsb3dTdGF0dXMSTAoObGFiZWxfc2VsZWN0b3IYBCADKAsyNC53b3JrZmxvdy52MS5MaXN0V29ya2Zsb3dzUmVxdWVzdC5MYWJlbFNlbGVjdG9yRW50cnkaNAoSTGFiZWxTZWxlY3RvckVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiWgoVTGlzdFdvcmtmbG93c1Jlc3BvbnNlEigKCXdvcmtmbG93cxgBIAMoCzIVLndvcmtmbG93LnYxLldvcmtmbG93EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKHAgoVVXBkYXRlV29ya2Zsb3dSZXF1ZXN0EhMKC3dvcmtmbG93X2lkGAEgASgJEisKBmFjdGlvbhgCIAEoDjIbLndvcmtmbG93LnYxLldvcmtmbG93QWN0aW9uEgwKBG5hbWUYAyABKAkSPgoGbGFiZWxzGAQgAygLMi4ud29ya2Zsb3cudjEuVXBkYXRlV29ya2Zsb3dSZXF1ZXN0LkxhYmVsc0VudHJ5Ei8KC3VwZGF0ZV9tYXNrGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkEKFlVwZGF0ZVdvcmtmbG93UmVzcG9uc2USJwoId29ya2Zsb3cYASABKAsyFS53b3JrZmxvdy52MS5Xb3JrZmxvdyI2Cg5HZXROb2RlUmVxdWVzdBITCgt3b3JrZmxvd19pZBgBIAEoCRIPCgdub2RlX2lkGAIgASgJIjIKD0dldE5vZGVSZXNwb25zZRIfCgRub2RlGAEgASgLMhEud29ya2Zsb3cudjEuTm9kZSJ6ChFVcGRhdGVOb2RlUmVxdWVzdBITCgt3b3JrZmxvd19pZBgBIAEoCRIfCgRub2RlGAIgASgLMhEud29ya2Zsb3cudjEuTm9kZRIvCgt1cGRhdGVfbWFzaxgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siNQoSVXBkYXRlTm9kZVJlc3BvbnNlEh8KBG5vZGUYASABKAsyES53b3JrZmxvdy52MS5Ob2RlIlAKE0VkaXRXb3JrZmxvd1JlcXVlc3QSEwoLd29ya2Zsb3dfaWQYASABKAkSJAoFZWRpdHMYAiADKAsyFS53b3JrZmxvdy52MS5Ob2RlRWRpdCI/ChRFZGl0V29ya2Zsb3dSZXNwb25zZRInCgh3b3JrZmxvdxgBIAEoCzIVLndvcmtmbG93LnYxLldvcmtmbG93IkMKFFdhdGNoV29ya2Zsb3dSZXF1ZXN0EhMKC3dvcmtmbG93X2lkGAEgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAIgASgDKuEBCg5Xb3JrZmxvd1N0YXR1cxIfChtXT1JLRkxPV19TVEFUVVNfVU5TUEVDSUZJRUQQABIbChdXT1JLRkxPV19TVEFUVVNfUEVORElORxABEhsKF1dPUktGTE9XX1NUQVRVU19SVU5OSU5HEAISGgoWV09SS0ZMT1dfU1RBVFVTX1BBVVNFRBADEh0KGVdPUktGTE9XX1NUQVRVU19TVUNDRUVERUQQBBIaChZXT1JLRkxPV19TVEFUVVNfRkFJTEVEEAUSHQoZV09SS0ZMT1dfU1RBVFVTX0NBTkNFTExFRBAGKtMBCgpOb2RlU3RhdHVzEhsKF05PREVfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFwoTTk9ERV9TVEFUVVNfUEVORElORxABEhYKEk5PREVfU1RBVFVTX1FVRVVFRBACEhcKE05PREVfU1RBVFVTX1JVTk5JTkcQAxIUChBOT0RFX1NUQVRVU19QQVNTEAQSFAoQTk9ERV9TVEFUVVNfRkFJTBAFEhcKE05PREVfU1RBVFVTX1NLSVBQRUQQBhIZChVOT0RFX1NUQVRVU19DQU5DRUxMRUQQBypeCglFcnJvcktpbmQSGgoWRVJST1JfS0lORF9VTlNQRUNJRklFRBAAEhkKFUVSUk9SX0tJTkRfVEFTS19FUlJPUhABEhoKFkVSUk9SX0tJTkRfSU5GUkFfRVJST1IQAipnCghFZGl0VHlwZRIZChVFRElUX1RZUEVfVU5TUEVDSUZJRUQQABIUChBFRElUX1RZUEVfSU5TRVJUEAESFAoQRURJVF9UWVBFX1VQREFURRACEhQKEEVESVRfVFlQRV9ERUxFVEUQAyqfAQoOV29ya2Zsb3dBY3Rpb24SHwobV09SS0ZMT1dfQUNUSU9OX1VOU1BFQ0lGSUVEEAASGQoVV09SS0ZMT1dfQUNUSU9OX1BBVVNFEAESGgoWV09SS0ZMT1dfQUNUSU9OX1JFU1VNRRACEhoKFldPUktGTE9XX0FDVElPTl9DQU5DRUwQAxIZChVXT1JLRkxPV19BQ1RJT05fUkVUUlkQBDKtBQoPV29ya2Zsb3dTZXJ2aWNlElkKDkNyZWF0ZVdvcmtmbG93EiIud29ya2Zsb3cudjEuQ3JlYXRlV29ya2Zsb3dSZXF1ZXN0GiMud29ya2Zsb3cudjEuQ3JlYXRlV29ya2Zsb3dSZXNwb25zZRJQCgtHZXRXb3JrZmxvdxIfLndvcmtmbG93LnYxLkdldFdvcmtmbG93UmVxdWVzdBogLndvcmtmbG93LnYxLkdldFdvcmtmbG93UmVzcG9uc2USVgoNTGlzdFdvcmtmbG93cxIhLndvcmtmbG93LnYxLkxpc3RXb3JrZmxvd3NSZXF1ZXN0GiIud29ya2Zsb3cudjEuTGlzdFdvcmtmbG93c1Jlc3BvbnNlElkKDlVwZGF0ZVdvcmtmbG93EiIud29ya2Zsb3cudjEuVXBkYXRlV29ya2Zsb3dSZXF1ZXN0GiMud29ya2Zsb3cudjEuVXBkYXRlV29ya2Zsb3dSZXNwb25zZRJECgdHZXROb2RlEhsud29ya2Zsb3cudjEuR2V0Tm9kZVJlcXVlc3QaHC53b3JrZmxvdy52MS5HZXROb2RlUmVzcG9uc2USTQoKVXBkYXRlTm9kZRIeLndvcmtmbG93LnYxLlVwZGF0ZU5vZGVSZXF1ZXN0Gh8ud29ya2Zsb3cudjEuVXBkYXRlTm9kZVJlc3BvbnNlElMKDEVkaXRXb3JrZmxvdxIgLndvcmtmbG93LnYxLkVkaXRXb3JrZmxvd1JlcXVlc3QaIS53b3JrZmxvdy52MS5FZGl0V29ya2Zsb3dSZXNwb25zZRJQCg1XYXRjaFdvcmtmbG93EiEud29ya2Zsb3cudjEuV2F0Y2hXb3JrZmxvd1JlcXVlc3QaGi53b3JrZmxvdy52MS5Xb3JrZmxvd0V2ZW50MAFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Chp3b3JrZmxvdy92MS93b3JrZmxvdy5wcm90bxILd29ya2Zsb3cudjEiogEKC1JldHJ5UG9saWN5EhQKDG1heF9hdHRlbXB0cxgBIAEoBRIyCg9pbml0aWFsX2JhY2tvZmYYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLgoLbWF4X2JhY2tvZmYYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGQoRcmV0cnlfdGFza19lcnJvcnMYBCABKAgiQgoJTm9kZUVycm9yEiQKBGtpbmQYASABKA4yFi53b3JrZmxvdy52MS5FcnJvcktpbmQSDwoHbWVzc2FnZRgCIAEoCSLABQoETm9kZRIKCgJpZBgBIAEoCRITCgt3b3JrZmxvd19pZBgCIAEoCRIMCgRuYW1lGAMgASgJEhIKCmNhcGFiaWxpdHkYBCABKAkSEgoKcGFyZW50X2lkcxgFIAMoCRImCgVpbnB1dBgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSJwoGc3RhdHVzGAcgASgOMhcud29ya2Zsb3cudjEuTm9kZVN0YXR1cxImCgZvdXRwdXQYCCABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSJQoFZXJyb3IYCSABKAsyFi53b3JrZmxvdy52MS5Ob2RlRXJyb3ISDwoHYXR0ZW1wdBgKIAEoBRIuCgxyZXRyeV9wb2xpY3kYCyABKAsyGC53b3JrZmxvdy52MS5SZXRyeVBvbGljeRIqCgd0aW1lb3V0GAwgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi0KBmxhYmVscxgNIAMoCzIdLndvcmtmbG93LnYxLk5vZGUuTGFiZWxzRW50cnkSLgoKY3JlYXRlZF9hdBgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRlZF9hdBgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoZWRfYXQYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHByaW9yaXR5GBIgASgFEhIKCmxpbWl0X2tleXMYEyADKAkSDwoHaGVsZF9ieRgUIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIs8ECghXb3JrZmxvdxIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEisKBnN0YXR1cxgDIAEoDjIbLndvcmtmbG93LnYxLldvcmtmbG93U3RhdHVzEiAKBW5vZGVzGAQgAygLMhEud29ya2Zsb3cudjEuTm9kZRImCgVpbnB1dBgFIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSMQoGbGFiZWxzGAYgAygLMiEud29ya2Zsb3cudjEuV29ya2Zsb3cuTGFiZWxzRW50cnkSLgoKY3JlYXRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KBXVzYWdlGAogAygLMiAud29ya2Zsb3cudjEuV29ya2Zsb3cuVXNhZ2VFbnRyeRIxCgZidWRnZXQYCyADKAsyIS53b3JrZmxvdy52MS5Xb3JrZmxvdy5CdWRnZXRFbnRyeRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGiwKClVzYWdlRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgBOgI4ARotCgtCdWRnZXRFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAE6AjgBIu0BCgVMaW1pdBILCgNrZXkYASABKAkSFwoPbWF4X2NvbmN1cnJlbmN5GAIgASgFEgwKBHJhdGUYAyABKAESKQoGcGVyaW9kGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg0KBWJ1cnN0GAUgASgBEgwKBHVuaXQYBiABKAkSMwoPdGhyb3R0bGVkX3VudGlsGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdydW5uaW5nGAggASgFEg8KB3dhaXRpbmcYCSABKAMSEQoJYXZhaWxhYmxlGAogASgBIqsCCgtOb2RlQXR0ZW1wdBIPCgdhdHRlbXB0GAEgASgFEg4KBnN0YXR1cxgCIAEoCRIlCgVlcnJvchgDIAEoCzIWLndvcmtmbG93LnYxLk5vZGVFcnJvchIRCgl3b3JrZXJfaWQYBCABKAkSLgoKc3RhcnRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKBXVzYWdlGAcgAygLMiMud29ya2Zsb3cudjEuTm9kZUF0dGVtcHQuVXNhZ2VFbnRyeRosCgpVc2FnZUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAToCOAEikgEKCE5vZGVFZGl0EiMKBHR5cGUYASABKA4yFS53b3JrZmxvdy52MS5FZGl0VHlwZRIfCgRub2RlGAIgASgLMhEud29ya2Zsb3cudjEuTm9kZRIPCgdub2RlX2lkGAMgASgJEi8KC3VwZGF0ZV9tYXNrGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayKKAgoNV29ya2Zsb3dFdmVudBIQCghzZXF1ZW5jZRgBIAEoAxITCgt3b3JrZmxvd19pZBgCIAEoCRIPCgdub2RlX2lkGAMgASgJEgwKBHR5cGUYBCABKAkSNAoPd29ya2Zsb3dfc3RhdHVzGAUgASgOMhsud29ya2Zsb3cudjEuV29ya2Zsb3dTdGF0dXMSLAoLbm9kZV9zdGF0dXMYBiABKA4yFy53b3JrZmxvdy52MS5Ob2RlU3RhdHVzEigKBHRpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiUKBGRhdGEYCCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IuECChVDcmVhdGVXb3JrZmxvd1JlcXVlc3QSDAoEbmFtZRgBIAEoCRIgCgVub2RlcxgCIAMoCzIRLndvcmtmbG93LnYxLk5vZGUSJgoFaW5wdXQYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Ej4KBmxhYmVscxgEIAMoCzIuLndvcmtmbG93LnYxLkNyZWF0ZVdvcmtmbG93UmVxdWVzdC5MYWJlbHNFbnRyeRISCgpyZXF1ZXN0X2lkGAUgASgJEj4KBmJ1ZGdldBgGIAMoCzIuLndvcmtmbG93LnYxLkNyZWF0ZVdvcmtmbG93UmVxdWVzdC5CdWRnZXRFbnRyeRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi0KC0J1ZGdldEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAToCOAEiQQoWQ3JlYXRlV29ya2Zsb3dSZXNwb25zZRInCgh3b3JrZmxvdxgBIAEoCzIVLndvcmtmbG93LnYxLldvcmtmbG93IikKEkdldFdvcmtmbG93UmVxdWVzdBITCgt3b3JrZmxvd19pZBgBIAEoCSI+ChNHZXRXb3JrZmxvd1Jlc3BvbnNlEicKCHdvcmtmbG93GAEgASgLMhUud29ya2Zsb3cudjEuV29ya2Zsb3ci7gEKFExpc3RXb3JrZmxvd3NSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEisKBnN0YXR1cxgDIAEoDjIbLndvcmtmbG93LnYxLldvcmtmbG93U3RhdHVzEkwKDmxhYmVsX3NlbGVjdG9yGAQgAygLMjQud29ya2Zsb3cudjEuTGlzdFdvcmtmbG93c1JlcXVlc3QuTGFiZWxTZWxlY3RvckVudHJ5GjQKEkxhYmVsU2VsZWN0b3JFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIloKFUxpc3RXb3JrZmxvd3NSZXNwb25zZRIoCgl3b3JrZmxvd3MYASADKAsyFS53b3JrZmxvdy52MS5Xb3JrZmxvdxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAki9gIKFVVwZGF0ZVdvcmtmbG93UmVxdWVzdBITCgt3b3JrZmxvd19pZBgBIAEoCRIrCgZhY3Rpb24YAiABKA4yGy53b3JrZmxvdy52MS5Xb3JrZmxvd0FjdGlvbhIMCgRuYW1lGAMgASgJEj4KBmxhYmVscxgEIAMoCzIuLndvcmtmbG93LnYxLlVwZGF0ZVdvcmtmbG93UmVxdWVzdC5MYWJlbHNFbnRyeRIvCgt1cGRhdGVfbWFzaxgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2sSPgoGYnVkZ2V0GAYgAygLMi4ud29ya2Zsb3cudjEuVXBkYXRlV29ya2Zsb3dSZXF1ZXN0LkJ1ZGdldEVudHJ5Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLQoLQnVkZ2V0RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgBOgI4ASJBChZVcGRhdGVXb3JrZmxvd1Jlc3BvbnNlEicKCHdvcmtmbG93GAEgASgLMhUud29ya2Zsb3cudjEuV29ya2Zsb3ciNAoPU2V0TGltaXRSZXF1ZXN0EiEKBWxpbWl0GAEgASgLMhIud29ya2Zsb3cudjEuTGltaXQiNQoQU2V0TGltaXRSZXNwb25zZRIhCgVsaW1pdBgBIAEoCzISLndvcmtmbG93LnYxLkxpbWl0IhMKEUxpc3RMaW1pdHNSZXF1ZXN0IjgKEkxpc3RMaW1pdHNSZXNwb25zZRIiCgZsaW1pdHMYASADKAsyEi53b3JrZmxvdy52MS5MaW1pdCIhChJEZWxldGVMaW1pdFJlcXVlc3QSCwoDa2V5GAEgASgJIhUKE0RlbGV0ZUxpbWl0UmVzcG9uc2UiNgoOR2V0Tm9kZVJlcXVlc3QSEwoLd29ya2Zsb3dfaWQYASABKAkSDwoHbm9kZV9pZBgCIAEoCSJeCg9HZXROb2RlUmVzcG9uc2USHwoEbm9kZRgBIAEoCzIRLndvcmtmbG93LnYxLk5vZGUSKgoIYXR0ZW1wdHMYAiADKAsyGC53b3JrZmxvdy52MS5Ob2RlQXR0ZW1wdCJ6ChFVcGRhdGVOb2RlUmVxdWVzdBITCgt3b3JrZmxvd19pZBgBIAEoCRIfCgRub2RlGAIgASgLMhEud29ya2Zsb3cudjEuTm9kZRIvCgt1cGRhdGVfbWFzaxgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siNQoSVXBkYXRlTm9kZVJlc3BvbnNlEh8KBG5vZGUYASABKAsyES53b3JrZmxvdy52MS5Ob2RlIlAKE0VkaXRXb3JrZmxvd1JlcXVlc3QSEwoLd29ya2Zsb3dfaWQYASABKAkSJAoFZWRpdHMYAiADKAsyFS53b3JrZmxvdy52MS5Ob2RlRWRpdCI/ChRFZGl0V29ya2Zsb3dSZXNwb25zZRInCgh3b3JrZmxvdxgBIAEoCzIVLndvcmtmbG93LnYxLldvcmtmbG93IkMKFFdhdGNoV29ya2Zsb3dSZXF1ZXN0EhMKC3dvcmtmbG93X2lkGAEgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAIgASgDKuEBCg5Xb3JrZmxvd1N0YXR1cxIfChtXT1JLRkxPV19TVEFUVVNfVU5TUEVDSUZJRUQQABIbChdXT1JLRkxPV19TVEFUVVNfUEVORElORxABEhsKF1dPUktGTE9XX1NUQVRVU19SVU5OSU5HEAISGgoWV09SS0ZMT1dfU1RBVFVTX1BBVVNFRBADEh0KGVdPUktGTE9XX1NUQVRVU19TVUNDRUVERUQQBBIaChZXT1JLRkxPV19TVEFUVVNfRkFJTEVEEAUSHQoZV09SS0ZMT1dfU1RBVFVTX0NBTkNFTExFRBAGKtMBCgpOb2RlU3RhdHVzEhsKF05PREVfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFwoTTk9ERV9TVEFUVVNfUEVORElORxABEhYKEk5PREVfU1RBVFVTX1FVRVVFRBACEhcKE05PREVfU1RBVFVTX1JVTk5JTkcQAxIUChBOT0RFX1NUQVRVU19QQVNTEAQSFAoQTk9ERV9TVEFUVVNfRkFJTBAFEhcKE05PREVfU1RBVFVTX1NLSVBQRUQQBhIZChVOT0RFX1NUQVRVU19DQU5DRUxMRUQQBypeCglFcnJvcktpbmQSGgoWRVJST1JfS0lORF9VTlNQRUNJRklFRBAAEhkKFUVSUk9SX0tJTkRfVEFTS19FUlJPUhABEhoKFkVSUk9SX0tJTkRfSU5GUkFfRVJST1IQAipnCghFZGl0VHlwZRIZChVFRElUX1RZUEVfVU5TUEVDSUZJRUQQABIUChBFRElUX1RZUEVfSU5TRVJUEAESFAoQRURJVF9UWVBFX1VQREFURRACEhQKEEVESVRfVFlQRV9ERUxFVEUQAyqfAQoOV29ya2Zsb3dBY3Rpb24SHwobV09SS0ZMT1dfQUNUSU9OX1VOU1BFQ0lGSUVEEAASGQoVV09SS0ZMT1dfQUNUSU9OX1BBVVNFEAESGgoWV09SS0ZMT1dfQUNUSU9OX1JFU1VNRRACEhoKFldPUktGTE9XX0FDVElPTl9DQU5DRUwQAxIZChVXT1JLRkxPV19BQ1RJT05fUkVUUlkQBDKXBwoPV29ya2Zsb3dTZXJ2aWNlElkKDkNyZWF0ZVdvcmtmbG93EiIud29ya2Zsb3cudjEuQ3JlYXRlV29ya2Zsb3dSZXF1ZXN0GiMud29ya2Zsb3cudjEuQ3JlYXRlV29ya2Zsb3dSZXNwb25zZRJQCgtHZXRXb3JrZmxvdxIfLndvcmtmbG93LnYxLkdldFdvcmtmbG93UmVxdWVzdBogLndvcmtmbG93LnYxLkdldFdvcmtmbG93UmVzcG9uc2USVgoNTGlzdFdvcmtmbG93cxIhLndvcmtmbG93LnYxLkxpc3RXb3JrZmxvd3NSZXF1ZXN0GiIud29ya2Zsb3cudjEuTGlzdFdvcmtmbG93c1Jlc3BvbnNlElkKDlVwZGF0ZVdvcmtmbG93EiIud29ya2Zsb3cudjEuVXBkYXRlV29ya2Zsb3dSZXF1ZXN0GiMud29ya2Zsb3cudjEuVXBkYXRlV29ya2Zsb3dSZXNwb25zZRJECgdHZXROb2RlEhsud29ya2Zsb3cudjEuR2V0Tm9kZVJlcXVlc3QaHC53b3JrZmxvdy52MS5HZXROb2RlUmVzcG9uc2USTQoKVXBkYXRlTm9kZRIeLndvcmtmbG93LnYxLlVwZGF0ZU5vZGVSZXF1ZXN0Gh8ud29ya2Zsb3cudjEuVXBkYXRlTm9kZVJlc3BvbnNlElMKDEVkaXRXb3JrZmxvdxIgLndvcmtmbG93LnYxLkVkaXRXb3JrZmxvd1JlcXVlc3QaIS53b3JrZmxvdy52MS5FZGl0V29ya2Zsb3dSZXNwb25zZRJQCg1XYXRjaFdvcmtmbG93EiEud29ya2Zsb3cudjEuV2F0Y2hXb3JrZmxvd1JlcXVlc3QaGi53b3JrZmxvdy52MS5Xb3JrZmxvd0V2ZW50MAESRwoIU2V0TGltaXQSHC53b3JrZmxvdy52MS5TZXRMaW1pdFJlcXVlc3QaHS53b3JrZmxvdy52MS5TZXRMaW1pdFJlc3BvbnNlEk0KCkxpc3RMaW1pdHMSHi53b3JrZmxvdy52MS5MaXN0TGltaXRzUmVxdWVzdBofLndvcmtmbG93LnYxLkxpc3RMaW1pdHNSZXNwb25zZRJQCgtEZWxldGVMaW1pdBIfLndvcmtmbG93LnYxLkRlbGV0ZUxpbWl0UmVxdWVzdBogLndvcmtmbG93LnYxLkRlbGV0ZUxpbWl0UmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * How a node's failed attempts are retried.
@@ -208,6 +208,28 @@ export type Node = Message<"workflow.v1.Node"> & {
    * @generated from field: google.protobuf.Timestamp finished_at = 17;
    */
   finishedAt?: Timestamp | undefined;
+
+  /**
+   * 0..10, default 0: among nodes waiting for one capability, higher starts first.
+   *
+   * @generated from field: int32 priority = 18;
+   */
+  priority: number;
+
+  /**
+   * Flow-control keys (e.g. "model:gpt-4o", "tenant:acme"): the node starts only when the Limit of every key allows.
+   * Every node also counts under the implicit key "capability:<capability>".
+   *
+   * @generated from field: repeated string limit_keys = 19;
+   */
+  limitKeys: string[];
+
+  /**
+   * Output only: the key of the limit holding the ready node back, empty when none.
+   *
+   * @generated from field: string held_by = 20;
+   */
+  heldBy: string;
 };
 
 /**
@@ -285,6 +307,20 @@ export type Workflow = Message<"workflow.v1.Workflow"> & {
    * @generated from field: google.protobuf.Timestamp finished_at = 9;
    */
   finishedAt?: Timestamp | undefined;
+
+  /**
+   * Output only: the sum of the usage of every attempt of every node ("tokens", "cost_usd", ...).
+   *
+   * @generated from field: map<string, double> usage = 10;
+   */
+  usage: { [key: string]: number };
+
+  /**
+   * Spending limits by usage unit (e.g. {"tokens": 200000}): reaching one pauses the workflow.
+   *
+   * @generated from field: map<string, double> budget = 11;
+   */
+  budget: { [key: string]: number };
 };
 
 /**
@@ -293,6 +329,154 @@ export type Workflow = Message<"workflow.v1.Workflow"> & {
  */
 export const WorkflowSchema: GenMessage<Workflow> = /*@__PURE__*/
   messageDesc(file_workflow_v1_workflow, 3);
+
+/**
+ * A flow-control limit on a key, over every worker and scheduler together.
+ *
+ * @generated from message workflow.v1.Limit
+ */
+export type Limit = Message<"workflow.v1.Limit"> & {
+  /**
+   * e.g. "model:gpt-4o", "tenant:acme", "capability:llm.chat"; 1..200 printable characters.
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * RUNNING nodes holding this key at once; 0 = no cap.
+   *
+   * @generated from field: int32 max_concurrency = 2;
+   */
+  maxConcurrency: number;
+
+  /**
+   * Units per period; 0 = no rate cap.
+   *
+   * @generated from field: double rate = 3;
+   */
+  rate: number;
+
+  /**
+   * The rate's period; default 1s.
+   *
+   * @generated from field: google.protobuf.Duration period = 4;
+   */
+  period?: Duration | undefined;
+
+  /**
+   * Bucket size in units; default = rate.
+   *
+   * @generated from field: double burst = 5;
+   */
+  burst: number;
+
+  /**
+   * "" = one unit per node start; else a key of ExecuteNodeResponse.usage (e.g. "tokens"), debited with what the
+   * NodeService reports.
+   *
+   * @generated from field: string unit = 6;
+   */
+  unit: string;
+
+  /**
+   * Output only: until when the key is paused by a THROTTLED answer.
+   *
+   * @generated from field: google.protobuf.Timestamp throttled_until = 7;
+   */
+  throttledUntil?: Timestamp | undefined;
+
+  /**
+   * Output only: nodes holding the key now (QUEUED or RUNNING).
+   *
+   * @generated from field: int32 running = 8;
+   */
+  running: number;
+
+  /**
+   * Output only: ready nodes held back by this key now.
+   *
+   * @generated from field: int64 waiting = 9;
+   */
+  waiting: bigint;
+
+  /**
+   * Output only: units left in the bucket now (rate limits only).
+   *
+   * @generated from field: double available = 10;
+   */
+  available: number;
+};
+
+/**
+ * Describes the message workflow.v1.Limit.
+ * Use `create(LimitSchema)` to create a new message.
+ */
+export const LimitSchema: GenMessage<Limit> = /*@__PURE__*/
+  messageDesc(file_workflow_v1_workflow, 4);
+
+/**
+ * One ended attempt of a node.
+ *
+ * @generated from message workflow.v1.NodeAttempt
+ */
+export type NodeAttempt = Message<"workflow.v1.NodeAttempt"> & {
+  /**
+   * 1-based attempt number.
+   *
+   * @generated from field: int32 attempt = 1;
+   */
+  attempt: number;
+
+  /**
+   * "PASS", "RETRY", "FAIL", "THROTTLED", "LEASE_LOST" or "CANCELLED".
+   *
+   * @generated from field: string status = 2;
+   */
+  status: string;
+
+  /**
+   * The attempt's error, if it failed.
+   *
+   * @generated from field: workflow.v1.NodeError error = 3;
+   */
+  error?: NodeError | undefined;
+
+  /**
+   * The worker that ran it, when known.
+   *
+   * @generated from field: string worker_id = 4;
+   */
+  workerId: string;
+
+  /**
+   * When it started running.
+   *
+   * @generated from field: google.protobuf.Timestamp started_at = 5;
+   */
+  startedAt?: Timestamp | undefined;
+
+  /**
+   * When it ended.
+   *
+   * @generated from field: google.protobuf.Timestamp finished_at = 6;
+   */
+  finishedAt?: Timestamp | undefined;
+
+  /**
+   * What it spent, as the NodeService reported.
+   *
+   * @generated from field: map<string, double> usage = 7;
+   */
+  usage: { [key: string]: number };
+};
+
+/**
+ * Describes the message workflow.v1.NodeAttempt.
+ * Use `create(NodeAttemptSchema)` to create a new message.
+ */
+export const NodeAttemptSchema: GenMessage<NodeAttempt> = /*@__PURE__*/
+  messageDesc(file_workflow_v1_workflow, 5);
 
 /**
  * One change to a running workflow's graph.
@@ -322,7 +506,7 @@ export type NodeEdit = Message<"workflow.v1.NodeEdit"> & {
   nodeId: string;
 
   /**
-   * UPDATE: any of name, capability, parent_ids, input, retry_policy, timeout, labels.
+   * UPDATE: any of name, capability, parent_ids, input, retry_policy, timeout, labels, priority, limit_keys.
    *
    * @generated from field: google.protobuf.FieldMask update_mask = 4;
    */
@@ -334,7 +518,7 @@ export type NodeEdit = Message<"workflow.v1.NodeEdit"> & {
  * Use `create(NodeEditSchema)` to create a new message.
  */
 export const NodeEditSchema: GenMessage<NodeEdit> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 4);
+  messageDesc(file_workflow_v1_workflow, 6);
 
 /**
  * A state change of a workflow or one of its nodes.
@@ -404,7 +588,7 @@ export type WorkflowEvent = Message<"workflow.v1.WorkflowEvent"> & {
  * Use `create(WorkflowEventSchema)` to create a new message.
  */
 export const WorkflowEventSchema: GenMessage<WorkflowEvent> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 5);
+  messageDesc(file_workflow_v1_workflow, 7);
 
 /**
  * Request of CreateWorkflow.
@@ -446,6 +630,13 @@ export type CreateWorkflowRequest = Message<"workflow.v1.CreateWorkflowRequest">
    * @generated from field: string request_id = 5;
    */
   requestId: string;
+
+  /**
+   * Spending limits by usage unit: reaching one pauses the workflow (workflow.budget_exceeded).
+   *
+   * @generated from field: map<string, double> budget = 6;
+   */
+  budget: { [key: string]: number };
 };
 
 /**
@@ -453,7 +644,7 @@ export type CreateWorkflowRequest = Message<"workflow.v1.CreateWorkflowRequest">
  * Use `create(CreateWorkflowRequestSchema)` to create a new message.
  */
 export const CreateWorkflowRequestSchema: GenMessage<CreateWorkflowRequest> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 6);
+  messageDesc(file_workflow_v1_workflow, 8);
 
 /**
  * Response of CreateWorkflow.
@@ -474,7 +665,7 @@ export type CreateWorkflowResponse = Message<"workflow.v1.CreateWorkflowResponse
  * Use `create(CreateWorkflowResponseSchema)` to create a new message.
  */
 export const CreateWorkflowResponseSchema: GenMessage<CreateWorkflowResponse> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 7);
+  messageDesc(file_workflow_v1_workflow, 9);
 
 /**
  * Request of GetWorkflow.
@@ -495,7 +686,7 @@ export type GetWorkflowRequest = Message<"workflow.v1.GetWorkflowRequest"> & {
  * Use `create(GetWorkflowRequestSchema)` to create a new message.
  */
 export const GetWorkflowRequestSchema: GenMessage<GetWorkflowRequest> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 8);
+  messageDesc(file_workflow_v1_workflow, 10);
 
 /**
  * Response of GetWorkflow.
@@ -516,7 +707,7 @@ export type GetWorkflowResponse = Message<"workflow.v1.GetWorkflowResponse"> & {
  * Use `create(GetWorkflowResponseSchema)` to create a new message.
  */
 export const GetWorkflowResponseSchema: GenMessage<GetWorkflowResponse> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 9);
+  messageDesc(file_workflow_v1_workflow, 11);
 
 /**
  * Request of ListWorkflows.
@@ -558,7 +749,7 @@ export type ListWorkflowsRequest = Message<"workflow.v1.ListWorkflowsRequest"> &
  * Use `create(ListWorkflowsRequestSchema)` to create a new message.
  */
 export const ListWorkflowsRequestSchema: GenMessage<ListWorkflowsRequest> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 10);
+  messageDesc(file_workflow_v1_workflow, 12);
 
 /**
  * Response of ListWorkflows.
@@ -586,7 +777,7 @@ export type ListWorkflowsResponse = Message<"workflow.v1.ListWorkflowsResponse">
  * Use `create(ListWorkflowsResponseSchema)` to create a new message.
  */
 export const ListWorkflowsResponseSchema: GenMessage<ListWorkflowsResponse> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 11);
+  messageDesc(file_workflow_v1_workflow, 13);
 
 /**
  * Request of UpdateWorkflow.
@@ -623,11 +814,18 @@ export type UpdateWorkflowRequest = Message<"workflow.v1.UpdateWorkflowRequest">
   labels: { [key: string]: string };
 
   /**
-   * Which of name, labels to change.
+   * Which of name, labels, budget to change.
    *
    * @generated from field: google.protobuf.FieldMask update_mask = 5;
    */
   updateMask?: FieldMask | undefined;
+
+  /**
+   * New budget (replaces the old one), when update_mask names "budget".
+   *
+   * @generated from field: map<string, double> budget = 6;
+   */
+  budget: { [key: string]: number };
 };
 
 /**
@@ -635,7 +833,7 @@ export type UpdateWorkflowRequest = Message<"workflow.v1.UpdateWorkflowRequest">
  * Use `create(UpdateWorkflowRequestSchema)` to create a new message.
  */
 export const UpdateWorkflowRequestSchema: GenMessage<UpdateWorkflowRequest> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 12);
+  messageDesc(file_workflow_v1_workflow, 14);
 
 /**
  * Response of UpdateWorkflow.
@@ -656,7 +854,121 @@ export type UpdateWorkflowResponse = Message<"workflow.v1.UpdateWorkflowResponse
  * Use `create(UpdateWorkflowResponseSchema)` to create a new message.
  */
 export const UpdateWorkflowResponseSchema: GenMessage<UpdateWorkflowResponse> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 13);
+  messageDesc(file_workflow_v1_workflow, 15);
+
+/**
+ * Request of SetLimit.
+ *
+ * @generated from message workflow.v1.SetLimitRequest
+ */
+export type SetLimitRequest = Message<"workflow.v1.SetLimitRequest"> & {
+  /**
+   * The limit; its output-only fields are ignored.
+   *
+   * @generated from field: workflow.v1.Limit limit = 1;
+   */
+  limit?: Limit | undefined;
+};
+
+/**
+ * Describes the message workflow.v1.SetLimitRequest.
+ * Use `create(SetLimitRequestSchema)` to create a new message.
+ */
+export const SetLimitRequestSchema: GenMessage<SetLimitRequest> = /*@__PURE__*/
+  messageDesc(file_workflow_v1_workflow, 16);
+
+/**
+ * Response of SetLimit.
+ *
+ * @generated from message workflow.v1.SetLimitResponse
+ */
+export type SetLimitResponse = Message<"workflow.v1.SetLimitResponse"> & {
+  /**
+   * The limit as stored.
+   *
+   * @generated from field: workflow.v1.Limit limit = 1;
+   */
+  limit?: Limit | undefined;
+};
+
+/**
+ * Describes the message workflow.v1.SetLimitResponse.
+ * Use `create(SetLimitResponseSchema)` to create a new message.
+ */
+export const SetLimitResponseSchema: GenMessage<SetLimitResponse> = /*@__PURE__*/
+  messageDesc(file_workflow_v1_workflow, 17);
+
+/**
+ * Request of ListLimits.
+ *
+ * @generated from message workflow.v1.ListLimitsRequest
+ */
+export type ListLimitsRequest = Message<"workflow.v1.ListLimitsRequest"> & {
+};
+
+/**
+ * Describes the message workflow.v1.ListLimitsRequest.
+ * Use `create(ListLimitsRequestSchema)` to create a new message.
+ */
+export const ListLimitsRequestSchema: GenMessage<ListLimitsRequest> = /*@__PURE__*/
+  messageDesc(file_workflow_v1_workflow, 18);
+
+/**
+ * Response of ListLimits.
+ *
+ * @generated from message workflow.v1.ListLimitsResponse
+ */
+export type ListLimitsResponse = Message<"workflow.v1.ListLimitsResponse"> & {
+  /**
+   * Every limit, by key.
+   *
+   * @generated from field: repeated workflow.v1.Limit limits = 1;
+   */
+  limits: Limit[];
+};
+
+/**
+ * Describes the message workflow.v1.ListLimitsResponse.
+ * Use `create(ListLimitsResponseSchema)` to create a new message.
+ */
+export const ListLimitsResponseSchema: GenMessage<ListLimitsResponse> = /*@__PURE__*/
+  messageDesc(file_workflow_v1_workflow, 19);
+
+/**
+ * Request of DeleteLimit.
+ *
+ * @generated from message workflow.v1.DeleteLimitRequest
+ */
+export type DeleteLimitRequest = Message<"workflow.v1.DeleteLimitRequest"> & {
+  /**
+   * The key whose limit goes.
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+};
+
+/**
+ * Describes the message workflow.v1.DeleteLimitRequest.
+ * Use `create(DeleteLimitRequestSchema)` to create a new message.
+ */
+export const DeleteLimitRequestSchema: GenMessage<DeleteLimitRequest> = /*@__PURE__*/
+  messageDesc(file_workflow_v1_workflow, 20);
+
+/**
+ * Response of DeleteLimit.
+ *
+ * @generated from message workflow.v1.DeleteLimitResponse
+ */
+export type DeleteLimitResponse = Message<"workflow.v1.DeleteLimitResponse"> & {
+};
+
+/**
+ * Describes the message workflow.v1.DeleteLimitResponse.
+ * Use `create(DeleteLimitResponseSchema)` to create a new message.
+ */
+export const DeleteLimitResponseSchema: GenMessage<DeleteLimitResponse> = /*@__PURE__*/
+  messageDesc(file_workflow_v1_workflow, 21);
 
 /**
  * Request of GetNode.
@@ -684,7 +996,7 @@ export type GetNodeRequest = Message<"workflow.v1.GetNodeRequest"> & {
  * Use `create(GetNodeRequestSchema)` to create a new message.
  */
 export const GetNodeRequestSchema: GenMessage<GetNodeRequest> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 14);
+  messageDesc(file_workflow_v1_workflow, 22);
 
 /**
  * Response of GetNode.
@@ -698,6 +1010,13 @@ export type GetNodeResponse = Message<"workflow.v1.GetNodeResponse"> & {
    * @generated from field: workflow.v1.Node node = 1;
    */
   node?: Node | undefined;
+
+  /**
+   * Every ended attempt, oldest first.
+   *
+   * @generated from field: repeated workflow.v1.NodeAttempt attempts = 2;
+   */
+  attempts: NodeAttempt[];
 };
 
 /**
@@ -705,7 +1024,7 @@ export type GetNodeResponse = Message<"workflow.v1.GetNodeResponse"> & {
  * Use `create(GetNodeResponseSchema)` to create a new message.
  */
 export const GetNodeResponseSchema: GenMessage<GetNodeResponse> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 15);
+  messageDesc(file_workflow_v1_workflow, 23);
 
 /**
  * Request of UpdateNode.
@@ -728,7 +1047,7 @@ export type UpdateNodeRequest = Message<"workflow.v1.UpdateNodeRequest"> & {
   node?: Node | undefined;
 
   /**
-   * Any of name, capability, parent_ids, input, retry_policy, timeout, labels.
+   * Any of name, capability, parent_ids, input, retry_policy, timeout, labels, priority, limit_keys.
    *
    * @generated from field: google.protobuf.FieldMask update_mask = 3;
    */
@@ -740,7 +1059,7 @@ export type UpdateNodeRequest = Message<"workflow.v1.UpdateNodeRequest"> & {
  * Use `create(UpdateNodeRequestSchema)` to create a new message.
  */
 export const UpdateNodeRequestSchema: GenMessage<UpdateNodeRequest> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 16);
+  messageDesc(file_workflow_v1_workflow, 24);
 
 /**
  * Response of UpdateNode.
@@ -761,7 +1080,7 @@ export type UpdateNodeResponse = Message<"workflow.v1.UpdateNodeResponse"> & {
  * Use `create(UpdateNodeResponseSchema)` to create a new message.
  */
 export const UpdateNodeResponseSchema: GenMessage<UpdateNodeResponse> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 17);
+  messageDesc(file_workflow_v1_workflow, 25);
 
 /**
  * Request of EditWorkflow.
@@ -789,7 +1108,7 @@ export type EditWorkflowRequest = Message<"workflow.v1.EditWorkflowRequest"> & {
  * Use `create(EditWorkflowRequestSchema)` to create a new message.
  */
 export const EditWorkflowRequestSchema: GenMessage<EditWorkflowRequest> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 18);
+  messageDesc(file_workflow_v1_workflow, 26);
 
 /**
  * Response of EditWorkflow.
@@ -810,7 +1129,7 @@ export type EditWorkflowResponse = Message<"workflow.v1.EditWorkflowResponse"> &
  * Use `create(EditWorkflowResponseSchema)` to create a new message.
  */
 export const EditWorkflowResponseSchema: GenMessage<EditWorkflowResponse> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 19);
+  messageDesc(file_workflow_v1_workflow, 27);
 
 /**
  * Request of WatchWorkflow.
@@ -838,7 +1157,7 @@ export type WatchWorkflowRequest = Message<"workflow.v1.WatchWorkflowRequest"> &
  * Use `create(WatchWorkflowRequestSchema)` to create a new message.
  */
 export const WatchWorkflowRequestSchema: GenMessage<WatchWorkflowRequest> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 20);
+  messageDesc(file_workflow_v1_workflow, 28);
 
 /**
  * Lifecycle of a whole workflow.
@@ -1181,6 +1500,36 @@ export const WorkflowService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchWorkflowRequestSchema;
     output: typeof WorkflowEventSchema;
+  },
+  /**
+   * Creates or replaces the limit of a key.
+   *
+   * @generated from rpc workflow.v1.WorkflowService.SetLimit
+   */
+  setLimit: {
+    methodKind: "unary";
+    input: typeof SetLimitRequestSchema;
+    output: typeof SetLimitResponseSchema;
+  },
+  /**
+   * Every limit, with what it holds now.
+   *
+   * @generated from rpc workflow.v1.WorkflowService.ListLimits
+   */
+  listLimits: {
+    methodKind: "unary";
+    input: typeof ListLimitsRequestSchema;
+    output: typeof ListLimitsResponseSchema;
+  },
+  /**
+   * Removes a key's limit; what it held back runs.
+   *
+   * @generated from rpc workflow.v1.WorkflowService.DeleteLimit
+   */
+  deleteLimit: {
+    methodKind: "unary";
+    input: typeof DeleteLimitRequestSchema;
+    output: typeof DeleteLimitResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_workflow_v1_workflow, 0);
