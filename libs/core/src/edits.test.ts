@@ -169,6 +169,27 @@ describe("planEdits: INSERT", () => {
     );
   });
 
+  it("validates an inserted node's priority and limit keys, and an update's when the mask names them", () => {
+    expect(invalid(() => planEdits(base(), [insert(node("x", [], { priority: 11 }))])).message).toBe(
+      "edits[0].node.priority: must be between 0 and 10, got 11",
+    );
+    expect(
+      invalid(() => planEdits(base(), [insert(node("x", [], { limitKeys: ["tenant:a", "capability:cap"] }))])).field,
+    ).toBe("edits[0].node.limit_keys[1]");
+    expect(invalid(() => planEdits(base(), [update(node("c", [], { priority: -1 }), ["priority"])])).message).toBe(
+      "edits[0].node.priority: must be between 0 and 10, got -1",
+    );
+    expect(
+      invalid(() => planEdits(base(), [update(node("c", [], { limitKeys: ["k", "k"] }), ["limit_keys"])])).message,
+    ).toBe('edits[0].node.limit_keys[1]: duplicate key "k"');
+    // Not masked: not looked at.
+    expect(planEdits(base(), [update(node("c", [], { priority: 99 }), ["name"])]).updates[0]?.changes).toEqual({
+      name: "c",
+    });
+    const plan = planEdits(base(), [update(node("c"), ["priority", "limit_keys"])]);
+    expect(plan.updates[0]?.changes).toEqual({ priority: 0, limitKeys: [] });
+  });
+
   it("rejects an id already in the workflow", () => {
     expect(invalid(() => planEdits(base(), [insert(node("b"))])).message).toBe(
       'edits[0].node.id: node "b" already exists',
@@ -225,6 +246,8 @@ describe("planEdits: UPDATE", () => {
       retryPolicy: { maxAttempts: 5 },
       timeout: durationFromMs(2000),
       labels: { t: "x" },
+      priority: 4,
+      limitKeys: ["tenant:acme"],
     });
     const plan = planEdits(base(), [update(given, [...UPDATABLE_NODE_FIELDS])]);
     expect(plan.updates[0]?.changes).toEqual({
@@ -235,6 +258,8 @@ describe("planEdits: UPDATE", () => {
       retryPolicy: given.retryPolicy,
       timeout: durationFromMs(2000),
       labels: { t: "x" },
+      priority: 4,
+      limitKeys: ["tenant:acme"],
     });
     expect(plan.parentsAfter.get("c")).toEqual(["a"]);
   });

@@ -3,6 +3,7 @@ import { type Duration, durationFromMs, type FieldMask } from "@bufbuild/protobu
 import { EditType, type Node, type NodeEdit, NodeStatus, type RetryPolicy, RetryPolicySchema } from "@trellis/proto";
 import { describeCycle, findCycle } from "./dag.js";
 import { FailedPreconditionError, InvalidArgumentError, NotFoundError, ResourceExhaustedError } from "./errors.js";
+import { validateLimitKeys, validatePriority } from "./flow-control.js";
 import { assertCapability } from "./ids.js";
 import { validateInput } from "./input.js";
 import { validateLabels } from "./labels.js";
@@ -35,8 +36,8 @@ export interface GraphNode {
 /**
  * The new values of the fields an UPDATE names in its mask, and only those: a key is present (and
  * never undefined) exactly when its field was masked. A masked field the caller left empty clears it:
- * `name` becomes the id, `input` and `labels` become `{}`, `parentIds` `[]`, `retryPolicy` an empty
- * policy (all defaults) and `timeout` the default timeout ({@link DEFAULT_NODE_TIMEOUT_MS}).
+ * `name` becomes the id, `input` and `labels` become `{}`, `parentIds` and `limitKeys` `[]`, `priority` 0,
+ * `retryPolicy` an empty policy (all defaults) and `timeout` the default timeout ({@link DEFAULT_NODE_TIMEOUT_MS}).
  */
 export interface NodeFieldChanges {
   /** New name (the node id when cleared). */
@@ -53,6 +54,10 @@ export interface NodeFieldChanges {
   timeout?: Duration;
   /** New labels (`{}` when cleared), replacing the old ones wholesale. */
   labels?: Record<string, string>;
+  /** New priority, 0..10 (0 when cleared). */
+  priority?: number;
+  /** New flow-control keys (`[]` when cleared), replacing the old ones wholesale. */
+  limitKeys?: string[];
 }
 
 /** One accepted UPDATE: the node and its masked field values. */
@@ -84,10 +89,21 @@ export const UPDATABLE_NODE_FIELDS: readonly string[] = [
   "retry_policy",
   "timeout",
   "labels",
+  "priority",
+  "limit_keys",
 ];
 
 /** One of {@link UPDATABLE_NODE_FIELDS}. */
-export type UpdatableNodeField = "name" | "capability" | "parent_ids" | "input" | "retry_policy" | "timeout" | "labels";
+export type UpdatableNodeField =
+  | "name"
+  | "capability"
+  | "parent_ids"
+  | "input"
+  | "retry_policy"
+  | "timeout"
+  | "labels"
+  | "priority"
+  | "limit_keys";
 
 /** Whether `path` is one of {@link UPDATABLE_NODE_FIELDS}. */
 export function isUpdatableNodeField(path: string): path is UpdatableNodeField {
@@ -304,6 +320,14 @@ class EditBatchPlanner {
       case "labels":
         validateLabels(node.labels, `${field}.labels`, this.limits);
         changes.labels = { ...node.labels };
+        return;
+      case "priority":
+        validatePriority(node.priority, `${field}.priority`);
+        changes.priority = node.priority;
+        return;
+      case "limit_keys":
+        validateLimitKeys(node.limitKeys, `${field}.limit_keys`);
+        changes.limitKeys = [...node.limitKeys];
         return;
       default: {
         const unknown: never = path;

@@ -2,6 +2,7 @@ export * from "./dag.js";
 export * from "./durations.js";
 export * from "./edits.js";
 export * from "./errors.js";
+export * from "./flow-control.js";
 export * from "./ids.js";
 export * from "./input.js";
 export * from "./labels.js";

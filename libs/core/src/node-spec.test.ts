@@ -132,6 +132,9 @@ describe("normalizeNewNode", () => {
       labels: { team: "x" },
       timeout: ms(1000),
       retryPolicy: { maxAttempts: 5, initialBackoff: ms(10) },
+      priority: 7,
+      limitKeys: ["model:gpt-4o"],
+      heldBy: "model:gpt-4o",
     });
     const stored = normalizeNewNode(given);
     expect(stored).toEqual(
@@ -144,6 +147,8 @@ describe("normalizeNewNode", () => {
         labels: { team: "x" },
         timeout: ms(1000),
         retryPolicy: { maxAttempts: 5, initialBackoff: ms(10) },
+        priority: 7,
+        limitKeys: ["model:gpt-4o"],
       }),
     );
   });

@@ -3,6 +3,7 @@ import { DurationSchema, type Duration } from "@bufbuild/protobuf/wkt";
 import { type Node, NodeSchema, type RetryPolicy, RetryPolicySchema } from "@trellis/proto";
 import { durationToMs, isValidDuration } from "./durations.js";
 import { InvalidArgumentError } from "./errors.js";
+import { validateLimitKeys, validatePriority } from "./flow-control.js";
 import { assertCapability, assertNodeId } from "./ids.js";
 import { validateInput } from "./input.js";
 import { validateLabels } from "./labels.js";
@@ -70,9 +71,19 @@ export function validateTimeout(timeout: Duration | undefined, field: string): v
 }
 
 /**
+ * Checks a node's flow-control fields: `priority` in 0..10 and its `limit_keys` (see validateLimitKeys), with field
+ * paths under `field` (`nodes[3].priority`). Cheap: the api runs it before calling the StateManager, which checks
+ * again with the rest of the node.
+ */
+export function validateNodeFlowControl(node: Pick<Node, "priority" | "limitKeys">, field: string): void {
+  validatePriority(node.priority, `${field}.priority`);
+  validateLimitKeys(node.limitKeys, `${field}.limit_keys`);
+}
+
+/**
  * Checks everything about one node that does not depend on the rest of the graph: id, name,
- * capability, parent list, input size, retry policy, timeout and labels, with field paths under
- * `field` (e.g. `nodes[3].capability`). Output-only fields are ignored.
+ * capability, parent list, input size, retry policy, timeout, labels, priority and limit keys, with
+ * field paths under `field` (e.g. `nodes[3].capability`). Output-only fields are ignored.
  */
 export function validateNodeSpec(node: Node, field: string, limits: WorkflowLimits = DEFAULT_LIMITS): void {
   assertNodeId(node.id, `${field}.id`);
@@ -83,6 +94,7 @@ export function validateNodeSpec(node: Node, field: string, limits: WorkflowLimi
   validateRetryPolicy(node.retryPolicy, `${field}.retry_policy`);
   validateTimeout(node.timeout, `${field}.timeout`);
   validateLabels(node.labels, `${field}.labels`, limits);
+  validateNodeFlowControl(node, field);
 }
 
 /** A deep copy of `d`. */
@@ -107,7 +119,7 @@ export function copyJsonObject(value: JsonObject): JsonObject {
 
 /**
  * A new node as it is stored: a deep copy of the caller's fields, `name` defaulted to the id, and every
- * output-only field (workflow_id, status, output, error, attempt, timestamps) cleared.
+ * output-only field (workflow_id, status, output, error, attempt, timestamps, held_by) cleared.
  */
 export function normalizeNewNode(node: Node): Node {
   return create(NodeSchema, {
@@ -119,5 +131,7 @@ export function normalizeNewNode(node: Node): Node {
     retryPolicy: node.retryPolicy === undefined ? undefined : copyRetryPolicy(node.retryPolicy),
     timeout: node.timeout === undefined ? undefined : copyDuration(node.timeout),
     labels: { ...node.labels },
+    priority: node.priority,
+    limitKeys: [...node.limitKeys],
   });
 }
