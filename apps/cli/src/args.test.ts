@@ -1,6 +1,6 @@
 import { WorkflowStatus } from "@trellis/proto";
 import { describe, expect, it } from "vitest";
-import { DEFAULT_ADDR, UsageError, parseCliArgs, parseWorkflowStatus } from "./args.js";
+import { DEFAULT_ADDR, UsageError, commandName, parseCliArgs, parsePeriod, parseWorkflowStatus } from "./args.js";
 
 const ID = "6a4f1c39-5e45-48fb-9edb-6f72d9f305d9";
 
@@ -23,6 +23,37 @@ describe("parseCliArgs", () => {
     for (const action of ["cancel", "pause", "resume", "retry"] as const) {
       expect(parseCliArgs([action, ID], {}).command).toEqual({ kind: "action", action, workflowId: ID });
     }
+    expect(parseCliArgs(["get", ID, "--node", "summarize", "--json"], {}).command).toEqual({
+      kind: "get",
+      workflowId: ID,
+      json: true,
+      nodeId: "summarize",
+    });
+  });
+
+  it("parses `limits`, `limits set` with its options and `limits delete`", () => {
+    expect(parseCliArgs(["limits"], {}).command).toEqual({ kind: "limits" });
+    expect(parseCliArgs(["limits", "list"], {}).command).toEqual({ kind: "limits" });
+    expect(parseCliArgs(["limits", "set", "model:gpt-4o", "--max-concurrency", "3"], {}).command).toEqual({
+      kind: "set-limit",
+      limit: { key: "model:gpt-4o", maxConcurrency: 3, rate: 0, periodMs: undefined, burst: undefined, unit: "" },
+    });
+    const argv = ["limits", "set", "tenant:acme", "--rate", "100000", "--period", "1m", "--burst", "1.5e5"];
+    expect(parseCliArgs([...argv, "--unit", "tokens"], {}).command).toEqual({
+      kind: "set-limit",
+      limit: { key: "tenant:acme", maxConcurrency: 0, rate: 100_000, periodMs: 60_000, burst: 150_000, unit: "tokens" },
+    });
+    expect(parseCliArgs(["limits", "delete", "tenant:acme"], {}).command).toEqual({
+      kind: "delete-limit",
+      key: "tenant:acme",
+    });
+  });
+
+  it("names commands in messages as they are typed", () => {
+    expect(commandName(parseCliArgs(["limits", "set", "k", "--rate", "1"], {}).command)).toBe("limits set");
+    expect(commandName(parseCliArgs(["limits", "delete", "k"], {}).command)).toBe("limits delete");
+    expect(commandName(parseCliArgs(["pause", ID], {}).command)).toBe("pause");
+    expect(commandName(parseCliArgs(["limits"], {}).command)).toBe("limits");
   });
 
   it("takes the address and token from flags, else TRELLIS_ADDR and TRELLIS_TOKEN, else the defaults", () => {
@@ -55,6 +86,25 @@ describe("parseCliArgs", () => {
       [["list", "--limit", "0"], '--limit: "0" is not a whole number 1..1000'],
       [["list", "--limit", "ten"], '--limit: "ten" is not a whole number 1..1000'],
       [["list", "--addr", " "], "--addr: empty"],
+      [["get", ID, "--node", ""], "--node: empty"],
+      [["list", "--node", "a"], "list: --node is not an option of this command"],
+      [["limits", "show"], 'limits: unknown subcommand "show" (list, set, delete)'],
+      [["limits", "extra"], 'limits: unknown subcommand "extra" (list, set, delete)'],
+      [["limits", "list", "--rate", "1"], "limits list: --rate is not an option of this command"],
+      [["limits", "set"], "limits set: KEY required"],
+      [["limits", "delete", "a", "b"], 'limits delete: unexpected argument "b"'],
+      [["limits", "set", "k"], "limits set: --max-concurrency or --rate required"],
+      [["limits", "set", "k", "--max-concurrency", "2", "--burst", "5"], "limits set: --burst applies to a rate"],
+      [["limits", "set", "k", "--max-concurrency=-1"], '--max-concurrency: "-1" is not a whole number'],
+      [["limits", "set", "k", "--max-concurrency", "2.5"], '--max-concurrency: "2.5" is not a whole number'],
+      [["limits", "set", "k", "--max-concurrency", "3000000000"], '"3000000000" is not a whole number 0..2147483647'],
+      [["limits", "set", "k", "--rate", "NaN"], '--rate: "NaN" is not a number >= 0'],
+      [["limits", "set", "k", "--rate=-5"], '--rate: "-5" is not a number >= 0'],
+      [["limits", "set", "k", "--rate", "Infinity"], '--rate: "Infinity" is not a number >= 0'],
+      [["limits", "set", "k", "--rate", "5", "--burst", ""], '--burst: "" is not a number >= 0'],
+      [["limits", "set", "k", "--rate", "5", "--period", "60"], '--period: "60" is not a duration'],
+      [["limits", "set", "k", "--rate", "5", "--period", "0s"], '--period: "0s" is shorter than 1ms'],
+      [["limits", "set", " ", "--rate", "5"], "limits set: KEY is empty"],
     ];
     for (const [argv, message] of cases) {
       expect(() => parseCliArgs(argv, {}), argv.join(" ")).toThrow(UsageError);
@@ -74,5 +124,21 @@ describe("parseWorkflowStatus", () => {
     expect(() => parseWorkflowStatus("unspecified")).toThrow(
       '--status: "unspecified" is not one of pending, running, paused, succeeded, failed, cancelled',
     );
+  });
+});
+
+describe("parsePeriod", () => {
+  it("reads ms, s, m and h, alone or together, in milliseconds", () => {
+    expect(parsePeriod("500ms")).toBe(500);
+    expect(parsePeriod("30s")).toBe(30_000);
+    expect(parsePeriod("1m")).toBe(60_000);
+    expect(parsePeriod("1h")).toBe(3_600_000);
+    expect(parsePeriod("1m30s")).toBe(90_000);
+    expect(parsePeriod("1.5s")).toBe(1_500);
+  });
+
+  it("refuses what is not a duration", () => {
+    for (const text of ["", "1", "1d", "m", "-1s", "1s ", "1 s"])
+      expect(() => parsePeriod(text), text).toThrow(UsageError);
   });
 });

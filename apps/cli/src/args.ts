@@ -8,10 +8,20 @@ commands:
   run FILE [--watch]               create a workflow from a YAML or JSON file (a CreateWorkflowRequest in
                                    protobuf JSON form); --watch follows it like \`watch\`
   watch ID                         follow a workflow live until it ends: per-node status lines and a progress bar
-  get ID [--json]                  show a workflow and its nodes (--json: the whole Workflow as protobuf JSON)
+  get ID [--node NODE] [--json]    show a workflow, its usage and budget, and its nodes (--node: one node and its
+                                   attempts with what each spent; --json: the Workflow or GetNodeResponse as
+                                   protobuf JSON)
   list [--status S] [--limit N]    list workflows, newest first (S: pending, running, paused, succeeded, failed,
                                    cancelled; N: 1..1000, default 50)
   cancel|pause|resume|retry ID     apply an action to a workflow
+  limits                           list the flow-control limits: cap, running, waiting, rate, units available,
+                                   throttled until
+  limits set KEY [--max-concurrency N] [--rate R [--period P] [--burst B] [--unit U]]
+                                   create or replace a key's limit (e.g. model:gpt-4o, tenant:acme,
+                                   capability:llm.chat); options left out take their defaults: no cap, no rate,
+                                   P 1s (500ms, 30s, 1m, 1h), B = R, U "" (one unit per node start) or a usage
+                                   unit such as tokens
+  limits delete KEY                remove a key's limit; the nodes it held back run
 
 options:
   --addr HOST:PORT   the api's gRPC address (env TRELLIS_ADDR, default localhost:50051)
@@ -30,14 +40,46 @@ export const ACTIONS = ["cancel", "pause", "resume", "retry"] as const;
 /** One of {@link ACTIONS}. */
 export type ActionName = (typeof ACTIONS)[number];
 
+/** What `trellis limits set` asks for: a whole Limit, replacing the key's current one. */
+export interface LimitSpec {
+  key: string;
+  /** 0 = no cap. */
+  maxConcurrency: number;
+  /** Units per period; 0 = no rate. */
+  rate: number;
+  /** The rate's period; undefined leaves the api's default (1s). */
+  periodMs: number | undefined;
+  /** Bucket size; undefined leaves the api's default (the rate). */
+  burst: number | undefined;
+  /** "" = one unit per node start, else a usage unit (e.g. "tokens"). */
+  unit: string;
+}
+
 /** What the command line asks for. */
 export type Command =
   | { kind: "help" }
   | { kind: "run"; file: string; watch: boolean }
   | { kind: "watch"; workflowId: string }
-  | { kind: "get"; workflowId: string; json: boolean }
+  | { kind: "get"; workflowId: string; json: boolean; nodeId?: string | undefined }
   | { kind: "list"; status: WorkflowStatus | undefined; limit: number }
-  | { kind: "action"; action: ActionName; workflowId: string };
+  | { kind: "action"; action: ActionName; workflowId: string }
+  | { kind: "limits" }
+  | { kind: "set-limit"; limit: LimitSpec }
+  | { kind: "delete-limit"; key: string };
+
+/** How a command is named in messages: `list`, `cancel`, `limits set`. */
+export function commandName(command: Command): string {
+  switch (command.kind) {
+    case "action":
+      return command.action;
+    case "set-limit":
+      return "limits set";
+    case "delete-limit":
+      return "limits delete";
+    default:
+      return command.kind;
+  }
+}
 
 /** A parsed command line: the command and how to reach the api. */
 export interface CliArgs {
@@ -75,17 +117,71 @@ function parseLimit(text: string | undefined): number {
   return n;
 }
 
+/** A whole number 0..2^31-1 (an int32 count). */
+function parseCount(text: string, flag: string): number {
+  const n = /^\d+$/.test(text) ? Number(text) : Number.NaN;
+  if (!Number.isSafeInteger(n) || n > 2_147_483_647) {
+    throw new UsageError(`--${flag}: "${text}" is not a whole number 0..2147483647`);
+  }
+  return n;
+}
+
+/** A finite number >= 0 (`100000`, `0.5`, `1e5`). */
+function parseAmount(text: string, flag: string): number {
+  const n = text.trim() === "" ? Number.NaN : Number(text);
+  if (!Number.isFinite(n) || n < 0) throw new UsageError(`--${flag}: "${text}" is not a number >= 0`);
+  return n;
+}
+
+const PERIOD_UNIT_MS: Readonly<Record<string, number>> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 };
+
+/** `500ms`, `30s`, `1m`, `1h`, `1m30s` -> milliseconds (at least 1). */
+export function parsePeriod(text: string): number {
+  const parts = /^(?:\d+(?:\.\d+)?(?:ms|s|m|h))+$/.test(text) ? text.match(/\d+(?:\.\d+)?(?:ms|s|m|h)/g) : null;
+  if (parts === null) throw new UsageError(`--period: "${text}" is not a duration such as 500ms, 30s, 1m or 1h`);
+  let ms = 0;
+  for (const part of parts) {
+    const unit = /[a-z]+$/.exec(part)![0];
+    ms += Number(part.slice(0, -unit.length)) * PERIOD_UNIT_MS[unit]!;
+  }
+  ms = Math.round(ms);
+  if (ms < 1) throw new UsageError(`--period: "${text}" is shorter than 1ms`);
+  return ms;
+}
+
+/** The options of every command, besides --addr, --token and --help. */
+const OPTION_NAMES = [
+  "watch",
+  "json",
+  "status",
+  "limit",
+  "node",
+  "max-concurrency",
+  "rate",
+  "period",
+  "burst",
+  "unit",
+] as const;
+
+type OptionName = (typeof OPTION_NAMES)[number];
+
 /** The options each command accepts besides --addr, --token and --help. */
-const COMMAND_OPTIONS: Record<string, readonly string[]> = {
+const COMMAND_OPTIONS: Record<string, readonly OptionName[]> = {
   run: ["watch"],
   watch: [],
-  get: ["json"],
+  get: ["json", "node"],
   list: ["status", "limit"],
   cancel: [],
   pause: [],
   resume: [],
   retry: [],
+  "limits list": [],
+  "limits set": ["max-concurrency", "rate", "period", "burst", "unit"],
+  "limits delete": [],
 };
+
+/** The subcommands of `trellis limits` (none means list). */
+const LIMITS_SUBCOMMANDS = ["list", "set", "delete"] as const;
 
 /**
  * Parses `argv` (without `node` and the script) and the environment into a {@link CliArgs}; throws UsageError for
@@ -102,12 +198,20 @@ export function parseCliArgs(argv: readonly string[], env: Record<string, string
   const addr = values.addr ?? env.TRELLIS_ADDR ?? DEFAULT_ADDR;
   if (addr.trim() === "") throw new UsageError("--addr: empty");
   const token = values.token ?? (env.TRELLIS_TOKEN || undefined);
-  const [name, ...rest] = positionals;
+  let [name, ...rest] = positionals;
   if (values.help || name === undefined || name === "help") return { command: { kind: "help" }, addr, token };
+  if (name === "limits") {
+    const sub = rest[0] ?? "list";
+    if (!(LIMITS_SUBCOMMANDS as readonly string[]).includes(sub)) {
+      throw new UsageError(`limits: unknown subcommand "${sub}" (${LIMITS_SUBCOMMANDS.join(", ")})`);
+    }
+    name = `limits ${sub}`;
+    rest = rest.slice(1);
+  }
 
   const allowed = COMMAND_OPTIONS[name];
   if (allowed === undefined) throw new UsageError(`unknown command "${name}"`);
-  for (const option of ["watch", "json", "status", "limit"] as const) {
+  for (const option of OPTION_NAMES) {
     if (values[option] !== undefined && !allowed.includes(option)) {
       throw new UsageError(`${name}: --${option} is not an option of this command`);
     }
@@ -129,9 +233,12 @@ export function parseCliArgs(argv: readonly string[], env: Record<string, string
     case "watch":
       command = { kind: "watch", workflowId: one("workflow ID") };
       break;
-    case "get":
-      command = { kind: "get", workflowId: one("workflow ID"), json: values.json ?? false };
+    case "get": {
+      const workflowId = one("workflow ID");
+      if (values.node?.trim() === "") throw new UsageError("--node: empty");
+      command = { kind: "get", workflowId, json: values.json ?? false, nodeId: values.node };
       break;
+    }
     case "list":
       none();
       command = {
@@ -140,10 +247,48 @@ export function parseCliArgs(argv: readonly string[], env: Record<string, string
         limit: parseLimit(values.limit),
       };
       break;
+    case "limits list":
+      none();
+      command = { kind: "limits" };
+      break;
+    case "limits set":
+      command = { kind: "set-limit", limit: limitSpec(one("KEY"), values) };
+      break;
+    case "limits delete":
+      command = { kind: "delete-limit", key: one("KEY") };
+      break;
     default:
       command = { kind: "action", action: name as ActionName, workflowId: one("workflow ID") };
   }
   return { command, addr, token };
+}
+
+/** The limit `trellis limits set KEY ...` describes; the api checks the key and the bounds it knows. */
+function limitSpec(key: string, values: Partial<Record<OptionName, string | boolean>>): LimitSpec {
+  const option = (name: OptionName) => values[name] as string | undefined;
+  const maxConcurrency = option("max-concurrency");
+  const rate = option("rate");
+  if (key.trim() === "") throw new UsageError("limits set: KEY is empty");
+  if (maxConcurrency === undefined && rate === undefined) {
+    throw new UsageError(
+      "limits set: --max-concurrency or --rate required (`trellis limits delete KEY` removes a limit)",
+    );
+  }
+  if (rate === undefined) {
+    for (const name of ["period", "burst", "unit"] as const) {
+      if (option(name) !== undefined) throw new UsageError(`limits set: --${name} applies to a rate: --rate required`);
+    }
+  }
+  const period = option("period");
+  const burst = option("burst");
+  return {
+    key,
+    maxConcurrency: maxConcurrency === undefined ? 0 : parseCount(maxConcurrency, "max-concurrency"),
+    rate: rate === undefined ? 0 : parseAmount(rate, "rate"),
+    periodMs: period === undefined ? undefined : parsePeriod(period),
+    burst: burst === undefined ? undefined : parseAmount(burst, "burst"),
+    unit: option("unit") ?? "",
+  };
 }
 
 function parse(argv: readonly string[]) {
@@ -158,6 +303,12 @@ function parse(argv: readonly string[]) {
       json: { type: "boolean" },
       status: { type: "string" },
       limit: { type: "string" },
+      node: { type: "string" },
+      "max-concurrency": { type: "string" },
+      rate: { type: "string" },
+      period: { type: "string" },
+      burst: { type: "string" },
+      unit: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });

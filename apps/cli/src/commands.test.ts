@@ -1,6 +1,9 @@
 import { type MessageInitShape, create } from "@bufbuild/protobuf";
 import {
   ErrorKind,
+  type Limit,
+  LimitSchema,
+  NodeAttemptSchema,
   NodeSchema,
   NodeStatus,
   type Workflow,
@@ -11,7 +14,16 @@ import {
 } from "@trellis/proto";
 import { describe, expect, it } from "vitest";
 import type { ApiConnection } from "./client.js";
-import { type CommandContext, describeWorkflow, runCommand, table } from "./commands.js";
+import {
+  type CommandContext,
+  describeLimits,
+  describeNode,
+  describeWorkflow,
+  limitOfSpec,
+  runCommand,
+  table,
+  usageLine,
+} from "./commands.js";
 import { MemoryOutput } from "./output.js";
 
 const ID = "6a4f1c39-5e45-48fb-9edb-6f72d9f305d9";
@@ -36,6 +48,7 @@ function fakeApi(overrides: {
   workflows?: Workflow[];
   pageSize?: number;
   calls?: unknown[];
+  limits?: Limit[];
 }): ApiConnection {
   const all = overrides.workflows ?? [];
   const client = {
@@ -50,6 +63,21 @@ function fakeApi(overrides: {
     async updateWorkflow(request: { workflowId: string; action: number }) {
       overrides.calls?.push(request);
       return { workflow: create(WorkflowSchema, { id: request.workflowId, status: WorkflowStatus.PAUSED }) };
+    },
+    async listLimits(request: object) {
+      overrides.calls?.push(request);
+      return { limits: overrides.limits ?? [] };
+    },
+    async setLimit(request: { limit: MessageInitShape<typeof LimitSchema> }) {
+      overrides.calls?.push(request);
+      // As the api stores it: burst defaults to the rate.
+      const limit = create(LimitSchema, request.limit);
+      limit.burst ||= limit.rate;
+      return { limit };
+    },
+    async deleteLimit(request: { key: string }) {
+      overrides.calls?.push(request);
+      return {};
     },
   };
   return {
@@ -172,6 +200,198 @@ describe("describeWorkflow", () => {
       "ok      echo        PASS    1        -",
       "broken  fail        FAIL    3        ok       INFRA_ERROR: unreachable",
     ]);
+  });
+});
+
+describe("describeWorkflow with flow control", () => {
+  it("shows usage and budget, priority and limit keys, and which limit holds a node back", () => {
+    const wf = create(WorkflowSchema, {
+      id: ID,
+      name: "agents",
+      status: WorkflowStatus.RUNNING,
+      createdAt: { seconds: 1_790_000_000n, nanos: 0 },
+      updatedAt: { seconds: 1_790_000_005n, nanos: 0 },
+      usage: { tokens: 1234, cost_usd: 0.01234 },
+      budget: { tokens: 200_000 },
+      nodes: [
+        create(NodeSchema, { id: "plan", capability: "echo", status: NodeStatus.PASS, attempt: 1 }),
+        create(NodeSchema, {
+          id: "ask",
+          capability: "llm.chat",
+          parentIds: ["plan"],
+          status: NodeStatus.PENDING,
+          priority: 5,
+          limitKeys: ["model:gpt-4o", "tenant:acme"],
+          heldBy: "model:gpt-4o",
+        }),
+      ],
+    });
+    expect(describeWorkflow(wf)).toEqual([
+      `workflow ${ID}  agents  RUNNING`,
+      "created 2026-09-21T14:13:20Z · updated 2026-09-21T14:13:25Z",
+      "usage cost_usd=0.01234 tokens=1234 · budget tokens=200000",
+      "",
+      "NODE  CAPABILITY  STATUS   ATTEMPT  PARENTS  PRIORITY  LIMIT KEYS                DETAIL",
+      "plan  echo        PASS     1        -        0         -",
+      "ask   llm.chat    PENDING  0        plan     5         model:gpt-4o,tenant:acme  held by model:gpt-4o",
+    ]);
+  });
+
+  it("marks a budget unit that usage reached", () => {
+    expect(usageLine({ usage: { tokens: 200_512 }, budget: { tokens: 200_000, cost_usd: 5 } })).toBe(
+      "usage tokens=200512 · budget cost_usd=5 tokens=200000 (reached)",
+    );
+    expect(usageLine({ usage: {}, budget: {} })).toBeUndefined();
+  });
+});
+
+describe("describeNode", () => {
+  it("shows a node's flow control and each ended attempt with what it spent", () => {
+    const node = create(NodeSchema, {
+      id: "ask",
+      name: "ask the model",
+      workflowId: ID,
+      capability: "llm.chat",
+      status: NodeStatus.PASS,
+      attempt: 3,
+      priority: 5,
+      limitKeys: ["tenant:acme"],
+      createdAt: { seconds: 1_790_000_000n, nanos: 0 },
+      startedAt: { seconds: 1_790_000_003n, nanos: 0 },
+      finishedAt: { seconds: 1_790_000_004n, nanos: 0 },
+    });
+    const attempts = [
+      create(NodeAttemptSchema, {
+        attempt: 1,
+        status: "THROTTLED",
+        workerId: "w-1",
+        startedAt: { seconds: 1_790_000_000n, nanos: 0 },
+        finishedAt: { seconds: 1_790_000_000n, nanos: 120_000_000 },
+      }),
+      create(NodeAttemptSchema, {
+        attempt: 2,
+        status: "RETRY",
+        workerId: "w-2",
+        error: { kind: ErrorKind.INFRA_ERROR, message: "connection reset" },
+        usage: { tokens: 10 },
+      }),
+      create(NodeAttemptSchema, {
+        attempt: 3,
+        status: "PASS",
+        workerId: "w-1",
+        startedAt: { seconds: 1_790_000_003n, nanos: 0 },
+        finishedAt: { seconds: 1_790_000_004n, nanos: 500_000_000 },
+        usage: { tokens: 1234, cost_usd: 0.0025 },
+      }),
+    ];
+    expect(describeNode(node, attempts)).toEqual([
+      "node ask (ask the model)  llm.chat  PASS",
+      `workflow ${ID} · attempt 3 · priority 5 · limit keys tenant:acme,capability:llm.chat`,
+      "created 2026-09-21T14:13:20Z · started 2026-09-21T14:13:23Z · finished 2026-09-21T14:13:24Z",
+      "",
+      "ATTEMPT  STATUS     STARTED               TOOK   WORKER  USAGE                        ERROR",
+      "1        THROTTLED  2026-09-21T14:13:20Z  120ms  w-1     -",
+      "2        RETRY      -                     -      w-2     tokens=10                    INFRA_ERROR: connection reset",
+      "3        PASS       2026-09-21T14:13:23Z  1.50s  w-1     cost_usd=0.0025 tokens=1234",
+    ]);
+  });
+
+  it("says which limit holds a waiting node back, and when no attempt has ended", () => {
+    const node = create(NodeSchema, {
+      id: "ask",
+      workflowId: ID,
+      capability: "llm.chat",
+      status: NodeStatus.PENDING,
+      heldBy: "model:gpt-4o",
+      createdAt: { seconds: 1_790_000_000n, nanos: 0 },
+    });
+    const lines = describeNode(node, []);
+    expect(lines[0]).toBe("node ask  llm.chat  PENDING  held by model:gpt-4o");
+    expect(lines.at(-1)).toBe("no attempt has ended yet");
+  });
+});
+
+describe("limits", () => {
+  const NOW = Date.UTC(2026, 8, 21, 14, 13, 20);
+  const limits = [
+    create(LimitSchema, { key: "capability:echo", running: 2, waiting: 0n }),
+    create(LimitSchema, { key: "model:gpt-4o", maxConcurrency: 3, running: 3, waiting: 12n }),
+    create(LimitSchema, {
+      key: "tenant:acme",
+      rate: 100_000,
+      period: { seconds: 60n, nanos: 0 },
+      burst: 150_000,
+      unit: "tokens",
+      available: -2345.5,
+      running: 1,
+      throttledUntil: { seconds: BigInt(NOW / 1000 + 30), nanos: 0 },
+    }),
+    create(LimitSchema, {
+      key: "web",
+      rate: 10,
+      available: 4,
+      throttledUntil: { seconds: BigInt(NOW / 1000 - 30), nanos: 0 },
+    }),
+  ];
+
+  it("lists every key with its cap, holders, waiting nodes, rate, tokens left and a pause still running", () => {
+    expect(describeLimits(limits, NOW)).toEqual([
+      "KEY              CAP  RUNNING  WAITING  RATE              BURST   AVAILABLE  THROTTLED UNTIL",
+      "capability:echo  -    2        0        -                 -       -          -",
+      "model:gpt-4o     3    3        12       -                 -       -          -",
+      "tenant:acme      -    1        0        100000 tokens/1m  150000  -2345.5    2026-09-21T14:13:50Z",
+      "web              -    0        0        10 starts/1s      10      4          -",
+    ]);
+    expect(describeLimits([], NOW)).toEqual(["no limits (`trellis limits set KEY --max-concurrency N` adds one)"]);
+  });
+
+  it("`limits` calls ListLimits and prints the table", async () => {
+    const calls: unknown[] = [];
+    const ctx = { ...context(fakeApi({ limits, calls })), now: () => NOW };
+    expect(await runCommand({ kind: "limits" }, ctx)).toBe(0);
+    expect(calls).toEqual([{}]);
+    expect(ctx.output.lines).toEqual(describeLimits(limits, NOW));
+  });
+
+  it("`limits set` sends the whole limit, defaults left to the api, and prints it as stored", async () => {
+    const calls: unknown[] = [];
+    const ctx = context(fakeApi({ calls }));
+    const spec = {
+      key: "tenant:acme",
+      maxConcurrency: 4,
+      rate: 100_000,
+      periodMs: 60_000,
+      burst: undefined,
+      unit: "tokens",
+    };
+    expect(await runCommand({ kind: "set-limit", limit: spec }, ctx)).toBe(0);
+    expect(calls).toEqual([{ limit: limitOfSpec(spec) }]);
+    expect(limitOfSpec(spec)).toEqual({
+      key: "tenant:acme",
+      maxConcurrency: 4,
+      rate: 100_000,
+      period: expect.objectContaining({ seconds: 60n, nanos: 0 }),
+      burst: 0,
+      unit: "tokens",
+    });
+    expect(ctx.output.lines).toEqual(["limit tenant:acme set: cap 4, rate 100000 tokens/1m, burst 100000"]);
+    const capOnly = {
+      key: "model:gpt-4o",
+      maxConcurrency: 3,
+      rate: 0,
+      periodMs: undefined,
+      burst: undefined,
+      unit: "",
+    };
+    expect(limitOfSpec(capOnly).period).toBeUndefined();
+  });
+
+  it("`limits delete` sends the key", async () => {
+    const calls: unknown[] = [];
+    const ctx = context(fakeApi({ calls }));
+    expect(await runCommand({ kind: "delete-limit", key: "model:gpt-4o" }, ctx)).toBe(0);
+    expect(calls).toEqual([{ key: "model:gpt-4o" }]);
+    expect(ctx.output.lines).toEqual(["limit model:gpt-4o deleted"]);
   });
 });
 

@@ -1,20 +1,34 @@
-import { toJsonString } from "@bufbuild/protobuf";
-import { type Timestamp, timestampDate } from "@bufbuild/protobuf/wkt";
+import { type MessageInitShape, toJsonString } from "@bufbuild/protobuf";
+import { type Timestamp, durationFromMs, durationMs, timestampDate, timestampMs } from "@bufbuild/protobuf/wkt";
 import {
   type CreateWorkflowRequest,
   ErrorKind,
+  GetNodeResponseSchema,
+  type Limit,
+  type LimitSchema,
+  type Node,
+  type NodeAttempt,
+  type NodeError,
   NodeStatus,
   type Workflow,
   WorkflowAction,
   WorkflowSchema,
   WorkflowStatus,
 } from "@trellis/proto";
-import type { ActionName, Command } from "./args.js";
+import type { ActionName, Command, LimitSpec } from "./args.js";
 import { USAGE } from "./args.js";
 import type { ApiConnection } from "./client.js";
 import { followWorkflow } from "./follow.js";
 import type { Output } from "./output.js";
-import { WorkflowProgress, formatDuration, nodeStatusName, workflowStatusName } from "./render.js";
+import {
+  WorkflowProgress,
+  formatAmount,
+  formatDuration,
+  formatPeriod,
+  formatUsage,
+  nodeStatusName,
+  workflowStatusName,
+} from "./render.js";
 import { readWorkflowFile } from "./workflow-file.js";
 
 /** What a command needs: the api, where to write, and a signal that Ctrl-C aborts. */
@@ -26,6 +40,8 @@ export interface CommandContext {
   readWorkflow?: (path: string) => CreateWorkflowRequest;
   /** How often the live progress bar is redrawn on a terminal. @default 200 */
   liveRefreshMs?: number;
+  /** The clock, for "throttled until" (only future times are shown). @default Date.now */
+  now?: () => number;
 }
 
 const ACTION_OF: Record<ActionName, WorkflowAction> = {
@@ -47,11 +63,19 @@ export async function runCommand(command: Command, ctx: CommandContext): Promise
       ctx.output.line(`watching workflow ${command.workflowId}`);
       return watch(ctx, command.workflowId);
     case "get":
-      return get(ctx, command.workflowId, command.json);
+      return command.nodeId === undefined
+        ? get(ctx, command.workflowId, command.json)
+        : getNode(ctx, command.workflowId, command.nodeId, command.json);
     case "list":
       return list(ctx, command.status, command.limit);
     case "action":
       return act(ctx, command.action, command.workflowId);
+    case "limits":
+      return listLimits(ctx);
+    case "set-limit":
+      return setLimit(ctx, command.limit);
+    case "delete-limit":
+      return deleteLimit(ctx, command.key);
     default: {
       const never: never = command;
       throw new Error(`unknown command ${JSON.stringify(never)}`);
@@ -133,7 +157,40 @@ export function table(rows: readonly (readonly string[])[]): string[] {
   );
 }
 
-/** A workflow and its nodes, for people. */
+function errorText(error: NodeError | undefined): string {
+  if (!error?.message) return "";
+  return `${error.kind ? `${ErrorKind[error.kind] ?? error.kind}: ` : ""}${error.message}`;
+}
+
+/**
+ * `usage cost_usd=0.02 tokens=1234 · budget tokens=200000 (reached)`, or undefined when the workflow has neither. A
+ * unit is "reached" when its usage is at its budget or over: the workflow was then paused.
+ */
+export function usageLine(wf: Pick<Workflow, "usage" | "budget">): string | undefined {
+  const parts: string[] = [];
+  if (Object.keys(wf.usage).length > 0) parts.push(`usage ${formatUsage(wf.usage)}`);
+  const budget = Object.keys(wf.budget).sort();
+  if (budget.length > 0) {
+    const units = budget.map((unit) => {
+      const reached = (wf.usage[unit] ?? 0) >= wf.budget[unit]!;
+      return `${unit}=${formatAmount(wf.budget[unit]!)}${reached ? " (reached)" : ""}`;
+    });
+    parts.push(`budget ${units.join(" ")}`);
+  }
+  return parts.length > 0 ? parts.join(" · ") : undefined;
+}
+
+/** What the DETAIL column says of a node: the limit holding it back, and its error (a FAIL, or a retry's cause). */
+function nodeDetail(n: Node): string {
+  const held = n.heldBy ? `held by ${n.heldBy}` : "";
+  const error = n.status !== NodeStatus.PASS ? errorText(n.error) : "";
+  return [held, error].filter(Boolean).join(" · ");
+}
+
+/**
+ * A workflow and its nodes, for people. PRIORITY and LIMIT KEYS columns appear only when some node has a priority or
+ * limit keys, so workflows without flow control read as they always did.
+ */
 export function describeWorkflow(wf: Workflow): string[] {
   const lines = [
     `workflow ${wf.id}  ${wf.name}  ${workflowStatusName(wf.status)}`,
@@ -144,22 +201,150 @@ export function describeWorkflow(wf: Workflow): string[] {
     ]
       .filter(Boolean)
       .join(" · "),
-    "",
   ];
-  const rows = [["NODE", "CAPABILITY", "STATUS", "ATTEMPT", "PARENTS", "DETAIL"]];
+  const usage = usageLine(wf);
+  if (usage !== undefined) lines.push(usage);
+  lines.push("");
+  const flowControl = wf.nodes.some((n) => n.priority !== 0 || n.limitKeys.length > 0);
+  const head = ["NODE", "CAPABILITY", "STATUS", "ATTEMPT", "PARENTS"];
+  const rows = [flowControl ? [...head, "PRIORITY", "LIMIT KEYS", "DETAIL"] : [...head, "DETAIL"]];
   for (const n of wf.nodes) {
-    // A FAIL node's error, or the last failed attempt of a node waiting for its retry.
-    const error = n.status !== NodeStatus.PASS && n.error?.message ? n.error : undefined;
-    const detail = error ? `${error.kind ? `${ErrorKind[error.kind]}: ` : ""}${error.message}` : "";
-    rows.push([n.id, n.capability, nodeStatusName(n.status), String(n.attempt), n.parentIds.join(",") || "-", detail]);
+    const row = [n.id, n.capability, nodeStatusName(n.status), String(n.attempt), n.parentIds.join(",") || "-"];
+    if (flowControl) row.push(String(n.priority), n.limitKeys.join(",") || "-");
+    rows.push([...row, nodeDetail(n)]);
   }
   return [...lines, ...table(rows)];
+}
+
+function took(from: Timestamp | undefined, to: Timestamp | undefined): string {
+  return from === undefined || to === undefined ? "-" : formatDuration(timestampMs(to) - timestampMs(from));
+}
+
+/** One node, its flow control and its ended attempts with what each spent, for people. */
+export function describeNode(node: Node, attempts: readonly NodeAttempt[]): string[] {
+  const name = node.name && node.name !== node.id ? ` (${node.name})` : "";
+  const lines = [
+    [
+      `node ${node.id}${name}`,
+      node.capability,
+      nodeStatusName(node.status),
+      node.heldBy ? `held by ${node.heldBy}` : "",
+    ]
+      .filter(Boolean)
+      .join("  "),
+    [
+      `workflow ${node.workflowId}`,
+      `attempt ${node.attempt}`,
+      `priority ${node.priority}`,
+      `limit keys ${[...node.limitKeys, `capability:${node.capability}`].join(",")}`,
+    ].join(" · "),
+    [
+      `created ${time(node.createdAt)}`,
+      node.startedAt ? `started ${time(node.startedAt)}` : "",
+      node.finishedAt ? `finished ${time(node.finishedAt)}` : "",
+    ]
+      .filter(Boolean)
+      .join(" · "),
+  ];
+  const error = node.status !== NodeStatus.PASS ? errorText(node.error) : "";
+  if (error) lines.push(`error ${error}`);
+  lines.push("");
+  if (attempts.length === 0) return [...lines, "no attempt has ended yet"];
+  const rows = [["ATTEMPT", "STATUS", "STARTED", "TOOK", "WORKER", "USAGE", "ERROR"]];
+  for (const a of attempts) {
+    rows.push([
+      String(a.attempt),
+      a.status,
+      time(a.startedAt),
+      took(a.startedAt, a.finishedAt),
+      a.workerId || "-",
+      formatUsage(a.usage) || "-",
+      errorText(a.error),
+    ]);
+  }
+  return [...lines, ...table(rows)];
+}
+
+/** `100000 tokens/1m`, `10 starts/1s`; "-" without a rate. */
+function rateText(limit: Limit): string {
+  if (limit.rate === 0) return "-";
+  const periodMs = limit.period === undefined ? 1_000 : durationMs(limit.period);
+  return `${formatAmount(limit.rate)} ${limit.unit || "starts"}/${formatPeriod(periodMs)}`;
+}
+
+/** `cap 3, rate 100000 tokens/1m, burst 150000` */
+export function limitSummary(limit: Limit): string {
+  const parts: string[] = [];
+  if (limit.maxConcurrency > 0) parts.push(`cap ${limit.maxConcurrency}`);
+  if (limit.rate > 0) parts.push(`rate ${rateText(limit)}`, `burst ${formatAmount(limit.burst || limit.rate)}`);
+  return parts.length > 0 ? parts.join(", ") : "no cap, no rate";
+}
+
+/**
+ * The limits as a table: a key's cap, the nodes holding it (RUNNING: queued or running) and held back by it
+ * (WAITING), its rate, the units left in its bucket (negative after a usage debit larger than what was left) and
+ * until when a THROTTLED answer paused it (past times are shown as "-").
+ */
+export function describeLimits(limits: readonly Limit[], nowMs: number): string[] {
+  if (limits.length === 0) return ["no limits (`trellis limits set KEY --max-concurrency N` adds one)"];
+  const rows = [["KEY", "CAP", "RUNNING", "WAITING", "RATE", "BURST", "AVAILABLE", "THROTTLED UNTIL"]];
+  for (const l of limits) {
+    const throttled = l.throttledUntil !== undefined && timestampMs(l.throttledUntil) > nowMs;
+    rows.push([
+      l.key,
+      l.maxConcurrency > 0 ? String(l.maxConcurrency) : "-",
+      String(l.running),
+      String(l.waiting),
+      rateText(l),
+      l.rate > 0 ? formatAmount(l.burst || l.rate) : "-",
+      l.rate > 0 ? formatAmount(l.available) : "-",
+      throttled ? time(l.throttledUntil) : "-",
+    ]);
+  }
+  return table(rows);
+}
+
+/** The SetLimit request of a {@link LimitSpec}: fields left out keep the api's defaults. */
+export function limitOfSpec(spec: LimitSpec): MessageInitShape<typeof LimitSchema> {
+  return {
+    key: spec.key,
+    maxConcurrency: spec.maxConcurrency,
+    rate: spec.rate,
+    period: spec.periodMs === undefined ? undefined : durationFromMs(spec.periodMs),
+    burst: spec.burst ?? 0,
+    unit: spec.unit,
+  };
 }
 
 async function get(ctx: CommandContext, workflowId: string, json: boolean): Promise<number> {
   const { workflow } = await ctx.api.client.getWorkflow({ workflowId }, ctx.api.call(ctx.signal));
   if (json) ctx.output.line(toJsonString(WorkflowSchema, workflow!, { prettySpaces: 2 }));
   else for (const line of describeWorkflow(workflow!)) ctx.output.line(line);
+  return 0;
+}
+
+async function getNode(ctx: CommandContext, workflowId: string, nodeId: string, json: boolean): Promise<number> {
+  const response = await ctx.api.client.getNode({ workflowId, nodeId }, ctx.api.call(ctx.signal));
+  if (json) ctx.output.line(toJsonString(GetNodeResponseSchema, response, { prettySpaces: 2 }));
+  else for (const line of describeNode(response.node!, response.attempts)) ctx.output.line(line);
+  return 0;
+}
+
+async function listLimits(ctx: CommandContext): Promise<number> {
+  const { limits } = await ctx.api.client.listLimits({}, ctx.api.call(ctx.signal));
+  for (const line of describeLimits(limits, (ctx.now ?? Date.now)())) ctx.output.line(line);
+  return 0;
+}
+
+async function setLimit(ctx: CommandContext, spec: LimitSpec): Promise<number> {
+  const { limit } = await ctx.api.client.setLimit({ limit: limitOfSpec(spec) }, ctx.api.call(ctx.signal));
+  ctx.output.line(`limit ${limit!.key} set: ${limitSummary(limit!)}`);
+  return 0;
+}
+
+async function deleteLimit(ctx: CommandContext, key: string): Promise<number> {
+  await ctx.api.client.deleteLimit({ key }, ctx.api.call(ctx.signal));
+  ctx.output.line(`limit ${key} deleted`);
   return 0;
 }
 

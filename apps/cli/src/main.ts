@@ -1,6 +1,6 @@
 // `trellis` command: wires the command line -> api connection -> command -> exit code.
 import { status as grpcStatus } from "@grpc/grpc-js";
-import { type CliArgs, UsageError, parseCliArgs } from "./args.js";
+import { type CliArgs, UsageError, commandName, parseCliArgs } from "./args.js";
 import { connect } from "./client.js";
 import { runCommand } from "./commands.js";
 import { grpcCode } from "./follow.js";
@@ -19,7 +19,7 @@ try {
 }
 
 const { command } = args;
-const name = command.kind === "action" ? command.action : command.kind;
+const name = commandName(command);
 const api = connect(args.addr, args.token);
 const controller = new AbortController();
 let interrupted = false;

@@ -2,7 +2,7 @@ import { create, type JsonObject } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { NodeStatus, type WorkflowEvent, WorkflowEventSchema, WorkflowStatus } from "@trellis/proto";
 import { describe, expect, it } from "vitest";
-import { WorkflowProgress, formatDuration } from "./render.js";
+import { WorkflowProgress, formatAmount, formatDuration, formatPeriod, formatUsage } from "./render.js";
 
 const T0 = Date.UTC(2026, 0, 1);
 
@@ -121,6 +121,34 @@ describe("WorkflowProgress", () => {
     expect(progress.total).toBe(4);
   });
 
+  it("says when a limit holds a node back, when a provider throttles it, and when a budget pauses the workflow", () => {
+    const e = events();
+    const progress = new WorkflowProgress();
+    progress.apply(e("workflow.created", { data: { nodeCount: 2 } }));
+    expect(progress.apply(e("node.held", node("ask", NodeStatus.PENDING, { key: "model:gpt-4o" })))).toBe(
+      "  [0/2] ◌ ask              HELD       by model:gpt-4o",
+    );
+    expect(
+      progress.apply(
+        e(
+          "node.throttled",
+          node("ask", NodeStatus.QUEUED, { retryAfterMs: 2000, keys: ["model:gpt-4o", "capability:llm.chat"] }),
+        ),
+      ),
+    ).toBe("  [0/2] ⧖ ask              THROTTLED  retry in 2.00s  pauses model:gpt-4o, capability:llm.chat");
+    expect(
+      progress.apply(e("workflow.budget_exceeded", { data: { unit: "tokens", usage: 200_512, budget: 200_000 } })),
+    ).toBe("  [0/2] $ workflow         BUDGET     tokens 200512 of budget 200000");
+    expect(
+      progress.apply(
+        e("workflow.status_changed", {
+          wf: WorkflowStatus.PAUSED,
+          data: { from: "RUNNING", reason: "budget exceeded" },
+        }),
+      ),
+    ).toBe("  [0/2] ● workflow         PAUSED     (budget exceeded)");
+  });
+
   it("goes back when a workflow RETRY reopens nodes", () => {
     const e = events();
     const progress = new WorkflowProgress();
@@ -161,5 +189,21 @@ describe("formatDuration", () => {
     expect(formatDuration(999.4)).toBe("999ms");
     expect(formatDuration(1234)).toBe("1.23s");
     expect(formatDuration(125_000)).toBe("2m05s");
+  });
+});
+
+describe("formatAmount, formatUsage and formatPeriod", () => {
+  it("print usage amounts and rate periods briefly", () => {
+    expect(formatAmount(100_000)).toBe("100000");
+    expect(formatAmount(0.012345678)).toBe("0.0123457");
+    expect(formatAmount(-2345.5)).toBe("-2345.5");
+    expect(formatUsage({ tokens: 1234, cost_usd: 0.0025 })).toBe("cost_usd=0.0025 tokens=1234");
+    expect(formatUsage({})).toBe("");
+    expect(formatPeriod(500)).toBe("500ms");
+    expect(formatPeriod(1000)).toBe("1s");
+    expect(formatPeriod(60_000)).toBe("1m");
+    expect(formatPeriod(90_000)).toBe("1m30s");
+    expect(formatPeriod(3_600_000)).toBe("1h");
+    expect(formatPeriod(0)).toBe("0ms");
   });
 });

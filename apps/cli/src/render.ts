@@ -40,6 +40,38 @@ export function formatDuration(ms: number): string {
   return `${minutes}m${String(seconds).padStart(2, "0")}s`;
 }
 
+/** `1234`, `0.0123`, `1234.57`: whole numbers as they are, others to six significant digits. */
+export function formatAmount(n: number): string {
+  if (!Number.isFinite(n)) return String(n);
+  return Number.isInteger(n) ? String(n) : String(Number(n.toPrecision(6)));
+}
+
+/** `cost_usd=0.0123 tokens=1234` (units sorted), or "" for none. */
+export function formatUsage(usage: Readonly<Record<string, number>>): string {
+  return Object.keys(usage)
+    .sort()
+    .map((unit) => `${unit}=${formatAmount(usage[unit]!)}`)
+    .join(" ");
+}
+
+/** A rate's period: `500ms`, `1s`, `1m`, `1m30s`, `1h`. */
+export function formatPeriod(ms: number): string {
+  const parts: string[] = [];
+  let rest = Math.max(0, Math.round(ms));
+  for (const [unit, size] of [
+    ["h", 3_600_000],
+    ["m", 60_000],
+    ["s", 1_000],
+  ] as const) {
+    if (rest >= size) {
+      parts.push(`${Math.floor(rest / size)}${unit}`);
+      rest %= size;
+    }
+  }
+  if (rest > 0 || parts.length === 0) parts.push(`${rest}ms`);
+  return parts.join("");
+}
+
 type Tone = "green" | "red" | "yellow" | "cyan" | "dim" | "plain";
 
 const ANSI: Record<Tone, string> = {
@@ -176,7 +208,8 @@ export class WorkflowProgress {
         this.#declared = numberOf(field(data, "nodeCount")) ?? 0;
         return undefined;
       case "workflow.status_changed": {
-        const action = text(field(data, "action"));
+        // An action (PAUSE, RETRY, ...) says who changed it; a reason says why when nobody did (a budget).
+        const action = text(field(data, "action")) || text(field(data, "reason"));
         const tone: Tone =
           event.workflowStatus === WorkflowStatus.SUCCEEDED
             ? "green"
@@ -232,6 +265,32 @@ export class WorkflowProgress {
         return this.#line({ mark: "↺", label: "REQUEUED", tone: "yellow" }, id, text(field(data, "reason")));
       case "node.unroutable":
         return this.#line({ mark: "!", label: "UNROUTABLE", tone: "yellow" }, id, text(field(data, "reason")));
+      case "node.held": {
+        // Ready, and left PENDING by a limit at its cap, out of tokens or throttled: said once, not a silent wait.
+        this.#nodes.set(id, event.nodeStatus);
+        const key = text(field(data, "key")) || text(field(data, "heldBy"));
+        return this.#line({ mark: "◌", label: "HELD", tone: "dim" }, id, key ? `by ${key}` : "");
+      }
+      case "node.throttled": {
+        this.#nodes.set(id, event.nodeStatus);
+        const after = numberOf(field(data, "retryAfterMs"));
+        const keys = field(data, "keys") ?? field(data, "limitKeys");
+        const detail = [
+          after === undefined ? "" : `retry in ${formatDuration(after)}`,
+          Array.isArray(keys) && keys.length > 0 ? `pauses ${keys.map(text).join(", ")}` : "",
+        ];
+        return this.#line({ mark: "⧖", label: "THROTTLED", tone: "yellow" }, id, detail.filter(Boolean).join("  "));
+      }
+      case "workflow.budget_exceeded": {
+        const unit = text(field(data, "unit"));
+        const used = numberOf(field(data, "usage"));
+        const budget = numberOf(field(data, "budget"));
+        const detail =
+          used === undefined || budget === undefined
+            ? unit
+            : `${unit} ${formatAmount(used)} of budget ${formatAmount(budget)}`;
+        return this.#line({ mark: "$", label: "BUDGET", tone: "red" }, "workflow", detail);
+      }
       default:
         // workflow.updated, workflow.edited (its nodes have lines of their own) and types newer than this CLI.
         if (id !== "" && event.nodeStatus !== NodeStatus.UNSPECIFIED) this.#nodes.set(id, event.nodeStatus);
