@@ -7,7 +7,7 @@ import type { WorkerMetrics } from "./metrics.js";
 import { executeNode, type NodeServiceClient } from "./node-service-client.js";
 
 /** What happened to one job; "recording" means a success whose result is being committed in the background. */
-export type JobOutcome = "dropped" | "passed" | "failed" | "stale" | "recording";
+export type JobOutcome = "dropped" | "passed" | "failed" | "stale" | "recording" | "throttled";
 
 /** Dependencies of runNodeJob. */
 export interface NodeRunnerDeps {
@@ -133,6 +133,10 @@ function describeOutcome(
     case "stale":
       log.warn("result not recorded: the node's lease was lost (cancelled, re-queued or taken over)");
       return "stale";
+    case "throttled":
+      // The node has a new job, delayed by retry_after; this one ends here (no BullMQ attempt is spent either).
+      log.info({ retry_after_ms: outcome.retryAfterMs }, "node throttled by its provider; its keys are paused");
+      return "throttled";
     default: {
       const never: never = outcome;
       throw new Error(`unknown outcome ${JSON.stringify(never)}`);

@@ -1,6 +1,6 @@
 import * as grpc from "@grpc/grpc-js";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { valueProblem } from "@trellis/core";
+import { durationToMs, valueProblem } from "@trellis/core";
 import type { NodeResult, StartedNode } from "@trellis/db";
 import { ErrorKind, ExecutionStatus, NodeService, createGrpcClient, type GrpcClient } from "@trellis/proto";
 
@@ -42,7 +42,7 @@ export async function executeNode(
   signal: AbortSignal,
 ): Promise<NodeResult> {
   const result = await callNodeService(client, started, signal);
-  if (result.kind === "error") return { ...result, message: storableMessage(result.message) };
+  if (result.kind !== "success") return { ...result, message: storableMessage(result.message) };
   // An output PostgreSQL cannot store would fail the result's transaction again at every attempt: it is the
   // NodeService's error, so the node fails with TASK_ERROR saying why.
   const problem = valueProblem(result.output);
@@ -51,6 +51,7 @@ export async function executeNode(
       kind: "error",
       errorKind: ErrorKind.TASK_ERROR,
       message: storableMessage(`NodeService output cannot be stored: output${problem.path} ${problem.reason}`),
+      usage: result.usage,
     };
   }
   return result;
@@ -79,18 +80,32 @@ async function callNodeService(
       },
       { deadline, signal },
     );
+    const usage = usageOf(response.usage);
     switch (response.status) {
       case ExecutionStatus.SUCCESS:
-        return { kind: "success", output: response.output, edits: response.edits };
+        return { kind: "success", output: response.output, edits: response.edits, usage };
       case ExecutionStatus.INFRA_ERROR:
-        return { kind: "error", errorKind: ErrorKind.INFRA_ERROR, message: response.errorMessage || "infra error" };
+        return {
+          kind: "error",
+          errorKind: ErrorKind.INFRA_ERROR,
+          message: response.errorMessage || "infra error",
+          usage,
+        };
       case ExecutionStatus.TASK_ERROR:
-        return { kind: "error", errorKind: ErrorKind.TASK_ERROR, message: response.errorMessage || "task error" };
+        return { kind: "error", errorKind: ErrorKind.TASK_ERROR, message: response.errorMessage || "task error", usage };
+      case ExecutionStatus.THROTTLED:
+        return {
+          kind: "throttled",
+          retryAfterMs: response.retryAfter ? retryAfterMs(durationToMs(response.retryAfter)) : DEFAULT_RETRY_AFTER_MS,
+          message: response.errorMessage || "throttled by the provider",
+          usage,
+        };
       case ExecutionStatus.UNSPECIFIED:
         return {
           kind: "error",
           errorKind: ErrorKind.TASK_ERROR,
           message: response.errorMessage || "NodeService returned no execution status",
+          usage,
         };
       default: {
         const unknown: never = response.status;
@@ -98,6 +113,7 @@ async function callNodeService(
           kind: "error",
           errorKind: ErrorKind.TASK_ERROR,
           message: `unknown execution status ${String(unknown)}`,
+          usage,
         };
       }
     }
@@ -110,4 +126,22 @@ async function callNodeService(
       message: `ExecuteNode failed: ${code}: ${e.details ?? e.message ?? String(error)}`,
     };
   }
+}
+
+/** How long a THROTTLED answer without retry_after pauses the node's keys. */
+export const DEFAULT_RETRY_AFTER_MS = 1_000;
+
+/** The longest pause a THROTTLED answer can put on its keys (a longer retry_after is cut to it). */
+export const MAX_RETRY_AFTER_MS = 3_600_000;
+
+/** A retry_after within bounds: a negative or absurd value from a NodeService must not stall a key for ever. */
+function retryAfterMs(ms: number): number {
+  if (!Number.isFinite(ms) || ms <= 0) return DEFAULT_RETRY_AFTER_MS;
+  return Math.min(MAX_RETRY_AFTER_MS, Math.round(ms));
+}
+
+/** The usage a NodeService reported, without entries that are not finite numbers or are zero. */
+function usageOf(usage: { [unit: string]: number }): Record<string, number> | undefined {
+  const spent = Object.entries(usage).filter(([unit, amount]) => unit !== "" && Number.isFinite(amount) && amount !== 0);
+  return spent.length === 0 ? undefined : Object.fromEntries(spent);
 }

@@ -3,3 +3,5 @@
 DROP FUNCTION IF EXISTS trellis_start_nodes(uuid[], text[], integer[], double precision);
 DROP FUNCTION IF EXISTS trellis_pass_nodes(uuid[], text[], uuid[], jsonb[], boolean);
 DROP FUNCTION IF EXISTS trellis_start_locked(uuid[], text[], integer[], uuid, boolean);
+DROP FUNCTION IF EXISTS trellis_pass_nodes(uuid[], text[], uuid[], jsonb[], boolean, boolean[], uuid, text[]);
+DROP FUNCTION IF EXISTS trellis_record_errors(uuid[], text[], uuid[], text[], text[], integer[], boolean[]);

@@ -10,6 +10,9 @@
 -- Returns a 'node' row per started node: {node (the row), parent_outputs, has_children,
 -- workflow_name, workflow_input}, a node asked for twice is started once; then what trellis_write_events returns.
 -- p_events_before: events of the caller's to write first, in the same trellis_write_events call (the PASS's).
+-- A node one of whose keys a THROTTLED answer paused (limits.throttled_until, libs/db/sql/070_errors.sql) is not
+-- started: it goes back to PENDING, held by that key (a `node.held` event), for the scheduler's claim once the pause
+-- ends; its job finds it so and is dropped. So a throttled provider sees no call until then.
 CREATE OR REPLACE FUNCTION trellis_start_locked(
   p_workflow_ids uuid[], p_node_ids text[], p_queue_gens integer[], p_worker_session uuid, p_notify boolean,
   p_events_before jsonb DEFAULT '[]'::jsonb
@@ -20,7 +23,35 @@ DECLARE
   v_started jsonb;
   v_events jsonb;
   v_statuses jsonb;
+  v_held jsonb := '[]'::jsonb;
 BEGIN
+  IF EXISTS (SELECT 1 FROM limits WHERE throttled_until > clock_timestamp()) THEN
+    WITH held AS (
+      UPDATE nodes n
+         SET status = 'PENDING', queued_at = NULL, updated_at = now(),
+             held_by = (SELECT l.key FROM limits l
+                         WHERE l.throttled_until > clock_timestamp()
+                           AND l.key = ANY (n.limit_keys || ('capability:' || n.capability))
+                         ORDER BY l.key LIMIT 1)
+        FROM unnest(p_workflow_ids, p_node_ids, p_queue_gens) AS r(workflow_id, id, queue_gen),
+             workflows wf
+       WHERE n.workflow_id = r.workflow_id AND n.id = r.id AND n.status = 'QUEUED'
+         AND (r.queue_gen IS NULL OR n.queue_gen = r.queue_gen)
+         AND wf.id = n.workflow_id AND NOT trellis_workflow_finished(wf.status)
+         AND EXISTS (SELECT 1 FROM limits l
+                      WHERE l.throttled_until > clock_timestamp()
+                        AND l.key = ANY (n.limit_keys || ('capability:' || n.capability)))
+      RETURNING n.workflow_id, n.id, n.held_by, wf.status AS workflow_status
+    )
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+             'workflow_id', h.workflow_id, 'type', 'node.held', 'node_id', h.id, 'workflow_status', h.workflow_status,
+             'node_status', 'PENDING',
+             'data', jsonb_build_object('from', 'QUEUED', 'key', h.held_by, 'reason', 'throttled',
+                                        'until', (SELECT l.throttled_until FROM limits l WHERE l.key = h.held_by)))
+             ORDER BY h.workflow_id, h.id), '[]'::jsonb)
+      INTO v_held
+      FROM held h;
+  END IF;
   WITH w AS (
     SELECT wf.id, wf.status, wf.name, wf.input
       FROM workflows wf
@@ -66,7 +97,8 @@ BEGIN
     INTO v_started, v_events, v_statuses;
   RETURN QUERY SELECT 'node', e FROM jsonb_array_elements(v_started) AS e;
   RETURN QUERY SELECT x.kind, x.body
-                 FROM trellis_write_events(coalesce(p_events_before, '[]'::jsonb) || v_events, v_statuses, p_notify)
+                 FROM trellis_write_events(coalesce(p_events_before, '[]'::jsonb) || v_held || v_events, v_statuses,
+                                           p_notify)
                    AS x;
 END;
 $$;

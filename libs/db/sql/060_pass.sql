@@ -1,9 +1,12 @@
 -- RUNNING -> PASS: the one implementation of a node's success, for a batch of results (with or without edits: a
 -- result's edits are applied first, in the same transaction, by the caller). Under their leases, with everything
 -- that follows in the same transaction:
+-- - what the attempts spent, first (p_usages, trellis_record_usage: the workflow's usage, usage-counted rate limits,
+--   and a budget reached pauses the workflow before anything is dispatched);
 -- - the attempts' endings (node_attempts);
 -- - each child's pending_parents decremented; when p_dispatch and its workflow is PENDING or RUNNING, a child that
---   became ready is QUEUED at once (eager dispatch: the caller enqueues its job after commit);
+--   became ready is QUEUED at once (eager dispatch: the caller enqueues its job after commit), unless one of its
+--   keys has a limit (flow control is the scheduler's claim: it is left PENDING and the scheduler woken);
 -- - eager local start: for each result whose p_start_local entry is true, one of the children it made ready (the
 --   first by id) of the passed node's own capability, when p_capabilities has it, is started at once for the worker
 --   of p_worker_session (trellis_start_locked): that worker runs it next in the same slot, without a queue round trip
@@ -17,7 +20,7 @@
 -- the event notifications after commit.
 CREATE OR REPLACE FUNCTION trellis_pass_nodes(
   p_workflow_ids uuid[], p_node_ids text[], p_leases uuid[], p_outputs jsonb[], p_dispatch boolean,
-  p_start_local boolean[], p_worker_session uuid, p_capabilities text[]
+  p_start_local boolean[], p_worker_session uuid, p_capabilities text[], p_usages jsonb[] DEFAULT NULL
 )
 RETURNS TABLE (kind text, body jsonb)
 LANGUAGE plpgsql
@@ -28,8 +31,14 @@ DECLARE
   v_events jsonb;
   v_local_wf uuid[];
   v_local_ids text[];
+  v_limited boolean;
 BEGIN
   PERFORM 1 FROM workflows WHERE id = ANY (p_workflow_ids) ORDER BY id FOR UPDATE;
+  v_limited := EXISTS (SELECT 1 FROM limits);
+  IF p_usages IS NOT NULL THEN
+    RETURN QUERY
+    SELECT x.kind, x.body FROM trellis_record_usage(p_workflow_ids, p_node_ids, p_leases, p_usages) AS x;
+  END IF;
   -- A passing node is never a child of another in the batch: a child cannot run before its parents passed.
   WITH passed AS (
     UPDATE nodes n
@@ -37,18 +46,26 @@ BEGIN
            worker_session = NULL, lease_expires_at = NULL, finished_at = now(), updated_at = now()
       FROM unnest(p_workflow_ids, p_node_ids, p_leases, p_outputs) WITH ORDINALITY AS r(workflow_id, id, lease, output, ord)
      WHERE n.workflow_id = r.workflow_id AND n.id = r.id AND n.lease = r.lease AND n.status = 'RUNNING'
-    RETURNING n.workflow_id, n.id, n.attempt, n.capability, r.ord
+    RETURNING n.workflow_id, n.id, n.attempt, n.capability, n.limit_keys, n.started_at,
+              (SELECT wk.id FROM workers wk WHERE wk.session = p_worker_session) AS worker_id, r.ord
   ),
   ended AS (
-    INSERT INTO node_attempts (workflow_id, node_id, attempt, outcome)
-    SELECT p.workflow_id, p.id, p.attempt, 'PASS' FROM passed p
+    INSERT INTO node_attempts (workflow_id, node_id, attempt, outcome, started_at, worker_id, usage)
+    SELECT p.workflow_id, p.id, p.attempt, 'PASS', p.started_at, p.worker_id,
+           coalesce(p_usages[p.ord::int], '{}'::jsonb)
+      FROM passed p
   ),
   decrements AS (
-    SELECT e.workflow_id, e.child_id, count(*)::int AS n, p_dispatch AND w.status IN ('PENDING', 'RUNNING') AS now_ok
+    SELECT e.workflow_id, e.child_id, count(*)::int AS n, p_dispatch AND w.status IN ('PENDING', 'RUNNING') AS now_ok,
+           v_limited AND EXISTS (SELECT 1 FROM nodes c JOIN limits l ON l.key = ANY (c.limit_keys || ('capability:' || c.capability))
+                                  WHERE c.workflow_id = e.workflow_id AND c.id = e.child_id) AS limited
       FROM node_edges e
       JOIN passed p ON e.workflow_id = p.workflow_id AND e.parent_id = p.id
       JOIN workflows w ON w.id = e.workflow_id
      GROUP BY e.workflow_id, e.child_id, w.status
+  ),
+  decided AS (
+    SELECT d.workflow_id, d.child_id, d.n, d.now_ok AND NOT d.limited AS now_ok FROM decrements d
   ),
   children AS (
     UPDATE nodes c
@@ -60,7 +77,7 @@ BEGIN
            queued_at = CASE WHEN d.now_ok AND c.status = 'PENDING' AND c.pending_parents = d.n
                             THEN now() ELSE c.queued_at END,
            updated_at = now()
-      FROM decrements d
+      FROM decided d
      WHERE c.workflow_id = d.workflow_id AND c.id = d.child_id
     RETURNING c.*
   ),
@@ -87,12 +104,18 @@ BEGIN
                                                 ORDER BY p.ord) FROM passed p), '[]'::jsonb),
            'ready', coalesce((SELECT jsonb_agg(jsonb_build_object('workflow_id', c.workflow_id, 'id', c.id,
                                                                   'capability', c.capability, 'status', c.status,
-                                                                  'queue_gen', c.queue_gen,
+                                                                  'queue_gen', c.queue_gen, 'priority', c.priority,
                                                                   'retry_policy', c.retry_policy)
                                                ORDER BY c.workflow_id, c.id) FROM ready c), '[]'::jsonb),
            'local', coalesce((SELECT jsonb_agg(jsonb_build_object('workflow_id', l.workflow_id, 'id', l.id,
                                                                   'parent_id', l.parent_id))
-                                FROM local_start l), '[]'::jsonb)),
+                                FROM local_start l), '[]'::jsonb),
+           -- Workflows of passed nodes that held a capped key: the slot they free may start a held node.
+           'freed', coalesce((SELECT jsonb_agg(DISTINCT p.workflow_id) FROM passed p
+                               WHERE v_limited
+                                 AND EXISTS (SELECT 1 FROM limits l
+                                              WHERE l.key = ANY (p.limit_keys || ('capability:' || p.capability))
+                                                AND l.max_concurrency > 0)), '[]'::jsonb)),
          -- Events: the PASSes in the order given, then the children queued (by id).
          coalesce((SELECT jsonb_agg(jsonb_build_object(
                             'workflow_id', p.workflow_id, 'type', 'node.status_changed', 'node_id', p.id,
@@ -129,10 +152,13 @@ BEGIN
      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(v_rows -> 'local') l
                       WHERE l ->> 'workflow_id' = e ->> 'workflow_id' AND l ->> 'id' = e ->> 'id');
   RETURN QUERY SELECT x.kind, x.body FROM trellis_settle_workflows(p_workflow_ids) AS x;
-  -- Ready children of a workflow that did not dispatch now (PAUSED, or without p_dispatch): the scheduler's.
+  -- Ready children of a workflow that did not dispatch now (PAUSED, without p_dispatch, or held back by a limit),
+  -- and slots freed on capped keys: the scheduler's.
   RETURN QUERY
-  SELECT DISTINCT 'ready', jsonb_build_object('workflow_id', e -> 'workflow_id')
-    FROM jsonb_array_elements(v_rows -> 'ready') AS e
-   WHERE e ->> 'status' = 'PENDING';
+  SELECT DISTINCT 'ready', jsonb_build_object('workflow_id', w.id)
+    FROM (SELECT e -> 'workflow_id' AS id FROM jsonb_array_elements(v_rows -> 'ready') AS e
+           WHERE e ->> 'status' = 'PENDING'
+          UNION
+          SELECT f FROM jsonb_array_elements(v_rows -> 'freed') AS f) w;
 END;
 $$;

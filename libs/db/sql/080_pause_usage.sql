@@ -86,11 +86,13 @@ BEGIN
 END;
 $$;
 
--- What attempts spent: p_usages[i] ({unit: amount}) of the attempt of node p_node_ids[i], with the workflows locked
--- by the caller. Adds each to its workflow's usage, debits the rate limits whose unit names a spent unit and whose
+-- What attempts spent: p_usages[i] ({unit: amount}) of the attempt of node p_node_ids[i] running under lease
+-- p_leases[i] (a stale one is skipped: it was recorded as lost), with the workflows locked by the caller. Adds each to its workflow's usage, debits the rate limits whose unit names a spent unit and whose
 -- key is one of the node's (its limit_keys and "capability:<capability>"), then pauses the workflows that reached
 -- their budget (trellis_pause_over_budget). Empty or null usages are skipped. Returns what that returns.
-CREATE OR REPLACE FUNCTION trellis_record_usage(p_workflow_ids uuid[], p_node_ids text[], p_usages jsonb[])
+CREATE OR REPLACE FUNCTION trellis_record_usage(
+  p_workflow_ids uuid[], p_node_ids text[], p_leases uuid[], p_usages jsonb[]
+)
 RETURNS TABLE (kind text, body jsonb)
 LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan AS $$
@@ -100,7 +102,8 @@ BEGIN
   SELECT jsonb_agg(jsonb_build_object('workflow_id', r.workflow_id, 'node_id', r.node_id, 'unit', u.key,
                                       'amount', u.value::float8))
     INTO v_spent
-    FROM unnest(p_workflow_ids, p_node_ids, p_usages) AS r(workflow_id, node_id, usage),
+    FROM unnest(p_workflow_ids, p_node_ids, p_leases, p_usages) AS r(workflow_id, node_id, lease, usage)
+    JOIN nodes n ON n.workflow_id = r.workflow_id AND n.id = r.node_id AND n.lease = r.lease AND n.status = 'RUNNING',
          jsonb_each_text(r.usage) AS u
    WHERE r.usage IS NOT NULL AND r.usage <> '{}'::jsonb;
   IF v_spent IS NULL THEN

@@ -6,7 +6,7 @@ import type { FunctionRow } from "./transactions.js";
 
 /** The job to add for a QUEUED node row (its current queue generation). */
 export function queuedNodeOf(
-  row: Pick<NodeRow, "workflowId" | "id" | "capability" | "queueGen" | "retryPolicy">,
+  row: Pick<NodeRow, "workflowId" | "id" | "capability" | "queueGen" | "retryPolicy"> & { priority?: number | null },
 ): QueuedNode {
   return {
     workflowId: row.workflowId,
@@ -14,6 +14,7 @@ export function queuedNodeOf(
     capability: row.capability,
     jobId: jobIdFor(row.workflowId, row.id, row.queueGen),
     retryPolicy: effectiveRetryPolicy(retryPolicyFromJson(row.retryPolicy)),
+    ...(row.priority ? { priority: row.priority } : {}),
   };
 }
 

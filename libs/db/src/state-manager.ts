@@ -1,9 +1,10 @@
 import type { JsonObject } from "@bufbuild/protobuf";
 import type { FieldMask, Value } from "@bufbuild/protobuf/wkt";
-import type { EffectiveRetryPolicy } from "@trellis/core";
+import type { EffectiveRetryPolicy, LimitSpec } from "@trellis/core";
 import type {
   ErrorKind,
   Node,
+  NodeAttempt,
   NodeEdit,
   Workflow,
   WorkflowAction,
@@ -19,6 +20,8 @@ export interface CreateWorkflowInput {
   labels?: Record<string, string> | undefined;
   /** Idempotency key: a second create with the same id returns the first workflow. */
   requestId?: string | undefined;
+  /** Spending limits by usage unit: when usage reaches one the workflow is PAUSED. */
+  budget?: Record<string, number> | undefined;
 }
 
 /** Result of createWorkflow: `created` is false when `requestId` matched an existing workflow. */
@@ -42,11 +45,34 @@ export interface WorkflowPage {
   nextPageToken: string;
 }
 
-/** Changes of UpdateWorkflow: name/labels when given, then the action. */
+/** Changes of UpdateWorkflow: name/labels/budget when given, then the action. */
 export interface UpdateWorkflowInput {
   name?: string | undefined;
   labels?: Record<string, string> | undefined;
+  /**
+   * The new budget, replacing the old one (`{}`: none). A budget the workflow's usage already reaches pauses a PENDING
+   * or RUNNING workflow in the same transaction (`workflow.budget_exceeded`).
+   */
+  budget?: Record<string, number> | undefined;
   action?: WorkflowAction | undefined;
+}
+
+export type { LimitSpec };
+
+/** A limit with what it holds now (ListLimits, SetLimit). */
+export interface LimitState extends LimitSpec {
+  /** Set by SetLimit; false for a key that only a THROTTLED answer paused. */
+  configured: boolean;
+  /** Until when a THROTTLED answer paused the key; null when it is not paused. */
+  throttledUntil: Date | null;
+  /** QUEUED or RUNNING nodes holding the key now. */
+  running: number;
+  /** Ready (PENDING) nodes held back by a limit now that hold the key. */
+  waiting: number;
+  /** Units in the token bucket now, refilled since it was last debited; null without a rate. */
+  available: number | null;
+  /** THROTTLED answers that paused this key so far. */
+  throttledTotal: number;
 }
 
 /** A node put on its capability's queue: what the scheduler hands to BullMQ. */
@@ -59,6 +85,8 @@ export interface QueuedNode {
   retryPolicy: EffectiveRetryPolicy;
   /** Run no earlier than this many ms from now (a retry's backoff). */
   delayMs?: number;
+  /** 0..10: taken from its queue before the capability's nodes of lower priority. @default 0 */
+  priority?: number;
 }
 
 /** A node a worker has moved to RUNNING, with everything ExecuteNode needs. */
@@ -79,9 +107,15 @@ export interface StartedNode {
 }
 
 /** What the NodeService answered (or why the call failed). */
-export type NodeResult =
+export type NodeResult = (
   | { kind: "success"; output: Value | undefined; edits: readonly NodeEdit[] }
-  | { kind: "error"; errorKind: ErrorKind; message: string };
+  | { kind: "error"; errorKind: ErrorKind; message: string }
+  /** The provider said "too many requests": run again after `retryAfterMs`, pausing the node's keys until then. */
+  | { kind: "throttled"; retryAfterMs: number; message: string }
+) & {
+  /** What the attempt spent ("tokens", "cost_usd", ...), as the NodeService reported; recorded with any outcome. */
+  usage?: Readonly<Record<string, number>>;
+};
 
 /** One result to record, with the lease it was obtained under. */
 export interface ResultToRecord {
@@ -140,7 +174,9 @@ export type RecordOutcome =
   | { outcome: "failed"; errorKind: ErrorKind; message: string; workflowStatus: WorkflowStatus }
   | { outcome: "retry"; delayMs: number; attempt: number }
   /** The lease was no longer held (cancelled, re-queued or taken over): nothing was written. */
-  | { outcome: "stale" };
+  | { outcome: "stale" }
+  /** THROTTLED recorded: the node runs again under a new job after the delay; this attempt did not count. */
+  | { outcome: "throttled"; retryAfterMs: number };
 
 /** Nodes affected by a workflow action, so callers can act on queues and running calls. */
 export interface ActionEffects {
@@ -177,6 +213,8 @@ export interface StateManager {
   createNode(workflowId: string, node: Node): Promise<Node>;
   /** One node. */
   getNode(workflowId: string, nodeId: string): Promise<Node>;
+  /** Every ended attempt of a node, oldest first (NOT_FOUND for an unknown workflow or node). */
+  listNodeAttempts(workflowId: string, nodeId: string): Promise<NodeAttempt[]>;
   /** Changes a PENDING node (an UPDATE edit). */
   updateNode(workflowId: string, node: Node, updateMask: FieldMask | undefined): Promise<Node>;
   /** Applies a batch of edits atomically, validated against the graph as it would be after the batch. */
@@ -231,4 +269,13 @@ export interface StateManager {
   countWorkflowsByStatus(): Promise<Map<string, number>>;
   /** Committed events of a workflow with sequence > afterSequence, in order. */
   listEvents(workflowId: string, afterSequence: number, limit?: number): Promise<WorkflowEvent[]>;
+  /**
+   * Creates or replaces the limit of a key (validated; burst 0 means the rate) and wakes the scheduler: a new bucket
+   * starts full, a replaced one keeps its level up to the new burst. Returns it with its live state.
+   */
+  setLimit(spec: LimitSpec): Promise<LimitState>;
+  /** Every limit set with setLimit, and every key a THROTTLED answer pauses now, by key, with their live state. */
+  listLimits(): Promise<LimitState[]>;
+  /** Removes a key's limit and gives the nodes it held back to the scheduler; false when the key had none. */
+  deleteLimit(key: string): Promise<boolean>;
 }

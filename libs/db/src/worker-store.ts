@@ -48,6 +48,10 @@ export interface AttemptError {
   decision: RetryDecision;
   /** A retry gets a new job (the node's worker was lost, or the attempt was started locally, with no job). */
   newJob: boolean;
+  /** The NodeService answered THROTTLED: `decision` retries after its retry_after, and the attempt does not count. */
+  throttled?: boolean;
+  /** What the attempt spent. */
+  usage?: Readonly<Record<string, number>> | undefined;
 }
 
 /** The retry decision of @trellis/core for a failed attempt of a stored RUNNING node. */
@@ -84,10 +88,18 @@ export function recordErrorsStatement(errors: readonly AttemptError[]) {
     select kind, body from trellis_record_errors(
       ${sql.param(errors.map((e) => e.workflowId))}::uuid[], ${sql.param(errors.map((e) => e.nodeId))}::text[],
       ${sql.param(errors.map((e) => e.lease))}::uuid[],
-      ${sql.param(errors.map((e) => errorKindToName(e.errorKind)))}::text[],
+      ${sql.param(errors.map((e) => (e.throttled ? "THROTTLED" : errorKindToName(e.errorKind))))}::text[],
       ${sql.param(errors.map((e) => e.message))}::text[],
       ${sql.param(errors.map((e) => (e.decision.retry ? Math.round(e.decision.delayMs) : null)))}::integer[],
-      ${sql.param(errors.map((e) => e.newJob))}::boolean[])`;
+      ${sql.param(errors.map((e) => e.newJob))}::boolean[],
+      ${sql.param(errors.map((e) => usageJson(e.usage)))}::jsonb[])`;
+}
+
+/** What an attempt spent as the JSON text of a jsonb parameter (null for nothing). */
+function usageJson(usage: Readonly<Record<string, number>> | undefined): string | null {
+  if (!usage) return null;
+  const spent = Object.entries(usage).filter(([, amount]) => Number.isFinite(amount) && amount !== 0);
+  return spent.length === 0 ? null : JSON.stringify(Object.fromEntries(spent));
 }
 
 /** A started node as trellis_start_locked returns it ('node' rows). */
@@ -292,6 +304,19 @@ export class WorkerStore {
           message: result.message,
           decision: decideForRow(row, errorKind),
           newJob: item.startedLocally === true,
+          usage: result.usage,
+        });
+        continue;
+      }
+      if (result.kind === "throttled") {
+        errorsOf.set(keyOf(item), {
+          ...item,
+          errorKind: ErrorKind.INFRA_ERROR,
+          message: result.message,
+          decision: { retry: true, delayMs: Math.max(0, Math.round(result.retryAfterMs)) },
+          newJob: true,
+          throttled: true,
+          usage: result.usage,
         });
         continue;
       }
@@ -342,7 +367,8 @@ export class WorkerStore {
                                                 ${options.dispatch ?? false},
                                                 ${sql.param(items.map((i) => i.startLocal === true))}::boolean[],
                                                 ${options.workerSession ?? null}::uuid,
-                                                ${sql.param([...(options.capabilities ?? [])])}::text[])`;
+                                                ${sql.param([...(options.capabilities ?? [])])}::text[],
+                                                ${sql.param(items.map((i) => usageJson(i.result.usage)))}::jsonb[])`;
   }
 
   /** One outcome per item from the rows of the functions, plus the nodes dispatched and started locally. */
@@ -352,7 +378,7 @@ export class WorkerStore {
     errorsOf: ReadonlyMap<string, AttemptError>,
   ): RecordedResults {
     const passed = new Set<string>();
-    const retried = new Map<string, { delayMs: number; attempt: number }>();
+    const retried = new Map<string, { delayMs: number; attempt: number; throttled: boolean }>();
     const failed = new Set<string>();
     const statusOf = new Map<string, WorkflowStatusName>();
     const dispatched: QueuedNode[] = [];
@@ -362,7 +388,7 @@ export class WorkerStore {
       const key = `${String(body.workflow_id)}/${String(body.id)}`;
       if (kind === "pass") passed.add(key);
       else if (kind === "retry") {
-        retried.set(key, { delayMs: Number(body.delay_ms), attempt: Number(body.attempt) });
+        retried.set(key, { delayMs: Number(body.delay_ms), attempt: Number(body.attempt), throttled: body.throttled === true });
         if (body.new_job === true) dispatched.push(retriedJobOf(body));
       } else if (kind === "fail") failed.add(key);
       else if (kind === "queued") dispatched.push(queuedNodeOf(nodeRowFromRaw(body)));
@@ -384,7 +410,8 @@ export class WorkerStore {
       const retry = retried.get(key);
       if (retry) {
         retried.delete(key);
-        return { outcome: "retry", ...retry };
+        if (retry.throttled) return { outcome: "throttled", retryAfterMs: retry.delayMs };
+        return { outcome: "retry", delayMs: retry.delayMs, attempt: retry.attempt };
       }
       if (failed.delete(key)) {
         const error = errorsOf.get(key)!;

@@ -41,10 +41,27 @@ export function nodeBackoffStrategy(
   return policy ? retryDelayMs(policy, Math.max(1, attemptsMade)) : 1_000;
 }
 
-/** BullMQ options of a node's job: deterministic id, attempts and backoff from its retry policy. */
-export function nodeJobOptions(jobId: string, retryPolicy: EffectiveRetryPolicy, delayMs = 0): JobsOptions {
+/** Node priorities: 0..10, higher first. */
+export const MAX_NODE_PRIORITY = 10;
+
+/**
+ * BullMQ's priority of a node's job: every job has one (BullMQ takes jobs without a priority before all prioritized
+ * ones), 1 (first) for node priority 10 down to 11 for priority 0; equal priorities stay in the order added.
+ */
+export function bullPriorityOf(priority = 0): number {
+  return MAX_NODE_PRIORITY + 1 - Math.min(MAX_NODE_PRIORITY, Math.max(0, Math.trunc(priority)));
+}
+
+/** BullMQ options of a node's job: deterministic id, attempts and backoff from its retry policy, its priority. */
+export function nodeJobOptions(
+  jobId: string,
+  retryPolicy: EffectiveRetryPolicy,
+  delayMs = 0,
+  priority = 0,
+): JobsOptions {
   return {
     jobId,
+    priority: bullPriorityOf(priority),
     attempts: Math.max(1, retryPolicy.maxAttempts),
     backoff: { type: NODE_BACKOFF_TYPE },
     delay: delayMs > 0 ? delayMs : undefined,

@@ -10,6 +10,8 @@ export interface NodeToEnqueue {
   jobId: string;
   retryPolicy: NodeJobData["retryPolicy"];
   delayMs?: number;
+  /** 0..10, higher taken first. @default 0 */
+  priority?: number;
 }
 
 /** Where a job is, as BullMQ reports it; "unknown" means Redis has no such job. */
@@ -51,7 +53,7 @@ export class NodeQueues {
           list.map((n) => ({
             name: NODE_JOB_NAME,
             data: { workflowId: n.workflowId, nodeId: n.nodeId, retryPolicy: n.retryPolicy },
-            opts: nodeJobOptions(n.jobId, n.retryPolicy, n.delayMs),
+            opts: nodeJobOptions(n.jobId, n.retryPolicy, n.delayMs, n.priority),
           })),
         ),
       ),
