@@ -125,9 +125,12 @@ describe("WorkflowProgress", () => {
     const e = events();
     const progress = new WorkflowProgress();
     progress.apply(e("workflow.created", { data: { nodeCount: 2 } }));
-    expect(progress.apply(e("node.held", node("ask", NodeStatus.PENDING, { key: "model:gpt-4o" })))).toBe(
-      "  [0/2] ◌ ask              HELD       by model:gpt-4o",
-    );
+    expect(
+      progress.apply(e("node.held", node("ask", NodeStatus.PENDING, { key: "model:gpt-4o", reason: "concurrency" }))),
+    ).toBe("  [0/2] ◌ ask              HELD       by model:gpt-4o (at its cap)");
+    expect(
+      progress.apply(e("node.held", node("ask", NodeStatus.PENDING, { key: "tenant:acme", reason: "rate" }))),
+    ).toBe("  [0/2] ◌ ask              HELD       by tenant:acme (out of tokens)");
     expect(
       progress.apply(
         e(

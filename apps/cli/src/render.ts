@@ -115,6 +115,13 @@ function lookOfStatus(status: NodeStatus): Look {
   }
 }
 
+/** Why a limit holds a node back, from `node.held`'s `reason`. */
+const HELD_REASONS: Readonly<Record<string, string>> = {
+  concurrency: "at its cap",
+  rate: "out of tokens",
+  throttled: "throttled",
+};
+
 function field(data: JsonObject | undefined, key: string): JsonValue | undefined {
   return data?.[key];
 }
@@ -268,8 +275,13 @@ export class WorkflowProgress {
       case "node.held": {
         // Ready, and left PENDING by a limit at its cap, out of tokens or throttled: said once, not a silent wait.
         this.#nodes.set(id, event.nodeStatus);
-        const key = text(field(data, "key")) || text(field(data, "heldBy"));
-        return this.#line({ mark: "◌", label: "HELD", tone: "dim" }, id, key ? `by ${key}` : "");
+        const key = text(field(data, "key"));
+        const why = HELD_REASONS[text(field(data, "reason"))];
+        return this.#line(
+          { mark: "◌", label: "HELD", tone: "dim" },
+          id,
+          [key ? `by ${key}` : "", why ? `(${why})` : ""].filter(Boolean).join(" "),
+        );
       }
       case "node.throttled": {
         this.#nodes.set(id, event.nodeStatus);

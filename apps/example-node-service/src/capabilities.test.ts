@@ -1,5 +1,5 @@
 import { create, fromJson, type JsonObject, type JsonValue, toJson } from "@bufbuild/protobuf";
-import { ValueSchema } from "@bufbuild/protobuf/wkt";
+import { ValueSchema, durationMs } from "@bufbuild/protobuf/wkt";
 import {
   EditType,
   type ExecuteNodeRequest,
@@ -8,7 +8,14 @@ import {
   ExecutionStatus,
 } from "@trellis/proto";
 import { describe, expect, it } from "vitest";
-import { DEFAULT_PLAN_TASKS, executeExample, MAX_SLEEP_MS, MOCK_MODEL, mockCompletion } from "./capabilities.js";
+import {
+  DEFAULT_PLAN_TASKS,
+  executeExample,
+  MAX_SLEEP_MS,
+  METERED_USD_PER_TOKEN,
+  MOCK_MODEL,
+  mockCompletion,
+} from "./capabilities.js";
 
 interface RequestParts {
   id?: string;
@@ -187,6 +194,64 @@ describe("llm.mock", () => {
 
     expect(response.status).toBe(ExecutionStatus.TASK_ERROR);
     expect(response.errorMessage).toBe("input.prompt is required (a string)");
+  });
+});
+
+describe("llm.metered", () => {
+  it("answers llm.mock's completion and reports what it spent as usage: tokens and cost_usd", async () => {
+    const input = { prompt: "Summarise the report" };
+    const response = await run(request("llm.metered", { input }));
+    const mock = outputOf(await run(request("llm.mock", { input })));
+
+    expect(response.status).toBe(ExecutionStatus.SUCCESS);
+    expect(outputOf(response)).toEqual(mock);
+    const tokens = (mock as { usage: { total_tokens: number } }).usage.total_tokens;
+    expect(response.usage).toEqual({ tokens, cost_usd: Math.round(tokens * METERED_USD_PER_TOKEN * 1e6) / 1e6 });
+  });
+
+  it("reports input.tokens instead of its own count when given", async () => {
+    const response = await run(request("llm.metered", { input: { prompt: "p", tokens: 50_000 } }));
+
+    expect(response.usage).toEqual({ tokens: 50_000, cost_usd: 0.1 });
+  });
+
+  it("answers THROTTLED with retry_after to the first input.throttle_first_n attempts, then succeeds", async () => {
+    const input = { prompt: "p", throttle_first_n: 2, retry_after_ms: 1500 };
+    const answers = [];
+    for (const attempt of [1, 2, 3]) answers.push(await run(request("llm.metered", { input, attempt })));
+
+    expect(answers.map((a) => a.status)).toEqual([
+      ExecutionStatus.THROTTLED,
+      ExecutionStatus.THROTTLED,
+      ExecutionStatus.SUCCESS,
+    ]);
+    expect(durationMs(answers[0]!.retryAfter!)).toBe(1500);
+    expect(answers[0]!.errorMessage).toBe("llm.metered: too many requests (attempt 1 of the first 2 is throttled)");
+    // A throttled call spends nothing.
+    expect(answers[0]!.usage).toEqual({});
+    expect(answers[2]!.retryAfter).toBeUndefined();
+  });
+
+  it("leaves retry_after unset without input.retry_after_ms, so the engine's default applies", async () => {
+    const response = await run(request("llm.metered", { input: { prompt: "p", throttle_first_n: 1 }, attempt: 1 }));
+
+    expect(response.status).toBe(ExecutionStatus.THROTTLED);
+    expect(response.retryAfter).toBeUndefined();
+  });
+
+  it.each([
+    [{}, "input.prompt is required (a string)"],
+    [{ prompt: "p", tokens: -1 }, "input.tokens must be an integer between 0 and 1000000000, got -1"],
+    [{ prompt: "p", throttle_first_n: 1.5 }, "input.throttle_first_n must be an integer between 0 and 1000, got 1.5"],
+    [
+      { prompt: "p", throttle_first_n: 1, retry_after_ms: "1s" },
+      `input.retry_after_ms must be an integer between 0 and ${MAX_SLEEP_MS}, got "1s"`,
+    ],
+  ])("answers TASK_ERROR for input %j", async (input, message) => {
+    const response = await run(request("llm.metered", { input: input as JsonObject }));
+
+    expect(response.status).toBe(ExecutionStatus.TASK_ERROR);
+    expect(response.errorMessage).toBe(message);
   });
 });
 

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { setTimeout as delay } from "node:timers/promises";
 import { create, fromJson, type JsonObject, type JsonValue, type MessageInitShape, toJson } from "@bufbuild/protobuf";
-import { type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
+import { type Value, ValueSchema, durationFromMs } from "@bufbuild/protobuf/wkt";
 import {
   EditType,
   type ExecuteNodeRequest,
@@ -12,7 +12,7 @@ import {
 } from "@trellis/proto";
 
 /** The capabilities the example NodeService implements, as a worker lists them in `WORKER_CAPABILITIES`. */
-export const EXAMPLE_CAPABILITIES = ["echo", "sleep", "fail", "flaky", "llm.mock", "plan"] as const;
+export const EXAMPLE_CAPABILITIES = ["echo", "sleep", "fail", "flaky", "llm.mock", "llm.metered", "plan"] as const;
 
 /** One of {@link EXAMPLE_CAPABILITIES}. */
 export type ExampleCapability = (typeof EXAMPLE_CAPABILITIES)[number];
@@ -26,8 +26,17 @@ export const DEFAULT_PLAN_TASKS: readonly string[] = ["research the question", "
 /** Most tasks one `plan` call may insert. */
 export const MAX_PLAN_TASKS = 1000;
 
-/** The model name `llm.mock` reports. */
+/** The model name `llm.mock` and `llm.metered` report. */
 export const MOCK_MODEL = "trellis-mock-1";
+
+/** What `llm.metered` charges per token, in US dollars ($2 per million tokens). */
+export const METERED_USD_PER_TOKEN = 0.000002;
+
+/** Most attempts `llm.metered` may be asked to throttle (`input.throttle_first_n`). */
+export const MAX_THROTTLED_ATTEMPTS = 1000;
+
+/** Most tokens `llm.metered` may be asked to report (`input.tokens`). */
+export const MAX_REPORTED_TOKENS = 1_000_000_000;
 
 /** A node input the capability cannot use; answered as TASK_ERROR since retrying cannot help. */
 class InvalidInputError extends Error {
@@ -69,6 +78,11 @@ function readInt(input: JsonObject, field: string, fallback: number, min: number
     throw new InvalidInputError(field, `must be an integer between ${min} and ${max}, got ${JSON.stringify(value)}`);
   }
   return value;
+}
+
+/** `input[field]` as an integer in [min, max]; absent or null gives undefined. */
+function readOptionalInt(input: JsonObject, field: string, min: number, max: number): number | undefined {
+  return input[field] === undefined || input[field] === null ? undefined : readInt(input, field, min, min, max);
 }
 
 /** `input[field]` as a string; absent or null gives undefined. */
@@ -175,9 +189,8 @@ export function mockCompletion(prompt: string): string {
   return `${sentence.charAt(0).toUpperCase()}${sentence.slice(1)}.`;
 }
 
-/** `llm.mock`: a deterministic fake completion of `input.prompt`, after `input.delay_ms` (default 0). */
-async function llmMock(request: ExecuteNodeRequest, signal: AbortSignal): Promise<ExecuteNodeResponse> {
-  const input = inputOf(request);
+/** The output of a mock completion of `input.prompt`, after `input.delay_ms` (default 0). */
+async function mockChat(input: JsonObject, signal: AbortSignal) {
   const prompt = readOptionalString(input, "prompt");
   if (prompt === undefined) throw new InvalidInputError("prompt", "is required (a string)");
   const delayMs = readInt(input, "delay_ms", 0, 0, MAX_SLEEP_MS);
@@ -185,7 +198,7 @@ async function llmMock(request: ExecuteNodeRequest, signal: AbortSignal): Promis
   const completion = mockCompletion(prompt);
   const promptTokens = estimateTokens(prompt);
   const completionTokens = estimateTokens(completion);
-  return success({
+  return {
     model: MOCK_MODEL,
     completion,
     finish_reason: "stop",
@@ -194,7 +207,40 @@ async function llmMock(request: ExecuteNodeRequest, signal: AbortSignal): Promis
       completion_tokens: completionTokens,
       total_tokens: promptTokens + completionTokens,
     },
-  });
+  };
+}
+
+/** `llm.mock`: a deterministic fake completion of `input.prompt`, after `input.delay_ms` (default 0). */
+async function llmMock(request: ExecuteNodeRequest, signal: AbortSignal): Promise<ExecuteNodeResponse> {
+  return success(await mockChat(inputOf(request), signal));
+}
+
+/**
+ * `llm.metered`: a metered, rate-limited provider. Answers THROTTLED ("too many requests") to the first
+ * `input.throttle_first_n` attempts (default 0; counted by `context.attempt`, which every start moves on, throttled
+ * ones included), with `retry_after` = `input.retry_after_ms` when given (else none: the engine's default applies).
+ * Then `llm.mock`'s completion, reporting `usage` {tokens, cost_usd}: the prompt's and completion's tokens, or
+ * `input.tokens` when given, at {@link METERED_USD_PER_TOKEN}.
+ */
+async function llmMetered(request: ExecuteNodeRequest, signal: AbortSignal): Promise<ExecuteNodeResponse> {
+  const input = inputOf(request);
+  const throttled = readInt(input, "throttle_first_n", 0, 0, MAX_THROTTLED_ATTEMPTS);
+  const retryAfterMs = readOptionalInt(input, "retry_after_ms", 0, MAX_SLEEP_MS);
+  const tokens = readOptionalInt(input, "tokens", 0, MAX_REPORTED_TOKENS);
+  const attempt = request.context?.attempt ?? 0;
+  if (attempt <= throttled) {
+    return create(ExecuteNodeResponseSchema, {
+      status: ExecutionStatus.THROTTLED,
+      errorMessage: `llm.metered: too many requests (attempt ${attempt} of the first ${throttled} is throttled)`,
+      retryAfter: retryAfterMs === undefined ? undefined : durationFromMs(retryAfterMs),
+    });
+  }
+  const output = await mockChat(input, signal);
+  const spent = tokens ?? output.usage.total_tokens;
+  const response = success(output);
+  // Rounded to a micro-dollar so the sums read cleanly.
+  response.usage = { tokens: spent, cost_usd: Math.round(spent * METERED_USD_PER_TOKEN * 1e6) / 1e6 };
+  return response;
 }
 
 /**
@@ -230,6 +276,7 @@ const HANDLERS: Record<ExampleCapability, CapabilityHandler> = {
   fail,
   flaky,
   "llm.mock": llmMock,
+  "llm.metered": llmMetered,
   plan,
 };
 

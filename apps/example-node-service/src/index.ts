@@ -5,7 +5,10 @@ export {
   executeExample,
   isExampleCapability,
   MAX_PLAN_TASKS,
+  MAX_REPORTED_TOKENS,
   MAX_SLEEP_MS,
+  MAX_THROTTLED_ATTEMPTS,
+  METERED_USD_PER_TOKEN,
   MOCK_MODEL,
   mockCompletion,
 } from "./capabilities.js";

@@ -60,6 +60,24 @@ describe("startExampleNodeService", () => {
     expect(response.edits[1]?.updateMask?.paths).toEqual(["parent_ids"]);
   });
 
+  it("sends llm.metered's usage and a THROTTLED answer's retry_after over the wire", async () => {
+    const input = { prompt: "hello", throttle_first_n: 1, retry_after_ms: 2000, tokens: 1234 };
+    const throttled = await client.executeNode(
+      { node: { id: "m", capability: "llm.metered", input }, context: { attempt: 1 } },
+      { deadline: deadline() },
+    );
+    const passed = await client.executeNode(
+      { node: { id: "m", capability: "llm.metered", input }, context: { attempt: 2 } },
+      { deadline: deadline() },
+    );
+
+    expect(throttled.status).toBe(ExecutionStatus.THROTTLED);
+    expect(throttled.retryAfter?.seconds).toBe(2n);
+    expect(passed.status).toBe(ExecutionStatus.SUCCESS);
+    expect(passed.usage).toEqual({ tokens: 1234, cost_usd: 0.002468 });
+    expect(await executions("THROTTLED")).toBe(1);
+  });
+
   it("accepts requests larger than gRPC's default 4 MiB limit", async () => {
     const padding = "x".repeat(6 * 1024 * 1024);
 

@@ -84,7 +84,7 @@ function callFields(request: ExecuteNodeRequest): Record<string, string | number
 }
 
 /**
- * Starts the example `workflow.v1.NodeService` (echo, sleep, fail, flaky, llm.mock, plan) on a grpc-js server that
+ * Starts the example `workflow.v1.NodeService` (echo, sleep, fail, flaky, llm.mock, llm.metered, plan) on a grpc-js server that
  * accepts requests up to {@link MAX_RECEIVE_MESSAGE_BYTES}. Resolves once listening; rejects when the address
  * cannot be bound. A call its caller cancels stops its work (a `sleep` ends at once).
  */
