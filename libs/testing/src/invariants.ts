@@ -32,7 +32,7 @@ export function recoveryBoundMs(settings: RecoverySettings): number {
 
 /** One broken promise found by {@link checkInvariants}. */
 export interface InvariantViolation {
-  invariant: "I1" | "I2" | "I3" | "I4" | "I5";
+  invariant: "I1" | "I2" | "I3" | "I4" | "I5" | "I6";
   message: string;
 }
 
@@ -104,7 +104,10 @@ function key(workflowId: string, nodeId: string): string {
  *   @trellis/core, event sequences gap-free and ending in the current statuses,
  *   statuses consistent between nodes and their workflow;
  * - I5 queue agrees with the database: every waiting, delayed or active job is the current job of a node that is
- *   QUEUED (or RUNNING, for an active job).
+ *   QUEUED (or RUNNING, for an active job);
+ * - I6 never over a cap: for each limit with a max_concurrency, the attempts of the nodes holding its key
+ *   (node_attempts' started_at to ended_at, and the RUNNING nodes from their start) never overlap more than the cap
+ *   at any instant, and the nodes holding it now (QUEUED or RUNNING) are no more than the cap.
  * Returns every violation found (none: all hold).
  */
 export async function checkInvariants(options: InvariantOptions): Promise<InvariantViolation[]> {
@@ -393,6 +396,33 @@ async function check(pool: pg.PoolClient, options: InvariantOptions): Promise<In
         }
       }
     }
+  }
+
+  // ---------------------------------------------------------------- I6
+  const caps = await pool.query<{ key: string; cap: number; peak: number; at: Date | null; holding: number }>(
+    `with l as (select key, max_concurrency as cap from limits where configured and max_concurrency > 0),
+          holder as (select l.key, n.workflow_id, n.id, n.status, n.started_at
+                       from l join nodes n
+                         on case when l.key like 'capability:%' then n.capability = substr(l.key, 12)
+                                 else n.limit_keys @> array[l.key] end
+                      where $1::uuid[] is null or n.workflow_id = any($1::uuid[])),
+          iv as (select h.key, a.started_at as s, a.ended_at as e
+                   from holder h join node_attempts a on a.workflow_id = h.workflow_id and a.node_id = h.id
+                  where a.started_at is not null
+                 union all
+                 select h.key, h.started_at, 'infinity'::timestamptz from holder h
+                  where h.status = 'RUNNING' and h.started_at is not null),
+          pts as (select key, s as t, 1 as d from iv union all select key, e, -1 from iv),
+          run as (select key, t, sum(d) over (partition by key order by t, d rows unbounded preceding) as c from pts),
+          peak as (select distinct on (key) key, c as peak, t as at from run order by key, c desc, t)
+     select l.key, l.cap, coalesce(p.peak, 0)::int as peak, p.at,
+            (select count(*) from holder h where h.key = l.key and h.status in ('QUEUED', 'RUNNING'))::int as holding
+       from l left join peak p on p.key = l.key`,
+    [scope],
+  );
+  for (const c of caps.rows) {
+    if (c.peak > c.cap) add("I6", `limit ${c.key}: ${c.peak} nodes RUNNING at once at ${c.at?.toISOString()} (cap ${c.cap})`);
+    if (c.holding > c.cap) add("I6", `limit ${c.key}: ${c.holding} nodes QUEUED or RUNNING hold it now (cap ${c.cap})`);
   }
   return violations;
 }
