@@ -13,6 +13,7 @@ import type { Logger } from "pino";
 import type { Registry } from "prom-client";
 import type { SchedulerSettings } from "./config.js";
 import { EventRelay } from "./event-relay.js";
+import { registerLimitMetrics } from "./limit-metrics.js";
 import { createSchedulerMetrics } from "./metrics.js";
 import { Reconciler } from "./reconciler.js";
 import { Scheduler } from "./scheduler.js";
@@ -50,6 +51,9 @@ export async function startSchedulerApp(
   }
   const queues = new NodeQueues(redis, settings.queuePrefix);
   const metrics = createSchedulerMetrics(deps.registry);
+  registerLimitMetrics(deps.registry, () => stateManager.listLimits(), {
+    onError: (e) => logger.warn({ err: e }, "reading limits for metrics failed"),
+  });
   const scheduler = new Scheduler({
     stateManager,
     queues,

@@ -1,4 +1,4 @@
-import { Histogram, type Registry } from "prom-client";
+import { Counter, Histogram, type Registry } from "prom-client";
 
 /**
  * Metrics the worker measures itself. `trellis_nodes_finished_total` and `trellis_node_retries_total` are counted
@@ -9,6 +9,8 @@ export interface WorkerMetrics {
   executionSeconds: Histogram<"capability">;
   /** `trellis_node_queue_wait_seconds{capability}`. */
   queueWaitSeconds: Histogram<"capability">;
+  /** `trellis_node_usage_total{capability,unit}`: what recorded attempts spent, as their NodeService reported. */
+  usage: Counter<"capability" | "unit">;
 }
 
 const SECONDS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
@@ -28,6 +30,12 @@ export function createWorkerMetrics(registry: Registry): WorkerMetrics {
       help: "Time from QUEUED to RUNNING.",
       labelNames: ["capability"],
       buckets: SECONDS,
+      registers: [registry],
+    }),
+    usage: new Counter({
+      name: "trellis_node_usage_total",
+      help: "What recorded node attempts spent (tokens, cost_usd, ...), by capability and unit.",
+      labelNames: ["capability", "unit"],
       registers: [registry],
     }),
   };

@@ -92,7 +92,10 @@ async function runStartedNode(
       // and if this process dies the session lapses and the node runs again (at-least-once).
       const recording = deps
         .recordResult(item)
-        .then(({ outcome }) => void describeOutcome(outcome, result, log, ownJob))
+        .then(({ outcome }) => {
+          countUsage(metrics, capability, outcome, result);
+          describeOutcome(outcome, result, log, ownJob);
+        })
         .catch((error: unknown) => log.error({ err: error }, "recording a result failed; the node will run again"))
         .finally(() => held.delete(lease));
       deferred = true;
@@ -100,9 +103,23 @@ async function runStartedNode(
       return { outcome: "recording", next: null };
     }
     const recorded = await deps.recordResult(item);
+    countUsage(metrics, capability, recorded.outcome, result);
     return { outcome: describeOutcome(recorded.outcome, result, log, ownJob), next: recorded.started };
   } finally {
     if (!deferred) held.delete(lease);
+  }
+}
+
+/** Counts what a recorded attempt spent (a stale result was not recorded, so neither is its usage). */
+function countUsage(
+  metrics: WorkerMetrics | undefined,
+  capability: string,
+  outcome: RecordOutcome,
+  result: ResultToRecord["result"],
+): void {
+  if (!metrics || !result.usage || outcome.outcome === "stale") return;
+  for (const [unit, amount] of Object.entries(result.usage)) {
+    if (amount > 0) metrics.usage.inc({ capability, unit }, amount);
   }
 }
 

@@ -388,7 +388,11 @@ export class WorkerStore {
       const key = `${String(body.workflow_id)}/${String(body.id)}`;
       if (kind === "pass") passed.add(key);
       else if (kind === "retry") {
-        retried.set(key, { delayMs: Number(body.delay_ms), attempt: Number(body.attempt), throttled: body.throttled === true });
+        retried.set(key, {
+          delayMs: Number(body.delay_ms),
+          attempt: Number(body.attempt),
+          throttled: body.throttled === true,
+        });
         if (body.new_job === true) dispatched.push(retriedJobOf(body));
       } else if (kind === "fail") failed.add(key);
       else if (kind === "queued") dispatched.push(queuedNodeOf(nodeRowFromRaw(body)));

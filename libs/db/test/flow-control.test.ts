@@ -86,7 +86,10 @@ async function statuses(workflowId: string): Promise<Record<string, { status: st
   return Object.fromEntries(rows.map((r) => [r.id, { status: r.status, heldBy: r.held_by }]));
 }
 
-async function eventsOf(workflowId: string, type: string): Promise<{ node_id: string; data: Record<string, unknown> }[]> {
+async function eventsOf(
+  workflowId: string,
+  type: string,
+): Promise<{ node_id: string; data: Record<string, unknown> }[]> {
   const { rows } = await testDb.pool.query(
     "select node_id, data from workflow_events where workflow_id = $1 and type = $2 order by sequence",
     [workflowId, type],
@@ -194,7 +197,9 @@ describe("concurrency caps", () => {
     const wf = await independent(4, "cap.g", { keys: ["del:k"] });
     await setLimit("del:k", { maxConcurrency: 1 });
     expect(await claimAll()).toHaveLength(1);
-    await testDb.pool.query("begin; select trellis_lock_limits(); select trellis_release_held('del:k'); delete from limits where key = 'del:k'; commit");
+    await testDb.pool.query(
+      "begin; select trellis_lock_limits(); select trellis_release_held('del:k'); delete from limits where key = 'del:k'; commit",
+    );
     expect(await claimAll()).toHaveLength(3);
     expect(Object.values(await statuses(wf)).every((s) => s.heldBy === null)).toBe(true);
   });
@@ -206,8 +211,10 @@ describe("rates", () => {
     await setLimit("r:k", { rate: 5, periodMs: 1000, burst: 5 });
     expect(await claimAll()).toHaveLength(5);
     expect(await claimAll()).toHaveLength(0);
-    const [{ data }] = (await testDb.pool.query("select data from workflow_events where type = 'node.held' limit 1"))
-      .rows as { data: { reason: string; until: string } }[];
+    const { rows: heldEvents } = await testDb.pool.query<{ data: { reason: string; until: string } }>(
+      "select data from workflow_events where type = 'node.held' limit 1",
+    );
+    const data = heldEvents[0]!.data;
     expect(data.reason).toBe("rate");
     expect(Date.parse(data.until)).toBeGreaterThan(Date.now() - 5_000);
     // 0.6 s later: 3 tokens.

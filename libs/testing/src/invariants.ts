@@ -421,7 +421,8 @@ async function check(pool: pg.PoolClient, options: InvariantOptions): Promise<In
     [scope],
   );
   for (const c of caps.rows) {
-    if (c.peak > c.cap) add("I6", `limit ${c.key}: ${c.peak} nodes RUNNING at once at ${c.at?.toISOString()} (cap ${c.cap})`);
+    if (c.peak > c.cap)
+      add("I6", `limit ${c.key}: ${c.peak} nodes RUNNING at once at ${c.at?.toISOString()} (cap ${c.cap})`);
     if (c.holding > c.cap) add("I6", `limit ${c.key}: ${c.holding} nodes QUEUED or RUNNING hold it now (cap ${c.cap})`);
   }
   return violations;
