@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import { DurationSchema, durationFromMs } from "@bufbuild/protobuf/wkt";
 import { type Limit, LimitSchema, NodeSchema } from "@trellis/proto";
 import { describe, expect, it } from "vitest";
 import { validateWorkflowNodes } from "./dag.js";
@@ -187,11 +187,11 @@ describe("limitSpecFromProto", () => {
     expect(reason(() => limitSpecFromProto(limit({ rate: 1, period: durationFromMs(-1000) })))).toBe(
       "limit.period: must be greater than 0 and at most 24h",
     );
-    expect(reason(() => limitSpecFromProto(limit({ rate: 1, period: { seconds: 1n, nanos: -1 } })))).toBe(
-      "limit.period: must be a valid duration",
-    );
-    expect(reason(() => limitSpecFromProto(limit({ rate: 1, period: { seconds: 86_401n } })))).toBe(
-      "limit.period: must be greater than 0 and at most 24h",
-    );
+    expect(
+      reason(() => limitSpecFromProto(limit({ rate: 1, period: create(DurationSchema, { seconds: 1n, nanos: -1 }) }))),
+    ).toBe("limit.period: must be a valid duration");
+    expect(
+      reason(() => limitSpecFromProto(limit({ rate: 1, period: create(DurationSchema, { seconds: 86_401n }) }))),
+    ).toBe("limit.period: must be greater than 0 and at most 24h");
   });
 });

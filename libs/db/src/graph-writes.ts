@@ -66,6 +66,8 @@ export async function insertNodes(
       retryPolicy: retryPolicyToJson(node.retryPolicy),
       timeoutMs: durationToMs(node.timeout),
       labels: { ...node.labels },
+      priority: node.priority,
+      limitKeys: [...node.limitKeys],
       finishedAt: status === NodeStatus.PENDING ? null : new Date(),
     });
     for (const parentId of node.parentIds) edges.push({ workflowId, parentId, childId: id });
@@ -74,9 +76,10 @@ export async function insertNodes(
   for (const chunk of chunks(rows, NODE_CHUNK)) {
     await tx.execute(sql`
       insert into nodes (workflow_id, id, name, capability, status, parent_ids, pending_parents, input,
-                         retry_policy, timeout_ms, labels, finished_at)
+                         retry_policy, timeout_ms, labels, priority, limit_keys, finished_at)
       select ${workflowId}::uuid, r.id, r.name, r.capability, r.status, array(select jsonb_array_elements_text(r.parents)),
-             r.pending, r.input, r.retry_policy, r.timeout_ms, r.labels, case when r.finished then now() end
+             r.pending, r.input, r.retry_policy, r.timeout_ms, r.labels, r.priority,
+             array(select jsonb_array_elements_text(r.limit_keys)), case when r.finished then now() end
         from unnest(${sql.param(chunk.map((n) => n.id))}::text[], ${sql.param(chunk.map((n) => n.name))}::text[],
                     ${sql.param(chunk.map((n) => n.capability))}::text[],
                     ${sql.param(chunk.map((n) => n.status))}::node_status[],
@@ -86,8 +89,11 @@ export async function insertNodes(
                     ${sql.param(chunk.map((n) => (n.retryPolicy ? JSON.stringify(n.retryPolicy) : null)))}::jsonb[],
                     ${sql.param(chunk.map((n) => n.timeoutMs ?? null))}::int[],
                     ${sql.param(chunk.map((n) => JSON.stringify(n.labels ?? {})))}::jsonb[],
+                    ${sql.param(chunk.map((n) => n.priority ?? 0))}::smallint[],
+                    ${sql.param(chunk.map((n) => JSON.stringify(n.limitKeys ?? [])))}::jsonb[],
                     ${sql.param(chunk.map((n) => n.finishedAt !== null && n.finishedAt !== undefined))}::boolean[])
-             as r(id, name, capability, status, parents, pending, input, retry_policy, timeout_ms, labels, finished)`);
+             as r(id, name, capability, status, parents, pending, input, retry_policy, timeout_ms, labels, priority,
+                  limit_keys, finished)`);
   }
   for (const chunk of chunks(edges, EDGE_CHUNK)) {
     await tx.execute(sql`
@@ -150,6 +156,13 @@ export async function applyEditPlan(
     if (fields.retryPolicy !== undefined) set.retryPolicy = retryPolicyToJson(fields.retryPolicy);
     if (fields.timeout !== undefined) set.timeoutMs = durationToMs(fields.timeout);
     if (fields.labels !== undefined) set.labels = fields.labels;
+    if (fields.priority !== undefined) set.priority = fields.priority;
+    if (fields.limitKeys !== undefined) set.limitKeys = fields.limitKeys;
+    // A node held back under its old keys (or before its parents changed) is weighed afresh by the next claim: a
+    // held_by naming a key it no longer has would keep it out of both the plain claim and the held one.
+    if (fields.limitKeys !== undefined || fields.capability !== undefined || fields.parentIds !== undefined) {
+      set.heldBy = null;
+    }
     let status: NodeStatusName = "PENDING";
     if (fields.parentIds !== undefined) {
       const parentStatuses = fields.parentIds.map((p) => statuses.get(p) ?? NodeStatus.PENDING);

@@ -9,19 +9,24 @@ import {
 } from "@bufbuild/protobuf/wkt";
 import {
   ErrorKind,
+  LimitSchema,
+  NodeAttemptSchema,
   NodeSchema,
   NodeStatus,
   RetryPolicySchema,
   WorkflowEventSchema,
   WorkflowSchema,
   WorkflowStatus,
+  type Limit,
   type Node,
+  type NodeAttempt,
   type RetryPolicy,
   type Workflow,
   type WorkflowEvent,
 } from "@trellis/proto";
 import { getTableColumns } from "drizzle-orm";
-import { nodes, type workflowEvents, type workflows } from "./schema.js";
+import { type nodeAttempts, nodes, type workflowEvents, type workflows } from "./schema.js";
+import type { LimitState } from "./state-manager.js";
 
 /** A node row as selected by Drizzle. */
 export type NodeRow = typeof nodes.$inferSelect;
@@ -29,6 +34,8 @@ export type NodeRow = typeof nodes.$inferSelect;
 export type WorkflowRow = typeof workflows.$inferSelect;
 /** An event row as selected by Drizzle. */
 export type EventRow = typeof workflowEvents.$inferSelect;
+/** A `node_attempts` row as selected by Drizzle. */
+export type AttemptRow = typeof nodeAttempts.$inferSelect;
 
 /** Stored workflow status name. */
 export type WorkflowStatusName = WorkflowRow["status"];
@@ -124,6 +131,38 @@ export function nodeFromRow(row: NodeRow): Node {
     updatedAt: timestampFromDate(row.updatedAt),
     startedAt: row.startedAt ? timestampFromDate(row.startedAt) : undefined,
     finishedAt: row.finishedAt ? timestampFromDate(row.finishedAt) : undefined,
+    priority: row.priority,
+    limitKeys: row.limitKeys,
+    heldBy: row.heldBy ?? "",
+  });
+}
+
+/** The protobuf NodeAttempt of a stored `node_attempts` row: its outcome is the status, its end the finish. */
+export function attemptFromRow(row: AttemptRow): NodeAttempt {
+  return create(NodeAttemptSchema, {
+    attempt: row.attempt,
+    status: row.outcome,
+    error: row.errorKind ? { kind: ErrorKind[row.errorKind], message: row.errorMessage ?? "" } : undefined,
+    workerId: row.workerId ?? "",
+    startedAt: row.startedAt ? timestampFromDate(row.startedAt) : undefined,
+    finishedAt: timestampFromDate(row.endedAt),
+    usage: row.usage,
+  });
+}
+
+/** The protobuf Limit of a limit and its live state (`available` 0 when the limit has no rate). */
+export function limitToProto(state: LimitState): Limit {
+  return create(LimitSchema, {
+    key: state.key,
+    maxConcurrency: state.maxConcurrency,
+    rate: state.rate,
+    period: durationFromMs(state.periodMs),
+    burst: state.burst,
+    unit: state.unit,
+    throttledUntil: state.throttledUntil ? timestampFromDate(state.throttledUntil) : undefined,
+    running: state.running,
+    waiting: BigInt(state.waiting),
+    available: state.available ?? 0,
   });
 }
 
@@ -139,6 +178,8 @@ export function workflowFromRow(row: WorkflowRow, nodeList: Node[] = []): Workfl
     createdAt: timestampFromDate(row.createdAt),
     updatedAt: timestampFromDate(row.updatedAt),
     finishedAt: row.finishedAt ? timestampFromDate(row.finishedAt) : undefined,
+    usage: row.usage,
+    budget: row.budget,
   });
 }
 

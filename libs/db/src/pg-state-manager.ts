@@ -1,6 +1,7 @@
 import type { FieldMask } from "@bufbuild/protobuf/wkt";
-import { DEFAULT_LIMITS, type WorkflowLimits } from "@trellis/core";
-import type { Node, NodeEdit, Workflow, WorkflowEvent, WorkflowStatus } from "@trellis/proto";
+import { DEFAULT_LIMITS, type LimitSpec, type WorkflowLimits } from "@trellis/core";
+import type { Node, NodeAttempt, NodeEdit, Workflow, WorkflowEvent, WorkflowStatus } from "@trellis/proto";
+import { LimitStore } from "./limit-store.js";
 import type { Database } from "./pool.js";
 import { SchedulerStore } from "./scheduler-store.js";
 import type {
@@ -8,6 +9,7 @@ import type {
   CreateWorkflowInput,
   CreateWorkflowResult,
   HeldLease,
+  LimitState,
   ListWorkflowsQuery,
   NodeResult,
   QueuedNode,
@@ -36,12 +38,13 @@ export interface PgStateManagerOptions {
 /**
  * The PostgreSQL StateManager: a facade over one store per caller, sharing one Transactions (transactions, the SQL
  * functions of libs/db/sql, notifications after commit): WorkflowStore for the api (workflows, actions, edits,
- * events), SchedulerStore for the scheduler (claims, liveness, repairs), WorkerStore for the worker (registration,
- * starts, results).
+ * events), LimitStore for the api's flow-control limits, SchedulerStore for the scheduler (claims, liveness,
+ * repairs), WorkerStore for the worker (registration, starts, results).
  */
 export class PgStateManager implements StateManager {
   private readonly transactions: Transactions;
   private readonly workflows: WorkflowStore;
+  private readonly limitStore: LimitStore;
   private readonly scheduler: SchedulerStore;
   private readonly worker: WorkerStore;
 
@@ -49,6 +52,7 @@ export class PgStateManager implements StateManager {
     const limits: WorkflowLimits = options.limits ?? DEFAULT_LIMITS;
     this.transactions = new Transactions(db, options.onEvents);
     this.workflows = new WorkflowStore(this.transactions, limits);
+    this.limitStore = new LimitStore(this.transactions);
     this.scheduler = new SchedulerStore(this.transactions);
     this.worker = new WorkerStore(this.transactions, limits);
   }
@@ -84,6 +88,10 @@ export class PgStateManager implements StateManager {
     return this.workflows.getNode(workflowId, nodeId);
   }
 
+  listNodeAttempts(workflowId: string, nodeId: string): Promise<NodeAttempt[]> {
+    return this.workflows.listNodeAttempts(workflowId, nodeId);
+  }
+
   createNode(workflowId: string, node: Node): Promise<Node> {
     return this.workflows.createNode(workflowId, node);
   }
@@ -106,6 +114,18 @@ export class PgStateManager implements StateManager {
 
   listEvents(workflowId: string, afterSequence: number, limit?: number): Promise<WorkflowEvent[]> {
     return this.workflows.listEvents(workflowId, afterSequence, limit);
+  }
+
+  setLimit(spec: LimitSpec): Promise<LimitState> {
+    return this.limitStore.setLimit(spec);
+  }
+
+  listLimits(): Promise<LimitState[]> {
+    return this.limitStore.listLimits();
+  }
+
+  deleteLimit(key: string): Promise<boolean> {
+    return this.limitStore.deleteLimit(key);
   }
 
   // ------------------------------------------------------ the scheduler's and the worker's

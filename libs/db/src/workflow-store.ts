@@ -14,6 +14,7 @@ import {
   validateName,
   validateStorableJson,
   validateStorableText,
+  validateBudget,
   validateWorkflowNodes,
   workflowStatusAfterAction,
   type EditPlan,
@@ -25,6 +26,7 @@ import {
   NodeEditSchema,
   WorkflowAction,
   type Node,
+  type NodeAttempt,
   type NodeEdit,
   type Workflow,
   type WorkflowEvent,
@@ -33,6 +35,7 @@ import {
 import { jobIdFor } from "@trellis/queue";
 import { CHANNELS } from "./channels.js";
 import {
+  attemptFromRow,
   eventFromRow,
   nodeFromRow,
   workflowFromRow,
@@ -40,6 +43,7 @@ import {
   workflowStatusToName,
   type NodeStatusName,
   type WorkflowRow,
+  type WorkflowStatusName,
 } from "./mapping.js";
 import type { Database } from "./pool.js";
 import { nodeAttempts, nodes, workflowEvents, workflows } from "./schema.js";
@@ -77,6 +81,21 @@ async function endAttempts(
   await tx.insert(nodeAttempts).values(ended.map((e) => ({ ...e, outcome })));
 }
 
+/** Whether a workflow in this status can be paused (by PAUSE or by its budget). */
+function isPausable(status: WorkflowStatusName): boolean {
+  return status === "PENDING" || status === "RUNNING";
+}
+
+/** The first unit, by name, whose usage reached its budget (as trellis_pause_over_budget decides); else undefined. */
+function exceededUnit(
+  usage: Readonly<Record<string, number>>,
+  budget: Readonly<Record<string, number>>,
+): string | undefined {
+  return Object.keys(budget)
+    .sort()
+    .find((unit) => (usage[unit] ?? 0) >= budget[unit]!);
+}
+
 /**
  * A workflow just inserted, as getWorkflow reads it: its row, and its inserted node rows with the column defaults
  * filled in and the row's timestamps (one transaction), in getWorkflow's order (topological, ties by id).
@@ -99,6 +118,7 @@ function createdWorkflow(row: WorkflowRow, inserted: readonly NewNode[]): Workfl
       queuedAt: null,
       unroutableAt: null,
       startedAt: null,
+      heldBy: null,
       ...node,
       status: node.status!,
       parentIds: node.parentIds ?? [],
@@ -107,6 +127,8 @@ function createdWorkflow(row: WorkflowRow, inserted: readonly NewNode[]): Workfl
       retryPolicy: node.retryPolicy ?? null,
       timeoutMs: node.timeoutMs ?? null,
       labels: node.labels ?? {},
+      priority: node.priority ?? 0,
+      limitKeys: node.limitKeys ?? [],
       createdAt: row.createdAt,
       updatedAt: row.createdAt,
       finishedAt: node.finishedAt ?? null,
@@ -166,6 +188,7 @@ export class WorkflowStore {
     validateStorableText(input.requestId ?? "", "request_id");
     validateStorableJson(input.input, "input");
     validateLabels(input.labels ?? {}, "labels", this.limits);
+    validateBudget(input.budget ?? {}, "budget");
     if (jsonBytes(input.input) > this.limits.maxInputBytes) {
       throw new ResourceExhaustedError("input", `exceeds ${this.limits.maxInputBytes} bytes`);
     }
@@ -189,6 +212,7 @@ export class WorkflowStore {
             status: "PENDING",
             input: input.input ?? {},
             labels: input.labels ?? {},
+            budget: input.budget ?? {},
             requestId,
           })
           .returning();
@@ -288,26 +312,39 @@ export class WorkflowStore {
     assertWorkflowId(workflowId);
     if (update.name !== undefined) validateName(update.name, "name");
     if (update.labels !== undefined) validateLabels(update.labels, "labels", this.limits);
+    if (update.budget !== undefined) validateBudget(update.budget, "budget");
     const effects: Omit<ActionEffects, "workflow"> = { cancelledRunning: [], removedJobIds: [] };
     await this.write(async (ctx) => {
       const { tx } = ctx;
-      const row = await this.lockOrThrow(tx, workflowId);
-      const changes = new WorkflowChanges(row);
-      if (update.name !== undefined || update.labels !== undefined) {
-        await tx
-          .update(workflows)
-          .set({
-            ...(update.name !== undefined ? { name: update.name } : {}),
-            ...(update.labels !== undefined ? { labels: update.labels } : {}),
-          })
-          .where(eq(workflows.id, workflowId));
-        changes.workflow("workflow.updated", {
-          ...(update.name !== undefined ? { name: update.name } : {}),
-          ...(update.labels !== undefined ? { labels: update.labels } : {}),
-        });
+      let changes = new WorkflowChanges(await this.lockOrThrow(tx, workflowId));
+      const fields = {
+        ...(update.name !== undefined ? { name: update.name } : {}),
+        ...(update.labels !== undefined ? { labels: update.labels } : {}),
+        ...(update.budget !== undefined ? { budget: update.budget } : {}),
+      };
+      if (Object.keys(fields).length > 0) {
+        await tx.update(workflows).set(fields).where(eq(workflows.id, workflowId));
+        changes.workflow("workflow.updated", fields);
       }
-      if (update.action !== undefined && update.action !== WorkflowAction.UNSPECIFIED) {
-        await this.applyAction(tx, changes, update.action, effects);
+      const budget = update.budget ?? changes.row.budget;
+      let pausedByBudget = false;
+      if (
+        update.budget !== undefined &&
+        isPausable(changes.status) &&
+        exceededUnit(changes.row.usage, update.budget) !== undefined
+      ) {
+        changes = await this.pauseInSql(
+          ctx,
+          changes,
+          sql`select kind, body from trellis_pause_over_budget(array[${workflowId}]::uuid[])`,
+          effects,
+        );
+        pausedByBudget = true;
+      }
+      // A PAUSE asked with a budget that already paused the workflow is done, not refused.
+      const action = pausedByBudget && update.action === WorkflowAction.PAUSE ? undefined : update.action;
+      if (action !== undefined && action !== WorkflowAction.UNSPECIFIED) {
+        changes = await this.applyAction(ctx, changes, action, effects, budget);
       }
       await changes.flush(this.transactions, ctx);
       if (effects.cancelledRunning.length > 0) {
@@ -321,30 +358,54 @@ export class WorkflowStore {
     return { workflow: await this.getWorkflow(workflowId), ...effects };
   }
 
+  /**
+   * Pauses the locked workflow through a SQL function of libs/db/sql (the one implementation of PAUSED), after the
+   * events recorded so far so the sequence keeps their order; the jobs of the nodes it took off their queues go to
+   * `effects.removedJobIds`. Returns the changes to go on with, from the workflow row as the function left it.
+   */
+  private async pauseInSql(
+    ctx: TxContext,
+    changes: WorkflowChanges,
+    statement: SQL,
+    effects: Omit<ActionEffects, "workflow">,
+  ): Promise<WorkflowChanges> {
+    await changes.flush(this.transactions, ctx);
+    for (const row of await this.transactions.callIn(ctx, statement)) {
+      if (row.kind !== "unqueued") continue;
+      const node = row.body as { workflow_id: string; id: string; capability: string; queue_gen: number };
+      effects.removedJobIds.push({
+        capability: node.capability,
+        jobId: jobIdFor(node.workflow_id, node.id, node.queue_gen),
+      });
+    }
+    return new WorkflowChanges(await this.lockOrThrow(ctx.tx, changes.row.id));
+  }
+
+  /** Applies a workflow action; returns the changes to go on with (new ones when SQL changed the workflow row). */
   private async applyAction(
-    tx: Tx,
+    ctx: TxContext,
     changes: WorkflowChanges,
     action: WorkflowAction,
     effects: Omit<ActionEffects, "workflow">,
-  ): Promise<void> {
+    budget: Readonly<Record<string, number>>,
+  ): Promise<WorkflowChanges> {
+    const { tx } = ctx;
     const workflowId = changes.row.id;
     const next = workflowStatusToName(workflowStatusAfterAction(workflowStatusFromName(changes.status), action));
     switch (action) {
-      case WorkflowAction.PAUSE: {
-        changes.setStatus(next, { action: "PAUSE" });
-        // Queued nodes go back to PENDING; their jobs find them so and are dropped.
-        const returned = await tx
-          .update(nodes)
-          .set({ status: "PENDING", queuedAt: null, updatedAt: sql`now()` })
-          .where(and(eq(nodes.workflowId, workflowId), eq(nodes.status, "QUEUED")))
-          .returning({ id: nodes.id, capability: nodes.capability, queueGen: nodes.queueGen });
-        for (const n of returned) {
-          changes.node("node.status_changed", n.id, "PENDING", { from: "QUEUED", reason: "workflow paused" });
-          effects.removedJobIds.push({ capability: n.capability, jobId: jobIdFor(workflowId, n.id, n.queueGen) });
-        }
-        return;
-      }
+      case WorkflowAction.PAUSE:
+        // QUEUED nodes go back to PENDING; their jobs find them so and are dropped.
+        return this.pauseInSql(
+          ctx,
+          changes,
+          sql`select kind, body from trellis_pause_workflows(array[${workflowId}]::uuid[], ${JSON.stringify({ action: "PAUSE" })}::jsonb)`,
+          effects,
+        );
       case WorkflowAction.RESUME: {
+        const unit = exceededUnit(changes.row.usage, budget);
+        if (unit !== undefined) {
+          throw new FailedPreconditionError(`budget exceeded for ${unit}: raise it with update_mask budget first`);
+        }
         // A workflow is PENDING until its first node is queued, paused or not.
         const [started] = await tx
           .select({ id: nodes.id })
@@ -353,7 +414,7 @@ export class WorkflowStore {
           .limit(1);
         changes.setStatus(started ? next : "PENDING", { action: "RESUME" });
         changes.markReady();
-        return;
+        return changes;
       }
       case WorkflowAction.CANCEL: {
         changes.setStatus(next, { action: "CANCEL" });
@@ -365,7 +426,8 @@ export class WorkflowStore {
           old_status: NodeStatusName;
         }>(sql`
           update nodes n
-             set status = 'CANCELLED', lease = null, worker_session = null, lease_expires_at = null, finished_at = now(), updated_at = now()
+             set status = 'CANCELLED', lease = null, worker_session = null, lease_expires_at = null, held_by = null,
+                 finished_at = now(), updated_at = now()
             from (select id, status from nodes
                    where workflow_id = ${workflowId} and status in ('PENDING', 'QUEUED', 'RUNNING')
                      for update) old
@@ -389,7 +451,7 @@ export class WorkflowStore {
             .map((n) => ({ workflowId, nodeId: n.id, attempt: n.attempt })),
           "CANCELLED",
         );
-        return;
+        return changes;
       }
       case WorkflowAction.RETRY: {
         changes.setStatus(next, { action: "RETRY" });
@@ -413,10 +475,10 @@ export class WorkflowStore {
         );
         for (const n of reopened) changes.node("node.status_changed", n.id, "PENDING", { reason: "workflow retried" });
         changes.markReady();
-        return;
+        return changes;
       }
       case WorkflowAction.UNSPECIFIED:
-        return;
+        return changes;
       default: {
         const never: never = action;
         throw new InvalidArgumentError("action", `unknown action ${String(never)}`);
@@ -451,6 +513,18 @@ export class WorkflowStore {
     if (row) return nodeFromRow(row);
     await this.getWorkflowRowOrThrow(workflowId);
     throw new NotFoundError(`node "${nodeId}" not found in workflow ${workflowId}`);
+  }
+
+  async listNodeAttempts(workflowId: string, nodeId: string): Promise<NodeAttempt[]> {
+    assertWorkflowId(workflowId);
+    const rows = await this.db
+      .select()
+      .from(nodeAttempts)
+      .where(and(eq(nodeAttempts.workflowId, workflowId), eq(nodeAttempts.nodeId, nodeId)))
+      .orderBy(asc(nodeAttempts.attempt), asc(nodeAttempts.endedAt));
+    // No attempt yet: an unknown node (or workflow) is NOT_FOUND, a known one has none.
+    if (rows.length === 0) await this.getNode(workflowId, nodeId);
+    return rows.map(attemptFromRow);
   }
 
   private async getWorkflowRowOrThrow(workflowId: string): Promise<WorkflowRow> {
