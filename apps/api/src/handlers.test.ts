@@ -1,4 +1,5 @@
 import { type DescMessage, type MessageInitShape, create } from "@bufbuild/protobuf";
+import { DurationSchema, durationFromMs, timestampDate } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import {
   AbortedError,
@@ -14,6 +15,8 @@ import { createLogger, createMetricsRegistry } from "@trellis/observability";
 import {
   EditType,
   type GrpcServiceHandlers,
+  type Limit,
+  NodeAttemptSchema,
   WorkflowAction,
   WorkflowService,
   WorkflowStatus,
@@ -21,7 +24,7 @@ import {
 } from "@trellis/proto";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { LogLines } from "../test/log-lines.js";
-import { WORKFLOW_ID, mockStateManager } from "../test/mock-state-manager.js";
+import { WORKFLOW_ID, limitState, mockStateManager } from "../test/mock-state-manager.js";
 import { isAuthorized } from "./auth.js";
 import { createWorkflowServiceHandlers } from "./handlers.js";
 import { startApiServer } from "./server.js";
@@ -74,6 +77,9 @@ const schemas = {
   getNode: WorkflowService.method.getNode.input,
   updateNode: WorkflowService.method.updateNode.input,
   editWorkflow: WorkflowService.method.editWorkflow.input,
+  setLimit: WorkflowService.method.setLimit.input,
+  listLimits: WorkflowService.method.listLimits.input,
+  deleteLimit: WorkflowService.method.deleteLimit.input,
 } as const;
 
 function expectRejected(outcome: Outcome, code: grpc.status, details?: string): void {
@@ -180,7 +186,7 @@ describe("request mapping", () => {
     expectRejected(
       await call("updateWorkflow", { workflowId: WORKFLOW_ID, updateMask: { paths: ["name", "status"] } }),
       grpc.status.INVALID_ARGUMENT,
-      'update_mask.paths[1]: "status" cannot be updated (allowed: name, labels)',
+      'update_mask.paths[1]: "status" cannot be updated (allowed: name, labels, budget)',
     );
     expectRejected(
       await call("updateWorkflow", { workflowId: WORKFLOW_ID, updateMask: { paths: ["name", "name"] } }),
@@ -190,7 +196,7 @@ describe("request mapping", () => {
     expectRejected(
       await call("updateWorkflow", { workflowId: WORKFLOW_ID }),
       grpc.status.INVALID_ARGUMENT,
-      "update_mask: required when no action is given (paths: name, labels)",
+      "update_mask: required when no action is given (paths: name, labels, budget)",
     );
     expectRejected(
       await call("updateWorkflow", { workflowId: WORKFLOW_ID, action: 9 as WorkflowAction }),
@@ -260,6 +266,272 @@ describe("request mapping", () => {
     const emit = vi.fn();
     handlers.watchWorkflow({ emit } as unknown as Parameters<Handlers["watchWorkflow"]>[0]);
     expect(emit).toHaveBeenCalledWith("error", expect.objectContaining({ code: grpc.status.UNIMPLEMENTED }));
+  });
+});
+
+describe("flow control", () => {
+  const nodeCases: [Record<string, unknown>, string][] = [
+    [{ priority: 11 }, "nodes[1].priority: must be between 0 and 10, got 11"],
+    [{ priority: -1 }, "nodes[1].priority: must be between 0 and 10, got -1"],
+    [
+      { limitKeys: ["tenant:a", "capability:echo"] },
+      'nodes[1].limit_keys[1]: the prefix "capability:" is reserved: every node counts under "capability:<its capability>"',
+    ],
+    [{ limitKeys: ["k", "k"] }, 'nodes[1].limit_keys[1]: duplicate key "k"'],
+    [{ limitKeys: [""] }, "nodes[1].limit_keys[0]: required"],
+    [{ limitKeys: ["x".repeat(201)] }, "nodes[1].limit_keys[0]: must be at most 200 characters"],
+    [{ limitKeys: ["a\nb"] }, 'nodes[1].limit_keys[0]: "a\\nb" must not contain control characters'],
+    [
+      { limitKeys: Array.from({ length: 17 }, (_, i) => `k${i}`) },
+      "nodes[1].limit_keys: at most 16 keys are allowed, got 17",
+    ],
+  ];
+
+  it.each(nodeCases)(
+    "CreateWorkflow refuses a node with %j before calling the StateManager",
+    async (fields, message) => {
+      const { sm, call } = setup();
+      const outcome = await call("createWorkflow", {
+        nodes: [
+          { id: "a", capability: "echo" },
+          { id: "b", capability: "echo", ...fields },
+        ],
+      });
+      expectRejected(outcome, grpc.status.INVALID_ARGUMENT, message);
+      expect(sm.createWorkflow).not.toHaveBeenCalled();
+    },
+  );
+
+  const budgetCases: [Record<string, number>, string][] = [
+    [{ tokens: 0 }, 'budget["tokens"]: must be a finite number above 0, got 0'],
+    [{ tokens: -5 }, 'budget["tokens"]: must be a finite number above 0, got -5'],
+    [{ tokens: Number.NaN }, 'budget["tokens"]: must be a finite number above 0, got NaN'],
+    [{ tokens: Number.POSITIVE_INFINITY }, 'budget["tokens"]: must be a finite number above 0, got Infinity'],
+    [{ "": 1 }, "budget: required"],
+    [{ ["u".repeat(65)]: 1 }, "budget: must be at most 64 characters"],
+    [{ "to\tkens": 1 }, 'budget: "to\\tkens" must not contain control characters'],
+  ];
+
+  it.each(budgetCases)("CreateWorkflow and UpdateWorkflow refuse the budget %j", async (budget, message) => {
+    const { sm, call } = setup();
+    expectRejected(
+      await call("createWorkflow", { nodes: [{ id: "a", capability: "echo" }], budget }),
+      grpc.status.INVALID_ARGUMENT,
+      message,
+    );
+    expectRejected(
+      await call("updateWorkflow", { workflowId: WORKFLOW_ID, budget, updateMask: { paths: ["budget"] } }),
+      grpc.status.INVALID_ARGUMENT,
+      message,
+    );
+    expect(sm.createWorkflow).not.toHaveBeenCalled();
+    expect(sm.updateWorkflow).not.toHaveBeenCalled();
+  });
+
+  it("CreateWorkflow passes the budget and the nodes' priority and limit keys", async () => {
+    const { sm, call } = setup();
+    const outcome = await call("createWorkflow", {
+      nodes: [{ id: "a", capability: "echo", priority: 10, limitKeys: ["model:x", "capability-ish"] }],
+      budget: { tokens: 1000, cost_usd: 0.5 },
+    });
+    expect(outcome.error).toBeNull();
+    const input = sm.createWorkflow.mock.calls[0]![0];
+    expect(input.budget).toEqual({ tokens: 1000, cost_usd: 0.5 });
+    expect([input.nodes[0]!.priority, input.nodes[0]!.limitKeys]).toEqual([10, ["model:x", "capability-ish"]]);
+  });
+
+  it("UpdateWorkflow maps update_mask budget (an empty map clears it), with or without an action", async () => {
+    const { sm, call } = setup();
+    await call("updateWorkflow", {
+      workflowId: WORKFLOW_ID,
+      budget: { tokens: 5 },
+      updateMask: { paths: ["budget"] },
+      action: WorkflowAction.RESUME,
+    });
+    expect(sm.updateWorkflow).toHaveBeenLastCalledWith(WORKFLOW_ID, {
+      budget: { tokens: 5 },
+      action: WorkflowAction.RESUME,
+    });
+    await call("updateWorkflow", { workflowId: WORKFLOW_ID, updateMask: { paths: ["budget"] } });
+    expect(sm.updateWorkflow).toHaveBeenLastCalledWith(WORKFLOW_ID, { budget: {} });
+    // Not in the mask: ignored, even when invalid.
+    await call("updateWorkflow", { workflowId: WORKFLOW_ID, budget: { tokens: -1 }, action: WorkflowAction.PAUSE });
+    expect(sm.updateWorkflow).toHaveBeenLastCalledWith(WORKFLOW_ID, { action: WorkflowAction.PAUSE });
+  });
+
+  it("UpdateNode and EditWorkflow refuse a bad priority or limit key when the node or mask carries it", async () => {
+    const { sm, call } = setup();
+    expectRejected(
+      await call("updateNode", {
+        workflowId: WORKFLOW_ID,
+        node: { id: "b", priority: 42 },
+        updateMask: { paths: ["priority"] },
+      }),
+      grpc.status.INVALID_ARGUMENT,
+      "node.priority: must be between 0 and 10, got 42",
+    );
+    expectRejected(
+      await call("updateNode", {
+        workflowId: WORKFLOW_ID,
+        node: { id: "b", limitKeys: ["capability:x"] },
+        updateMask: { paths: ["limit_keys"] },
+      }),
+      grpc.status.INVALID_ARGUMENT,
+    );
+    expect(sm.updateNode).not.toHaveBeenCalled();
+    expectRejected(
+      await call("editWorkflow", {
+        workflowId: WORKFLOW_ID,
+        edits: [{ type: EditType.INSERT, node: { id: "x", capability: "echo", priority: 11 } }],
+      }),
+      grpc.status.INVALID_ARGUMENT,
+      "edits[0].node.priority: must be between 0 and 10, got 11",
+    );
+    expectRejected(
+      await call("editWorkflow", {
+        workflowId: WORKFLOW_ID,
+        edits: [
+          { type: EditType.DELETE, nodeId: "y" },
+          { type: EditType.UPDATE, node: { id: "b", limitKeys: ["k", "k"] }, updateMask: { paths: ["limit_keys"] } },
+        ],
+      }),
+      grpc.status.INVALID_ARGUMENT,
+      'edits[1].node.limit_keys[1]: duplicate key "k"',
+    );
+    expect(sm.applyNodeEdits).not.toHaveBeenCalled();
+
+    // Fields the mask does not name are not looked at; valid ones go through.
+    await call("updateNode", {
+      workflowId: WORKFLOW_ID,
+      node: { id: "b", priority: 42, limitKeys: ["model:x"] },
+      updateMask: { paths: ["limit_keys"] },
+    });
+    expect(sm.updateNode).toHaveBeenCalledTimes(1);
+  });
+
+  it("GetNode answers the node with its attempts", async () => {
+    const { sm, call } = setup();
+    sm.listNodeAttempts.mockResolvedValueOnce([
+      create(NodeAttemptSchema, { attempt: 1, status: "THROTTLED", workerId: "w1", usage: { tokens: 3 } }),
+    ]);
+    const outcome = await call("getNode", { workflowId: WORKFLOW_ID, nodeId: "b" });
+    expect(sm.listNodeAttempts).toHaveBeenCalledWith(WORKFLOW_ID, "b");
+    expect(outcome.response).toMatchObject({
+      node: { id: "b" },
+      attempts: [{ attempt: 1, status: "THROTTLED", workerId: "w1", usage: { tokens: 3 } }],
+    });
+  });
+
+  it("SetLimit stores the limit with its defaults and answers it with its live state", async () => {
+    const { sm, call } = setup();
+    sm.setLimit.mockImplementationOnce(async (spec) =>
+      limitState(spec, {
+        running: 2,
+        waiting: 7,
+        available: 3.5,
+        throttledUntil: new Date("2026-12-03T12:00:00.000Z"),
+      }),
+    );
+    const outcome = await call("setLimit", {
+      limit: { key: "model:gpt-4o", maxConcurrency: 3, rate: 10, unit: "tokens", running: 99, available: 1 },
+    });
+    expect(outcome.error).toBeNull();
+    expect(sm.setLimit).toHaveBeenCalledWith({
+      key: "model:gpt-4o",
+      maxConcurrency: 3,
+      rate: 10,
+      periodMs: 1000,
+      burst: 10,
+      unit: "tokens",
+    });
+    const limit = (outcome.response as { limit: Limit }).limit;
+    expect(limit).toMatchObject({ key: "model:gpt-4o", maxConcurrency: 3, rate: 10, burst: 10, unit: "tokens" });
+    expect(limit).toMatchObject({ running: 2, waiting: 7n, available: 3.5 });
+    expect(limit.period).toEqual(durationFromMs(1000));
+    expect(timestampDate(limit.throttledUntil!).toISOString()).toBe("2026-12-03T12:00:00.000Z");
+
+    await call("setLimit", { limit: { key: "capability:llm.chat", maxConcurrency: 1 } });
+    expect(sm.setLimit).toHaveBeenLastCalledWith(expect.objectContaining({ key: "capability:llm.chat" }));
+    const capOnly = (await call("setLimit", { limit: { key: "k", rate: 2, burst: 5, period: durationFromMs(60_000) } }))
+      .response as { limit: Limit };
+    expect(capOnly.limit).toMatchObject({ rate: 2, burst: 5, period: durationFromMs(60_000), available: 5 });
+  });
+
+  const limitCases: [MessageInitShape<typeof WorkflowService.method.setLimit.input>, string][] = [
+    [{}, "limit: required"],
+    [{ limit: { key: "", maxConcurrency: 1 } }, "limit.key: required"],
+    [{ limit: { key: "k\u0001", maxConcurrency: 1 } }, 'limit.key: "k\\u0001" must not contain control characters'],
+    [{ limit: { key: "x".repeat(201), maxConcurrency: 1 } }, "limit.key: must be at most 200 characters"],
+    [{ limit: { key: "capability:", maxConcurrency: 1 } }, 'limit.key: "capability:" must name a capability'],
+    [
+      { limit: { key: "capability:Bad Name", maxConcurrency: 1 } },
+      'limit.key: "Bad Name" must match [a-z0-9][a-z0-9._-]{0,63}',
+    ],
+    [{ limit: { key: "k", maxConcurrency: -1 } }, "limit.max_concurrency: must be an integer of at least 0, got -1"],
+    [{ limit: { key: "k", rate: -1 } }, "limit.rate: must be a finite number of at least 0, got -1"],
+    [{ limit: { key: "k", rate: Number.NaN } }, "limit.rate: must be a finite number of at least 0, got NaN"],
+    [
+      { limit: { key: "k", rate: Number.POSITIVE_INFINITY } },
+      "limit.rate: must be a finite number of at least 0, got Infinity",
+    ],
+    [
+      { limit: { key: "k", rate: 1, period: durationFromMs(0) } },
+      "limit.period: must be greater than 0 and at most 24h",
+    ],
+    [
+      { limit: { key: "k", rate: 1, period: durationFromMs(-1000) } },
+      "limit.period: must be greater than 0 and at most 24h",
+    ],
+    [
+      { limit: { key: "k", rate: 1, period: durationFromMs(86_400_001) } },
+      "limit.period: must be greater than 0 and at most 24h",
+    ],
+    [
+      { limit: { key: "k", rate: 1, period: create(DurationSchema, { seconds: 1n, nanos: 500 }) } },
+      "limit.period: must be a whole number of milliseconds, got 1000.0005ms",
+    ],
+    [
+      { limit: { key: "k", rate: 1, period: create(DurationSchema, { seconds: 1n, nanos: -1 }) } },
+      "limit.period: must be a valid duration",
+    ],
+    [{ limit: { key: "k", rate: 1, burst: -1 } }, "limit.burst: must be a finite number of at least 0, got -1"],
+    [
+      { limit: { key: "k", rate: 1, burst: Number.NaN } },
+      "limit.burst: must be a finite number of at least 0, got NaN",
+    ],
+    [{ limit: { key: "k", rate: 5, burst: 0.5 } }, "limit.burst: must be at least 1 with a rate, got 0.5"],
+    [{ limit: { key: "k", rate: 0.5 } }, "limit.burst: must be at least 1 with a rate (it defaults to the rate, 0.5)"],
+    [{ limit: { key: "k", rate: 1, unit: "u".repeat(65) } }, "limit.unit: must be at most 64 characters"],
+    [{ limit: { key: "k", rate: 1, unit: "a\tb" } }, 'limit.unit: "a\\tb" must not contain control characters'],
+    [{ limit: { key: "k" } }, "limit: set max_concurrency, rate or both (0 means no cap)"],
+  ];
+
+  for (const [request, message] of limitCases) {
+    it(`SetLimit refuses with "${message}" without calling the StateManager`, async () => {
+      const { sm, call } = setup();
+      expectRejected(await call("setLimit", request), grpc.status.INVALID_ARGUMENT, message);
+      expect(sm.setLimit).not.toHaveBeenCalled();
+    });
+  }
+
+  it("DeleteLimit checks the key, and answers NOT_FOUND for a key without a limit", async () => {
+    const { sm, call } = setup();
+    expect((await call("deleteLimit", { key: "model:x" })).error).toBeNull();
+    expect(sm.deleteLimit).toHaveBeenCalledWith("model:x");
+    sm.deleteLimit.mockResolvedValueOnce(false);
+    expectRejected(
+      await call("deleteLimit", { key: "capability:echo" }),
+      grpc.status.NOT_FOUND,
+      'limit "capability:echo" not found',
+    );
+    sm.deleteLimit.mockClear();
+    expectRejected(await call("deleteLimit", {}), grpc.status.INVALID_ARGUMENT, "key: required");
+    expectRejected(
+      await call("deleteLimit", { key: "k\u0000" }),
+      grpc.status.INVALID_ARGUMENT,
+      'key: "k\\u0000" must not contain control characters',
+    );
+    expect(sm.deleteLimit).not.toHaveBeenCalled();
   });
 });
 

@@ -1,10 +1,25 @@
 import { create, type DescMessage, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
-import { InvalidArgumentError, assertNodeId, assertWorkflowId, quoteForMessage } from "@trellis/core";
-import type { StateManager, UpdateWorkflowInput } from "@trellis/db";
+import {
+  InvalidArgumentError,
+  NotFoundError,
+  assertNodeId,
+  assertWorkflowId,
+  limitSpecFromProto,
+  quoteForMessage,
+  validateBudget,
+  validateLimitKey,
+  validateLimitKeys,
+  validateNodeFlowControl,
+  validatePriority,
+} from "@trellis/core";
+import { type StateManager, type UpdateWorkflowInput, limitToProto } from "@trellis/db";
 import {
   type CreateWorkflowRequest,
   type CreateWorkflowResponseSchema,
+  type DeleteLimitRequest,
+  type DeleteLimitResponseSchema,
+  EditType,
   type EditWorkflowRequest,
   type EditWorkflowResponseSchema,
   type GetNodeRequest,
@@ -12,8 +27,14 @@ import {
   type GetWorkflowRequest,
   type GetWorkflowResponseSchema,
   type GrpcServiceHandlers,
+  type ListLimitsRequest,
+  type ListLimitsResponseSchema,
   type ListWorkflowsRequest,
   type ListWorkflowsResponseSchema,
+  type Node,
+  type NodeEdit,
+  type SetLimitRequest,
+  type SetLimitResponseSchema,
   type UpdateNodeRequest,
   type UpdateNodeResponseSchema,
   type UpdateWorkflowRequest,
@@ -63,6 +84,9 @@ export interface WorkflowServiceMethods {
   getNode(request: GetNodeRequest): Promise<MessageInitShape<typeof GetNodeResponseSchema>>;
   updateNode(request: UpdateNodeRequest): Promise<MessageInitShape<typeof UpdateNodeResponseSchema>>;
   editWorkflow(request: EditWorkflowRequest): Promise<MessageInitShape<typeof EditWorkflowResponseSchema>>;
+  setLimit(request: SetLimitRequest): Promise<MessageInitShape<typeof SetLimitResponseSchema>>;
+  listLimits(request: ListLimitsRequest): Promise<MessageInitShape<typeof ListLimitsResponseSchema>>;
+  deleteLimit(request: DeleteLimitRequest): Promise<MessageInitShape<typeof DeleteLimitResponseSchema>>;
 }
 
 /** A workflow id that is present and a UUID; an unknown one is the StateManager's NOT_FOUND. */
@@ -93,8 +117,27 @@ function assertKnownAction(action: WorkflowAction): void {
 }
 
 /**
- * The changes an UpdateWorkflow request asks for. `update_mask` may name `name` and `labels`; the action is applied
- * after them. A request with neither is refused rather than silently doing nothing.
+ * Checks the flow-control fields of a batch's INSERTed nodes, and of its UPDATEs when their mask names them, before
+ * the StateManager sees the batch (which checks them again with everything else).
+ */
+function validateEditsFlowControl(edits: readonly NodeEdit[]): void {
+  edits.forEach((edit, i) => {
+    if (edit.node === undefined) return;
+    if (edit.type === EditType.INSERT) validateNodeFlowControl(edit.node, `edits[${i}].node`);
+    if (edit.type === EditType.UPDATE)
+      validateMaskedFlowControl(edit.node, edit.updateMask?.paths ?? [], `edits[${i}].node`);
+  });
+}
+
+/** Checks `priority` and `limit_keys` of an UPDATE's node when `paths` names them. */
+function validateMaskedFlowControl(node: Node, paths: readonly string[], field: string): void {
+  if (paths.includes("priority")) validatePriority(node.priority, `${field}.priority`);
+  if (paths.includes("limit_keys")) validateLimitKeys(node.limitKeys, `${field}.limit_keys`);
+}
+
+/**
+ * The changes an UpdateWorkflow request asks for. `update_mask` may name `name`, `labels` and `budget`; the action is
+ * applied after them. A request with neither is refused rather than silently doing nothing.
  */
 export function workflowUpdateOf(request: UpdateWorkflowRequest): UpdateWorkflowInput {
   assertKnownAction(request.action);
@@ -112,13 +155,20 @@ export function workflowUpdateOf(request: UpdateWorkflowRequest): UpdateWorkflow
       case "labels":
         update.labels = { ...request.labels };
         break;
+      case "budget":
+        validateBudget(request.budget, "budget");
+        update.budget = { ...request.budget };
+        break;
       default:
-        throw new InvalidArgumentError(field, `${quoteForMessage(path)} cannot be updated (allowed: name, labels)`);
+        throw new InvalidArgumentError(
+          field,
+          `${quoteForMessage(path)} cannot be updated (allowed: name, labels, budget)`,
+        );
     }
   });
   if (request.action !== WorkflowAction.UNSPECIFIED) update.action = request.action;
   if (paths.length === 0 && request.action === WorkflowAction.UNSPECIFIED) {
-    throw new InvalidArgumentError("update_mask", "required when no action is given (paths: name, labels)");
+    throw new InvalidArgumentError("update_mask", "required when no action is given (paths: name, labels, budget)");
   }
   return update;
 }
@@ -134,12 +184,15 @@ export function workflowServiceMethods(deps: WorkflowServiceDeps): WorkflowServi
   const wake = (workflowId: string): void => deps.notifyScheduler?.(workflowId);
   return {
     async createWorkflow(request) {
+      for (const [i, node] of request.nodes.entries()) validateNodeFlowControl(node, `nodes[${i}]`);
+      validateBudget(request.budget, "budget");
       const { workflow, created } = await stateManager.createWorkflow({
         name: request.name,
         nodes: request.nodes,
         input: request.input,
         labels: request.labels,
         requestId: request.requestId === "" ? undefined : request.requestId,
+        budget: request.budget,
       });
       if (created) wake(workflow.id);
       return { workflow };
@@ -172,12 +225,14 @@ export function workflowServiceMethods(deps: WorkflowServiceDeps): WorkflowServi
     async getNode(request) {
       const workflowId = requireWorkflowId(request.workflowId);
       assertNodeId(request.nodeId, "node_id");
-      return { node: await stateManager.getNode(workflowId, request.nodeId) };
+      const node = await stateManager.getNode(workflowId, request.nodeId);
+      return { node, attempts: await stateManager.listNodeAttempts(workflowId, request.nodeId) };
     },
 
     async updateNode(request) {
       const workflowId = requireWorkflowId(request.workflowId);
       if (request.node === undefined) throw new InvalidArgumentError("node", "required");
+      validateMaskedFlowControl(request.node, request.updateMask?.paths ?? [], "node");
       const node = await stateManager.updateNode(workflowId, request.node, request.updateMask);
       wake(workflowId);
       return { node };
@@ -186,9 +241,27 @@ export function workflowServiceMethods(deps: WorkflowServiceDeps): WorkflowServi
     async editWorkflow(request) {
       const workflowId = requireWorkflowId(request.workflowId);
       if (request.edits.length === 0) throw new InvalidArgumentError("edits", "at least one edit is required");
+      validateEditsFlowControl(request.edits);
       const workflow = await stateManager.applyNodeEdits(workflowId, request.edits);
       wake(workflowId);
       return { workflow };
+    },
+
+    async setLimit(request) {
+      // The StateManager notifies the scheduler: a raised limit lets held nodes start.
+      return { limit: limitToProto(await stateManager.setLimit(limitSpecFromProto(request.limit, "limit"))) };
+    },
+
+    async listLimits() {
+      return { limits: (await stateManager.listLimits()).map(limitToProto) };
+    },
+
+    async deleteLimit(request) {
+      validateLimitKey(request.key, "key", "allowed");
+      if (!(await stateManager.deleteLimit(request.key))) {
+        throw new NotFoundError(`limit ${quoteForMessage(request.key)} not found`);
+      }
+      return {};
     },
   };
 }
@@ -279,6 +352,9 @@ export function createWorkflowServiceHandlers(deps: WorkflowServiceDeps): GrpcSe
     getNode: unary(logger, WorkflowService.method.getNode, methods.getNode),
     updateNode: unary(logger, WorkflowService.method.updateNode, methods.updateNode),
     editWorkflow: unary(logger, WorkflowService.method.editWorkflow, methods.editWorkflow),
+    setLimit: unary(logger, WorkflowService.method.setLimit, methods.setLimit),
+    listLimits: unary(logger, WorkflowService.method.listLimits, methods.listLimits),
+    deleteLimit: unary(logger, WorkflowService.method.deleteLimit, methods.deleteLimit),
     watchWorkflow: (call) => watch(deps, call),
   };
 }

@@ -1,10 +1,24 @@
 import { create } from "@bufbuild/protobuf";
-import type { ActionEffects, StateManager } from "@trellis/db";
+import type { ActionEffects, LimitSpec, LimitState, StateManager } from "@trellis/db";
 import { NodeSchema, WorkflowSchema, WorkflowStatus } from "@trellis/proto";
 import { vi } from "vitest";
 
 /** The id of the workflow the mock returns. */
 export const WORKFLOW_ID = "0b7a3c1e-9f4d-4f7a-8c7e-2d1f5a6b7c8d";
+
+/** A limit as the StateManager returns it: the spec, configured, holding nothing, with a full bucket. */
+export function limitState(spec: LimitSpec, live: Partial<LimitState> = {}): LimitState {
+  return {
+    ...spec,
+    configured: true,
+    throttledUntil: null,
+    running: 0,
+    waiting: 0,
+    available: spec.rate > 0 ? spec.burst : null,
+    throttledTotal: 0,
+    ...live,
+  };
+}
 
 /** vi.fn mocks of what the api calls; any other StateManager method throws, so a stray call shows up. */
 export function mockStateManager() {
@@ -18,6 +32,10 @@ export function mockStateManager() {
     getNode: vi.fn<StateManager["getNode"]>(async (_w, nodeId) => create(NodeSchema, { id: nodeId })),
     updateNode: vi.fn<StateManager["updateNode"]>(async (_w, node) => node),
     applyNodeEdits: vi.fn<StateManager["applyNodeEdits"]>(async () => workflow),
+    listNodeAttempts: vi.fn<StateManager["listNodeAttempts"]>(async () => []),
+    setLimit: vi.fn<StateManager["setLimit"]>(async (spec) => limitState(spec)),
+    listLimits: vi.fn<StateManager["listLimits"]>(async () => []),
+    deleteLimit: vi.fn<StateManager["deleteLimit"]>(async () => true),
   };
   const stateManager = new Proxy(used, {
     get(target, property, receiver) {
