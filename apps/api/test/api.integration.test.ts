@@ -342,12 +342,12 @@ describe("UpdateWorkflow", () => {
     expect(relabelled.workflow!.labels).toEqual({ env: "prod" });
   });
 
-  it("refuses update_mask paths other than name and labels, and a request that changes nothing", async () => {
+  it("refuses update_mask paths other than name, labels and budget, and a request that changes nothing", async () => {
     const workflow = await createWorkflow();
     await expectStatus(
       api.client.updateWorkflow({ workflowId: workflow.id, updateMask: { paths: ["status"] } }, opts()),
       grpc.status.INVALID_ARGUMENT,
-      'update_mask.paths[0]: "status" cannot be updated (allowed: name, labels)',
+      'update_mask.paths[0]: "status" cannot be updated (allowed: name, labels, budget)',
     );
     await expectStatus(
       api.client.updateWorkflow({ workflowId: workflow.id }, opts()),
