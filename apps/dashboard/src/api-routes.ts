@@ -1,10 +1,19 @@
-import { create, toJson } from "@bufbuild/protobuf";
-import { InvalidArgumentError, assertNodeId, assertWorkflowId } from "@trellis/core";
-import type { ActionEffects, StateManager } from "@trellis/db";
+import { type JsonValue, create, fromJson, toJson } from "@bufbuild/protobuf";
+import {
+  InvalidArgumentError,
+  NotFoundError,
+  assertNodeId,
+  assertWorkflowId,
+  limitSpecFromProto,
+  validateLimitKey,
+} from "@trellis/core";
+import { type ActionEffects, type LimitState, type StateManager, limitToProto } from "@trellis/db";
 import {
   GetNodeResponseSchema,
   GetWorkflowResponseSchema,
+  LimitSchema,
   ListWorkflowsResponseSchema,
+  SetLimitRequestSchema,
   UpdateWorkflowResponseSchema,
   WorkflowAction,
   WorkflowEventSchema,
@@ -72,6 +81,40 @@ function sameOrigin(req: Request): boolean {
   }
 }
 
+/** Largest JSON body the API accepts (a SetLimit request is a few hundred bytes). */
+const MAX_BODY_BYTES = 16 * 1024;
+
+/**
+ * A limit as the Limits page reads it: the protobuf JSON of the Limit that ListLimits answers, plus what only the
+ * dashboard shows: whether SetLimit made it (false: only a THROTTLED answer's pause) and the THROTTLED answers so far.
+ */
+export function limitJson(state: LimitState): { [key: string]: JsonValue } {
+  return {
+    ...(toJson(LimitSchema, limitToProto(state)) as { [key: string]: JsonValue }),
+    configured: state.configured,
+    throttledTotal: state.throttledTotal,
+  };
+}
+
+/** A SetLimitRequest in protobuf JSON (`{"limit": {...}}`), checked: unknown fields and bad values name the field. */
+function setLimitRequestOf(body: unknown) {
+  let request: ReturnType<typeof fromJson<typeof SetLimitRequestSchema>>;
+  try {
+    request = fromJson(SetLimitRequestSchema, (body ?? {}) as JsonValue);
+  } catch (error) {
+    throw new InvalidArgumentError("limit", (error as Error).message);
+  }
+  return limitSpecFromProto(request.limit);
+}
+
+/** A body express.json() refused (malformed JSON, too large) as the typed error it is; undefined for others. */
+function bodyError(error: unknown): InvalidArgumentError | undefined {
+  const type = (error as { type?: unknown } | null)?.type;
+  if (type === "entity.parse.failed") return new InvalidArgumentError("body", "is not valid JSON");
+  if (type === "entity.too.large") return new InvalidArgumentError("body", `must be at most ${MAX_BODY_BYTES} bytes`);
+  return undefined;
+}
+
 /** The dashboard's JSON API and event stream under `/api` (protobuf JSON bodies, typed errors as 400/404/409). */
 export function createApiRouter(deps: ApiRouterDeps): express.Router {
   const { stateManager, logger } = deps;
@@ -91,8 +134,11 @@ export function createApiRouter(deps: ApiRouterDeps): express.Router {
     const workflowId = workflowIdOf(req);
     const nodeId = String(req.params.nodeId);
     assertNodeId(nodeId, "node_id");
-    const node = await stateManager.getNode(workflowId, nodeId);
-    res.json(toJson(GetNodeResponseSchema, create(GetNodeResponseSchema, { node })));
+    const [node, attempts] = await Promise.all([
+      stateManager.getNode(workflowId, nodeId),
+      stateManager.listNodeAttempts(workflowId, nodeId),
+    ]);
+    res.json(toJson(GetNodeResponseSchema, create(GetNodeResponseSchema, { node, attempts })));
   });
 
   router.get("/workflows/:id/events", async (req, res) => {
@@ -127,6 +173,33 @@ export function createApiRouter(deps: ApiRouterDeps): express.Router {
     );
   });
 
+  router.get("/limits", async (_req, res) => {
+    const limits = await stateManager.listLimits();
+    res.json({ limits: limits.map(limitJson) });
+  });
+
+  router.post("/limits", express.json({ limit: MAX_BODY_BYTES, strict: false }), async (req, res) => {
+    if (!sameOrigin(req)) {
+      res.status(403).json({ error: { code: "PERMISSION_DENIED", message: "cross-origin request refused" } });
+      return;
+    }
+    const limit = await stateManager.setLimit(setLimitRequestOf(req.body));
+    logger.info({ key: limit.key }, "limit set from the dashboard");
+    res.json({ limit: limitJson(limit) });
+  });
+
+  router.delete("/limits/:key", async (req, res) => {
+    if (!sameOrigin(req)) {
+      res.status(403).json({ error: { code: "PERMISSION_DENIED", message: "cross-origin request refused" } });
+      return;
+    }
+    const key = String(req.params.key);
+    validateLimitKey(key, "key", "allowed");
+    if (!(await stateManager.deleteLimit(key))) throw new NotFoundError(`no limit on key ${JSON.stringify(key)}`);
+    logger.info({ key }, "limit deleted from the dashboard");
+    res.json({});
+  });
+
   router.get("/workflows/:id/stream", async (req, res) => {
     const workflowId = workflowIdOf(req);
     // A reconnecting EventSource sends the id of the last event it received.
@@ -159,7 +232,7 @@ export function createApiRouter(deps: ApiRouterDeps): express.Router {
   });
 
   router.use((error: unknown, req: Request, res: Response, _next: NextFunction) => {
-    const answer = errorAnswer(error);
+    const answer = errorAnswer(bodyError(error) ?? error);
     if (answer.status >= 500)
       logger.error({ err: error, method: req.method, url: req.originalUrl }, "api request failed");
     if (res.headersSent) {

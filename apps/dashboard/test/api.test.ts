@@ -21,6 +21,9 @@ afterAll(async () => {
 interface NodeJson {
   id: string;
   status: string;
+  heldBy?: string;
+  limitKeys?: string[];
+  priority?: number;
   parentIds?: string[];
   input?: unknown;
   output?: unknown;
@@ -34,6 +37,29 @@ interface WorkflowJson {
   labels?: Record<string, string>;
   nodes?: NodeJson[];
   createdAt?: string;
+  usage?: Record<string, number>;
+  budget?: Record<string, number>;
+}
+interface AttemptJson {
+  attempt: number;
+  status: string;
+  usage?: Record<string, number>;
+  startedAt?: string;
+  finishedAt?: string;
+}
+interface LimitJson {
+  key: string;
+  maxConcurrency?: number;
+  rate?: number;
+  period?: string;
+  burst?: number;
+  unit?: string;
+  running?: number;
+  waiting?: string;
+  available?: number;
+  throttledUntil?: string;
+  configured: boolean;
+  throttledTotal: number;
 }
 interface EventJson {
   sequence: string;
@@ -48,6 +74,9 @@ interface Body {
   nextPageToken?: string;
   workflow: WorkflowJson;
   node: NodeJson;
+  attempts?: AttemptJson[];
+  limits: LimitJson[];
+  limit: LimitJson;
   events: EventJson[];
   error: { code: string; message: string };
   queues?: { name: string }[];
@@ -63,6 +92,16 @@ async function get(path: string, headers: Record<string, string> = {}) {
 
 async function post(path: string, headers: Record<string, string> = {}) {
   const response = await fetch(`${f.baseUrl}${path}`, { method: "POST", headers });
+  return { status: response.status, body: (await response.json()) as Body };
+}
+
+/** Sends `body` as JSON (a string as it is, to send malformed JSON). */
+async function send(method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
+  const response = await fetch(`${f.baseUrl}${path}`, {
+    method,
+    headers: { "content-type": "application/json", ...headers },
+    body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
+  });
   return { status: response.status, body: (await response.json()) as Body };
 }
 
@@ -165,6 +204,38 @@ describe("GET /api/workflows/:id and its nodes", () => {
     expect(typeof body.node.startedAt).toBe("string");
   });
 
+  it("returns a node's ended attempts with what each spent, and the workflow's usage and budget", async () => {
+    const { workflow } = await f.stateManager.createWorkflow({
+      name: "spending",
+      budget: { tokens: 1_000_000 },
+      nodes: [node("a"), node("b", ["a"])],
+    });
+    const started = await startNode(f.stateManager, workflow.id, "a");
+    await f.stateManager.recordResult(workflow.id, "a", started.lease, {
+      kind: "error",
+      errorKind: ErrorKind.INFRA_ERROR,
+      message: "connection reset",
+      usage: { tokens: 10 },
+    });
+    const again = await startNode(f.stateManager, workflow.id, "a");
+    await f.stateManager.recordResult(workflow.id, "a", again.lease, {
+      kind: "success",
+      output: undefined,
+      edits: [],
+      usage: { tokens: 1234, cost_usd: 0.0025 },
+    });
+    const { body } = await get(`/api/workflows/${workflow.id}/nodes/a`);
+    expect(body.attempts!.map((a) => [a.attempt, a.status, a.usage])).toEqual([
+      [1, "RETRY", { tokens: 10 }],
+      [2, "PASS", { tokens: 1234, cost_usd: 0.0025 }],
+    ]);
+    expect(typeof body.attempts![1]!.finishedAt).toBe("string");
+    expect((await get(`/api/workflows/${workflow.id}/nodes/b`)).body.attempts ?? []).toEqual([]);
+    const shown = await get(`/api/workflows/${workflow.id}`);
+    expect(shown.body.workflow.usage).toEqual({ tokens: 1244, cost_usd: 0.0025 });
+    expect(shown.body.workflow.budget).toEqual({ tokens: 1_000_000 });
+  });
+
   it("answers 404 for an unknown workflow or node and 400 for a malformed id", async () => {
     expect((await get(`/api/workflows/${UNKNOWN_ID}`)).status).toBe(404);
     const id = await chain("unknown-node");
@@ -244,6 +315,87 @@ describe("POST /api/workflows/:id/actions/:action", () => {
     const sameSite = await post(`/api/workflows/${id}/actions/pause`, { origin: f.baseUrl });
     expect(sameSite.status).toBe(200);
     expect(await f.stateManager.getWorkflowStatus(id)).toBe(WorkflowStatus.PAUSED);
+  });
+});
+
+describe("/api/limits", () => {
+  it("sets a limit from protobuf JSON, lists it with what it holds, and deletes it", async () => {
+    const set = await send("POST", "/api/limits", {
+      limit: { key: "tenant:dash", rate: 100000, period: "60s", unit: "tokens" },
+    });
+    expect(set.status).toBe(200);
+    expect(set.body.limit).toMatchObject({
+      key: "tenant:dash",
+      rate: 100000,
+      period: "60s",
+      burst: 100000,
+      unit: "tokens",
+      configured: true,
+      throttledTotal: 0,
+    });
+    const listed = await get("/api/limits");
+    expect(listed.body.limits.find((l) => l.key === "tenant:dash")).toMatchObject({ available: 100000 });
+
+    const deleted = await send("DELETE", `/api/limits/${encodeURIComponent("tenant:dash")}`);
+    expect(deleted.status).toBe(200);
+    expect((await get("/api/limits")).body.limits.some((l) => l.key === "tenant:dash")).toBe(false);
+    const gone = await send("DELETE", `/api/limits/${encodeURIComponent("tenant:dash")}`);
+    expect(gone.status).toBe(404);
+    expect(gone.body.error.code).toBe("NOT_FOUND");
+  });
+
+  it("shows the nodes a cap holds back: running and waiting per key, held_by on the node", async () => {
+    await send("POST", "/api/limits", { limit: { key: "model:dash", maxConcurrency: 1 } });
+    const limitKeys = ["model:dash"];
+    const { workflow } = await f.stateManager.createWorkflow({
+      name: "capped",
+      nodes: [node("x", [], "echo", { limitKeys }), node("y", [], "echo", { limitKeys, priority: 3 })],
+    });
+    await waitFor(
+      async () => {
+        await f.stateManager.claimReadyNodes(500);
+        const limit = (await get("/api/limits")).body.limits.find((l) => l.key === "model:dash");
+        return limit?.running === 1 && limit.waiting === "1";
+      },
+      { timeoutMs: 5_000, description: "one node to hold model:dash and the other to wait" },
+    );
+    const nodes = (await get(`/api/workflows/${workflow.id}`)).body.workflow.nodes!;
+    const held = nodes.filter((n) => n.heldBy === "model:dash");
+    expect(held).toHaveLength(1);
+    expect(held[0]!.status).toBe("NODE_STATUS_PENDING");
+    expect(nodes.find((n) => n.id === "y")).toMatchObject({ priority: 3, limitKeys });
+    await f.stateManager.updateWorkflow(workflow.id, { action: WorkflowAction.CANCEL });
+    await f.stateManager.deleteLimit("model:dash");
+  });
+
+  it("refuses bad limits naming the field, malformed JSON and cross-site requests, changing nothing", async () => {
+    const cases: [unknown, string][] = [
+      [{ limit: { key: "k", maxConcurrency: 1, colour: "red" } }, "colour"],
+      [{ limit: { key: "k", rate: 0.5 } }, "limit.burst"],
+      [{ limit: { key: "k" } }, "max_concurrency, rate or both"],
+      [{ limit: { key: "k\u0007", maxConcurrency: 1 } }, "limit.key"],
+      [{ limit: { key: "k", maxConcurrency: -1 } }, "limit.max_concurrency"],
+      [{}, "limit"],
+      ["{not json", "body"],
+    ];
+    for (const [body, field] of cases) {
+      const { status, body: answer } = await send("POST", "/api/limits", body);
+      expect(status, JSON.stringify(body)).toBe(400);
+      expect(answer.error.code).toBe("INVALID_ARGUMENT");
+      expect(answer.error.message).toContain(field);
+    }
+    const forged = await send(
+      "POST",
+      "/api/limits",
+      { limit: { key: "k", maxConcurrency: 1 } },
+      {
+        origin: "https://evil.example",
+      },
+    );
+    expect(forged.status).toBe(403);
+    const forgedDelete = await send("DELETE", "/api/limits/k", undefined, { origin: "https://evil.example" });
+    expect(forgedDelete.status).toBe(403);
+    expect((await get("/api/limits")).body.limits.some((l) => l.key === "k")).toBe(false);
   });
 });
 
@@ -338,7 +490,15 @@ describe("web UI and Bull Board", () => {
     expect(list.text).toContain("/assets/js/list-page.js");
     const page = await get(`/workflows/${UNKNOWN_ID}`);
     expect(page.text).toContain("/assets/js/workflow-page.js");
-    for (const asset of ["/assets/js/workflow-page.js", "/assets/js/dag-view.js", "/assets/css/dashboard.css"]) {
+    const limits = await get("/limits");
+    expect(limits.type).toMatch(/text\/html/);
+    expect(limits.text).toContain("/assets/js/limits-page.js");
+    for (const asset of [
+      "/assets/js/workflow-page.js",
+      "/assets/js/dag-view.js",
+      "/assets/js/limits-page.js",
+      "/assets/css/dashboard.css",
+    ]) {
       expect((await get(asset)).status).toBe(200);
     }
     const elk = await fetch(`${f.baseUrl}/assets/vendor/elk.js`);

@@ -5,7 +5,7 @@ import { fileURLToPath } from "node:url";
 import { create, fromJson } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import { DEFAULT_RETRY_POLICY } from "@trellis/core";
-import { EditType, NodeEditSchema, NodeSchema, WorkflowStatus } from "@trellis/proto";
+import { EditType, NodeEditSchema, NodeSchema, WorkflowAction, WorkflowStatus } from "@trellis/proto";
 import { NodeQueues, createRedis } from "@trellis/queue";
 import { waitFor } from "@trellis/testing";
 import { type Browser, type BrowserContext, type Page, chromium } from "playwright-core";
@@ -34,6 +34,13 @@ const CHROMIUM_ARGS = [
   "--disable-sync",
 ];
 const UI_TIMEOUT_MS = 15_000;
+
+/** Where a test's other pictures go (test-artifacts/, never committed). */
+function artifact(name: string): string {
+  const path = fileURLToPath(new URL(`../../../test-artifacts/${name}`, import.meta.url));
+  mkdirSync(dirname(path), { recursive: true });
+  return path;
+}
 
 // In CI the browser tests must run (.ci/run installs chromium); elsewhere a missing browser skips them loudly.
 const skip = !existsSync(CHROMIUM) && !process.env.CI;
@@ -266,6 +273,107 @@ describe.skipIf(skip)("dashboard in headless Chromium", () => {
     await statusOf("slow", "CANCELLED").waitFor();
     await statusOf("after", "CANCELLED").waitFor();
     expect(await page.locator('#wf-actions [data-action="cancel"]').isDisabled()).toBe(true);
+  });
+
+  it("says which limit holds a node back, live, and shows attempts with their usage and the workflow's budget", async () => {
+    const sm = f.stateManager;
+    await sm.setLimit({ key: "model:ui", maxConcurrency: 1, rate: 0, periodMs: 1000, burst: 0, unit: "" });
+    const limitKeys = ["model:ui"];
+    const { workflow } = await sm.createWorkflow({
+      name: "held-and-spending",
+      budget: { tokens: 5000 },
+      nodes: [node("first", [], "llm.chat", { limitKeys, priority: 5 }), node("second", [], "llm.chat", { limitKeys })],
+    });
+    await openWorkflow(workflow.id);
+    await statusOf("second", "PENDING").waitFor();
+
+    await waitFor(
+      async () => {
+        await sm.claimReadyNodes(500);
+        return (await sm.getNode(workflow.id, "second")).heldBy === "model:ui";
+      },
+      { timeoutMs: UI_TIMEOUT_MS, description: "second to be held by model:ui" },
+    );
+    await page.locator('svg.dag g.node[data-node-id="second"][data-held-by="model:ui"]').waitFor();
+    expect(await nodeEl("second").locator(".node-meta").textContent()).toBe("held by model:ui");
+    await statusOf("first", "QUEUED").waitFor();
+    await page.locator('.event[data-type="node.held"]').first().waitFor();
+
+    await nodeEl("second").click();
+    await page.locator('#node-panel[data-node-id="second"] .held-box').waitFor();
+    expect(await page.locator("#node-panel .held-box").textContent()).toContain("Held by model:ui");
+    expect(await page.locator("#node-panel").textContent()).toContain("capability:llm.chat");
+
+    const started = await sm.startNode(workflow.id, "first");
+    await sm.recordResult(workflow.id, "first", started!.lease, {
+      kind: "success",
+      output: undefined,
+      edits: [],
+      usage: { tokens: 1234, cost_usd: 0.0025 },
+    });
+    await statusOf("first", "PASS").waitFor();
+    const tokens = page.locator('#wf-usage .usage-item[data-unit="tokens"]');
+    await waitFor(async () => ((await tokens.textContent()) ?? "").includes("1,234"), {
+      timeoutMs: UI_TIMEOUT_MS,
+      description: "the workflow's usage to show 1,234 tokens",
+    });
+    expect(await tokens.textContent()).toContain("of 5,000");
+
+    await nodeEl("first").click();
+    const attempt = page.locator('#node-panel[data-node-id="first"] tr[data-outcome="PASS"]');
+    await attempt.waitFor();
+    expect(await attempt.textContent()).toContain("tokens 1,234");
+    await page.screenshot({ path: artifact("dashboard-flow-control.png"), animations: "disabled" });
+    await sm.updateWorkflow(workflow.id, { action: WorkflowAction.CANCEL });
+    await sm.deleteLimit("model:ui");
+  });
+
+  it("lists limits with what they hold, sets one from the form and deletes one", async () => {
+    const sm = f.stateManager;
+    await sm.setLimit({ key: "model:page", maxConcurrency: 1, rate: 0, periodMs: 1000, burst: 0, unit: "" });
+    const limitKeys = ["model:page"];
+    const { workflow } = await sm.createWorkflow({
+      name: "limits-page",
+      nodes: [node("p", [], "llm.chat", { limitKeys, priority: 5 }), node("q", [], "llm.chat", { limitKeys })],
+    });
+    await waitFor(
+      async () => {
+        await sm.claimReadyNodes(500);
+        return (await sm.getNode(workflow.id, "q")).heldBy === "model:page";
+      },
+      { timeoutMs: UI_TIMEOUT_MS, description: "q to be held by model:page" },
+    );
+
+    await page.goto(`${f.baseUrl}/limits`);
+    await page.locator("body[data-ready=true]").waitFor();
+    const row = page.locator('tr[data-key="model:page"]');
+    await row.waitFor();
+    expect(await row.locator('[data-field="running"]').textContent()).toContain("1 / 1");
+    expect(await row.locator('[data-field="waiting"]').textContent()).toBe("1");
+
+    await page.screenshot({ path: artifact("dashboard-limits.png"), animations: "disabled" });
+    await page.fill('#limit-form input[name="key"]', "tenant:page");
+    await page.fill('#limit-form input[name="rate"]', "100000");
+    await page.fill('#limit-form input[name="period"]', "1m");
+    await page.fill('#limit-form input[name="unit"]', "tokens");
+    await page.click("#limit-save");
+    const created = page.locator('tr[data-key="tenant:page"]');
+    await created.waitFor();
+    expect(await created.locator('[data-field="rate"]').textContent()).toContain("100,000 tokens / 1m");
+    expect(await created.locator('[data-field="available"]').textContent()).toContain("100,000 of 100,000 left");
+    expect((await sm.listLimits()).find((l) => l.key === "tenant:page")).toMatchObject({
+      rate: 100_000,
+      periodMs: 60_000,
+      unit: "tokens",
+    });
+
+    await created.locator('[data-action="delete"]').click();
+    await page.locator("dialog#confirm[open]").waitFor();
+    await page.click("#confirm-yes");
+    await created.waitFor({ state: "detached" });
+    expect((await sm.listLimits()).some((l) => l.key === "tenant:page")).toBe(false);
+    await sm.updateWorkflow(workflow.id, { action: WorkflowAction.CANCEL });
+    await sm.deleteLimit("model:page");
   });
 
   it("loads Bull Board at /queues with the capability queues", async () => {

@@ -83,7 +83,7 @@ export function node(
   id: string,
   parentIds: string[] = [],
   capability = "echo",
-  extra: { name?: string; labels?: Record<string, string> } = {},
+  extra: { name?: string; labels?: Record<string, string>; priority?: number; limitKeys?: string[] } = {},
 ): Node {
   return create(NodeSchema, { id, capability, parentIds, input: { task: id }, ...extra });
 }

@@ -36,6 +36,15 @@ export async function postJson(path) {
   return parse(await fetch(`/api${path}`, { method: "POST", headers: { accept: "application/json" } }));
 }
 
+/** Sends a JSON body (or none) to an endpoint under /api with `method` (POST, DELETE). */
+export async function sendJson(method, path, body) {
+  const headers = { accept: "application/json" };
+  if (body !== undefined) headers["content-type"] = "application/json";
+  return parse(
+    await fetch(`/api${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) }),
+  );
+}
+
 /** Every committed event of a workflow after a sequence, read page by page. */
 export async function allEvents(workflowId, after = 0) {
   const events = [];

@@ -318,11 +318,18 @@ export class DagView {
     }
     const name = node.name || node.id;
     const attempt = node.attempt ?? 0;
-    const meta = [node.capability, attempt > 1 ? `attempt ${attempt}` : ""].filter(Boolean).join(" · ");
+    // A ready node a limit holds back says so, instead of a silent "pending".
+    const held = status === "PENDING" && node.heldBy ? node.heldBy : "";
+    el.dataset.heldBy = held;
+    el.classList.toggle("is-held", held !== "");
+    const meta = held
+      ? `held by ${held}`
+      : [node.capability, attempt > 1 ? `attempt ${attempt}` : ""].filter(Boolean).join(" · ");
     fitText(el.querySelector(".node-name"), name, NODE_W - 42 - (added ? 52 : 12));
     fitText(el.querySelector(".node-meta"), meta, NODE_W - 54);
     el.querySelector("title").textContent =
       `${name}${name !== node.id ? ` (${node.id})` : ""}\n${status.toLowerCase()} · ${node.capability}` +
+      (held ? `\nheld by ${held}` : "") +
       (added ? "\nadded at run time by an edit" : "");
     el.setAttribute("aria-label", `${name}: ${status.toLowerCase()}`);
     let tag = el.querySelector(".node-tag");

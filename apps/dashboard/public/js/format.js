@@ -129,6 +129,35 @@ export function durationMs(value) {
   return Number.isNaN(n) ? undefined : n * 1000;
 }
 
+/** `100,000`, `0.0123`, `-2,345.5`: an amount of units, at most four decimals. */
+export function formatAmount(n) {
+  const value = Number(n ?? 0);
+  return Number.isFinite(value) ? value.toLocaleString("en-US", { maximumFractionDigits: 4 }) : String(n);
+}
+
+/** `500ms`, `1s`, `1m`, `1m30s`, `1h`: a rate's period. */
+export function formatPeriod(ms) {
+  let rest = Math.max(0, Math.round(ms ?? 0));
+  const parts = [];
+  for (const [unit, size] of [
+    ["h", 3_600_000],
+    ["m", 60_000],
+    ["s", 1_000],
+  ]) {
+    if (rest >= size) {
+      parts.push(`${Math.floor(rest / size)}${unit}`);
+      rest %= size;
+    }
+  }
+  if (rest > 0 || parts.length === 0) parts.push(`${rest}ms`);
+  return parts.join("");
+}
+
+/** Usage or a budget (`{tokens: 1234}`) as `[unit, amount]` pairs, units sorted. */
+export function unitsOf(map) {
+  return Object.entries(map ?? {}).sort(([a], [b]) => a.localeCompare(b));
+}
+
 /** Pretty JSON for the panels. */
 export function prettyJson(value) {
   return JSON.stringify(value, null, 2);

@@ -3,6 +3,8 @@ import {
   between,
   durationMs,
   errorKindName,
+  formatAmount,
+  formatClock,
   formatDateTime,
   formatDuration,
   h,
@@ -10,6 +12,7 @@ import {
   prettyJson,
   statusBadge,
   statusName,
+  unitsOf,
 } from "./format.js";
 
 const DEFAULT_MAX_ATTEMPTS = 3;
@@ -63,9 +66,97 @@ function timings(node) {
   ];
 }
 
+/** The node's flow-control keys: its limit keys, then the implicit key of its capability. */
+function limitKeys(node) {
+  const keys = (node.limitKeys ?? []).map((key) =>
+    h("a", { class: "chip chip-link", href: "/limits", title: "See the limits" }, key),
+  );
+  keys.push(
+    h(
+      "span",
+      { class: "chip", title: "Every node counts under its capability's key" },
+      `capability:${node.capability}`,
+    ),
+  );
+  return keys;
+}
+
+/** `tokens=1,234 cost_usd=0.0025`, or a dash. */
+function usageText(usage) {
+  const units = unitsOf(usage);
+  return units.length === 0 ? "—" : units.map(([unit, amount]) => `${unit} ${formatAmount(amount)}`).join(" · ");
+}
+
+/** Every ended attempt, oldest first: its outcome, when and how long, where, what it spent and its error. */
+function attemptsSection(attempts) {
+  if (attempts === undefined) return null;
+  const body =
+    attempts.length === 0
+      ? h("p", { class: "muted small" }, "No attempt has ended yet.")
+      : h(
+          "table",
+          { class: "attempts" },
+          h(
+            "thead",
+            {},
+            h(
+              "tr",
+              {},
+              h("th", {}, "#"),
+              h("th", {}, "Outcome"),
+              h("th", {}, "Started"),
+              h("th", {}, "Took"),
+              h("th", {}, "Usage"),
+            ),
+          ),
+          h(
+            "tbody",
+            {},
+            ...attempts.flatMap((a) => {
+              const took = a.startedAt && a.finishedAt ? formatDuration(between(a.startedAt, a.finishedAt)) : "—";
+              const error = a.error?.message
+                ? `${errorKindName(a.error.kind) ? `${errorKindName(a.error.kind)}: ` : ""}${a.error.message}`
+                : "";
+              return [
+                h(
+                  "tr",
+                  { dataset: { attempt: String(a.attempt ?? 0), outcome: a.status ?? "" } },
+                  h("td", { class: "attempt-cell num" }, String(a.attempt ?? 0)),
+                  h(
+                    "td",
+                    { class: "attempt-cell" },
+                    h("span", { class: ["outcome", `outcome-${a.status}`] }, a.status ?? ""),
+                  ),
+                  h(
+                    "td",
+                    { class: "attempt-cell num", title: formatDateTime(a.startedAt) },
+                    a.startedAt ? formatClock(a.startedAt) : "—",
+                  ),
+                  h("td", { class: "attempt-cell num" }, took),
+                  h(
+                    "td",
+                    { class: "attempt-cell attempt-usage", title: a.workerId ? `worker ${a.workerId}` : "" },
+                    usageText(a.usage),
+                  ),
+                ),
+                error
+                  ? h(
+                      "tr",
+                      { class: "attempt-error" },
+                      h("td", {}),
+                      h("td", { class: "attempt-error-cell", colspan: 4 }, error),
+                    )
+                  : null,
+              ];
+            }),
+          ),
+        );
+  return h("div", { class: "panel-section" }, h("h4", {}, "Attempts"), body);
+}
+
 /**
- * Renders the panel. `view` is `{ node, loading, error, children, added, onSelect, onClose }`, or null for the
- * placeholder.
+ * Renders the panel. `view` is `{ node, attempts, loading, error, children, added, onSelect, onClose }`, or null for
+ * the placeholder.
  */
 export function renderNodePanel(host, view) {
   if (!view) {
@@ -122,6 +213,18 @@ export function renderNodePanel(host, view) {
           )
         : null,
     ),
+    node.heldBy && statusName(node.status) === "PENDING"
+      ? h(
+          "div",
+          { class: "held-box" },
+          h("strong", {}, "Held by ", h("a", { href: "/limits", class: "mono" }, node.heldBy)),
+          h(
+            "p",
+            {},
+            "Ready to run: waits for this key's limit (at its cap, out of tokens or throttled). It holds no worker slot.",
+          ),
+        )
+      : null,
     node.error
       ? h(
           "div",
@@ -135,6 +238,12 @@ export function renderNodePanel(host, view) {
       { class: "facts" },
       ...field("Capability", h("code", {}, node.capability)),
       ...field("Attempt", `${node.attempt ?? 0} of ${maxAttempts}`),
+      ...field(
+        "Priority",
+        h("span", { class: "num" }, String(node.priority ?? 0)),
+        h("span", { class: "muted" }, " of 10"),
+      ),
+      ...field("Limit keys", h("div", { class: "chips" }, limitKeys(node))),
       ...timings(node),
       ...field("Timeout", formatDuration(timeoutMs)),
       ...field(
@@ -148,6 +257,7 @@ export function renderNodePanel(host, view) {
         ? field("Labels", h("div", { class: "chips" }, labelChips(node.labels, 20)))
         : []),
     ),
+    attemptsSection(view.attempts),
     jsonBlock("Input", node.input, "No input."),
     jsonBlock("Output", node.output, statusName(node.status) === "PASS" ? "No output." : "Not produced yet."),
   ];

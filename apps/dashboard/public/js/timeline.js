@@ -14,7 +14,17 @@ const KNOWN = new Set([
   "updated",
   "deleted",
   "nodeCount",
+  "key",
+  "keys",
+  "retryAfterMs",
+  "until",
+  "unit",
+  "usage",
+  "budget",
 ]);
+
+/** Why a limit holds a node back, from `node.held`'s `reason`. */
+const HELD_REASONS = { concurrency: "at its cap", rate: "out of tokens", throttled: "throttled" };
 
 function list(ids) {
   return Array.isArray(ids) && ids.length > 0 ? ids.join(", ") : "";
@@ -32,7 +42,15 @@ export function describeEvent(event) {
   if (list(d.updated)) parts.push(`~ ${list(d.updated)}`);
   if (list(d.deleted)) parts.push(`− ${list(d.deleted)}`);
   if (d.delayMs !== undefined) parts.push(`retry in ${formatDuration(Number(d.delayMs))}`);
-  if (d.reason) parts.push(String(d.reason));
+  if (d.key) parts.push(`held by ${d.key}`);
+  if (d.retryAfterMs !== undefined) parts.push(`retry in ${formatDuration(Number(d.retryAfterMs))}`);
+  if (list(d.keys)) parts.push(`pauses ${list(d.keys)}`);
+  if (d.until) parts.push(`until ${formatClock(d.until, true)}`);
+  if (d.unit && d.usage !== undefined && d.budget !== undefined) {
+    parts.push(`${d.unit} ${Number(d.usage).toLocaleString()} of budget ${Number(d.budget).toLocaleString()}`);
+  } else if (d.unit) parts.push(`unit ${d.unit}`);
+  if (d.reason)
+    parts.push(event.type === "node.held" ? (HELD_REASONS[d.reason] ?? String(d.reason)) : String(d.reason));
   for (const [key, value] of Object.entries(d)) {
     if (KNOWN.has(key) || value === null || value === undefined || value === "") continue;
     if (key === "parentIds" && Array.isArray(value)) parts.push(`after ${list(value) || "nothing"}`);
@@ -45,7 +63,14 @@ export function describeEvent(event) {
 function category(type) {
   if (type.startsWith("workflow.")) return "workflow";
   if (type === "node.created" || type === "node.updated" || type === "node.deleted") return "edit";
-  if (type === "node.retry_scheduled" || type === "node.unroutable" || type === "node.requeued") return "warn";
+  if (
+    type === "node.retry_scheduled" ||
+    type === "node.unroutable" ||
+    type === "node.requeued" ||
+    type === "node.held" ||
+    type === "node.throttled"
+  )
+    return "warn";
   return "node";
 }
 

@@ -6,6 +6,7 @@ import { DagView } from "./dag-view.js";
 import {
   NODE_STATUSES,
   between,
+  formatAmount,
   formatDateTime,
   formatDuration,
   h,
@@ -13,6 +14,7 @@ import {
   statusBadge,
   statusName,
   toast,
+  unitsOf,
 } from "./format.js";
 import { renderNodePanel, tickNodePanel } from "./node-panel.js";
 import { Timeline } from "./timeline.js";
@@ -22,6 +24,8 @@ const api = `/workflows/${encodeURIComponent(workflowId)}`;
 /** Events that change the graph's structure: the workflow is re-read and re-laid out. */
 const STRUCTURAL = new Set(["node.created", "node.deleted", "node.updated", "workflow.edited"]);
 const TERMINAL = new Set(["SUCCEEDED", "FAILED", "CANCELLED"]);
+/** Events after which the workflow's usage may have grown (an attempt ended) or its budget paused it. */
+const SPENDING = new Set(["node.status_changed", "node.retry_scheduled", "node.throttled", "workflow.budget_exceeded"]);
 
 const state = {
   workflow: null,
@@ -41,6 +45,7 @@ const el = {
   crumb: document.getElementById("crumb-name"),
   status: document.getElementById("wf-status"),
   meta: document.getElementById("wf-meta"),
+  usage: document.getElementById("wf-usage"),
   live: document.getElementById("live"),
   liveText: document.getElementById("live-text"),
   progress: document.getElementById("progress"),
@@ -77,13 +82,18 @@ function noteEvent(event) {
   return true;
 }
 
-/** What an event says about current state: a node's status (and attempt), the workflow's status. */
+/**
+ * What an event says about current state: a node's status (and attempt), the limit holding it back (`node.held`
+ * sets it; any other status change of the node ends it), the workflow's status.
+ */
 function applyStatus(event) {
   if (event.workflowStatus && state.workflow) state.workflow.status = event.workflowStatus;
   const node = event.nodeId ? state.nodes.get(event.nodeId) : undefined;
   if (node && event.nodeStatus) {
     node.status = event.nodeStatus;
     if (event.data?.attempt) node.attempt = Number(event.data.attempt);
+    if (event.type === "node.held") node.heldBy = event.data?.key ?? "";
+    else if (event.type !== "node.updated") node.heldBy = "";
   }
   return node;
 }
@@ -115,6 +125,26 @@ function scheduleReload() {
   }, 100);
 }
 
+/** Re-reads the workflow's usage and budget (no event carries them), at most once a second while attempts end. */
+let usageTimer;
+function scheduleUsageReload() {
+  if (usageTimer) return;
+  usageTimer = setTimeout(async () => {
+    try {
+      const { workflow } = await getJson(api);
+      if (state.workflow) {
+        state.workflow.usage = workflow.usage;
+        state.workflow.budget = workflow.budget;
+        renderHeader();
+      }
+    } catch {
+      // The next event or reload tries again.
+    } finally {
+      usageTimer = undefined;
+    }
+  }, 1_000);
+}
+
 let frame = 0;
 function scheduleRender() {
   if (frame) return;
@@ -131,6 +161,7 @@ function onLiveEvent(event) {
   const node = applyStatus(event);
   if (STRUCTURAL.has(event.type) || (event.nodeId && !node && event.type !== "node.deleted")) scheduleReload();
   if (event.nodeId && event.nodeId === state.selected) scheduleSelectedReload();
+  if (SPENDING.has(event.type)) scheduleUsageReload();
   scheduleRender();
 }
 
@@ -194,9 +225,57 @@ function renderHeader() {
     el.meta.dataset.key = metaKey;
     renderMeta(wf, status);
   }
+  const usageKey = JSON.stringify([status, wf.usage, wf.budget]);
+  if (el.usage.dataset.key !== usageKey) {
+    el.usage.dataset.key = usageKey;
+    renderUsage(wf, status);
+  }
   tickElapsed();
   renderActions(status);
   renderProgress();
+}
+
+/**
+ * The workflow's usage per unit, against its budget where it has one (a bar each), and what to do when a budget
+ * paused it: raise the budget (UpdateWorkflow, update_mask "budget"), then Resume.
+ */
+function renderUsage(wf, status) {
+  const usage = wf.usage ?? {};
+  const budget = wf.budget ?? {};
+  const units = [...new Set([...unitsOf(usage), ...unitsOf(budget)].map(([unit]) => unit))].sort();
+  el.usage.hidden = units.length === 0;
+  let reached = false;
+  const items = units.map((unit) => {
+    const used = Number(usage[unit] ?? 0);
+    const limit = budget[unit] === undefined ? undefined : Number(budget[unit]);
+    const over = limit !== undefined && used >= limit;
+    reached ||= over;
+    const parts = [h("span", { class: "usage-unit" }, unit), h("span", { class: "num" }, formatAmount(used))];
+    if (limit !== undefined) {
+      const fill = h("span", { class: ["meter-fill", over ? "meter-warn" : "meter-ok"] });
+      fill.style.width = `${Math.round(Math.min(1, used / limit) * 100)}%`;
+      parts.push(
+        h("span", { class: "muted num" }, `of ${formatAmount(limit)}`),
+        h("span", { class: "meter", title: `${formatAmount(used)} of a budget of ${formatAmount(limit)}` }, fill),
+      );
+    }
+    return h("span", { class: ["usage-item", over && "is-over"], dataset: { unit } }, ...parts);
+  });
+  const note =
+    reached && status === "PAUSED"
+      ? [
+          h(
+            "span",
+            { class: "usage-note" },
+            "Budget reached: raise it (UpdateWorkflow with update_mask budget), then Resume.",
+          ),
+        ]
+      : [];
+  el.usage.replaceChildren(
+    h("span", { class: "usage-label" }, Object.keys(budget).length > 0 ? "Usage / budget" : "Usage"),
+    ...items,
+    ...note,
+  );
 }
 
 function renderMeta(wf, status) {
@@ -331,6 +410,7 @@ function renderPanel() {
   renderNodePanel(el.panel, {
     id: state.selected,
     node: state.selectedNode,
+    attempts: state.selectedAttempts,
     error: state.selectedError,
     added: state.added.has(state.selected),
     children: childrenOf(state.selected),
@@ -342,13 +422,15 @@ function renderPanel() {
 async function loadSelected() {
   const id = state.selected;
   try {
-    const { node } = await getJson(`${api}/nodes/${encodeURIComponent(id)}`);
+    const { node, attempts } = await getJson(`${api}/nodes/${encodeURIComponent(id)}`);
     if (state.selected !== id) return;
     state.selectedNode = node;
+    state.selectedAttempts = attempts ?? [];
     state.selectedError = undefined;
   } catch (error) {
     if (state.selected !== id) return;
     state.selectedNode = null;
+    state.selectedAttempts = undefined;
     state.selectedError = error.status === 404 ? "This node no longer exists (deleted by an edit)." : error.message;
   }
   renderPanel();
@@ -363,6 +445,7 @@ function scheduleSelectedReload() {
 function select(id) {
   state.selected = id;
   state.selectedNode = id ? (state.nodes.get(id) ?? null) : null;
+  state.selectedAttempts = undefined;
   state.selectedError = undefined;
   dag.select(id);
   history.replaceState(null, "", id ? `#node=${encodeURIComponent(id)}` : location.pathname);
