@@ -259,6 +259,105 @@ describe("trellis list, get and actions", () => {
   });
 });
 
+describe("trellis limits and flow control", () => {
+  it("sets, lists and deletes limits, refusing bad ones with the api's reason", async () => {
+    const cap = await cli(["limits", "set", "model:cli", "--max-concurrency", "2"]);
+    expect(cap.stderr).toBe("");
+    expect(cap.code).toBe(0);
+    expect(cap.stdout.trim()).toBe("limit model:cli set: cap 2");
+    const rate = await cli(["limits", "set", "tenant:cli", "--rate", "100000", "--period", "1m", "--unit", "tokens"]);
+    expect(rate.stdout.trim()).toBe("limit tenant:cli set: rate 100000 tokens/1m, burst 100000");
+
+    const listed = await cli(["limits"]);
+    expect(listed.code).toBe(0);
+    expect(listed.stdout.split("\n")[0]).toMatch(
+      /^KEY\s+CAP\s+RUNNING\s+WAITING\s+RATE\s+BURST\s+AVAILABLE\s+THROTTLED UNTIL$/,
+    );
+    expect(listed.stdout).toMatch(/^model:cli\s+2\s+0\s+0\s+-\s+-\s+-\s+-$/m);
+    expect(listed.stdout).toMatch(/^tenant:cli\s+-\s+0\s+0\s+100000 tokens\/1m\s+100000\s+100000\s+-$/m);
+
+    const refused = await cli(["limits", "set", "tenant:cli", "--rate", "0.5"]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/^trellis limits set: INVALID_ARGUMENT: limit\.burst: /m);
+    const usage = await cli(["limits", "set", "tenant:cli", "--burst", "5"]);
+    expect(usage.code).toBe(2);
+
+    expect((await cli(["limits", "delete", "tenant:cli"])).stdout.trim()).toBe("limit tenant:cli deleted");
+    const again = await cli(["limits", "delete", "tenant:cli"]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toContain("trellis limits delete: NOT_FOUND");
+    expect((await cli(["limits"])).stdout).not.toContain("tenant:cli");
+    await cli(["limits", "delete", "model:cli"]);
+  });
+
+  it("says which limit holds a node back instead of a silent PENDING", async () => {
+    await cli(["limits", "set", "model:hold", "--max-concurrency", "1"]);
+    const file = join(scratch, "held.json");
+    writeFileSync(
+      file,
+      JSON.stringify({
+        name: "held",
+        nodes: [
+          { id: "first", capability: "sleep", input: { ms: 60_000 }, limitKeys: ["model:hold"], priority: 5 },
+          { id: "second", capability: "sleep", input: { ms: 60_000 }, limitKeys: ["model:hold"] },
+        ],
+      }),
+    );
+    const id = idOf((await cli(["run", file])).stdout);
+    const shown = await waitFor(
+      async () => {
+        const got = await cli(["get", id]);
+        return /^second\s+sleep\s+PENDING\s+0\s+-\s+0\s+model:hold\s+held by model:hold$/m.test(got.stdout) && got;
+      },
+      { timeoutMs: 15_000, description: "second to be held by model:hold" },
+    );
+    expect(shown.stdout).toMatch(/^NODE\s+CAPABILITY\s+STATUS\s+ATTEMPT\s+PARENTS\s+PRIORITY\s+LIMIT KEYS\s+DETAIL$/m);
+    expect(shown.stdout).toMatch(/^first\s+sleep\s+RUNNING\s+1\s+-\s+5\s+model:hold$/m);
+    const limits = await cli(["limits"]);
+    expect(limits.stdout).toMatch(/^model:hold\s+1\s+1\s+1\s/m);
+    const node = await cli(["get", id, "--node", "second"]);
+    expect(node.stdout.split("\n")[0]).toBe("node second  sleep  PENDING  held by model:hold");
+    await cli(["cancel", id]);
+    await cli(["limits", "delete", "model:hold"]);
+  });
+
+  it("shows a throttled attempt, what the next one spent and the workflow's usage against its budget", async () => {
+    const file = join(scratch, "metered.json");
+    writeFileSync(
+      file,
+      JSON.stringify({
+        name: "metered",
+        budget: { tokens: 100_000 },
+        nodes: [
+          {
+            id: "ask",
+            capability: "llm.metered",
+            limitKeys: ["tenant:metered"],
+            input: { prompt: "Summarise", tokens: 500, throttle_first_n: 1, retry_after_ms: 200 },
+          },
+        ],
+      }),
+    );
+    const run = await cli(["run", file, "--watch"]);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/⧖ ask\s+THROTTLED\s+retry in 200ms {2}pauses tenant:metered, capability:llm\.metered/);
+    expect(run.stdout).toMatch(/✔ ask\s+PASS/);
+    const id = idOf(run.stdout);
+
+    const shown = await cli(["get", id]);
+    expect(shown.stdout).toMatch(/^usage cost_usd=0\.001 tokens=500 · budget tokens=100000$/m);
+    const node = await cli(["get", id, "--node", "ask"]);
+    expect(node.code).toBe(0);
+    expect(node.stdout).toMatch(/^ATTEMPT\s+STATUS\s+STARTED\s+TOOK\s+WORKER\s+USAGE\s+ERROR$/m);
+    expect(node.stdout).toMatch(/^1\s+THROTTLED\s+\S+\s+\S+\s+\S+\s+-/m);
+    expect(node.stdout).toMatch(/^2\s+PASS\s+\S+\s+\S+\s+\S+\s+cost_usd=0\.001 tokens=500$/m);
+    const json = JSON.parse((await cli(["get", id, "--node", "ask", "--json"])).stdout) as {
+      attempts: { status: string; usage?: Record<string, number> }[];
+    };
+    expect(json.attempts.map((a) => a.status)).toEqual(["THROTTLED", "PASS"]);
+  });
+});
+
 describe("--token and TRELLIS_TOKEN", () => {
   it("send the bearer token an api with API_TOKEN wants, from the flag or the environment", async () => {
     const stateManager = new PgStateManager(testDb.db);
