@@ -294,9 +294,9 @@ describe("usage and budgets", () => {
   it("sums usage per workflow and per attempt, errors included", async () => {
     const wf = await independent(2, "use.a");
     const claimed = await claimAll();
-    await startAndPass(claimed[0]!, { tokens: 10, cost_usd: 0.5 });
-    const started = await sm.startNode(wf, claimed[1]!.nodeId);
-    await sm.recordResult(wf, claimed[1]!.nodeId, started!.lease, {
+    await startAndPass(claimed.find((q) => q.nodeId === "n0")!, { tokens: 10, cost_usd: 0.5 });
+    const started = await sm.startNode(wf, "n1");
+    await sm.recordResult(wf, "n1", started!.lease, {
       kind: "error",
       errorKind: ErrorKind.TASK_ERROR,
       message: "bad",
