@@ -92,7 +92,12 @@ async function callNodeService(
           usage,
         };
       case ExecutionStatus.TASK_ERROR:
-        return { kind: "error", errorKind: ErrorKind.TASK_ERROR, message: response.errorMessage || "task error", usage };
+        return {
+          kind: "error",
+          errorKind: ErrorKind.TASK_ERROR,
+          message: response.errorMessage || "task error",
+          usage,
+        };
       case ExecutionStatus.THROTTLED:
         return {
           kind: "throttled",
@@ -142,6 +147,8 @@ function retryAfterMs(ms: number): number {
 
 /** The usage a NodeService reported, without entries that are not finite numbers or are zero. */
 function usageOf(usage: { [unit: string]: number }): Record<string, number> | undefined {
-  const spent = Object.entries(usage).filter(([unit, amount]) => unit !== "" && Number.isFinite(amount) && amount !== 0);
+  const spent = Object.entries(usage).filter(
+    ([unit, amount]) => unit !== "" && Number.isFinite(amount) && amount !== 0,
+  );
   return spent.length === 0 ? undefined : Object.fromEntries(spent);
 }
