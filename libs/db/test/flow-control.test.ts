@@ -1,7 +1,7 @@
 import { create, fromJson } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import { ErrorKind, NodeSchema, WorkflowStatus, type Node } from "@trellis/proto";
-import { createTestDatabase, type TestDatabase } from "@trellis/testing";
+import { FAULT_TIMINGS, checkInvariants, createTestDatabase, type TestDatabase } from "@trellis/testing";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { PgStateManager, type NodeResult, type QueuedNode, type StartedNode } from "../src/index.js";
 
@@ -340,5 +340,32 @@ describe("usage and budgets", () => {
     expect(s.b!.status).toBe("PENDING");
     expect(s.c!.status).toBe("PENDING");
     expect(await claimAll()).toHaveLength(0);
+  });
+});
+
+describe("invariant I6 (never over a cap)", () => {
+  it("holds for attempts that follow each other and reports attempts that overlap past the cap", async () => {
+    const wf = await independent(3, "inv.a", { keys: ["inv:k"] });
+    await setLimit("inv:k", { maxConcurrency: 1 });
+    // Three attempts one after the other (an end at the very instant of the next start does not overlap).
+    await testDb.pool.query(
+      `insert into node_attempts (workflow_id, node_id, attempt, outcome, started_at, ended_at)
+       values ($1, 'n0', 1, 'PASS', '2026-01-01T00:00:00Z', '2026-01-01T00:00:01Z'),
+              ($1, 'n1', 1, 'PASS', '2026-01-01T00:00:01Z', '2026-01-01T00:00:02Z')`,
+      [wf],
+    );
+    const i6 = async () =>
+      (await checkInvariants({ pool: testDb.pool, recovery: FAULT_TIMINGS, workflowIds: [wf] })).filter(
+        (v) => v.invariant === "I6",
+      );
+    expect(await i6()).toEqual([]);
+    await testDb.pool.query(
+      `insert into node_attempts (workflow_id, node_id, attempt, outcome, started_at, ended_at)
+       values ($1, 'n2', 1, 'PASS', '2026-01-01T00:00:01.5Z', '2026-01-01T00:00:03Z')`,
+      [wf],
+    );
+    expect((await i6()).map((v) => v.message)).toEqual([
+      "limit inv:k: 2 nodes RUNNING at once at 2026-01-01T00:00:01.500Z (cap 1)",
+    ]);
   });
 });

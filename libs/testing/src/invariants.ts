@@ -264,6 +264,7 @@ async function check(pool: pg.PoolClient, options: InvariantOptions): Promise<In
       const attempt = typeof e.data.attempt === "number" ? e.data.attempt : null;
       const ends =
         e.type === "node.retry_scheduled" ||
+        e.type === "node.throttled" ||
         (e.type === "node.status_changed" &&
           (e.node_status === "PASS" ||
             (e.node_status === "FAIL" && e.data.from === "RUNNING") ||
