@@ -34,14 +34,17 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
  * Each session that lands bumps it to the main it started from. The mid-run state is written with that main's own
  * SQL (oldClaim, oldStart, oldPass): a bump may mean updating those calls to its tables and function signatures.
  */
-const PREVIOUS_MAIN = "6d8d2c6";
+const PREVIOUS_MAIN = "9082b57";
 
 /**
  * How many migrations PREVIOUS_MAIN had (bumped with it). Migrations are append-only, so when its commit cannot be
  * read (a shallow clone), its `drizzle/` is rebuilt from the first ones of this tree; its repeatable SQL cannot be,
- * so that fallback only holds while PREVIOUS_MAIN had none (6d8d2c6 had none).
+ * so that fallback only holds while PREVIOUS_MAIN had none (9082b57 has some: the test needs the history).
  */
-const PREVIOUS_MAIN_MIGRATIONS = 5;
+const PREVIOUS_MAIN_MIGRATIONS = 6;
+
+/** Whether PREVIOUS_MAIN had repeatable SQL (libs/db/sql), which only its commit can give. */
+const PREVIOUS_MAIN_HAS_SQL = true;
 
 const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url));
 
@@ -98,6 +101,12 @@ function materialisePreviousMain(): string {
     git(["rev-parse", "--verify", "--quiet", `${PREVIOUS_MAIN}^{commit}`]);
   } catch (error) {
     const why = (error as { stderr?: Buffer }).stderr?.toString().trim() || (error as Error).message;
+    if (PREVIOUS_MAIN_HAS_SQL) {
+      throw new Error(
+        `upgrade test: commit ${PREVIOUS_MAIN} (PREVIOUS_MAIN) is not in the history of ${REPO_ROOT} (${why || "not found"}), ` +
+          "and its repeatable SQL cannot be rebuilt from this tree: run it in a full clone (git fetch --unshallow)",
+      );
+    }
     console.warn(
       `upgrade test: commit ${PREVIOUS_MAIN} (PREVIOUS_MAIN) is not in the history of ${REPO_ROOT} (${why || "not found"}); ` +
         `rebuilding its drizzle/ from the first ${PREVIOUS_MAIN_MIGRATIONS} migrations of this tree`,
@@ -163,11 +172,18 @@ async function oldClaim(db: pg.Pool): Promise<string[]> {
   return rows.map((r) => `${r.body.workflow_id}/${r.body.id}`).sort();
 }
 
-/** The old worker's start: QUEUED -> RUNNING under a 1-second lease; returns each node's lease. */
+/**
+ * The old worker's start: QUEUED -> RUNNING for a worker session registered as the old worker did (it never beats
+ * again: the new scheduler finds it dead); returns each node's lease.
+ */
 async function oldStart(db: pg.Pool, nodes: [string, string][]): Promise<Map<string, string>> {
+  const { rows: registered } = await db.query<{ session: string }>(
+    `insert into workers (id, capabilities) values ('previous-main-worker', '{${CAPABILITY}}')
+     on conflict (id) do update set heartbeat_at = now() returning session`,
+  );
   const { rows } = await db.query<{ body: { node: { workflow_id: string; id: string; lease: string } } }>(
-    `select body from trellis_start_nodes($1::uuid[], $2::text[], $3::integer[], 1.0) where kind = 'node'`,
-    [nodes.map(([w]) => w), nodes.map(([, n]) => n), nodes.map(() => null)],
+    `select body from trellis_start_nodes($1::uuid[], $2::text[], $3::integer[], $4::uuid) where kind = 'node'`,
+    [nodes.map(([w]) => w), nodes.map(([, n]) => n), nodes.map(() => null), registered[0]!.session],
   );
   expect(rows).toHaveLength(nodes.length);
   return new Map(rows.map((r) => [`${r.body.node.workflow_id}/${r.body.node.id}`, r.body.node.lease]));
@@ -176,7 +192,7 @@ async function oldStart(db: pg.Pool, nodes: [string, string][]): Promise<Map<str
 /** The old worker's PASS without eager dispatch: the children that become ready are left to the scheduler. */
 async function oldPass(db: pg.Pool, workflowId: string, nodeId: string, lease: string): Promise<void> {
   const { rows } = await db.query<{ kind: string }>(
-    "select kind from trellis_pass_nodes($1::uuid[], $2::text[], $3::uuid[], $4::jsonb[], false)",
+    "select kind from trellis_pass_nodes($1::uuid[], $2::text[], $3::uuid[], $4::jsonb[], false, '{}', null, '{}')",
     [[workflowId], [nodeId], [lease], [JSON.stringify(OLD_OUTPUT)]],
   );
   expect(rows.filter((r) => r.kind === "pass")).toHaveLength(1);
