@@ -142,7 +142,12 @@ export function attemptFromRow(row: AttemptRow): NodeAttempt {
   return create(NodeAttemptSchema, {
     attempt: row.attempt,
     status: row.outcome,
-    error: row.errorKind ? { kind: ErrorKind[row.errorKind], message: row.errorMessage ?? "" } : undefined,
+    // A THROTTLED attempt has no error kind (it was no failure) but keeps the provider's message.
+    error: row.errorKind
+      ? { kind: ErrorKind[row.errorKind], message: row.errorMessage ?? "" }
+      : row.errorMessage
+        ? { kind: ErrorKind.UNSPECIFIED, message: row.errorMessage }
+        : undefined,
     workerId: row.workerId ?? "",
     startedAt: row.startedAt ? timestampFromDate(row.startedAt) : undefined,
     finishedAt: timestampFromDate(row.endedAt),

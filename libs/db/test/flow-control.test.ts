@@ -276,6 +276,9 @@ describe("THROTTLED", () => {
     );
     expect(attempts).toEqual([{ outcome: "THROTTLED", usage: { tokens: 5 }, error_message: "429 too many requests" }]);
     expect(await eventsOf(wf, "node.throttled")).toHaveLength(1);
+    const [throttledAttempt] = await sm.listNodeAttempts(wf, "n0");
+    expect(throttledAttempt).toMatchObject({ attempt: 1, status: "THROTTLED", usage: { tokens: 5 } });
+    expect(throttledAttempt!.error?.message).toBe("429 too many requests");
     // The key's other queued nodes are not started while it is paused: held back PENDING.
     expect(await sm.startNode(wf, "n1")).toBeNull();
     expect((await statuses(wf)).n1).toEqual({ status: "PENDING", heldBy: "capability:thr.a" });
