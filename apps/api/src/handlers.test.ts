@@ -80,6 +80,12 @@ const schemas = {
   setLimit: WorkflowService.method.setLimit.input,
   listLimits: WorkflowService.method.listLimits.input,
   deleteLimit: WorkflowService.method.deleteLimit.input,
+  signalNode: WorkflowService.method.signalNode.input,
+  createSchedule: WorkflowService.method.createSchedule.input,
+  listSchedules: WorkflowService.method.listSchedules.input,
+  updateSchedule: WorkflowService.method.updateSchedule.input,
+  deleteSchedule: WorkflowService.method.deleteSchedule.input,
+  forkWorkflow: WorkflowService.method.forkWorkflow.input,
 } as const;
 
 function expectRejected(outcome: Outcome, code: grpc.status, details?: string): void {

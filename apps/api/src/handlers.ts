@@ -355,6 +355,17 @@ export function createWorkflowServiceHandlers(deps: WorkflowServiceDeps): GrpcSe
     setLimit: unary(logger, WorkflowService.method.setLimit, methods.setLimit),
     listLimits: unary(logger, WorkflowService.method.listLimits, methods.listLimits),
     deleteLimit: unary(logger, WorkflowService.method.deleteLimit, methods.deleteLimit),
+    signalNode: notImplemented,
+    createSchedule: notImplemented,
+    listSchedules: notImplemented,
+    updateSchedule: notImplemented,
+    deleteSchedule: notImplemented,
+    forkWorkflow: notImplemented,
     watchWorkflow: (call) => watch(deps, call),
   };
+}
+
+/** A method of the contract this build does not serve yet. */
+function notImplemented(_call: unknown, callback: grpc.sendUnaryData<never>): void {
+  callback({ code: grpc.status.UNIMPLEMENTED, details: "not implemented by this build yet" });
 }

@@ -106,6 +106,8 @@ function lookOfStatus(status: NodeStatus): Look {
       return { mark: "↷", label: "SKIPPED", tone: "dim" };
     case NodeStatus.CANCELLED:
       return { mark: "■", label: "CANCELLED", tone: "yellow" };
+    case NodeStatus.WAITING:
+      return { mark: "⏸", label: "WAITING", tone: "yellow" };
     case NodeStatus.UNSPECIFIED:
       return { mark: "?", label: "UNSPECIFIED", tone: "plain" };
     default: {

@@ -145,7 +145,7 @@ export class Reconciler {
     for (const [capability, count] of live) this.options.metrics?.workers.set({ capability }, count);
     const byStatus = await stateManager.countNodesByStatus();
     // Every unfinished status is reported, 0 included, so a drained queue reads 0 rather than vanishing.
-    for (const status of ["PENDING", "QUEUED", "RUNNING"]) {
+    for (const status of ["PENDING", "QUEUED", "RUNNING", "WAITING"]) {
       this.options.metrics?.nodes.set({ status }, byStatus.get(status) ?? 0);
     }
     await this.refreshGauges();

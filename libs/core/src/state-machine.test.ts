@@ -22,6 +22,7 @@ const actions = Object.values(WorkflowAction).filter((v): v is WorkflowAction =>
 /** The node state machine written out as "FROM->TO" pairs, independently of the table under test. */
 const ALLOWED_NODE_MOVES = new Set([
   "PENDING->QUEUED",
+  "PENDING->WAITING",
   "PENDING->SKIPPED",
   "PENDING->CANCELLED",
   "QUEUED->RUNNING",
@@ -34,6 +35,10 @@ const ALLOWED_NODE_MOVES = new Set([
   "RUNNING->CANCELLED",
   "FAIL->PENDING",
   "SKIPPED->PENDING",
+  "WAITING->PENDING",
+  "WAITING->PASS",
+  "WAITING->FAIL",
+  "WAITING->CANCELLED",
 ]);
 
 const ALLOWED_WORKFLOW_MOVES = new Set([

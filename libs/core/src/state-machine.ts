@@ -3,19 +3,22 @@ import { FailedPreconditionError, InvalidArgumentError } from "./errors.js";
 import { quoteForMessage } from "./text.js";
 
 /**
- * Every status a node may move to from each status (CONTRACT §2). QUEUED -> PENDING is a pause
- * taking a node back off its queue; RUNNING -> QUEUED is a retry or a lost lease; FAIL and SKIPPED
- * -> PENDING is a workflow RETRY. PASS and CANCELLED are final.
+ * Every status a node may move to from each status. QUEUED -> PENDING is a pause taking a node back
+ * off its queue (or a start finding its key throttled); RUNNING -> QUEUED is a retry, a throttle or a
+ * lost lease; FAIL and SKIPPED -> PENDING is a workflow RETRY. A ready node with `wait` or a future
+ * `not_before` is WAITING instead of QUEUED: a signal (or its timeout) ends it PASS or FAIL, its start
+ * time sends it back to PENDING for the scheduler's claim. PASS and CANCELLED are final.
  */
 export const NODE_TRANSITIONS: Readonly<Record<NodeStatus, readonly NodeStatus[]>> = {
   [NodeStatus.UNSPECIFIED]: [],
-  [NodeStatus.PENDING]: [NodeStatus.QUEUED, NodeStatus.SKIPPED, NodeStatus.CANCELLED],
+  [NodeStatus.PENDING]: [NodeStatus.QUEUED, NodeStatus.WAITING, NodeStatus.SKIPPED, NodeStatus.CANCELLED],
   [NodeStatus.QUEUED]: [NodeStatus.RUNNING, NodeStatus.PENDING, NodeStatus.SKIPPED, NodeStatus.CANCELLED],
   [NodeStatus.RUNNING]: [NodeStatus.PASS, NodeStatus.FAIL, NodeStatus.QUEUED, NodeStatus.CANCELLED],
   [NodeStatus.PASS]: [],
   [NodeStatus.FAIL]: [NodeStatus.PENDING],
   [NodeStatus.SKIPPED]: [NodeStatus.PENDING],
   [NodeStatus.CANCELLED]: [],
+  [NodeStatus.WAITING]: [NodeStatus.PENDING, NodeStatus.PASS, NodeStatus.FAIL, NodeStatus.CANCELLED],
 };
 
 /**
@@ -105,6 +108,7 @@ export function isTerminalNodeStatus(s: NodeStatus): boolean {
     case NodeStatus.PENDING:
     case NodeStatus.QUEUED:
     case NodeStatus.RUNNING:
+    case NodeStatus.WAITING:
       return false;
     default: {
       const _unknown: never = s;

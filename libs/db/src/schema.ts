@@ -37,6 +37,7 @@ export const nodeStatusEnum = pgEnum("node_status", [
   "FAIL",
   "SKIPPED",
   "CANCELLED",
+  "WAITING",
 ]);
 
 /** How one attempt of a node ended: passed, failed for good, went back to the queue, or was cancelled. */
@@ -137,6 +138,20 @@ export const nodes = pgTable(
      * key by key (libs/db/sql/040_claim.sql), the others without looking at limits.
      */
     heldBy: text("held_by"),
+    /** The node's Wait in its protobuf JSON form: completed by SignalNode (or its timeout), not by a NodeService. */
+    wait: jsonb("wait").$type<Json>(),
+    /** A ready node is WAITING until then. */
+    notBefore: timestamp("not_before", { withTimezone: true, precision: 3 }),
+    /** For a WAITING node: when the scheduler looks at it again (its not_before, or its wait's timeout). */
+    wakeAt: timestamp("wake_at", { withTimezone: true, precision: 3 }),
+    /** The node whose edits inserted this one ('' for the original graph or an API edit). */
+    insertedBy: text("inserted_by").notNull().default(""),
+    /**
+     * A SignalNode received for the node: kept while it is not yet WAITING (a signal may come before the node is
+     * ready), and its request_id answers a repeated call. Protobuf JSON of the request's output, reject, message,
+     * edits and request_id.
+     */
+    signal: jsonb("signal").$type<Json>(),
   },
   (t) => [
     primaryKey({ columns: [t.workflowId, t.id] }),
@@ -147,6 +162,7 @@ export const nodes = pgTable(
       .using("gin", t.limitKeys)
       .where(sql`${t.heldBy} is not null and ${t.status} = 'PENDING'`),
     index("nodes_holding_idx").on(t.capability).where(sql`${t.status} in ('QUEUED', 'RUNNING')`),
+    index("nodes_wake_idx").on(t.wakeAt).where(sql`${t.wakeAt} is not null`),
     index("nodes_holding_keys_idx")
       .using("gin", t.limitKeys)
       .where(sql`${t.status} in ('QUEUED', 'RUNNING') and ${t.limitKeys} <> '{}'`),
@@ -283,6 +299,28 @@ export const limits = pgTable("limits", {
   updatedAt: timestamp("updated_at", { withTimezone: true, precision: 3 }).notNull().defaultNow(),
 });
 
+/**
+ * Cron schedules: each tick creates one workflow from `workflow` (a CreateWorkflowRequest in its protobuf JSON form).
+ * `next_run_at` is the next tick in `timezone`; the scheduler that takes a due row (FOR UPDATE SKIP LOCKED) creates
+ * the tick's workflow and moves `next_run_at` on in one transaction.
+ */
+export const schedules = pgTable(
+  "schedules",
+  {
+    id: text("id").primaryKey(),
+    cron: text("cron").notNull(),
+    timezone: text("timezone").notNull().default("UTC"),
+    workflow: jsonb("workflow").$type<Json>().notNull(),
+    paused: boolean("paused").notNull().default(false),
+    nextRunAt: timestamp("next_run_at", { withTimezone: true, precision: 3 }).notNull(),
+    lastRunAt: timestamp("last_run_at", { withTimezone: true, precision: 3 }),
+    lastWorkflowId: uuid("last_workflow_id"),
+    createdAt: timestamp("created_at", { withTimezone: true, precision: 3 }).notNull().defaultNow(),
+    updatedAt: timestamp("updated_at", { withTimezone: true, precision: 3 }).notNull().defaultNow(),
+  },
+  (t) => [index("schedules_due_idx").on(t.nextRunAt).where(sql`not ${t.paused}`)],
+);
+
 /** Every table, for drizzle(). */
 export const schema = {
   workflows,
@@ -293,4 +331,5 @@ export const schema = {
   workers,
   eventRelayCursors,
   limits,
+  schedules,
 };

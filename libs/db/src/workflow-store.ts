@@ -129,6 +129,11 @@ function createdWorkflow(row: WorkflowRow, inserted: readonly NewNode[]): Workfl
       labels: node.labels ?? {},
       priority: node.priority ?? 0,
       limitKeys: node.limitKeys ?? [],
+      wait: node.wait ?? null,
+      notBefore: node.notBefore ?? null,
+      wakeAt: null,
+      insertedBy: node.insertedBy ?? "",
+      signal: null,
       createdAt: row.createdAt,
       updatedAt: row.createdAt,
       finishedAt: node.finishedAt ?? null,
@@ -429,7 +434,7 @@ export class WorkflowStore {
              set status = 'CANCELLED', lease = null, worker_session = null, lease_expires_at = null, held_by = null,
                  finished_at = now(), updated_at = now()
             from (select id, status from nodes
-                   where workflow_id = ${workflowId} and status in ('PENDING', 'QUEUED', 'RUNNING')
+                   where workflow_id = ${workflowId} and trellis_node_unfinished(status)
                      for update) old
            where n.workflow_id = ${workflowId} and n.id = old.id
           returning n.id, n.capability, n.queue_gen, n.attempt, old.status as old_status`);
@@ -576,7 +581,7 @@ export class WorkflowStore {
 
   async countNodesByStatus(): Promise<Map<string, number>> {
     const rows = await this.db.execute<{ status: string; n: number }>(sql`
-      select status, count(*)::int as n from nodes where status in ('PENDING', 'QUEUED', 'RUNNING') group by status`);
+      select status, count(*)::int as n from nodes where trellis_node_unfinished(status) group by status`);
     return new Map(rows.rows.map((r) => [r.status, r.n]));
   }
 

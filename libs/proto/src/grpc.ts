@@ -89,11 +89,14 @@ export function grpcServiceDefinition<S extends DescService>(service: S): GrpcSe
   return definition as GrpcServiceDefinition<S>;
 }
 
-/** Registers typed handlers for a service on a grpc-js server. */
+/**
+ * Registers typed handlers for a service on a grpc-js server. A method left out answers UNIMPLEMENTED (grpc-js), as
+ * a NodeService without the optional ExecuteNodeStream does.
+ */
 export function addGrpcService<S extends DescService>(
   server: grpc.Server,
   service: S,
-  handlers: GrpcServiceHandlers<S>,
+  handlers: Partial<GrpcServiceHandlers<S>>,
 ): void {
   server.addService(
     grpcServiceDefinition(service) as unknown as grpc.ServiceDefinition,

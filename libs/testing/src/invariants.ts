@@ -85,7 +85,7 @@ interface EventRow {
 }
 
 const TERMINAL_WORKFLOW = new Set(["SUCCEEDED", "FAILED", "CANCELLED"]);
-const UNFINISHED_NODE = new Set(["PENDING", "QUEUED", "RUNNING"]);
+const UNFINISHED_NODE = new Set(["PENDING", "QUEUED", "RUNNING", "WAITING"]);
 const LIVE_JOB = new Set(["waiting", "delayed", "active", "prioritized", "waiting-children"]);
 
 function key(workflowId: string, nodeId: string): string {

@@ -6,7 +6,7 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Duration, Timestamp, Value } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { Node, NodeEdit } from "./workflow_pb.js";
+import type { Node, NodeEdit, OutputChunk } from "./workflow_pb.js";
 import { file_workflow_v1_workflow } from "./workflow_pb.js";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
 
@@ -14,7 +14,44 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file workflow/v1/node_service.proto.
  */
 export const file_workflow_v1_node_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch53b3JrZmxvdy92MS9ub2RlX3NlcnZpY2UucHJvdG8SC3dvcmtmbG93LnYxIt8CChBFeGVjdXRpb25Db250ZXh0EhMKC3dvcmtmbG93X2lkGAEgASgJEhUKDXdvcmtmbG93X25hbWUYAiABKAkSLwoOd29ya2Zsb3dfaW5wdXQYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EkgKDnBhcmVudF9vdXRwdXRzGAQgAygLMjAud29ya2Zsb3cudjEuRXhlY3V0aW9uQ29udGV4dC5QYXJlbnRPdXRwdXRzRW50cnkSDwoHYXR0ZW1wdBgFIAEoBRIXCg9pZGVtcG90ZW5jeV9rZXkYBiABKAkSLAoIZGVhZGxpbmUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGkwKElBhcmVudE91dHB1dHNFbnRyeRILCgNrZXkYASABKAkSJQoFdmFsdWUYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWU6AjgBImUKEkV4ZWN1dGVOb2RlUmVxdWVzdBIfCgRub2RlGAEgASgLMhEud29ya2Zsb3cudjEuTm9kZRIuCgdjb250ZXh0GAIgASgLMh0ud29ya2Zsb3cudjEuRXhlY3V0aW9uQ29udGV4dCLCAgoTRXhlY3V0ZU5vZGVSZXNwb25zZRIsCgZzdGF0dXMYASABKA4yHC53b3JrZmxvdy52MS5FeGVjdXRpb25TdGF0dXMSJgoGb3V0cHV0GAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhUKDWVycm9yX21lc3NhZ2UYAyABKAkSJAoFZWRpdHMYBCADKAsyFS53b3JrZmxvdy52MS5Ob2RlRWRpdBI6CgV1c2FnZRgFIAMoCzIrLndvcmtmbG93LnYxLkV4ZWN1dGVOb2RlUmVzcG9uc2UuVXNhZ2VFbnRyeRIuCgtyZXRyeV9hZnRlchgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhosCgpVc2FnZUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAToCOAEqtAEKD0V4ZWN1dGlvblN0YXR1cxIgChxFWEVDVVRJT05fU1RBVFVTX1VOU1BFQ0lGSUVEEAASHAoYRVhFQ1VUSU9OX1NUQVRVU19TVUNDRVNTEAESHwobRVhFQ1VUSU9OX1NUQVRVU19UQVNLX0VSUk9SEAISIAocRVhFQ1VUSU9OX1NUQVRVU19JTkZSQV9FUlJPUhADEh4KGkVYRUNVVElPTl9TVEFUVVNfVEhST1RUTEVEEAQyXwoLTm9kZVNlcnZpY2USUAoLRXhlY3V0ZU5vZGUSHy53b3JrZmxvdy52MS5FeGVjdXRlTm9kZVJlcXVlc3QaIC53b3JrZmxvdy52MS5FeGVjdXRlTm9kZVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_workflow_v1_workflow]);
+  fileDesc("Ch53b3JrZmxvdy92MS9ub2RlX3NlcnZpY2UucHJvdG8SC3dvcmtmbG93LnYxIoUBChlFeGVjdXRlTm9kZVN0cmVhbVJlc3BvbnNlEikKBWNodW5rGAEgASgLMhgud29ya2Zsb3cudjEuT3V0cHV0Q2h1bmtIABIyCgZyZXN1bHQYAiABKAsyIC53b3JrZmxvdy52MS5FeGVjdXRlTm9kZVJlc3BvbnNlSABCCQoHbWVzc2FnZSLfAgoQRXhlY3V0aW9uQ29udGV4dBITCgt3b3JrZmxvd19pZBgBIAEoCRIVCg13b3JrZmxvd19uYW1lGAIgASgJEi8KDndvcmtmbG93X2lucHV0GAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBJICg5wYXJlbnRfb3V0cHV0cxgEIAMoCzIwLndvcmtmbG93LnYxLkV4ZWN1dGlvbkNvbnRleHQuUGFyZW50T3V0cHV0c0VudHJ5Eg8KB2F0dGVtcHQYBSABKAUSFwoPaWRlbXBvdGVuY3lfa2V5GAYgASgJEiwKCGRlYWRsaW5lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBpMChJQYXJlbnRPdXRwdXRzRW50cnkSCwoDa2V5GAEgASgJEiUKBXZhbHVlGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlOgI4ASJlChJFeGVjdXRlTm9kZVJlcXVlc3QSHwoEbm9kZRgBIAEoCzIRLndvcmtmbG93LnYxLk5vZGUSLgoHY29udGV4dBgCIAEoCzIdLndvcmtmbG93LnYxLkV4ZWN1dGlvbkNvbnRleHQiwgIKE0V4ZWN1dGVOb2RlUmVzcG9uc2USLAoGc3RhdHVzGAEgASgOMhwud29ya2Zsb3cudjEuRXhlY3V0aW9uU3RhdHVzEiYKBm91dHB1dBgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIVCg1lcnJvcl9tZXNzYWdlGAMgASgJEiQKBWVkaXRzGAQgAygLMhUud29ya2Zsb3cudjEuTm9kZUVkaXQSOgoFdXNhZ2UYBSADKAsyKy53b3JrZmxvdy52MS5FeGVjdXRlTm9kZVJlc3BvbnNlLlVzYWdlRW50cnkSLgoLcmV0cnlfYWZ0ZXIYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24aLAoKVXNhZ2VFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAE6AjgBKrQBCg9FeGVjdXRpb25TdGF0dXMSIAocRVhFQ1VUSU9OX1NUQVRVU19VTlNQRUNJRklFRBAAEhwKGEVYRUNVVElPTl9TVEFUVVNfU1VDQ0VTUxABEh8KG0VYRUNVVElPTl9TVEFUVVNfVEFTS19FUlJPUhACEiAKHEVYRUNVVElPTl9TVEFUVVNfSU5GUkFfRVJST1IQAxIeChpFWEVDVVRJT05fU1RBVFVTX1RIUk9UVExFRBAEMr8BCgtOb2RlU2VydmljZRJQCgtFeGVjdXRlTm9kZRIfLndvcmtmbG93LnYxLkV4ZWN1dGVOb2RlUmVxdWVzdBogLndvcmtmbG93LnYxLkV4ZWN1dGVOb2RlUmVzcG9uc2USXgoRRXhlY3V0ZU5vZGVTdHJlYW0SHy53b3JrZmxvdy52MS5FeGVjdXRlTm9kZVJlcXVlc3QaJi53b3JrZmxvdy52MS5FeGVjdXRlTm9kZVN0cmVhbVJlc3BvbnNlMAFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_workflow_v1_workflow]);
+
+/**
+ * One message of ExecuteNodeStream: chunks first, the result last.
+ *
+ * @generated from message workflow.v1.ExecuteNodeStreamResponse
+ */
+export type ExecuteNodeStreamResponse = Message<"workflow.v1.ExecuteNodeStreamResponse"> & {
+  /**
+   * A chunk, or the final result.
+   *
+   * @generated from oneof workflow.v1.ExecuteNodeStreamResponse.message
+   */
+  message: {
+    /**
+     * A piece of output, relayed to watchers with include_chunks.
+     *
+     * @generated from field: workflow.v1.OutputChunk chunk = 1;
+     */
+    value: OutputChunk;
+    case: "chunk";
+  } | {
+    /**
+     * The attempt's result, as ExecuteNode's; ends the stream.
+     *
+     * @generated from field: workflow.v1.ExecuteNodeResponse result = 2;
+     */
+    value: ExecuteNodeResponse;
+    case: "result";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message workflow.v1.ExecuteNodeStreamResponse.
+ * Use `create(ExecuteNodeStreamResponseSchema)` to create a new message.
+ */
+export const ExecuteNodeStreamResponseSchema: GenMessage<ExecuteNodeStreamResponse> = /*@__PURE__*/
+  messageDesc(file_workflow_v1_node_service, 0);
 
 /**
  * What a node attempt runs with.
@@ -77,7 +114,7 @@ export type ExecutionContext = Message<"workflow.v1.ExecutionContext"> & {
  * Use `create(ExecutionContextSchema)` to create a new message.
  */
 export const ExecutionContextSchema: GenMessage<ExecutionContext> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_node_service, 0);
+  messageDesc(file_workflow_v1_node_service, 1);
 
 /**
  * Request of ExecuteNode.
@@ -105,7 +142,7 @@ export type ExecuteNodeRequest = Message<"workflow.v1.ExecuteNodeRequest"> & {
  * Use `create(ExecuteNodeRequestSchema)` to create a new message.
  */
 export const ExecuteNodeRequestSchema: GenMessage<ExecuteNodeRequest> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_node_service, 1);
+  messageDesc(file_workflow_v1_node_service, 2);
 
 /**
  * Response of ExecuteNode.
@@ -162,7 +199,7 @@ export type ExecuteNodeResponse = Message<"workflow.v1.ExecuteNodeResponse"> & {
  * Use `create(ExecuteNodeResponseSchema)` to create a new message.
  */
 export const ExecuteNodeResponseSchema: GenMessage<ExecuteNodeResponse> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_node_service, 2);
+  messageDesc(file_workflow_v1_node_service, 3);
 
 /**
  * Outcome of one ExecuteNode call.
@@ -221,6 +258,7 @@ export const ExecutionStatusSchema: GenEnum<ExecutionStatus> = /*@__PURE__*/
 export const NodeService: GenService<{
   /**
    * Executes one attempt of one node.
+   * buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
    *
    * @generated from rpc workflow.v1.NodeService.ExecuteNode
    */
@@ -228,6 +266,19 @@ export const NodeService: GenService<{
     methodKind: "unary";
     input: typeof ExecuteNodeRequestSchema;
     output: typeof ExecuteNodeResponseSchema;
+  },
+  /**
+   * Optional streaming form: output chunks while the node runs, then its result. A worker uses it when the
+   * NodeService implements it (UNIMPLEMENTED: ExecuteNode, remembered per address).
+   * buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+   * buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+   *
+   * @generated from rpc workflow.v1.NodeService.ExecuteNodeStream
+   */
+  executeNodeStream: {
+    methodKind: "server_streaming";
+    input: typeof ExecuteNodeRequestSchema;
+    output: typeof ExecuteNodeStreamResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_workflow_v1_node_service, 0);

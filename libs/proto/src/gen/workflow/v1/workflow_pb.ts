@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file workflow/v1/workflow.proto.
  */
 export const file_workflow_v1_workflow: GenFile = /*@__PURE__*/
-  fileDesc("Chp3b3JrZmxvdy92MS93b3JrZmxvdy5wcm90bxILd29ya2Zsb3cudjEiogEKC1JldHJ5UG9saWN5EhQKDG1heF9hdHRlbXB0cxgBIAEoBRIyCg9pbml0aWFsX2JhY2tvZmYYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLgoLbWF4X2JhY2tvZmYYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGQoRcmV0cnlfdGFza19lcnJvcnMYBCABKAgiQgoJTm9kZUVycm9yEiQKBGtpbmQYASABKA4yFi53b3JrZmxvdy52MS5FcnJvcktpbmQSDwoHbWVzc2FnZRgCIAEoCSLABQoETm9kZRIKCgJpZBgBIAEoCRITCgt3b3JrZmxvd19pZBgCIAEoCRIMCgRuYW1lGAMgASgJEhIKCmNhcGFiaWxpdHkYBCABKAkSEgoKcGFyZW50X2lkcxgFIAMoCRImCgVpbnB1dBgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSJwoGc3RhdHVzGAcgASgOMhcud29ya2Zsb3cudjEuTm9kZVN0YXR1cxImCgZvdXRwdXQYCCABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSJQoFZXJyb3IYCSABKAsyFi53b3JrZmxvdy52MS5Ob2RlRXJyb3ISDwoHYXR0ZW1wdBgKIAEoBRIuCgxyZXRyeV9wb2xpY3kYCyABKAsyGC53b3JrZmxvdy52MS5SZXRyeVBvbGljeRIqCgd0aW1lb3V0GAwgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi0KBmxhYmVscxgNIAMoCzIdLndvcmtmbG93LnYxLk5vZGUuTGFiZWxzRW50cnkSLgoKY3JlYXRlZF9hdBgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRlZF9hdBgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoZWRfYXQYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHByaW9yaXR5GBIgASgFEhIKCmxpbWl0X2tleXMYEyADKAkSDwoHaGVsZF9ieRgUIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIs8ECghXb3JrZmxvdxIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEisKBnN0YXR1cxgDIAEoDjIbLndvcmtmbG93LnYxLldvcmtmbG93U3RhdHVzEiAKBW5vZGVzGAQgAygLMhEud29ya2Zsb3cudjEuTm9kZRImCgVpbnB1dBgFIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSMQoGbGFiZWxzGAYgAygLMiEud29ya2Zsb3cudjEuV29ya2Zsb3cuTGFiZWxzRW50cnkSLgoKY3JlYXRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KBXVzYWdlGAogAygLMiAud29ya2Zsb3cudjEuV29ya2Zsb3cuVXNhZ2VFbnRyeRIxCgZidWRnZXQYCyADKAsyIS53b3JrZmxvdy52MS5Xb3JrZmxvdy5CdWRnZXRFbnRyeRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGiwKClVzYWdlRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgBOgI4ARotCgtCdWRnZXRFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAE6AjgBIu0BCgVMaW1pdBILCgNrZXkYASABKAkSFwoPbWF4X2NvbmN1cnJlbmN5GAIgASgFEgwKBHJhdGUYAyABKAESKQoGcGVyaW9kGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg0KBWJ1cnN0GAUgASgBEgwKBHVuaXQYBiABKAkSMwoPdGhyb3R0bGVkX3VudGlsGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdydW5uaW5nGAggASgFEg8KB3dhaXRpbmcYCSABKAMSEQoJYXZhaWxhYmxlGAogASgBIqsCCgtOb2RlQXR0ZW1wdBIPCgdhdHRlbXB0GAEgASgFEg4KBnN0YXR1cxgCIAEoCRIlCgVlcnJvchgDIAEoCzIWLndvcmtmbG93LnYxLk5vZGVFcnJvchIRCgl3b3JrZXJfaWQYBCABKAkSLgoKc3RhcnRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKBXVzYWdlGAcgAygLMiMud29ya2Zsb3cudjEuTm9kZUF0dGVtcHQuVXNhZ2VFbnRyeRosCgpVc2FnZUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAToCOAEikgEKCE5vZGVFZGl0EiMKBHR5cGUYASABKA4yFS53b3JrZmxvdy52MS5FZGl0VHlwZRIfCgRub2RlGAIgASgLMhEud29ya2Zsb3cudjEuTm9kZRIPCgdub2RlX2lkGAMgASgJEi8KC3VwZGF0ZV9tYXNrGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayKKAgoNV29ya2Zsb3dFdmVudBIQCghzZXF1ZW5jZRgBIAEoAxITCgt3b3JrZmxvd19pZBgCIAEoCRIPCgdub2RlX2lkGAMgASgJEgwKBHR5cGUYBCABKAkSNAoPd29ya2Zsb3dfc3RhdHVzGAUgASgOMhsud29ya2Zsb3cudjEuV29ya2Zsb3dTdGF0dXMSLAoLbm9kZV9zdGF0dXMYBiABKA4yFy53b3JrZmxvdy52MS5Ob2RlU3RhdHVzEigKBHRpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiUKBGRhdGEYCCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IuECChVDcmVhdGVXb3JrZmxvd1JlcXVlc3QSDAoEbmFtZRgBIAEoCRIgCgVub2RlcxgCIAMoCzIRLndvcmtmbG93LnYxLk5vZGUSJgoFaW5wdXQYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Ej4KBmxhYmVscxgEIAMoCzIuLndvcmtmbG93LnYxLkNyZWF0ZVdvcmtmbG93UmVxdWVzdC5MYWJlbHNFbnRyeRISCgpyZXF1ZXN0X2lkGAUgASgJEj4KBmJ1ZGdldBgGIAMoCzIuLndvcmtmbG93LnYxLkNyZWF0ZVdvcmtmbG93UmVxdWVzdC5CdWRnZXRFbnRyeRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi0KC0J1ZGdldEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAToCOAEiQQoWQ3JlYXRlV29ya2Zsb3dSZXNwb25zZRInCgh3b3JrZmxvdxgBIAEoCzIVLndvcmtmbG93LnYxLldvcmtmbG93IikKEkdldFdvcmtmbG93UmVxdWVzdBITCgt3b3JrZmxvd19pZBgBIAEoCSI+ChNHZXRXb3JrZmxvd1Jlc3BvbnNlEicKCHdvcmtmbG93GAEgASgLMhUud29ya2Zsb3cudjEuV29ya2Zsb3ci7gEKFExpc3RXb3JrZmxvd3NSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEisKBnN0YXR1cxgDIAEoDjIbLndvcmtmbG93LnYxLldvcmtmbG93U3RhdHVzEkwKDmxhYmVsX3NlbGVjdG9yGAQgAygLMjQud29ya2Zsb3cudjEuTGlzdFdvcmtmbG93c1JlcXVlc3QuTGFiZWxTZWxlY3RvckVudHJ5GjQKEkxhYmVsU2VsZWN0b3JFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIloKFUxpc3RXb3JrZmxvd3NSZXNwb25zZRIoCgl3b3JrZmxvd3MYASADKAsyFS53b3JrZmxvdy52MS5Xb3JrZmxvdxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAki9gIKFVVwZGF0ZVdvcmtmbG93UmVxdWVzdBITCgt3b3JrZmxvd19pZBgBIAEoCRIrCgZhY3Rpb24YAiABKA4yGy53b3JrZmxvdy52MS5Xb3JrZmxvd0FjdGlvbhIMCgRuYW1lGAMgASgJEj4KBmxhYmVscxgEIAMoCzIuLndvcmtmbG93LnYxLlVwZGF0ZVdvcmtmbG93UmVxdWVzdC5MYWJlbHNFbnRyeRIvCgt1cGRhdGVfbWFzaxgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2sSPgoGYnVkZ2V0GAYgAygLMi4ud29ya2Zsb3cudjEuVXBkYXRlV29ya2Zsb3dSZXF1ZXN0LkJ1ZGdldEVudHJ5Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLQoLQnVkZ2V0RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgBOgI4ASJBChZVcGRhdGVXb3JrZmxvd1Jlc3BvbnNlEicKCHdvcmtmbG93GAEgASgLMhUud29ya2Zsb3cudjEuV29ya2Zsb3ciNAoPU2V0TGltaXRSZXF1ZXN0EiEKBWxpbWl0GAEgASgLMhIud29ya2Zsb3cudjEuTGltaXQiNQoQU2V0TGltaXRSZXNwb25zZRIhCgVsaW1pdBgBIAEoCzISLndvcmtmbG93LnYxLkxpbWl0IhMKEUxpc3RMaW1pdHNSZXF1ZXN0IjgKEkxpc3RMaW1pdHNSZXNwb25zZRIiCgZsaW1pdHMYASADKAsyEi53b3JrZmxvdy52MS5MaW1pdCIhChJEZWxldGVMaW1pdFJlcXVlc3QSCwoDa2V5GAEgASgJIhUKE0RlbGV0ZUxpbWl0UmVzcG9uc2UiNgoOR2V0Tm9kZVJlcXVlc3QSEwoLd29ya2Zsb3dfaWQYASABKAkSDwoHbm9kZV9pZBgCIAEoCSJeCg9HZXROb2RlUmVzcG9uc2USHwoEbm9kZRgBIAEoCzIRLndvcmtmbG93LnYxLk5vZGUSKgoIYXR0ZW1wdHMYAiADKAsyGC53b3JrZmxvdy52MS5Ob2RlQXR0ZW1wdCJ6ChFVcGRhdGVOb2RlUmVxdWVzdBITCgt3b3JrZmxvd19pZBgBIAEoCRIfCgRub2RlGAIgASgLMhEud29ya2Zsb3cudjEuTm9kZRIvCgt1cGRhdGVfbWFzaxgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siNQoSVXBkYXRlTm9kZVJlc3BvbnNlEh8KBG5vZGUYASABKAsyES53b3JrZmxvdy52MS5Ob2RlIlAKE0VkaXRXb3JrZmxvd1JlcXVlc3QSEwoLd29ya2Zsb3dfaWQYASABKAkSJAoFZWRpdHMYAiADKAsyFS53b3JrZmxvdy52MS5Ob2RlRWRpdCI/ChRFZGl0V29ya2Zsb3dSZXNwb25zZRInCgh3b3JrZmxvdxgBIAEoCzIVLndvcmtmbG93LnYxLldvcmtmbG93IkMKFFdhdGNoV29ya2Zsb3dSZXF1ZXN0EhMKC3dvcmtmbG93X2lkGAEgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAIgASgDKuEBCg5Xb3JrZmxvd1N0YXR1cxIfChtXT1JLRkxPV19TVEFUVVNfVU5TUEVDSUZJRUQQABIbChdXT1JLRkxPV19TVEFUVVNfUEVORElORxABEhsKF1dPUktGTE9XX1NUQVRVU19SVU5OSU5HEAISGgoWV09SS0ZMT1dfU1RBVFVTX1BBVVNFRBADEh0KGVdPUktGTE9XX1NUQVRVU19TVUNDRUVERUQQBBIaChZXT1JLRkxPV19TVEFUVVNfRkFJTEVEEAUSHQoZV09SS0ZMT1dfU1RBVFVTX0NBTkNFTExFRBAGKtMBCgpOb2RlU3RhdHVzEhsKF05PREVfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFwoTTk9ERV9TVEFUVVNfUEVORElORxABEhYKEk5PREVfU1RBVFVTX1FVRVVFRBACEhcKE05PREVfU1RBVFVTX1JVTk5JTkcQAxIUChBOT0RFX1NUQVRVU19QQVNTEAQSFAoQTk9ERV9TVEFUVVNfRkFJTBAFEhcKE05PREVfU1RBVFVTX1NLSVBQRUQQBhIZChVOT0RFX1NUQVRVU19DQU5DRUxMRUQQBypeCglFcnJvcktpbmQSGgoWRVJST1JfS0lORF9VTlNQRUNJRklFRBAAEhkKFUVSUk9SX0tJTkRfVEFTS19FUlJPUhABEhoKFkVSUk9SX0tJTkRfSU5GUkFfRVJST1IQAipnCghFZGl0VHlwZRIZChVFRElUX1RZUEVfVU5TUEVDSUZJRUQQABIUChBFRElUX1RZUEVfSU5TRVJUEAESFAoQRURJVF9UWVBFX1VQREFURRACEhQKEEVESVRfVFlQRV9ERUxFVEUQAyqfAQoOV29ya2Zsb3dBY3Rpb24SHwobV09SS0ZMT1dfQUNUSU9OX1VOU1BFQ0lGSUVEEAASGQoVV09SS0ZMT1dfQUNUSU9OX1BBVVNFEAESGgoWV09SS0ZMT1dfQUNUSU9OX1JFU1VNRRACEhoKFldPUktGTE9XX0FDVElPTl9DQU5DRUwQAxIZChVXT1JLRkxPV19BQ1RJT05fUkVUUlkQBDKXBwoPV29ya2Zsb3dTZXJ2aWNlElkKDkNyZWF0ZVdvcmtmbG93EiIud29ya2Zsb3cudjEuQ3JlYXRlV29ya2Zsb3dSZXF1ZXN0GiMud29ya2Zsb3cudjEuQ3JlYXRlV29ya2Zsb3dSZXNwb25zZRJQCgtHZXRXb3JrZmxvdxIfLndvcmtmbG93LnYxLkdldFdvcmtmbG93UmVxdWVzdBogLndvcmtmbG93LnYxLkdldFdvcmtmbG93UmVzcG9uc2USVgoNTGlzdFdvcmtmbG93cxIhLndvcmtmbG93LnYxLkxpc3RXb3JrZmxvd3NSZXF1ZXN0GiIud29ya2Zsb3cudjEuTGlzdFdvcmtmbG93c1Jlc3BvbnNlElkKDlVwZGF0ZVdvcmtmbG93EiIud29ya2Zsb3cudjEuVXBkYXRlV29ya2Zsb3dSZXF1ZXN0GiMud29ya2Zsb3cudjEuVXBkYXRlV29ya2Zsb3dSZXNwb25zZRJECgdHZXROb2RlEhsud29ya2Zsb3cudjEuR2V0Tm9kZVJlcXVlc3QaHC53b3JrZmxvdy52MS5HZXROb2RlUmVzcG9uc2USTQoKVXBkYXRlTm9kZRIeLndvcmtmbG93LnYxLlVwZGF0ZU5vZGVSZXF1ZXN0Gh8ud29ya2Zsb3cudjEuVXBkYXRlTm9kZVJlc3BvbnNlElMKDEVkaXRXb3JrZmxvdxIgLndvcmtmbG93LnYxLkVkaXRXb3JrZmxvd1JlcXVlc3QaIS53b3JrZmxvdy52MS5FZGl0V29ya2Zsb3dSZXNwb25zZRJQCg1XYXRjaFdvcmtmbG93EiEud29ya2Zsb3cudjEuV2F0Y2hXb3JrZmxvd1JlcXVlc3QaGi53b3JrZmxvdy52MS5Xb3JrZmxvd0V2ZW50MAESRwoIU2V0TGltaXQSHC53b3JrZmxvdy52MS5TZXRMaW1pdFJlcXVlc3QaHS53b3JrZmxvdy52MS5TZXRMaW1pdFJlc3BvbnNlEk0KCkxpc3RMaW1pdHMSHi53b3JrZmxvdy52MS5MaXN0TGltaXRzUmVxdWVzdBofLndvcmtmbG93LnYxLkxpc3RMaW1pdHNSZXNwb25zZRJQCgtEZWxldGVMaW1pdBIfLndvcmtmbG93LnYxLkRlbGV0ZUxpbWl0UmVxdWVzdBogLndvcmtmbG93LnYxLkRlbGV0ZUxpbWl0UmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Chp3b3JrZmxvdy92MS93b3JrZmxvdy5wcm90bxILd29ya2Zsb3cudjEiogEKC1JldHJ5UG9saWN5EhQKDG1heF9hdHRlbXB0cxgBIAEoBRIyCg9pbml0aWFsX2JhY2tvZmYYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLgoLbWF4X2JhY2tvZmYYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGQoRcmV0cnlfdGFza19lcnJvcnMYBCABKAgiQgoJTm9kZUVycm9yEiQKBGtpbmQYASABKA4yFi53b3JrZmxvdy52MS5FcnJvcktpbmQSDwoHbWVzc2FnZRgCIAEoCSKmBgoETm9kZRIKCgJpZBgBIAEoCRITCgt3b3JrZmxvd19pZBgCIAEoCRIMCgRuYW1lGAMgASgJEhIKCmNhcGFiaWxpdHkYBCABKAkSEgoKcGFyZW50X2lkcxgFIAMoCRImCgVpbnB1dBgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSJwoGc3RhdHVzGAcgASgOMhcud29ya2Zsb3cudjEuTm9kZVN0YXR1cxImCgZvdXRwdXQYCCABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSJQoFZXJyb3IYCSABKAsyFi53b3JrZmxvdy52MS5Ob2RlRXJyb3ISDwoHYXR0ZW1wdBgKIAEoBRIuCgxyZXRyeV9wb2xpY3kYCyABKAsyGC53b3JrZmxvdy52MS5SZXRyeVBvbGljeRIqCgd0aW1lb3V0GAwgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi0KBmxhYmVscxgNIAMoCzIdLndvcmtmbG93LnYxLk5vZGUuTGFiZWxzRW50cnkSLgoKY3JlYXRlZF9hdBgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRlZF9hdBgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoZWRfYXQYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHByaW9yaXR5GBIgASgFEhIKCmxpbWl0X2tleXMYEyADKAkSDwoHaGVsZF9ieRgUIAEoCRIfCgR3YWl0GBUgASgLMhEud29ya2Zsb3cudjEuV2FpdBIuCgpub3RfYmVmb3JlGBYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtpbnNlcnRlZF9ieRgXIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBInsKBFdhaXQSKgoHdGltZW91dBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIXCg9mYWlsX29uX3RpbWVvdXQYAiABKAgSLgoOdGltZW91dF9vdXRwdXQYAyABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUiOgoLT3V0cHV0Q2h1bmsSDwoHY2hhbm5lbBgBIAEoCRIMCgR0ZXh0GAIgASgJEgwKBGRhdGEYAyABKAwixwEKCFNjaGVkdWxlEgoKAmlkGAEgASgJEgwKBGNyb24YAiABKAkSEAoIdGltZXpvbmUYAyABKAkSNAoId29ya2Zsb3cYBCABKAsyIi53b3JrZmxvdy52MS5DcmVhdGVXb3JrZmxvd1JlcXVlc3QSDgoGcGF1c2VkGAUgASgIEi8KC25leHRfcnVuX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChBsYXN0X3dvcmtmbG93X2lkGAcgASgJIs8ECghXb3JrZmxvdxIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEisKBnN0YXR1cxgDIAEoDjIbLndvcmtmbG93LnYxLldvcmtmbG93U3RhdHVzEiAKBW5vZGVzGAQgAygLMhEud29ya2Zsb3cudjEuTm9kZRImCgVpbnB1dBgFIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSMQoGbGFiZWxzGAYgAygLMiEud29ya2Zsb3cudjEuV29ya2Zsb3cuTGFiZWxzRW50cnkSLgoKY3JlYXRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KBXVzYWdlGAogAygLMiAud29ya2Zsb3cudjEuV29ya2Zsb3cuVXNhZ2VFbnRyeRIxCgZidWRnZXQYCyADKAsyIS53b3JrZmxvdy52MS5Xb3JrZmxvdy5CdWRnZXRFbnRyeRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGiwKClVzYWdlRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgBOgI4ARotCgtCdWRnZXRFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAE6AjgBIu0BCgVMaW1pdBILCgNrZXkYASABKAkSFwoPbWF4X2NvbmN1cnJlbmN5GAIgASgFEgwKBHJhdGUYAyABKAESKQoGcGVyaW9kGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg0KBWJ1cnN0GAUgASgBEgwKBHVuaXQYBiABKAkSMwoPdGhyb3R0bGVkX3VudGlsGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdydW5uaW5nGAggASgFEg8KB3dhaXRpbmcYCSABKAMSEQoJYXZhaWxhYmxlGAogASgBIqsCCgtOb2RlQXR0ZW1wdBIPCgdhdHRlbXB0GAEgASgFEg4KBnN0YXR1cxgCIAEoCRIlCgVlcnJvchgDIAEoCzIWLndvcmtmbG93LnYxLk5vZGVFcnJvchIRCgl3b3JrZXJfaWQYBCABKAkSLgoKc3RhcnRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKBXVzYWdlGAcgAygLMiMud29ya2Zsb3cudjEuTm9kZUF0dGVtcHQuVXNhZ2VFbnRyeRosCgpVc2FnZUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAToCOAEikgEKCE5vZGVFZGl0EiMKBHR5cGUYASABKA4yFS53b3JrZmxvdy52MS5FZGl0VHlwZRIfCgRub2RlGAIgASgLMhEud29ya2Zsb3cudjEuTm9kZRIPCgdub2RlX2lkGAMgASgJEi8KC3VwZGF0ZV9tYXNrGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayLZAgoNV29ya2Zsb3dFdmVudBIQCghzZXF1ZW5jZRgBIAEoAxITCgt3b3JrZmxvd19pZBgCIAEoCRIPCgdub2RlX2lkGAMgASgJEgwKBHR5cGUYBCABKAkSNAoPd29ya2Zsb3dfc3RhdHVzGAUgASgOMhsud29ya2Zsb3cudjEuV29ya2Zsb3dTdGF0dXMSLAoLbm9kZV9zdGF0dXMYBiABKA4yFy53b3JrZmxvdy52MS5Ob2RlU3RhdHVzEigKBHRpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiUKBGRhdGEYCCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EicKBWNodW5rGAkgASgLMhgud29ya2Zsb3cudjEuT3V0cHV0Q2h1bmsSDwoHYXR0ZW1wdBgKIAEoBRITCgtjaHVua19pbmRleBgLIAEoAyLhAgoVQ3JlYXRlV29ya2Zsb3dSZXF1ZXN0EgwKBG5hbWUYASABKAkSIAoFbm9kZXMYAiADKAsyES53b3JrZmxvdy52MS5Ob2RlEiYKBWlucHV0GAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBI+CgZsYWJlbHMYBCADKAsyLi53b3JrZmxvdy52MS5DcmVhdGVXb3JrZmxvd1JlcXVlc3QuTGFiZWxzRW50cnkSEgoKcmVxdWVzdF9pZBgFIAEoCRI+CgZidWRnZXQYBiADKAsyLi53b3JrZmxvdy52MS5DcmVhdGVXb3JrZmxvd1JlcXVlc3QuQnVkZ2V0RW50cnkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARotCgtCdWRnZXRFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAE6AjgBIkEKFkNyZWF0ZVdvcmtmbG93UmVzcG9uc2USJwoId29ya2Zsb3cYASABKAsyFS53b3JrZmxvdy52MS5Xb3JrZmxvdyIpChJHZXRXb3JrZmxvd1JlcXVlc3QSEwoLd29ya2Zsb3dfaWQYASABKAkiPgoTR2V0V29ya2Zsb3dSZXNwb25zZRInCgh3b3JrZmxvdxgBIAEoCzIVLndvcmtmbG93LnYxLldvcmtmbG93Iu4BChRMaXN0V29ya2Zsb3dzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIrCgZzdGF0dXMYAyABKA4yGy53b3JrZmxvdy52MS5Xb3JrZmxvd1N0YXR1cxJMCg5sYWJlbF9zZWxlY3RvchgEIAMoCzI0LndvcmtmbG93LnYxLkxpc3RXb3JrZmxvd3NSZXF1ZXN0LkxhYmVsU2VsZWN0b3JFbnRyeRo0ChJMYWJlbFNlbGVjdG9yRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJaChVMaXN0V29ya2Zsb3dzUmVzcG9uc2USKAoJd29ya2Zsb3dzGAEgAygLMhUud29ya2Zsb3cudjEuV29ya2Zsb3cSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIvYCChVVcGRhdGVXb3JrZmxvd1JlcXVlc3QSEwoLd29ya2Zsb3dfaWQYASABKAkSKwoGYWN0aW9uGAIgASgOMhsud29ya2Zsb3cudjEuV29ya2Zsb3dBY3Rpb24SDAoEbmFtZRgDIAEoCRI+CgZsYWJlbHMYBCADKAsyLi53b3JrZmxvdy52MS5VcGRhdGVXb3JrZmxvd1JlcXVlc3QuTGFiZWxzRW50cnkSLwoLdXBkYXRlX21hc2sYBSABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrEj4KBmJ1ZGdldBgGIAMoCzIuLndvcmtmbG93LnYxLlVwZGF0ZVdvcmtmbG93UmVxdWVzdC5CdWRnZXRFbnRyeRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi0KC0J1ZGdldEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAToCOAEiQQoWVXBkYXRlV29ya2Zsb3dSZXNwb25zZRInCgh3b3JrZmxvdxgBIAEoCzIVLndvcmtmbG93LnYxLldvcmtmbG93IjQKD1NldExpbWl0UmVxdWVzdBIhCgVsaW1pdBgBIAEoCzISLndvcmtmbG93LnYxLkxpbWl0IjUKEFNldExpbWl0UmVzcG9uc2USIQoFbGltaXQYASABKAsyEi53b3JrZmxvdy52MS5MaW1pdCITChFMaXN0TGltaXRzUmVxdWVzdCI4ChJMaXN0TGltaXRzUmVzcG9uc2USIgoGbGltaXRzGAEgAygLMhIud29ya2Zsb3cudjEuTGltaXQiIQoSRGVsZXRlTGltaXRSZXF1ZXN0EgsKA2tleRgBIAEoCSIVChNEZWxldGVMaW1pdFJlc3BvbnNlIjYKDkdldE5vZGVSZXF1ZXN0EhMKC3dvcmtmbG93X2lkGAEgASgJEg8KB25vZGVfaWQYAiABKAkiXgoPR2V0Tm9kZVJlc3BvbnNlEh8KBG5vZGUYASABKAsyES53b3JrZmxvdy52MS5Ob2RlEioKCGF0dGVtcHRzGAIgAygLMhgud29ya2Zsb3cudjEuTm9kZUF0dGVtcHQiegoRVXBkYXRlTm9kZVJlcXVlc3QSEwoLd29ya2Zsb3dfaWQYASABKAkSHwoEbm9kZRgCIAEoCzIRLndvcmtmbG93LnYxLk5vZGUSLwoLdXBkYXRlX21hc2sYAyABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrIjUKElVwZGF0ZU5vZGVSZXNwb25zZRIfCgRub2RlGAEgASgLMhEud29ya2Zsb3cudjEuTm9kZSJQChNFZGl0V29ya2Zsb3dSZXF1ZXN0EhMKC3dvcmtmbG93X2lkGAEgASgJEiQKBWVkaXRzGAIgAygLMhUud29ya2Zsb3cudjEuTm9kZUVkaXQiPwoURWRpdFdvcmtmbG93UmVzcG9uc2USJwoId29ya2Zsb3cYASABKAsyFS53b3JrZmxvdy52MS5Xb3JrZmxvdyJbChRXYXRjaFdvcmtmbG93UmVxdWVzdBITCgt3b3JrZmxvd19pZBgBIAEoCRIWCg5hZnRlcl9zZXF1ZW5jZRgCIAEoAxIWCg5pbmNsdWRlX2NodW5rcxgDIAEoCCK8AQoRU2lnbmFsTm9kZVJlcXVlc3QSEwoLd29ya2Zsb3dfaWQYASABKAkSDwoHbm9kZV9pZBgCIAEoCRImCgZvdXRwdXQYAyABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSDgoGcmVqZWN0GAQgASgIEg8KB21lc3NhZ2UYBSABKAkSJAoFZWRpdHMYBiADKAsyFS53b3JrZmxvdy52MS5Ob2RlRWRpdBISCgpyZXF1ZXN0X2lkGAcgASgJIjUKElNpZ25hbE5vZGVSZXNwb25zZRIfCgRub2RlGAEgASgLMhEud29ya2Zsb3cudjEuTm9kZSJAChVDcmVhdGVTY2hlZHVsZVJlcXVlc3QSJwoIc2NoZWR1bGUYASABKAsyFS53b3JrZmxvdy52MS5TY2hlZHVsZSJBChZDcmVhdGVTY2hlZHVsZVJlc3BvbnNlEicKCHNjaGVkdWxlGAEgASgLMhUud29ya2Zsb3cudjEuU2NoZWR1bGUiFgoUTGlzdFNjaGVkdWxlc1JlcXVlc3QiQQoVTGlzdFNjaGVkdWxlc1Jlc3BvbnNlEigKCXNjaGVkdWxlcxgBIAMoCzIVLndvcmtmbG93LnYxLlNjaGVkdWxlInEKFVVwZGF0ZVNjaGVkdWxlUmVxdWVzdBInCghzY2hlZHVsZRgBIAEoCzIVLndvcmtmbG93LnYxLlNjaGVkdWxlEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayJBChZVcGRhdGVTY2hlZHVsZVJlc3BvbnNlEicKCHNjaGVkdWxlGAEgASgLMhUud29ya2Zsb3cudjEuU2NoZWR1bGUiIwoVRGVsZXRlU2NoZWR1bGVSZXF1ZXN0EgoKAmlkGAEgASgJIhgKFkRlbGV0ZVNjaGVkdWxlUmVzcG9uc2Ui2wEKE0ZvcmtXb3JrZmxvd1JlcXVlc3QSEwoLd29ya2Zsb3dfaWQYASABKAkSFQoNZnJvbV9ub2RlX2lkcxgCIAMoCRI8CgZpbnB1dHMYAyADKAsyLC53b3JrZmxvdy52MS5Gb3JrV29ya2Zsb3dSZXF1ZXN0LklucHV0c0VudHJ5EhIKCnJlcXVlc3RfaWQYBCABKAkaRgoLSW5wdXRzRW50cnkSCwoDa2V5GAEgASgJEiYKBXZhbHVlGAIgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdDoCOAEiPwoURm9ya1dvcmtmbG93UmVzcG9uc2USJwoId29ya2Zsb3cYASABKAsyFS53b3JrZmxvdy52MS5Xb3JrZmxvdyrhAQoOV29ya2Zsb3dTdGF0dXMSHwobV09SS0ZMT1dfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGwoXV09SS0ZMT1dfU1RBVFVTX1BFTkRJTkcQARIbChdXT1JLRkxPV19TVEFUVVNfUlVOTklORxACEhoKFldPUktGTE9XX1NUQVRVU19QQVVTRUQQAxIdChlXT1JLRkxPV19TVEFUVVNfU1VDQ0VFREVEEAQSGgoWV09SS0ZMT1dfU1RBVFVTX0ZBSUxFRBAFEh0KGVdPUktGTE9XX1NUQVRVU19DQU5DRUxMRUQQBirsAQoKTm9kZVN0YXR1cxIbChdOT0RFX1NUQVRVU19VTlNQRUNJRklFRBAAEhcKE05PREVfU1RBVFVTX1BFTkRJTkcQARIWChJOT0RFX1NUQVRVU19RVUVVRUQQAhIXChNOT0RFX1NUQVRVU19SVU5OSU5HEAMSFAoQTk9ERV9TVEFUVVNfUEFTUxAEEhQKEE5PREVfU1RBVFVTX0ZBSUwQBRIXChNOT0RFX1NUQVRVU19TS0lQUEVEEAYSGQoVTk9ERV9TVEFUVVNfQ0FOQ0VMTEVEEAcSFwoTTk9ERV9TVEFUVVNfV0FJVElORxAIKl4KCUVycm9yS2luZBIaChZFUlJPUl9LSU5EX1VOU1BFQ0lGSUVEEAASGQoVRVJST1JfS0lORF9UQVNLX0VSUk9SEAESGgoWRVJST1JfS0lORF9JTkZSQV9FUlJPUhACKmcKCEVkaXRUeXBlEhkKFUVESVRfVFlQRV9VTlNQRUNJRklFRBAAEhQKEEVESVRfVFlQRV9JTlNFUlQQARIUChBFRElUX1RZUEVfVVBEQVRFEAISFAoQRURJVF9UWVBFX0RFTEVURRADKp8BCg5Xb3JrZmxvd0FjdGlvbhIfChtXT1JLRkxPV19BQ1RJT05fVU5TUEVDSUZJRUQQABIZChVXT1JLRkxPV19BQ1RJT05fUEFVU0UQARIaChZXT1JLRkxPV19BQ1RJT05fUkVTVU1FEAISGgoWV09SS0ZMT1dfQUNUSU9OX0NBTkNFTBADEhkKFVdPUktGTE9XX0FDVElPTl9SRVRSWRAEMqQLCg9Xb3JrZmxvd1NlcnZpY2USWQoOQ3JlYXRlV29ya2Zsb3cSIi53b3JrZmxvdy52MS5DcmVhdGVXb3JrZmxvd1JlcXVlc3QaIy53b3JrZmxvdy52MS5DcmVhdGVXb3JrZmxvd1Jlc3BvbnNlElAKC0dldFdvcmtmbG93Eh8ud29ya2Zsb3cudjEuR2V0V29ya2Zsb3dSZXF1ZXN0GiAud29ya2Zsb3cudjEuR2V0V29ya2Zsb3dSZXNwb25zZRJWCg1MaXN0V29ya2Zsb3dzEiEud29ya2Zsb3cudjEuTGlzdFdvcmtmbG93c1JlcXVlc3QaIi53b3JrZmxvdy52MS5MaXN0V29ya2Zsb3dzUmVzcG9uc2USWQoOVXBkYXRlV29ya2Zsb3cSIi53b3JrZmxvdy52MS5VcGRhdGVXb3JrZmxvd1JlcXVlc3QaIy53b3JrZmxvdy52MS5VcGRhdGVXb3JrZmxvd1Jlc3BvbnNlEkQKB0dldE5vZGUSGy53b3JrZmxvdy52MS5HZXROb2RlUmVxdWVzdBocLndvcmtmbG93LnYxLkdldE5vZGVSZXNwb25zZRJNCgpVcGRhdGVOb2RlEh4ud29ya2Zsb3cudjEuVXBkYXRlTm9kZVJlcXVlc3QaHy53b3JrZmxvdy52MS5VcGRhdGVOb2RlUmVzcG9uc2USUwoMRWRpdFdvcmtmbG93EiAud29ya2Zsb3cudjEuRWRpdFdvcmtmbG93UmVxdWVzdBohLndvcmtmbG93LnYxLkVkaXRXb3JrZmxvd1Jlc3BvbnNlElAKDVdhdGNoV29ya2Zsb3cSIS53b3JrZmxvdy52MS5XYXRjaFdvcmtmbG93UmVxdWVzdBoaLndvcmtmbG93LnYxLldvcmtmbG93RXZlbnQwARJHCghTZXRMaW1pdBIcLndvcmtmbG93LnYxLlNldExpbWl0UmVxdWVzdBodLndvcmtmbG93LnYxLlNldExpbWl0UmVzcG9uc2USTQoKTGlzdExpbWl0cxIeLndvcmtmbG93LnYxLkxpc3RMaW1pdHNSZXF1ZXN0Gh8ud29ya2Zsb3cudjEuTGlzdExpbWl0c1Jlc3BvbnNlElAKC0RlbGV0ZUxpbWl0Eh8ud29ya2Zsb3cudjEuRGVsZXRlTGltaXRSZXF1ZXN0GiAud29ya2Zsb3cudjEuRGVsZXRlTGltaXRSZXNwb25zZRJNCgpTaWduYWxOb2RlEh4ud29ya2Zsb3cudjEuU2lnbmFsTm9kZVJlcXVlc3QaHy53b3JrZmxvdy52MS5TaWduYWxOb2RlUmVzcG9uc2USWQoOQ3JlYXRlU2NoZWR1bGUSIi53b3JrZmxvdy52MS5DcmVhdGVTY2hlZHVsZVJlcXVlc3QaIy53b3JrZmxvdy52MS5DcmVhdGVTY2hlZHVsZVJlc3BvbnNlElYKDUxpc3RTY2hlZHVsZXMSIS53b3JrZmxvdy52MS5MaXN0U2NoZWR1bGVzUmVxdWVzdBoiLndvcmtmbG93LnYxLkxpc3RTY2hlZHVsZXNSZXNwb25zZRJZCg5VcGRhdGVTY2hlZHVsZRIiLndvcmtmbG93LnYxLlVwZGF0ZVNjaGVkdWxlUmVxdWVzdBojLndvcmtmbG93LnYxLlVwZGF0ZVNjaGVkdWxlUmVzcG9uc2USWQoORGVsZXRlU2NoZWR1bGUSIi53b3JrZmxvdy52MS5EZWxldGVTY2hlZHVsZVJlcXVlc3QaIy53b3JrZmxvdy52MS5EZWxldGVTY2hlZHVsZVJlc3BvbnNlElMKDEZvcmtXb3JrZmxvdxIgLndvcmtmbG93LnYxLkZvcmtXb3JrZmxvd1JlcXVlc3QaIS53b3JrZmxvdy52MS5Gb3JrV29ya2Zsb3dSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * How a node's failed attempts are retried.
@@ -230,6 +230,27 @@ export type Node = Message<"workflow.v1.Node"> & {
    * @generated from field: string held_by = 20;
    */
   heldBy: string;
+
+  /**
+   * Set: the node is completed by SignalNode (or its timeout), not by a NodeService; its capability may be empty.
+   *
+   * @generated from field: workflow.v1.Wait wait = 21;
+   */
+  wait?: Wait | undefined;
+
+  /**
+   * A ready node is WAITING until then, then runs as usual.
+   *
+   * @generated from field: google.protobuf.Timestamp not_before = 22;
+   */
+  notBefore?: Timestamp | undefined;
+
+  /**
+   * Output only: the node whose edits inserted it; empty for the original graph or an API edit.
+   *
+   * @generated from field: string inserted_by = 23;
+   */
+  insertedBy: string;
 };
 
 /**
@@ -238,6 +259,139 @@ export type Node = Message<"workflow.v1.Node"> & {
  */
 export const NodeSchema: GenMessage<Node> = /*@__PURE__*/
   messageDesc(file_workflow_v1_workflow, 2);
+
+/**
+ * How a node waits for a signal.
+ *
+ * @generated from message workflow.v1.Wait
+ */
+export type Wait = Message<"workflow.v1.Wait"> & {
+  /**
+   * How long to wait once the node is WAITING; 0 = for ever.
+   *
+   * @generated from field: google.protobuf.Duration timeout = 1;
+   */
+  timeout?: Duration | undefined;
+
+  /**
+   * At the timeout: true FAILs the node (TASK_ERROR "timed out"), false PASSes it with timeout_output.
+   *
+   * @generated from field: bool fail_on_timeout = 2;
+   */
+  failOnTimeout: boolean;
+
+  /**
+   * The output of a node that timed out without failing.
+   *
+   * @generated from field: google.protobuf.Value timeout_output = 3;
+   */
+  timeoutOutput?: Value | undefined;
+};
+
+/**
+ * Describes the message workflow.v1.Wait.
+ * Use `create(WaitSchema)` to create a new message.
+ */
+export const WaitSchema: GenMessage<Wait> = /*@__PURE__*/
+  messageDesc(file_workflow_v1_workflow, 3);
+
+/**
+ * A piece of a node's output sent while it runs (ExecuteNodeStream), e.g. model tokens.
+ *
+ * @generated from message workflow.v1.OutputChunk
+ */
+export type OutputChunk = Message<"workflow.v1.OutputChunk"> & {
+  /**
+   * e.g. "tokens", "log".
+   *
+   * @generated from field: string channel = 1;
+   */
+  channel: string;
+
+  /**
+   * Text, when the chunk is text.
+   *
+   * @generated from field: string text = 2;
+   */
+  text: string;
+
+  /**
+   * Bytes, when it is not.
+   *
+   * @generated from field: bytes data = 3;
+   */
+  data: Uint8Array;
+};
+
+/**
+ * Describes the message workflow.v1.OutputChunk.
+ * Use `create(OutputChunkSchema)` to create a new message.
+ */
+export const OutputChunkSchema: GenMessage<OutputChunk> = /*@__PURE__*/
+  messageDesc(file_workflow_v1_workflow, 4);
+
+/**
+ * Creates a workflow on a cron schedule.
+ *
+ * @generated from message workflow.v1.Schedule
+ */
+export type Schedule = Message<"workflow.v1.Schedule"> & {
+  /**
+   * Chosen by the caller: [A-Za-z0-9_.-]{1,128}.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * 5-field cron: minute hour day-of-month month day-of-week.
+   *
+   * @generated from field: string cron = 2;
+   */
+  cron: string;
+
+  /**
+   * IANA time zone of the cron fields; default UTC.
+   *
+   * @generated from field: string timezone = 3;
+   */
+  timezone: string;
+
+  /**
+   * What each tick creates.
+   *
+   * @generated from field: workflow.v1.CreateWorkflowRequest workflow = 4;
+   */
+  workflow?: CreateWorkflowRequest | undefined;
+
+  /**
+   * A paused schedule creates nothing.
+   *
+   * @generated from field: bool paused = 5;
+   */
+  paused: boolean;
+
+  /**
+   * Output only: the next tick.
+   *
+   * @generated from field: google.protobuf.Timestamp next_run_at = 6;
+   */
+  nextRunAt?: Timestamp | undefined;
+
+  /**
+   * Output only: the workflow the last tick created.
+   *
+   * @generated from field: string last_workflow_id = 7;
+   */
+  lastWorkflowId: string;
+};
+
+/**
+ * Describes the message workflow.v1.Schedule.
+ * Use `create(ScheduleSchema)` to create a new message.
+ */
+export const ScheduleSchema: GenMessage<Schedule> = /*@__PURE__*/
+  messageDesc(file_workflow_v1_workflow, 5);
 
 /**
  * A DAG of nodes.
@@ -328,7 +482,7 @@ export type Workflow = Message<"workflow.v1.Workflow"> & {
  * Use `create(WorkflowSchema)` to create a new message.
  */
 export const WorkflowSchema: GenMessage<Workflow> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 3);
+  messageDesc(file_workflow_v1_workflow, 6);
 
 /**
  * A flow-control limit on a key, over every worker and scheduler together.
@@ -413,7 +567,7 @@ export type Limit = Message<"workflow.v1.Limit"> & {
  * Use `create(LimitSchema)` to create a new message.
  */
 export const LimitSchema: GenMessage<Limit> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 4);
+  messageDesc(file_workflow_v1_workflow, 7);
 
 /**
  * One ended attempt of a node.
@@ -476,7 +630,7 @@ export type NodeAttempt = Message<"workflow.v1.NodeAttempt"> & {
  * Use `create(NodeAttemptSchema)` to create a new message.
  */
 export const NodeAttemptSchema: GenMessage<NodeAttempt> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 5);
+  messageDesc(file_workflow_v1_workflow, 8);
 
 /**
  * One change to a running workflow's graph.
@@ -518,7 +672,7 @@ export type NodeEdit = Message<"workflow.v1.NodeEdit"> & {
  * Use `create(NodeEditSchema)` to create a new message.
  */
 export const NodeEditSchema: GenMessage<NodeEdit> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 6);
+  messageDesc(file_workflow_v1_workflow, 9);
 
 /**
  * A state change of a workflow or one of its nodes.
@@ -581,6 +735,27 @@ export type WorkflowEvent = Message<"workflow.v1.WorkflowEvent"> & {
    * @generated from field: google.protobuf.Struct data = 8;
    */
   data?: JsonObject | undefined;
+
+  /**
+   * Chunk events only (type "node.output_chunk", sequence 0): the chunk.
+   *
+   * @generated from field: workflow.v1.OutputChunk chunk = 9;
+   */
+  chunk?: OutputChunk | undefined;
+
+  /**
+   * Chunk events only: the attempt that sent it.
+   *
+   * @generated from field: int32 attempt = 10;
+   */
+  attempt: number;
+
+  /**
+   * Chunk events only: its index within the attempt, from 0.
+   *
+   * @generated from field: int64 chunk_index = 11;
+   */
+  chunkIndex: bigint;
 };
 
 /**
@@ -588,7 +763,7 @@ export type WorkflowEvent = Message<"workflow.v1.WorkflowEvent"> & {
  * Use `create(WorkflowEventSchema)` to create a new message.
  */
 export const WorkflowEventSchema: GenMessage<WorkflowEvent> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 7);
+  messageDesc(file_workflow_v1_workflow, 10);
 
 /**
  * Request of CreateWorkflow.
@@ -644,7 +819,7 @@ export type CreateWorkflowRequest = Message<"workflow.v1.CreateWorkflowRequest">
  * Use `create(CreateWorkflowRequestSchema)` to create a new message.
  */
 export const CreateWorkflowRequestSchema: GenMessage<CreateWorkflowRequest> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 8);
+  messageDesc(file_workflow_v1_workflow, 11);
 
 /**
  * Response of CreateWorkflow.
@@ -665,7 +840,7 @@ export type CreateWorkflowResponse = Message<"workflow.v1.CreateWorkflowResponse
  * Use `create(CreateWorkflowResponseSchema)` to create a new message.
  */
 export const CreateWorkflowResponseSchema: GenMessage<CreateWorkflowResponse> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 9);
+  messageDesc(file_workflow_v1_workflow, 12);
 
 /**
  * Request of GetWorkflow.
@@ -686,7 +861,7 @@ export type GetWorkflowRequest = Message<"workflow.v1.GetWorkflowRequest"> & {
  * Use `create(GetWorkflowRequestSchema)` to create a new message.
  */
 export const GetWorkflowRequestSchema: GenMessage<GetWorkflowRequest> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 10);
+  messageDesc(file_workflow_v1_workflow, 13);
 
 /**
  * Response of GetWorkflow.
@@ -707,7 +882,7 @@ export type GetWorkflowResponse = Message<"workflow.v1.GetWorkflowResponse"> & {
  * Use `create(GetWorkflowResponseSchema)` to create a new message.
  */
 export const GetWorkflowResponseSchema: GenMessage<GetWorkflowResponse> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 11);
+  messageDesc(file_workflow_v1_workflow, 14);
 
 /**
  * Request of ListWorkflows.
@@ -749,7 +924,7 @@ export type ListWorkflowsRequest = Message<"workflow.v1.ListWorkflowsRequest"> &
  * Use `create(ListWorkflowsRequestSchema)` to create a new message.
  */
 export const ListWorkflowsRequestSchema: GenMessage<ListWorkflowsRequest> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 12);
+  messageDesc(file_workflow_v1_workflow, 15);
 
 /**
  * Response of ListWorkflows.
@@ -777,7 +952,7 @@ export type ListWorkflowsResponse = Message<"workflow.v1.ListWorkflowsResponse">
  * Use `create(ListWorkflowsResponseSchema)` to create a new message.
  */
 export const ListWorkflowsResponseSchema: GenMessage<ListWorkflowsResponse> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 13);
+  messageDesc(file_workflow_v1_workflow, 16);
 
 /**
  * Request of UpdateWorkflow.
@@ -833,7 +1008,7 @@ export type UpdateWorkflowRequest = Message<"workflow.v1.UpdateWorkflowRequest">
  * Use `create(UpdateWorkflowRequestSchema)` to create a new message.
  */
 export const UpdateWorkflowRequestSchema: GenMessage<UpdateWorkflowRequest> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 14);
+  messageDesc(file_workflow_v1_workflow, 17);
 
 /**
  * Response of UpdateWorkflow.
@@ -854,7 +1029,7 @@ export type UpdateWorkflowResponse = Message<"workflow.v1.UpdateWorkflowResponse
  * Use `create(UpdateWorkflowResponseSchema)` to create a new message.
  */
 export const UpdateWorkflowResponseSchema: GenMessage<UpdateWorkflowResponse> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 15);
+  messageDesc(file_workflow_v1_workflow, 18);
 
 /**
  * Request of SetLimit.
@@ -875,7 +1050,7 @@ export type SetLimitRequest = Message<"workflow.v1.SetLimitRequest"> & {
  * Use `create(SetLimitRequestSchema)` to create a new message.
  */
 export const SetLimitRequestSchema: GenMessage<SetLimitRequest> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 16);
+  messageDesc(file_workflow_v1_workflow, 19);
 
 /**
  * Response of SetLimit.
@@ -896,7 +1071,7 @@ export type SetLimitResponse = Message<"workflow.v1.SetLimitResponse"> & {
  * Use `create(SetLimitResponseSchema)` to create a new message.
  */
 export const SetLimitResponseSchema: GenMessage<SetLimitResponse> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 17);
+  messageDesc(file_workflow_v1_workflow, 20);
 
 /**
  * Request of ListLimits.
@@ -911,7 +1086,7 @@ export type ListLimitsRequest = Message<"workflow.v1.ListLimitsRequest"> & {
  * Use `create(ListLimitsRequestSchema)` to create a new message.
  */
 export const ListLimitsRequestSchema: GenMessage<ListLimitsRequest> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 18);
+  messageDesc(file_workflow_v1_workflow, 21);
 
 /**
  * Response of ListLimits.
@@ -932,7 +1107,7 @@ export type ListLimitsResponse = Message<"workflow.v1.ListLimitsResponse"> & {
  * Use `create(ListLimitsResponseSchema)` to create a new message.
  */
 export const ListLimitsResponseSchema: GenMessage<ListLimitsResponse> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 19);
+  messageDesc(file_workflow_v1_workflow, 22);
 
 /**
  * Request of DeleteLimit.
@@ -953,7 +1128,7 @@ export type DeleteLimitRequest = Message<"workflow.v1.DeleteLimitRequest"> & {
  * Use `create(DeleteLimitRequestSchema)` to create a new message.
  */
 export const DeleteLimitRequestSchema: GenMessage<DeleteLimitRequest> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 20);
+  messageDesc(file_workflow_v1_workflow, 23);
 
 /**
  * Response of DeleteLimit.
@@ -968,7 +1143,7 @@ export type DeleteLimitResponse = Message<"workflow.v1.DeleteLimitResponse"> & {
  * Use `create(DeleteLimitResponseSchema)` to create a new message.
  */
 export const DeleteLimitResponseSchema: GenMessage<DeleteLimitResponse> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 21);
+  messageDesc(file_workflow_v1_workflow, 24);
 
 /**
  * Request of GetNode.
@@ -996,7 +1171,7 @@ export type GetNodeRequest = Message<"workflow.v1.GetNodeRequest"> & {
  * Use `create(GetNodeRequestSchema)` to create a new message.
  */
 export const GetNodeRequestSchema: GenMessage<GetNodeRequest> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 22);
+  messageDesc(file_workflow_v1_workflow, 25);
 
 /**
  * Response of GetNode.
@@ -1024,7 +1199,7 @@ export type GetNodeResponse = Message<"workflow.v1.GetNodeResponse"> & {
  * Use `create(GetNodeResponseSchema)` to create a new message.
  */
 export const GetNodeResponseSchema: GenMessage<GetNodeResponse> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 23);
+  messageDesc(file_workflow_v1_workflow, 26);
 
 /**
  * Request of UpdateNode.
@@ -1059,7 +1234,7 @@ export type UpdateNodeRequest = Message<"workflow.v1.UpdateNodeRequest"> & {
  * Use `create(UpdateNodeRequestSchema)` to create a new message.
  */
 export const UpdateNodeRequestSchema: GenMessage<UpdateNodeRequest> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 24);
+  messageDesc(file_workflow_v1_workflow, 27);
 
 /**
  * Response of UpdateNode.
@@ -1080,7 +1255,7 @@ export type UpdateNodeResponse = Message<"workflow.v1.UpdateNodeResponse"> & {
  * Use `create(UpdateNodeResponseSchema)` to create a new message.
  */
 export const UpdateNodeResponseSchema: GenMessage<UpdateNodeResponse> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 25);
+  messageDesc(file_workflow_v1_workflow, 28);
 
 /**
  * Request of EditWorkflow.
@@ -1108,7 +1283,7 @@ export type EditWorkflowRequest = Message<"workflow.v1.EditWorkflowRequest"> & {
  * Use `create(EditWorkflowRequestSchema)` to create a new message.
  */
 export const EditWorkflowRequestSchema: GenMessage<EditWorkflowRequest> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 26);
+  messageDesc(file_workflow_v1_workflow, 29);
 
 /**
  * Response of EditWorkflow.
@@ -1129,7 +1304,7 @@ export type EditWorkflowResponse = Message<"workflow.v1.EditWorkflowResponse"> &
  * Use `create(EditWorkflowResponseSchema)` to create a new message.
  */
 export const EditWorkflowResponseSchema: GenMessage<EditWorkflowResponse> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 27);
+  messageDesc(file_workflow_v1_workflow, 30);
 
 /**
  * Request of WatchWorkflow.
@@ -1150,6 +1325,13 @@ export type WatchWorkflowRequest = Message<"workflow.v1.WatchWorkflowRequest"> &
    * @generated from field: int64 after_sequence = 2;
    */
   afterSequence: bigint;
+
+  /**
+   * Also send the output chunks of running nodes (type "node.output_chunk"), from each running attempt's first.
+   *
+   * @generated from field: bool include_chunks = 3;
+   */
+  includeChunks: boolean;
 };
 
 /**
@@ -1157,7 +1339,317 @@ export type WatchWorkflowRequest = Message<"workflow.v1.WatchWorkflowRequest"> &
  * Use `create(WatchWorkflowRequestSchema)` to create a new message.
  */
 export const WatchWorkflowRequestSchema: GenMessage<WatchWorkflowRequest> = /*@__PURE__*/
-  messageDesc(file_workflow_v1_workflow, 28);
+  messageDesc(file_workflow_v1_workflow, 31);
+
+/**
+ * Request of SignalNode.
+ *
+ * @generated from message workflow.v1.SignalNodeRequest
+ */
+export type SignalNodeRequest = Message<"workflow.v1.SignalNodeRequest"> & {
+  /**
+   * UUID of the workflow.
+   *
+   * @generated from field: string workflow_id = 1;
+   */
+  workflowId: string;
+
+  /**
+   * The node with `wait`.
+   *
+   * @generated from field: string node_id = 2;
+   */
+  nodeId: string;
+
+  /**
+   * The node's output on PASS.
+   *
+   * @generated from field: google.protobuf.Value output = 3;
+   */
+  output?: Value | undefined;
+
+  /**
+   * FAIL the node (TASK_ERROR with message) instead.
+   *
+   * @generated from field: bool reject = 4;
+   */
+  reject: boolean;
+
+  /**
+   * Why, when rejected.
+   *
+   * @generated from field: string message = 5;
+   */
+  message: string;
+
+  /**
+   * Applied atomically with the PASS, as a NodeService's edits (inserted_by the node).
+   *
+   * @generated from field: repeated workflow.v1.NodeEdit edits = 6;
+   */
+  edits: NodeEdit[];
+
+  /**
+   * The same request_id again is answered like the first.
+   *
+   * @generated from field: string request_id = 7;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message workflow.v1.SignalNodeRequest.
+ * Use `create(SignalNodeRequestSchema)` to create a new message.
+ */
+export const SignalNodeRequestSchema: GenMessage<SignalNodeRequest> = /*@__PURE__*/
+  messageDesc(file_workflow_v1_workflow, 32);
+
+/**
+ * Response of SignalNode.
+ *
+ * @generated from message workflow.v1.SignalNodeResponse
+ */
+export type SignalNodeResponse = Message<"workflow.v1.SignalNodeResponse"> & {
+  /**
+   * The node after the signal (still PENDING when it is not ready yet: the signal is kept).
+   *
+   * @generated from field: workflow.v1.Node node = 1;
+   */
+  node?: Node | undefined;
+};
+
+/**
+ * Describes the message workflow.v1.SignalNodeResponse.
+ * Use `create(SignalNodeResponseSchema)` to create a new message.
+ */
+export const SignalNodeResponseSchema: GenMessage<SignalNodeResponse> = /*@__PURE__*/
+  messageDesc(file_workflow_v1_workflow, 33);
+
+/**
+ * Request of CreateSchedule.
+ *
+ * @generated from message workflow.v1.CreateScheduleRequest
+ */
+export type CreateScheduleRequest = Message<"workflow.v1.CreateScheduleRequest"> & {
+  /**
+   * The schedule; output-only fields are ignored.
+   *
+   * @generated from field: workflow.v1.Schedule schedule = 1;
+   */
+  schedule?: Schedule | undefined;
+};
+
+/**
+ * Describes the message workflow.v1.CreateScheduleRequest.
+ * Use `create(CreateScheduleRequestSchema)` to create a new message.
+ */
+export const CreateScheduleRequestSchema: GenMessage<CreateScheduleRequest> = /*@__PURE__*/
+  messageDesc(file_workflow_v1_workflow, 34);
+
+/**
+ * Response of CreateSchedule.
+ *
+ * @generated from message workflow.v1.CreateScheduleResponse
+ */
+export type CreateScheduleResponse = Message<"workflow.v1.CreateScheduleResponse"> & {
+  /**
+   * The schedule as stored.
+   *
+   * @generated from field: workflow.v1.Schedule schedule = 1;
+   */
+  schedule?: Schedule | undefined;
+};
+
+/**
+ * Describes the message workflow.v1.CreateScheduleResponse.
+ * Use `create(CreateScheduleResponseSchema)` to create a new message.
+ */
+export const CreateScheduleResponseSchema: GenMessage<CreateScheduleResponse> = /*@__PURE__*/
+  messageDesc(file_workflow_v1_workflow, 35);
+
+/**
+ * Request of ListSchedules.
+ *
+ * @generated from message workflow.v1.ListSchedulesRequest
+ */
+export type ListSchedulesRequest = Message<"workflow.v1.ListSchedulesRequest"> & {
+};
+
+/**
+ * Describes the message workflow.v1.ListSchedulesRequest.
+ * Use `create(ListSchedulesRequestSchema)` to create a new message.
+ */
+export const ListSchedulesRequestSchema: GenMessage<ListSchedulesRequest> = /*@__PURE__*/
+  messageDesc(file_workflow_v1_workflow, 36);
+
+/**
+ * Response of ListSchedules.
+ *
+ * @generated from message workflow.v1.ListSchedulesResponse
+ */
+export type ListSchedulesResponse = Message<"workflow.v1.ListSchedulesResponse"> & {
+  /**
+   * Every schedule, by id.
+   *
+   * @generated from field: repeated workflow.v1.Schedule schedules = 1;
+   */
+  schedules: Schedule[];
+};
+
+/**
+ * Describes the message workflow.v1.ListSchedulesResponse.
+ * Use `create(ListSchedulesResponseSchema)` to create a new message.
+ */
+export const ListSchedulesResponseSchema: GenMessage<ListSchedulesResponse> = /*@__PURE__*/
+  messageDesc(file_workflow_v1_workflow, 37);
+
+/**
+ * Request of UpdateSchedule.
+ *
+ * @generated from message workflow.v1.UpdateScheduleRequest
+ */
+export type UpdateScheduleRequest = Message<"workflow.v1.UpdateScheduleRequest"> & {
+  /**
+   * id plus the fields named in update_mask.
+   *
+   * @generated from field: workflow.v1.Schedule schedule = 1;
+   */
+  schedule?: Schedule | undefined;
+
+  /**
+   * Any of cron, timezone, workflow, paused.
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 2;
+   */
+  updateMask?: FieldMask | undefined;
+};
+
+/**
+ * Describes the message workflow.v1.UpdateScheduleRequest.
+ * Use `create(UpdateScheduleRequestSchema)` to create a new message.
+ */
+export const UpdateScheduleRequestSchema: GenMessage<UpdateScheduleRequest> = /*@__PURE__*/
+  messageDesc(file_workflow_v1_workflow, 38);
+
+/**
+ * Response of UpdateSchedule.
+ *
+ * @generated from message workflow.v1.UpdateScheduleResponse
+ */
+export type UpdateScheduleResponse = Message<"workflow.v1.UpdateScheduleResponse"> & {
+  /**
+   * The schedule after the update.
+   *
+   * @generated from field: workflow.v1.Schedule schedule = 1;
+   */
+  schedule?: Schedule | undefined;
+};
+
+/**
+ * Describes the message workflow.v1.UpdateScheduleResponse.
+ * Use `create(UpdateScheduleResponseSchema)` to create a new message.
+ */
+export const UpdateScheduleResponseSchema: GenMessage<UpdateScheduleResponse> = /*@__PURE__*/
+  messageDesc(file_workflow_v1_workflow, 39);
+
+/**
+ * Request of DeleteSchedule.
+ *
+ * @generated from message workflow.v1.DeleteScheduleRequest
+ */
+export type DeleteScheduleRequest = Message<"workflow.v1.DeleteScheduleRequest"> & {
+  /**
+   * The schedule to remove.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message workflow.v1.DeleteScheduleRequest.
+ * Use `create(DeleteScheduleRequestSchema)` to create a new message.
+ */
+export const DeleteScheduleRequestSchema: GenMessage<DeleteScheduleRequest> = /*@__PURE__*/
+  messageDesc(file_workflow_v1_workflow, 40);
+
+/**
+ * Response of DeleteSchedule.
+ *
+ * @generated from message workflow.v1.DeleteScheduleResponse
+ */
+export type DeleteScheduleResponse = Message<"workflow.v1.DeleteScheduleResponse"> & {
+};
+
+/**
+ * Describes the message workflow.v1.DeleteScheduleResponse.
+ * Use `create(DeleteScheduleResponseSchema)` to create a new message.
+ */
+export const DeleteScheduleResponseSchema: GenMessage<DeleteScheduleResponse> = /*@__PURE__*/
+  messageDesc(file_workflow_v1_workflow, 41);
+
+/**
+ * Request of ForkWorkflow.
+ *
+ * @generated from message workflow.v1.ForkWorkflowRequest
+ */
+export type ForkWorkflowRequest = Message<"workflow.v1.ForkWorkflowRequest"> & {
+  /**
+   * The source workflow, in any state; it is not changed.
+   *
+   * @generated from field: string workflow_id = 1;
+   */
+  workflowId: string;
+
+  /**
+   * These nodes and everything downstream of them run again.
+   *
+   * @generated from field: repeated string from_node_ids = 2;
+   */
+  fromNodeIds: string[];
+
+  /**
+   * New inputs for some of the re-run nodes, by node id.
+   *
+   * @generated from field: map<string, google.protobuf.Struct> inputs = 3;
+   */
+  inputs: { [key: string]: JsonObject };
+
+  /**
+   * The same request_id again returns the workflow created first.
+   *
+   * @generated from field: string request_id = 4;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message workflow.v1.ForkWorkflowRequest.
+ * Use `create(ForkWorkflowRequestSchema)` to create a new message.
+ */
+export const ForkWorkflowRequestSchema: GenMessage<ForkWorkflowRequest> = /*@__PURE__*/
+  messageDesc(file_workflow_v1_workflow, 42);
+
+/**
+ * Response of ForkWorkflow.
+ *
+ * @generated from message workflow.v1.ForkWorkflowResponse
+ */
+export type ForkWorkflowResponse = Message<"workflow.v1.ForkWorkflowResponse"> & {
+  /**
+   * The new workflow.
+   *
+   * @generated from field: workflow.v1.Workflow workflow = 1;
+   */
+  workflow?: Workflow | undefined;
+};
+
+/**
+ * Describes the message workflow.v1.ForkWorkflowResponse.
+ * Use `create(ForkWorkflowResponseSchema)` to create a new message.
+ */
+export const ForkWorkflowResponseSchema: GenMessage<ForkWorkflowResponse> = /*@__PURE__*/
+  messageDesc(file_workflow_v1_workflow, 43);
 
 /**
  * Lifecycle of a whole workflow.
@@ -1282,6 +1774,13 @@ export enum NodeStatus {
    * @generated from enum value: NODE_STATUS_CANCELLED = 7;
    */
   CANCELLED = 7,
+
+  /**
+   * Ready, and waiting for a signal (a node with `wait`) or for its start time (`not_before`); holds no worker.
+   *
+   * @generated from enum value: NODE_STATUS_WAITING = 8;
+   */
+  WAITING = 8,
 }
 
 /**
@@ -1530,6 +2029,66 @@ export const WorkflowService: GenService<{
     methodKind: "unary";
     input: typeof DeleteLimitRequestSchema;
     output: typeof DeleteLimitResponseSchema;
+  },
+  /**
+   * Completes (or rejects) a node that waits for a signal; kept until the node is ready when sent earlier.
+   *
+   * @generated from rpc workflow.v1.WorkflowService.SignalNode
+   */
+  signalNode: {
+    methodKind: "unary";
+    input: typeof SignalNodeRequestSchema;
+    output: typeof SignalNodeResponseSchema;
+  },
+  /**
+   * Creates a schedule.
+   *
+   * @generated from rpc workflow.v1.WorkflowService.CreateSchedule
+   */
+  createSchedule: {
+    methodKind: "unary";
+    input: typeof CreateScheduleRequestSchema;
+    output: typeof CreateScheduleResponseSchema;
+  },
+  /**
+   * Every schedule.
+   *
+   * @generated from rpc workflow.v1.WorkflowService.ListSchedules
+   */
+  listSchedules: {
+    methodKind: "unary";
+    input: typeof ListSchedulesRequestSchema;
+    output: typeof ListSchedulesResponseSchema;
+  },
+  /**
+   * Changes the fields of a schedule named in update_mask (e.g. paused).
+   *
+   * @generated from rpc workflow.v1.WorkflowService.UpdateSchedule
+   */
+  updateSchedule: {
+    methodKind: "unary";
+    input: typeof UpdateScheduleRequestSchema;
+    output: typeof UpdateScheduleResponseSchema;
+  },
+  /**
+   * Removes a schedule.
+   *
+   * @generated from rpc workflow.v1.WorkflowService.DeleteSchedule
+   */
+  deleteSchedule: {
+    methodKind: "unary";
+    input: typeof DeleteScheduleRequestSchema;
+    output: typeof DeleteScheduleResponseSchema;
+  },
+  /**
+   * A new workflow from any workflow: the nodes not downstream of from_node_ids keep their outputs, the rest run.
+   *
+   * @generated from rpc workflow.v1.WorkflowService.ForkWorkflow
+   */
+  forkWorkflow: {
+    methodKind: "unary";
+    input: typeof ForkWorkflowRequestSchema;
+    output: typeof ForkWorkflowResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_workflow_v1_workflow, 0);
