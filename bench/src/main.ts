@@ -27,6 +27,7 @@ import { runW3 } from "./workloads/w3-wide.js";
 import { runW4 } from "./workloads/w4-edits.js";
 import { runW5 } from "./workloads/w5-footprint.js";
 import { runW7 } from "./workloads/w7-long-nodes.js";
+import { runW8, runW8Rate } from "./workloads/w8-flow-control.js";
 
 function log(message: string): void {
   process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
@@ -65,6 +66,9 @@ async function step<T>(
     log(`run ${run} ${name}: ${describe(result)} (${fmt((Date.now() - started) / 1000)} s)`);
     const resources = (result as { resources?: ResourceUsage }).resources;
     if (resources) log(`    ${describeResources(resources)}`);
+    // W8's phase alone (its `resources` are the phase beside the capped backlog).
+    const alone = (result as { resources_alone?: ResourceUsage }).resources_alone;
+    if (alone) log(`    alone: ${describeResources(alone)}`);
   } catch (error) {
     if (cleanup.stopping) return;
     const message = error instanceof Error ? (error.stack ?? error.message) : String(error);
@@ -135,6 +139,21 @@ async function runRun(ctx: BenchContext, options: BenchOptions, run: number, col
       () => runW4(ctx, label("w4")),
       collected.w4,
       (r) => `apply ${fmt(r.apply_ms, 0)} ms, finish ${fmt(r.finish_ms, 0)} ms`,
+    );
+  }
+  if (has("w8")) {
+    await step(
+      collected,
+      "w8",
+      run,
+      () => runW8(ctx, label("w8"), run),
+      collected.w8,
+      (r) =>
+        `unlimited ${fmt(r.alone_nodes_per_s, 0)} nodes/s alone, ${fmt(r.backlog_nodes_per_s, 0)} beside the ` +
+        `capped backlog (ratio ${fmt(r.ratio ?? Number.NaN, 2)}; ${r.order}; held ${fmt(r.held_at_start, 0)} -> ` +
+        `${fmt(r.held_at_end, 0)}); capped ${fmt(r.capped_calls_per_s, 0)} calls/s beside it, ` +
+        `${fmt(r.capped_calls_per_s_alone, 0)} alone (cap/hold allows ${fmt(r.capped_calls_per_s_possible, 0)}), ` +
+        `at most ${r.capped_max_in_flight} in flight (cap ${r.cap})`,
     );
   }
   if (!cleanup.stopping) await ctx.nodeService.reset();
@@ -226,6 +245,19 @@ async function main(): Promise<number> {
             .join("; ") + ` (${r.workers} worker(s) x ${r.worker_concurrency})`,
       );
     }
+    if (options.only.includes("w8")) {
+      // W8's rate window is a count over a fixed time (a minute at full size): once per invocation, as W5 and W7.
+      await step(
+        collected,
+        "w8-rate",
+        1,
+        () => runW8Rate(ctx, "w8rate"),
+        collected.w8Rate,
+        (r) =>
+          `${r.starts} starts in ${fmt(r.window_s)} s at ${r.rate_per_s}/s + burst ${r.burst} ` +
+          `(allowed ${fmt(r.allowed)}): ratio ${fmt(r.ratio, 3)}; ${fmt(r.rate_after_first_s, 2)}/s after the first second`,
+      );
+    }
   } finally {
     await nodeService.stop();
   }
@@ -248,7 +280,7 @@ async function main(): Promise<number> {
 
   process.stdout.write(
     `\nTrellis bench, ${date}: ${options.quick ? "--quick (smaller sizes; targets are for the full sizes)" : "full"}, ` +
-      `median of ${options.runs} run(s)${options.only.some((w) => w === "w5" || w === "w7") ? " (W5, W7: one run)" : ""}; ` +
+      `median of ${options.runs} run(s)${onceNote(options.only)}; ` +
       `${machine.cpus} CPUs, load average ${fmt(machine.load_average_start, 2)} -> ${fmt(loadAverage(), 2)}\n\n`,
   );
   process.stdout.write(`${renderTable(tableRows(collected))}\n\n`);
@@ -264,6 +296,16 @@ async function main(): Promise<number> {
     return 1;
   }
   return 0;
+}
+
+/** Which of the workloads asked for run once per invocation, for the table's header. */
+function onceNote(only: readonly WorkloadName[]): string {
+  const once = [
+    only.includes("w5") ? "W5" : "",
+    only.includes("w7") ? "W7" : "",
+    only.includes("w8") ? "W8's rate window" : "",
+  ].filter((w) => w !== "");
+  return once.length === 0 ? "" : ` (${once.join(", ")}: one run)`;
 }
 
 let code = 1;

@@ -9,6 +9,7 @@ import type { W3Result } from "./workloads/w3-wide.js";
 import type { W4Result } from "./workloads/w4-edits.js";
 import type { W5Result } from "./workloads/w5-footprint.js";
 import type { W7Result } from "./workloads/w7-long-nodes.js";
+import type { W8RateResult, W8Result } from "./workloads/w8-flow-control.js";
 
 /** A workload or baseline that failed in one run. */
 export interface BenchError {
@@ -27,12 +28,26 @@ export interface Collected {
   w4: W4Result[];
   w5: W5Result[];
   w7: W7Result[];
+  w8: W8Result[];
+  w8Rate: W8RateResult[];
   errors: BenchError[];
 }
 
 /** An empty collection. */
 export function emptyCollected(): Collected {
-  return { w1: [], w1Baseline: [], w2: [], w2Baseline: [], w3: [], w4: [], w5: [], w7: [], errors: [] };
+  return {
+    w1: [],
+    w1Baseline: [],
+    w2: [],
+    w2Baseline: [],
+    w3: [],
+    w4: [],
+    w5: [],
+    w7: [],
+    w8: [],
+    w8Rate: [],
+    errors: [],
+  };
 }
 
 /**
@@ -267,7 +282,65 @@ export function tableRows(c: Collected): Row[] {
       met: null,
     });
   }
+  const w8 = medianRun(c.w8);
+  if (w8) {
+    const throughput = ratio(w8.backlog_nodes_per_s, w8.alone_nodes_per_s);
+    rows.push({
+      workload: "W8 flow control",
+      figure: `nodes/s beside ${w8.backlog_nodes.toLocaleString("en-US")} held capped (baseline: alone)`,
+      value: w8.backlog_nodes_per_s,
+      baseline: w8.alone_nodes_per_s,
+      ratio: throughput,
+      target: ">= 0.9 x alone",
+      met: check(throughput, (v) => v >= 0.9),
+    });
+    rows.push({
+      workload: "W8 flow control",
+      figure: "machine CPU ms/unlimited node, beside vs alone",
+      value: w8.backlog_machine_cpu_ms_per_node,
+      baseline: w8.alone_machine_cpu_ms_per_node,
+      ratio: ratio(w8.backlog_machine_cpu_ms_per_node, w8.alone_machine_cpu_ms_per_node),
+      target: "",
+      met: null,
+    });
+    rows.push({
+      workload: "W8 flow control",
+      figure: `capped calls/s beside the phase (baseline: alone; cap/hold allows ${w8.capped_calls_per_s_possible})`,
+      value: w8.capped_calls_per_s,
+      baseline: w8.capped_calls_per_s_alone,
+      ratio: ratio(w8.capped_calls_per_s, w8.capped_calls_per_s_alone),
+      target: "",
+      met: null,
+    });
+    const most = maxInFlightOverRuns(c.w8);
+    rows.push({
+      workload: "W8 flow control",
+      figure: `capped calls in flight, most seen (cap ${w8.cap})`,
+      value: most,
+      baseline: null,
+      ratio: null,
+      target: `<= ${w8.cap}`,
+      met: check(most, (v) => v <= w8.cap),
+    });
+  }
+  const rate = c.w8Rate[0];
+  if (rate) {
+    rows.push({
+      workload: "W8 flow control",
+      figure: `starts in ${rate.window_s} s at ${rate.rate_per_s}/s + burst ${rate.burst} (baseline: allowed)`,
+      value: rate.starts,
+      baseline: rate.allowed,
+      ratio: rate.ratio,
+      target: "0.9-1.1",
+      met: check(rate.ratio, (v) => v >= 0.9 && v <= 1.1),
+    });
+  }
   return rows;
+}
+
+/** W8's most capped calls in flight over every run (not a median: the cap must hold in each). */
+function maxInFlightOverRuns(runs: readonly W8Result[]): number | null {
+  return runs.length === 0 ? null : Math.max(...runs.map((r) => r.capped_max_in_flight));
 }
 
 function cell(value: number | null, digits = 2): string {
@@ -377,6 +450,20 @@ export function resultsJson(c: Collected, meta: ResultsMeta): Record<string, unk
         ...rounded(k),
         top_statements: k.top_statements.map((t) => ({ ...t, calls_per_s: round(t.calls_per_s) })),
       })),
+    };
+  }
+  const w8 = medianRun(c.w8);
+  const w8Rate = c.w8Rate[0];
+  if (w8 || w8Rate) {
+    out.w8 = {
+      nodes_per_s_alone: round(w8?.alone_nodes_per_s),
+      nodes_per_s_backlog: round(w8?.backlog_nodes_per_s),
+      throughput_ratio: round(ratio(w8?.backlog_nodes_per_s, w8?.alone_nodes_per_s), 3),
+      target_throughput_ratio: 0.9,
+      capped_max_in_flight: maxInFlightOverRuns(c.w8),
+      ...rounded(w8),
+      per_run: c.w8.map(rounded),
+      rate: w8Rate ? { ...rounded(w8Rate), target_ratio: [0.9, 1.1] } : undefined,
     };
   }
   return {

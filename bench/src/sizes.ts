@@ -20,6 +20,23 @@ export interface Sizes {
    * must end before the first of them finishes: the hold covers the start of all nodes, the 11 s and the window.
    */
   w7: { counts: number[]; nodesPerWorkflow: number; holdMs: number; windowMs: number };
+  /**
+   * W8 flow control. The throughput pair: `workflows` x `nodesPerWorkflow` independent no-op nodes of an unlimited
+   * capability, alone and then (or first) while `backlog` nodes of a capability capped at `cap` (`capability:<it>`,
+   * as workflows of `backlogPerWorkflow`; the NodeService holds each call `cappedHoldMs`) wait held back. The rate
+   * window: a capability limited to `rate` starts per second (burst = rate) with a backlog of 1.5 x what the window
+   * allows, its starts counted over `rateWindowMs`.
+   */
+  w8: {
+    workflows: number;
+    nodesPerWorkflow: number;
+    backlog: number;
+    backlogPerWorkflow: number;
+    cap: number;
+    cappedHoldMs: number;
+    rate: number;
+    rateWindowMs: number;
+  };
 }
 
 /** The sizes of issue 7. */
@@ -30,6 +47,16 @@ export const FULL_SIZES: Sizes = {
   w4: { inserted: 1_000 },
   w5: { firstNodes: 10_000, secondNodes: 100_000, nodesPerWorkflow: 100, workflowsPerBatch: 100 },
   w7: { counts: [100, 5_000], nodesPerWorkflow: 100, holdMs: 80_000, windowMs: 30_000 },
+  w8: {
+    workflows: 100,
+    nodesPerWorkflow: 100,
+    backlog: 10_000,
+    backlogPerWorkflow: 1_000,
+    cap: 4,
+    cappedHoldMs: 20,
+    rate: 20,
+    rateWindowMs: 60_000,
+  },
 };
 
 /** `--quick`: the same shapes, smaller, for iterating (about a minute at the target speeds). */
@@ -40,4 +67,14 @@ export const QUICK_SIZES: Sizes = {
   w4: { inserted: 1_000 },
   w5: { firstNodes: 2_000, secondNodes: null, nodesPerWorkflow: 100, workflowsPerBatch: 20 },
   w7: { counts: [100, 1_000], nodesPerWorkflow: 100, holdMs: 30_000, windowMs: 10_000 },
+  w8: {
+    workflows: 20,
+    nodesPerWorkflow: 100,
+    backlog: 3_000,
+    backlogPerWorkflow: 1_000,
+    cap: 4,
+    cappedHoldMs: 20,
+    rate: 20,
+    rateWindowMs: 15_000,
+  },
 };

@@ -138,22 +138,68 @@ export async function waitWorkflowsSucceeded(
 }
 
 /**
- * The latest `workflows.finished_at` (of workflow `workflowId`, else of the whole database) as epoch
- * milliseconds. It is the `now()` of the transaction that finished the workflow: its start, to the millisecond.
+ * Waits until every workflow of `ids` has finished, polling every `intervalMs`; throws when one ended other than
+ * SUCCEEDED (naming a failed node and its error) or an app died. For a database that holds other workflows too.
  */
-export async function lastFinishedAtMs(stack: EngineStack, workflowId?: string): Promise<number> {
+export async function waitTheseWorkflowsSucceeded(
+  stack: EngineStack,
+  ids: readonly string[],
+  deadline: Deadline,
+  intervalMs = 100,
+): Promise<void> {
+  await waitFor(
+    `${ids.length} workflows to finish`,
+    deadline,
+    async () => {
+      stack.assertRunning();
+      const rows = await stack.query<{ status: string; count: string }>(
+        "select status, count(*) from workflows where id = any($1::uuid[]) group by status",
+        [ids],
+      );
+      const count = (status: string) => Number(rows.find((r) => r.status === status)?.count ?? 0);
+      const bad = count("FAILED") + count("CANCELLED");
+      if (bad > 0) {
+        const [failed] = await stack.query<{ workflow_id: string; id: string; error_message: string | null }>(
+          "select workflow_id, id, error_message from nodes where workflow_id = any($1::uuid[]) and status = 'FAIL' limit 1",
+          [ids],
+        );
+        throw new Error(
+          `${bad} workflow(s) did not succeed; e.g. node ${failed?.workflow_id}/${failed?.id}: ${failed?.error_message}`,
+        );
+      }
+      return count("SUCCEEDED") >= ids.length ? true : undefined;
+    },
+    intervalMs,
+  );
+}
+
+/**
+ * The latest `workflows.finished_at` (of workflow `workflowIds`, or of those workflows, else of the whole
+ * database) as epoch milliseconds. It is the `now()` of the transaction that finished the workflow: its start, to
+ * the millisecond.
+ */
+export async function lastFinishedAtMs(stack: EngineStack, workflowIds?: string | readonly string[]): Promise<number> {
+  const ids = workflowIds === undefined ? null : typeof workflowIds === "string" ? [workflowIds] : workflowIds;
   const [row] = await stack.query<{ ms: string | null }>(
-    "select extract(epoch from max(finished_at)) * 1000 as ms from workflows where $1::uuid is null or id = $1",
-    [workflowId ?? null],
+    "select extract(epoch from max(finished_at)) * 1000 as ms from workflows where $1::uuid[] is null or id = any($1)",
+    [ids],
   );
   if (!row?.ms) throw new Error("no workflow has finished");
   return Number(row.ms);
 }
 
-/** Throws unless exactly `expected` nodes of the database are PASS (and none is anything else). */
-export async function assertAllPassed(stack: EngineStack, expected: number): Promise<void> {
+/**
+ * Throws unless exactly `expected` nodes of the database (of the workflows `workflowIds` when given) are PASS (and
+ * none is anything else).
+ */
+export async function assertAllPassed(
+  stack: EngineStack,
+  expected: number,
+  workflowIds?: readonly string[],
+): Promise<void> {
   const rows = await stack.query<{ status: string; count: string }>(
-    "select status, count(*) from nodes group by status",
+    "select status, count(*) from nodes where $1::uuid[] is null or workflow_id = any($1) group by status",
+    [workflowIds ?? null],
   );
   const summary = rows.map((r) => `${r.status}=${r.count}`).join(", ");
   const passed = Number(rows.find((r) => r.status === "PASS")?.count ?? 0);
