@@ -33,13 +33,15 @@ function chunks<T>(items: readonly T[], size: number): T[][] {
 
 /**
  * Inserts nodes (already validated) with their edges. `knownStatuses` gives the statuses of parents
- * that already exist; parents among `newNodes` are resolved in topological order. Returns the rows inserted.
+ * that already exist; parents among `newNodes` are resolved in topological order. `insertedBy` is the node whose
+ * edits insert them ('' for the original graph or the api). Returns the rows inserted.
  */
 export async function insertNodes(
   tx: Tx,
   workflowId: string,
   newNodes: readonly Node[],
   knownStatuses: ReadonlyMap<string, NodeStatus>,
+  insertedBy = "",
 ): Promise<NewNode[]> {
   const byId = new Map(newNodes.map((n) => [n.id, n]));
   const order = topologicalOrder(
@@ -68,6 +70,7 @@ export async function insertNodes(
       labels: { ...node.labels },
       priority: node.priority,
       limitKeys: [...node.limitKeys],
+      insertedBy,
       finishedAt: status === NodeStatus.PENDING ? null : new Date(),
     });
     for (const parentId of node.parentIds) edges.push({ workflowId, parentId, childId: id });
@@ -76,10 +79,11 @@ export async function insertNodes(
   for (const chunk of chunks(rows, NODE_CHUNK)) {
     await tx.execute(sql`
       insert into nodes (workflow_id, id, name, capability, status, parent_ids, pending_parents, input,
-                         retry_policy, timeout_ms, labels, priority, limit_keys, finished_at)
+                         retry_policy, timeout_ms, labels, priority, limit_keys, inserted_by, finished_at)
       select ${workflowId}::uuid, r.id, r.name, r.capability, r.status, array(select jsonb_array_elements_text(r.parents)),
              r.pending, r.input, r.retry_policy, r.timeout_ms, r.labels, r.priority,
-             array(select jsonb_array_elements_text(r.limit_keys)), case when r.finished then now() end
+             array(select jsonb_array_elements_text(r.limit_keys)), ${insertedBy}::text,
+             case when r.finished then now() end
         from unnest(${sql.param(chunk.map((n) => n.id))}::text[], ${sql.param(chunk.map((n) => n.name))}::text[],
                     ${sql.param(chunk.map((n) => n.capability))}::text[],
                     ${sql.param(chunk.map((n) => n.status))}::node_status[],
@@ -115,12 +119,16 @@ export async function loadGraph(tx: Tx, workflowId: string): Promise<Map<string,
   return new Map(rows.map((r) => [r.id, { id: r.id, status: nodeStatusFromName(r.status), parentIds: r.parentIds }]));
 }
 
-/** Writes a validated edit plan: deletes, inserts, updates, then one workflow.edited event. */
+/**
+ * Writes a validated edit plan: deletes, inserts, updates, then one workflow.edited event. `insertedBy` is the node
+ * whose edits these are (a PASS's node, a signalled node), '' for the api's.
+ */
 export async function applyEditPlan(
   tx: Tx,
   changes: WorkflowChanges,
   graph: ReadonlyMap<string, GraphNode>,
   plan: EditPlan,
+  insertedBy = "",
 ): Promise<void> {
   const workflowId = changes.row.id;
   const statuses = new Map<string, NodeStatus>([...graph.values()].map((n) => [n.id, n.status]));
@@ -141,7 +149,9 @@ export async function applyEditPlan(
     }
   }
   if (plan.inserts.length > 0) {
-    const inserted = new Map((await insertNodes(tx, workflowId, plan.inserts, statuses)).map((r) => [r.id, r.status!]));
+    const inserted = new Map(
+      (await insertNodes(tx, workflowId, plan.inserts, statuses, insertedBy)).map((r) => [r.id, r.status!]),
+    );
     for (const node of plan.inserts) {
       const status = inserted.get(node.id)!;
       statuses.set(node.id, nodeStatusFromName(status));

@@ -134,6 +134,7 @@ export function nodeFromRow(row: NodeRow): Node {
     priority: row.priority,
     limitKeys: row.limitKeys,
     heldBy: row.heldBy ?? "",
+    insertedBy: row.insertedBy,
   });
 }
 

@@ -1,6 +1,7 @@
 import type { FieldMask } from "@bufbuild/protobuf/wkt";
 import { DEFAULT_LIMITS, type LimitSpec, type WorkflowLimits } from "@trellis/core";
 import type { Node, NodeAttempt, NodeEdit, Workflow, WorkflowEvent, WorkflowStatus } from "@trellis/proto";
+import { ForkStore } from "./fork.js";
 import { LimitStore } from "./limit-store.js";
 import type { Database } from "./pool.js";
 import { SchedulerStore } from "./scheduler-store.js";
@@ -8,6 +9,8 @@ import type {
   ActionEffects,
   CreateWorkflowInput,
   CreateWorkflowResult,
+  ForkWorkflowInput,
+  ForkWorkflowResult,
   HeldLease,
   LimitState,
   ListWorkflowsQuery,
@@ -38,13 +41,14 @@ export interface PgStateManagerOptions {
 /**
  * The PostgreSQL StateManager: a facade over one store per caller, sharing one Transactions (transactions, the SQL
  * functions of libs/db/sql, notifications after commit): WorkflowStore for the api (workflows, actions, edits,
- * events), LimitStore for the api's flow-control limits, SchedulerStore for the scheduler (claims, liveness,
- * repairs), WorkerStore for the worker (registration, starts, results).
+ * events), ForkStore for the api's forks, LimitStore for the api's flow-control limits, SchedulerStore for the
+ * scheduler (claims, liveness, repairs), WorkerStore for the worker (registration, starts, results).
  */
 export class PgStateManager implements StateManager {
   private readonly transactions: Transactions;
   private readonly workflows: WorkflowStore;
   private readonly limitStore: LimitStore;
+  private readonly forks: ForkStore;
   private readonly scheduler: SchedulerStore;
   private readonly worker: WorkerStore;
 
@@ -53,6 +57,7 @@ export class PgStateManager implements StateManager {
     this.transactions = new Transactions(db, options.onEvents);
     this.workflows = new WorkflowStore(this.transactions, limits);
     this.limitStore = new LimitStore(this.transactions);
+    this.forks = new ForkStore(this.transactions, limits, (id) => this.workflows.getWorkflow(id));
     this.scheduler = new SchedulerStore(this.transactions);
     this.worker = new WorkerStore(this.transactions, limits);
   }
@@ -66,6 +71,10 @@ export class PgStateManager implements StateManager {
 
   createWorkflow(input: CreateWorkflowInput): Promise<CreateWorkflowResult> {
     return this.workflows.createWorkflow(input);
+  }
+
+  forkWorkflow(input: ForkWorkflowInput): Promise<ForkWorkflowResult> {
+    return this.forks.forkWorkflow(input);
   }
 
   getWorkflowStatus(workflowId: string): Promise<WorkflowStatus> {

@@ -30,6 +30,24 @@ export interface CreateWorkflowResult {
   created: boolean;
 }
 
+/** What ForkWorkflow asks for. */
+export interface ForkWorkflowInput {
+  /** The source, in any state; only read. */
+  workflowId: string;
+  /** These nodes and everything downstream of them run again (with every node that is not PASS). */
+  fromNodeIds: readonly string[];
+  /** New inputs of some re-run nodes, by node id. */
+  inputs?: Readonly<Record<string, JsonObject>> | undefined;
+  /** Idempotency key (shared with CreateWorkflow's): a second fork with the same id returns the first workflow. */
+  requestId?: string | undefined;
+}
+
+/** Result of forkWorkflow: `created` is false when `requestId` matched an existing workflow. */
+export interface ForkWorkflowResult {
+  workflow: Workflow;
+  created: boolean;
+}
+
 /** A page request of listWorkflows. */
 export interface ListWorkflowsQuery {
   /** 1..500. */
@@ -201,6 +219,11 @@ export interface HeldLease {
 export interface StateManager {
   /** Validates and stores a whole DAG with its edges and events in one transaction; idempotent on requestId. */
   createWorkflow(input: CreateWorkflowInput): Promise<CreateWorkflowResult>;
+  /**
+   * A new workflow from another in any state: nodes not downstream of `fromNodeIds` keep their PASS and output, the
+   * rest start over from their definitions, nodes a re-run node inserted are left out; idempotent on requestId.
+   */
+  forkWorkflow(input: ForkWorkflowInput): Promise<ForkWorkflowResult>;
   /** A workflow's status alone (cheap). */
   getWorkflowStatus(workflowId: string): Promise<WorkflowStatus>;
   /** One workflow with every node in topological order. */

@@ -323,7 +323,7 @@ export class WorkerStore {
       const changes = changesOf.get(item.workflowId)!;
       const graph = await loadGraph(tx, item.workflowId);
       try {
-        await applyEditPlan(tx, changes, graph, planEdits(graph, result.edits, this.limits, "edits"));
+        await applyEditPlan(tx, changes, graph, planEdits(graph, result.edits, this.limits, "edits"), item.nodeId);
       } catch (error) {
         if (!(error instanceof TrellisError)) throw error;
         errorsOf.set(keyOf(item), {

@@ -385,6 +385,8 @@ async function check(pool: pg.PoolClient, options: InvariantOptions): Promise<In
     // Every node that ran passed through its parents' PASS first, in event order.
     const passSeq = new Map<string, number>();
     for (const e of list) {
+      // A fork's kept node is PASS from its node.copied event (it ran in the workflow it was forked from).
+      if (e.node_id && e.type === "node.copied") passSeq.set(e.node_id, e.sequence);
       if (!e.node_id || e.type !== "node.status_changed") continue;
       if (e.node_status === "PASS") passSeq.set(e.node_id, e.sequence);
       if (e.node_status === "RUNNING") {
