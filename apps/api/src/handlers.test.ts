@@ -275,6 +275,73 @@ describe("request mapping", () => {
   });
 });
 
+describe("ForkWorkflow", () => {
+  it("passes the source, the nodes to run again, new inputs and request_id, and wakes the scheduler for the fork", async () => {
+    const { sm, call, notifyScheduler } = setup();
+    const source = "5d3c2b1a-0f9e-4d8c-8b7a-6f5e4d3c2b1a";
+    const outcome = await call("forkWorkflow", {
+      workflowId: source,
+      fromNodeIds: ["b", "c"],
+      inputs: { b: { prompt: "again" } },
+      requestId: "fork-1",
+    });
+    expect(outcome.error).toBeNull();
+    expect(sm.forkWorkflow).toHaveBeenCalledWith({
+      workflowId: source,
+      fromNodeIds: ["b", "c"],
+      inputs: { b: { prompt: "again" } },
+      requestId: "fork-1",
+    });
+    expect((outcome.response as { workflow: { id: string } }).workflow.id).toBe(WORKFLOW_ID);
+    expect(notifyScheduler).toHaveBeenCalledWith(WORKFLOW_ID);
+  });
+
+  it("sends no request id for an empty one, and does not wake the scheduler for a replay", async () => {
+    const { sm, call, notifyScheduler } = setup();
+    sm.forkWorkflow.mockResolvedValueOnce({ workflow: sm.workflow, created: false });
+    expect((await call("forkWorkflow", { workflowId: WORKFLOW_ID, fromNodeIds: ["a"] })).error).toBeNull();
+    expect(sm.forkWorkflow.mock.calls[0]![0].requestId).toBeUndefined();
+    expect(notifyScheduler).not.toHaveBeenCalled();
+  });
+
+  it("refuses a missing or malformed workflow_id and empty or malformed from_node_ids before the StateManager", async () => {
+    const { sm, call } = setup();
+    expectRejected(
+      await call("forkWorkflow", { fromNodeIds: ["a"] }),
+      grpc.status.INVALID_ARGUMENT,
+      "workflow_id: required",
+    );
+    expectRejected(
+      await call("forkWorkflow", { workflowId: WORKFLOW_ID }),
+      grpc.status.INVALID_ARGUMENT,
+      "from_node_ids: at least one node id is required",
+    );
+    expectRejected(
+      await call("forkWorkflow", { workflowId: WORKFLOW_ID, fromNodeIds: ["a", "b c"] }),
+      grpc.status.INVALID_ARGUMENT,
+      'from_node_ids[1]: "b c" must match [A-Za-z0-9_.-]{1,128}',
+    );
+    expect(sm.forkWorkflow).not.toHaveBeenCalled();
+  });
+
+  it("answers the StateManager's refusals with their codes", async () => {
+    const { sm, call, notifyScheduler } = setup();
+    sm.forkWorkflow.mockRejectedValueOnce(new NotFoundError(`workflow ${WORKFLOW_ID} not found`));
+    expectRejected(
+      await call("forkWorkflow", { workflowId: WORKFLOW_ID, fromNodeIds: ["a"] }),
+      grpc.status.NOT_FOUND,
+      `workflow ${WORKFLOW_ID} not found`,
+    );
+    sm.forkWorkflow.mockRejectedValueOnce(new InvalidArgumentError('inputs["a"]', 'node "a" keeps its output'));
+    expectRejected(
+      await call("forkWorkflow", { workflowId: WORKFLOW_ID, fromNodeIds: ["b"], inputs: { a: {} } }),
+      grpc.status.INVALID_ARGUMENT,
+      'inputs["a"]: node "a" keeps its output',
+    );
+    expect(notifyScheduler).not.toHaveBeenCalled();
+  });
+});
+
 describe("flow control", () => {
   const nodeCases: [Record<string, unknown>, string][] = [
     [{ priority: 11 }, "nodes[1].priority: must be between 0 and 10, got 11"],

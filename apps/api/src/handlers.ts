@@ -22,6 +22,8 @@ import {
   EditType,
   type EditWorkflowRequest,
   type EditWorkflowResponseSchema,
+  type ForkWorkflowRequest,
+  type ForkWorkflowResponseSchema,
   type GetNodeRequest,
   type GetNodeResponseSchema,
   type GetWorkflowRequest,
@@ -87,6 +89,7 @@ export interface WorkflowServiceMethods {
   setLimit(request: SetLimitRequest): Promise<MessageInitShape<typeof SetLimitResponseSchema>>;
   listLimits(request: ListLimitsRequest): Promise<MessageInitShape<typeof ListLimitsResponseSchema>>;
   deleteLimit(request: DeleteLimitRequest): Promise<MessageInitShape<typeof DeleteLimitResponseSchema>>;
+  forkWorkflow(request: ForkWorkflowRequest): Promise<MessageInitShape<typeof ForkWorkflowResponseSchema>>;
 }
 
 /** A workflow id that is present and a UUID; an unknown one is the StateManager's NOT_FOUND. */
@@ -263,6 +266,22 @@ export function workflowServiceMethods(deps: WorkflowServiceDeps): WorkflowServi
       }
       return {};
     },
+
+    async forkWorkflow(request) {
+      const workflowId = requireWorkflowId(request.workflowId);
+      if (request.fromNodeIds.length === 0) {
+        throw new InvalidArgumentError("from_node_ids", "at least one node id is required");
+      }
+      for (const [i, id] of request.fromNodeIds.entries()) assertNodeId(id, `from_node_ids[${i}]`);
+      const { workflow, created } = await stateManager.forkWorkflow({
+        workflowId,
+        fromNodeIds: request.fromNodeIds,
+        inputs: request.inputs,
+        requestId: request.requestId === "" ? undefined : request.requestId,
+      });
+      if (created) wake(workflow.id);
+      return { workflow };
+    },
   };
 }
 
@@ -360,7 +379,7 @@ export function createWorkflowServiceHandlers(deps: WorkflowServiceDeps): GrpcSe
     listSchedules: notImplemented,
     updateSchedule: notImplemented,
     deleteSchedule: notImplemented,
-    forkWorkflow: notImplemented,
+    forkWorkflow: unary(logger, WorkflowService.method.forkWorkflow, methods.forkWorkflow),
     watchWorkflow: (call) => watch(deps, call),
   };
 }

@@ -36,6 +36,7 @@ export function mockStateManager() {
     setLimit: vi.fn<StateManager["setLimit"]>(async (spec) => limitState(spec)),
     listLimits: vi.fn<StateManager["listLimits"]>(async () => []),
     deleteLimit: vi.fn<StateManager["deleteLimit"]>(async () => true),
+    forkWorkflow: vi.fn<StateManager["forkWorkflow"]>(async () => ({ workflow, created: true })),
   };
   const stateManager = new Proxy(used, {
     get(target, property, receiver) {
