@@ -1,6 +1,13 @@
 import { hostname } from "node:os";
 import { PgStateManager, createDatabase, createPool, eventLogger } from "@trellis/db";
-import { checkRedis, createRedis } from "@trellis/queue";
+import {
+  ChunkPublisher,
+  DEFAULT_CHUNK_MAX_BYTES_PER_ATTEMPT,
+  DEFAULT_CHUNK_MAX_PER_ATTEMPT,
+  DEFAULT_CHUNK_RETENTION_MS,
+  checkRedis,
+  createRedis,
+} from "@trellis/queue";
 import { composeEventHooks, eventMetrics } from "@trellis/observability";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
@@ -29,6 +36,17 @@ export async function startWorkerApp(
   await checkRedis(settings.redisUrl);
   const redis = createRedis(settings.redisUrl);
   redis.on("error", (e) => logger.warn({ err: e }, "redis connection error"));
+  // A connection of its own that fails fast: while Redis is away chunks are dropped, not held in memory.
+  const chunkRedis = createRedis(settings.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+  chunkRedis.on("error", () => undefined);
+  const chunks = new ChunkPublisher({
+    redis: chunkRedis,
+    queuePrefix: settings.queuePrefix,
+    retentionMs: settings.chunkRetentionMs ?? DEFAULT_CHUNK_RETENTION_MS,
+    maxPerAttempt: settings.chunkMaxPerAttempt ?? DEFAULT_CHUNK_MAX_PER_ATTEMPT,
+    maxBytesPerAttempt: settings.chunkMaxBytesPerAttempt ?? DEFAULT_CHUNK_MAX_BYTES_PER_ATTEMPT,
+    logger,
+  });
   const client = createNodeServiceClient(settings.nodeServiceAddr, settings.nodeServiceMaxReceiveBytes);
   const stateManager = new PgStateManager(createDatabase(pool), {
     onEvents: composeEventHooks(eventLogger(logger), eventMetrics(deps.registry)),
@@ -47,6 +65,7 @@ export async function startWorkerApp(
     logger,
     databaseUrl: settings.databaseUrl,
     metrics: createWorkerMetrics(deps.registry),
+    chunks,
   });
   await worker.start();
   return {
@@ -56,6 +75,7 @@ export async function startWorkerApp(
       await worker.close();
       client.close();
       redis.disconnect();
+      chunkRedis.disconnect();
       await stateManager.flushNotifications();
       await pool.end();
     },

@@ -12,6 +12,12 @@ import {
   readString,
 } from "@trellis/config";
 
+import {
+  DEFAULT_CHUNK_MAX_BYTES_PER_ATTEMPT,
+  DEFAULT_CHUNK_MAX_PER_ATTEMPT,
+  DEFAULT_CHUNK_RETENTION_MS,
+} from "@trellis/queue";
+
 const CAPABILITY = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 
 /** Settings of the worker app, read once at start. */
@@ -43,6 +49,12 @@ export interface WorkerSettings {
   workerId: string;
   /** Connections of the worker's pool. @default concurrency x capabilities + 2, at most 50 */
   dbPoolSize: number;
+  /** How long an attempt's output chunks stay in Redis after its last one (`CHUNK_RETENTION_MS`). @default 3600000 */
+  chunkRetentionMs?: number;
+  /** Output chunks kept per attempt; later ones are dropped (`CHUNK_MAX_PER_ATTEMPT`). @default 100000 */
+  chunkMaxPerAttempt?: number;
+  /** Bytes of output chunks kept per attempt (`CHUNK_MAX_BYTES_PER_ATTEMPT`). @default 16 MiB */
+  chunkMaxBytesPerAttempt?: number;
 }
 
 /** Reads the worker's settings from the environment. */
@@ -76,6 +88,15 @@ export function readWorkerSettings(env: Env): WorkerSettings {
     dbPoolSize: readInt(env, "WORKER_DB_POOL_SIZE", Math.min(50, concurrency * capabilities.length + 2), {
       min: 1,
       max: 500,
+    }),
+    chunkRetentionMs: readInt(env, "CHUNK_RETENTION_MS", DEFAULT_CHUNK_RETENTION_MS, { min: 1_000, max: 604_800_000 }),
+    chunkMaxPerAttempt: readInt(env, "CHUNK_MAX_PER_ATTEMPT", DEFAULT_CHUNK_MAX_PER_ATTEMPT, {
+      min: 0,
+      max: 10_000_000,
+    }),
+    chunkMaxBytesPerAttempt: readInt(env, "CHUNK_MAX_BYTES_PER_ATTEMPT", DEFAULT_CHUNK_MAX_BYTES_PER_ATTEMPT, {
+      min: 0,
+      max: 1024 * 1024 * 1024,
     }),
   };
 }

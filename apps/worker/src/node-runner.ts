@@ -1,10 +1,10 @@
 import type { RecordOutcome, ResultToRecord, StartedNode } from "@trellis/db";
 import { ErrorKind } from "@trellis/proto";
-import { RetryLaterError, queueGenOfJobId, type NodeJobData } from "@trellis/queue";
+import { type ChunkPublisher, RetryLaterError, queueGenOfJobId, type NodeJobData } from "@trellis/queue";
 import type { Logger } from "pino";
 import type { HeldLeases } from "./held-leases.js";
 import type { WorkerMetrics } from "./metrics.js";
-import { executeNode, type NodeServiceClient } from "./node-service-client.js";
+import { executeNode, type NodeServiceClient, type StreamingSupport } from "./node-service-client.js";
 
 /** What happened to one job; "recording" means a success whose result is being committed in the background. */
 export type JobOutcome = "dropped" | "passed" | "failed" | "stale" | "recording" | "throttled";
@@ -24,6 +24,10 @@ export interface NodeRunnerDeps {
   /** Whether a PASS may start a child for this worker now (not while it shuts down). @default never */
   startsLocally?: () => boolean;
   client: NodeServiceClient;
+  /** Whether the NodeService streams (ExecuteNodeStream), remembered per client; without it ExecuteNode is called. */
+  streaming?: StreamingSupport;
+  /** Where output chunks go (a Redis Stream per attempt), off the durable path; without it they are dropped. */
+  chunks?: ChunkPublisher;
   held: HeldLeases;
   logger: Logger;
   metrics?: WorkerMetrics;
@@ -76,7 +80,23 @@ async function runStartedNode(
   let deferred = false;
   try {
     const endTimer = metrics?.executionSeconds.startTimer({ capability });
-    const result = await executeNode(deps.client, started, controller.signal);
+    const chunks = deps.chunks?.open({ workflowId, nodeId, attempt: started.attempt });
+    let result: ResultToRecord["result"];
+    try {
+      result = await executeNode(deps.client, started, controller.signal, {
+        streaming: deps.streaming,
+        onChunk: chunks ? (chunk) => chunks.push(chunk) : undefined,
+      });
+    } finally {
+      // Written after the last chunk: watchers stop waiting for more of this attempt.
+      chunks?.end();
+    }
+    if (chunks && chunks.dropped > 0) {
+      log.warn(
+        { chunks: chunks.pushed, dropped: chunks.dropped },
+        "output chunks dropped (over a bound, or Redis away)",
+      );
+    }
     endTimer?.();
     const startLocal = result.kind === "success" && started.hasChildren && (deps.startsLocally?.() ?? false);
     const item: ResultToRecord = {

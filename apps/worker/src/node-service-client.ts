@@ -2,10 +2,48 @@ import * as grpc from "@grpc/grpc-js";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { durationToMs, valueProblem } from "@trellis/core";
 import type { NodeResult, StartedNode } from "@trellis/db";
-import { ErrorKind, ExecutionStatus, NodeService, createGrpcClient, type GrpcClient } from "@trellis/proto";
+import {
+  ErrorKind,
+  type ExecuteNodeRequestSchema,
+  type ExecuteNodeResponse,
+  ExecuteNodeResponseSchema,
+  type ExecuteNodeStreamResponse,
+  ExecutionStatus,
+  NodeService,
+  type OutputChunk,
+  createGrpcClient,
+  type GrpcClient,
+} from "@trellis/proto";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 
 /** A NodeService client: one channel per address. */
 export type NodeServiceClient = GrpcClient<typeof NodeService>;
+
+/**
+ * Which NodeServices answered ExecuteNodeStream with UNIMPLEMENTED (one client per address): those get ExecuteNode
+ * from then on, without trying the stream again.
+ */
+export class StreamingSupport {
+  private readonly unimplemented = new WeakSet<NodeServiceClient>();
+
+  /** Whether ExecuteNodeStream is worth calling on this client. */
+  streams(client: NodeServiceClient): boolean {
+    return !this.unimplemented.has(client);
+  }
+
+  /** Remembers that this client's NodeService has no ExecuteNodeStream. */
+  markUnimplemented(client: NodeServiceClient): void {
+    this.unimplemented.add(client);
+  }
+}
+
+/** How a node is executed: ExecuteNodeStream with its chunks, or ExecuteNode. */
+export interface ExecuteOptions {
+  /** What is known of the NodeService's ExecuteNodeStream; without it ExecuteNode is called. */
+  streaming?: StreamingSupport | undefined;
+  /** Each output chunk, as it arrives (must not throw or wait). */
+  onChunk?: ((chunk: OutputChunk) => void) | undefined;
+}
 
 /**
  * Opens the channel to the agent runtime; the receive limit is set deliberately (grpc-js defaults to 4 MiB), and so
@@ -33,15 +71,17 @@ export function storableMessage(message: string): string {
 }
 
 /**
- * Calls ExecuteNode for a started node with the node's timeout as deadline and maps every outcome to a
- * NodeResult: a failed call (any status but OK) is an INFRA_ERROR, an unspecified status a TASK_ERROR.
+ * Calls ExecuteNodeStream (chunks to `onChunk`), or ExecuteNode when the NodeService has no stream (UNIMPLEMENTED,
+ * remembered), for a started node with the node's timeout as deadline and maps every outcome to a NodeResult: a
+ * failed call (any status but OK) is an INFRA_ERROR, an unspecified status a TASK_ERROR.
  */
 export async function executeNode(
   client: NodeServiceClient,
   started: StartedNode,
   signal: AbortSignal,
+  options: ExecuteOptions = {},
 ): Promise<NodeResult> {
-  const result = await callNodeService(client, started, signal);
+  const result = await callNodeService(client, started, signal, options);
   if (result.kind !== "success") return { ...result, message: storableMessage(result.message) };
   // An output PostgreSQL cannot store would fail the result's transaction again at every attempt: it is the
   // NodeService's error, so the node fails with TASK_ERROR saying why.
@@ -61,25 +101,38 @@ async function callNodeService(
   client: NodeServiceClient,
   started: StartedNode,
   signal: AbortSignal,
+  options: ExecuteOptions,
 ): Promise<NodeResult> {
   const deadline = Date.now() + started.timeoutMs;
   const workflowId = started.node.workflowId;
+  const request: MessageInitShape<typeof ExecuteNodeRequestSchema> = {
+    node: started.node,
+    context: {
+      workflowId,
+      workflowName: started.workflowName,
+      workflowInput: started.workflowInput,
+      parentOutputs: started.parentOutputs,
+      attempt: started.attempt,
+      idempotencyKey: `${workflowId}/${started.node.id}`,
+      deadline: timestampFromMs(deadline),
+    },
+  };
+  const { streaming } = options;
+  let method = "ExecuteNode";
   try {
-    const response = await client.executeNode(
-      {
-        node: started.node,
-        context: {
-          workflowId,
-          workflowName: started.workflowName,
-          workflowInput: started.workflowInput,
-          parentOutputs: started.parentOutputs,
-          attempt: started.attempt,
-          idempotencyKey: `${workflowId}/${started.node.id}`,
-          deadline: timestampFromMs(deadline),
-        },
-      },
-      { deadline, signal },
-    );
+    let response: ExecuteNodeResponse | undefined;
+    if (streaming?.streams(client)) {
+      method = "ExecuteNodeStream";
+      try {
+        response = await executeNodeStream(client, request, deadline, signal, options.onChunk);
+      } catch (error) {
+        if ((error as Partial<grpc.ServiceError>).code !== grpc.status.UNIMPLEMENTED) throw error;
+        // The same deadline: the time spent asking counts against the node's timeout.
+        streaming.markUnimplemented(client);
+        method = "ExecuteNode";
+      }
+    }
+    response ??= await client.executeNode(request, { deadline, signal });
     const usage = usageOf(response.usage);
     switch (response.status) {
       case ExecutionStatus.SUCCESS:
@@ -128,9 +181,44 @@ async function callNodeService(
     return {
       kind: "error",
       errorKind: ErrorKind.INFRA_ERROR,
-      message: `ExecuteNode failed: ${code}: ${e.details ?? e.message ?? String(error)}`,
+      message: `${method} failed: ${code}: ${e.details ?? e.message ?? String(error)}`,
     };
   }
+}
+
+/**
+ * One ExecuteNodeStream call: each chunk goes to `onChunk` as it arrives, the result ends it. Chunks after the result
+ * are ignored; a stream that ends (OK) without a result is a TASK_ERROR answer.
+ */
+function executeNodeStream(
+  client: NodeServiceClient,
+  request: MessageInitShape<typeof ExecuteNodeRequestSchema>,
+  deadline: number,
+  signal: AbortSignal,
+  onChunk: ((chunk: OutputChunk) => void) | undefined,
+): Promise<ExecuteNodeResponse> {
+  return new Promise((resolve, reject) => {
+    const call = client.executeNodeStream(request, { deadline, signal });
+    let result: ExecuteNodeResponse | undefined;
+    call.on("data", (message: ExecuteNodeStreamResponse) => {
+      if (result !== undefined) return;
+      if (message.message.case === "chunk") onChunk?.(message.message.value);
+      else if (message.message.case === "result") {
+        result = message.message.value;
+        resolve(result);
+      }
+    });
+    call.on("error", (error) => reject(error));
+    call.on("end", () => {
+      if (result !== undefined) return;
+      resolve(
+        create(ExecuteNodeResponseSchema, {
+          status: ExecutionStatus.TASK_ERROR,
+          errorMessage: "ExecuteNodeStream ended without a result",
+        }),
+      );
+    });
+  });
 }
 
 /** How long a THROTTLED answer without retry_after pauses the node's keys. */

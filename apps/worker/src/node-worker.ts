@@ -8,14 +8,20 @@ import {
   type StartRequest,
   type StateManager,
 } from "@trellis/db";
-import { NODE_BACKOFF_TYPE, NodeQueues, nodeBackoffStrategy, type NodeJobData } from "@trellis/queue";
+import {
+  type ChunkPublisher,
+  NODE_BACKOFF_TYPE,
+  NodeQueues,
+  nodeBackoffStrategy,
+  type NodeJobData,
+} from "@trellis/queue";
 import type { Logger } from "pino";
 import { Batcher } from "./batcher.js";
 import { HeldLeases } from "./held-leases.js";
 import type { WorkerMetrics } from "./metrics.js";
 import { type NodeRunnerDeps, runNodeJob } from "./node-runner.js";
 import { recordWithRetry } from "./record-retry.js";
-import type { NodeServiceClient } from "./node-service-client.js";
+import { type NodeServiceClient, StreamingSupport } from "./node-service-client.js";
 
 /** Every this many heartbeats the worker looks for running nodes of its session it no longer holds. */
 const SWEEP_EVERY_BEATS = 10;
@@ -38,6 +44,8 @@ export interface NodeWorkerOptions {
   /** For LISTEN on cancellations; without it cancellations are seen at the next heartbeat's lease check. */
   databaseUrl?: string;
   metrics?: WorkerMetrics;
+  /** Where running nodes' output chunks are published; without it they are dropped. */
+  chunks?: ChunkPublisher;
 }
 
 /**
@@ -109,6 +117,9 @@ export class NodeWorker {
       startsLocally: () => !this.closing,
       defer: (recording: Promise<void>) => this.defer(recording),
       client: o.client,
+      // Per worker, so per NodeService address: an UNIMPLEMENTED ExecuteNodeStream is asked once.
+      streaming: new StreamingSupport(),
+      chunks: o.chunks,
       held: this.held,
       logger: o.logger,
       metrics: o.metrics,
@@ -241,6 +252,7 @@ export class NodeWorker {
     if (this.heartbeat) clearInterval(this.heartbeat);
     await this.beating;
     await Promise.all(this.enqueues);
+    await this.options.chunks?.flush();
     await this.listener?.close();
     await this.queues.close();
     await this.options.stateManager.removeWorker(this.options.workerId, this.session).catch(() => undefined);
