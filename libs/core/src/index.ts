@@ -11,6 +11,7 @@ export * from "./names.js";
 export * from "./node-readiness.js";
 export * from "./node-spec.js";
 export * from "./retry.js";
+export * from "./schedules.js";
 export * from "./state-machine.js";
 export * from "./text.js";
 export * from "./storable.js";

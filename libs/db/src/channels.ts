@@ -6,4 +6,6 @@ export const CHANNELS = {
   events: "trellis_events",
   /** Running nodes were cancelled: workers abort their calls. Payload: JSON {workflowId, nodeIds}. */
   cancel: "trellis_cancel",
+  /** A schedule was created, changed or deleted: schedulers plan their next tick again. Payload: schedule id. */
+  schedules: "trellis_schedules",
 } as const;

@@ -1,9 +1,10 @@
 import type { FieldMask } from "@bufbuild/protobuf/wkt";
 import { DEFAULT_LIMITS, type LimitSpec, type WorkflowLimits } from "@trellis/core";
-import type { Node, NodeAttempt, NodeEdit, Workflow, WorkflowEvent, WorkflowStatus } from "@trellis/proto";
+import type { Node, NodeAttempt, NodeEdit, Schedule, Workflow, WorkflowEvent, WorkflowStatus } from "@trellis/proto";
 import { ForkStore } from "./fork.js";
 import { LimitStore } from "./limit-store.js";
 import type { Database } from "./pool.js";
+import { ScheduleStore } from "./schedule-store.js";
 import { SchedulerStore } from "./scheduler-store.js";
 import type {
   ActionEffects,
@@ -20,9 +21,11 @@ import type {
   RecordOutcome,
   RecordedResults,
   ResultToRecord,
+  ScheduleTicks,
   StartRequest,
   StartedNode,
   StateManager,
+  UpdateScheduleInput,
   UpdateWorkflowInput,
   WorkflowPage,
 } from "./state-manager.js";
@@ -49,6 +52,7 @@ export class PgStateManager implements StateManager {
   private readonly workflows: WorkflowStore;
   private readonly limitStore: LimitStore;
   private readonly forks: ForkStore;
+  private readonly schedules: ScheduleStore;
   private readonly scheduler: SchedulerStore;
   private readonly worker: WorkerStore;
 
@@ -58,6 +62,11 @@ export class PgStateManager implements StateManager {
     this.workflows = new WorkflowStore(this.transactions, limits);
     this.limitStore = new LimitStore(this.transactions);
     this.forks = new ForkStore(this.transactions, limits, (id) => this.workflows.getWorkflow(id));
+    this.schedules = new ScheduleStore(
+      this.transactions,
+      (ctx, input) => this.workflows.createWorkflow(input, ctx),
+      limits,
+    );
     this.scheduler = new SchedulerStore(this.transactions);
     this.worker = new WorkerStore(this.transactions, limits);
   }
@@ -135,6 +144,26 @@ export class PgStateManager implements StateManager {
 
   deleteLimit(key: string): Promise<boolean> {
     return this.limitStore.deleteLimit(key);
+  }
+
+  createSchedule(schedule: Schedule): Promise<Schedule> {
+    return this.schedules.createSchedule(schedule);
+  }
+
+  listSchedules(): Promise<Schedule[]> {
+    return this.schedules.listSchedules();
+  }
+
+  updateSchedule(id: string, update: UpdateScheduleInput): Promise<Schedule> {
+    return this.schedules.updateSchedule(id, update);
+  }
+
+  deleteSchedule(id: string): Promise<boolean> {
+    return this.schedules.deleteSchedule(id);
+  }
+
+  runDueSchedules(limit: number): Promise<ScheduleTicks> {
+    return this.schedules.runDueSchedules(limit);
   }
 
   // ------------------------------------------------------ the scheduler's and the worker's

@@ -2,10 +2,12 @@ import type { JsonObject } from "@bufbuild/protobuf";
 import type { FieldMask, Value } from "@bufbuild/protobuf/wkt";
 import type { EffectiveRetryPolicy, LimitSpec } from "@trellis/core";
 import type {
+  CreateWorkflowRequest,
   ErrorKind,
   Node,
   NodeAttempt,
   NodeEdit,
+  Schedule,
   Workflow,
   WorkflowAction,
   WorkflowEvent,
@@ -91,6 +93,37 @@ export interface LimitState extends LimitSpec {
   available: number | null;
   /** THROTTLED answers that paused this key so far. */
   throttledTotal: number;
+}
+
+/** What UpdateSchedule changes: the fields given; the others are kept. */
+export interface UpdateScheduleInput {
+  cron?: string | undefined;
+  /** IANA name; `""` means UTC. */
+  timezone?: string | undefined;
+  workflow?: CreateWorkflowRequest | undefined;
+  paused?: boolean | undefined;
+}
+
+/** One tick a scheduler ran. */
+export interface ScheduleTick {
+  scheduleId: string;
+  /** The tick: the schedule's `next_run_at` when it was taken (its request id is `schedule/<id>/<tick ISO>`). */
+  tick: Date;
+  /** The workflow of the tick; null when CreateWorkflow refused it (`refused`). */
+  workflowId: string | null;
+  /** False when the tick's request id had created its workflow already. */
+  created: boolean;
+  /** The schedule's next tick now. */
+  nextRunAt: Date;
+  /** Why CreateWorkflow refused the tick's workflow, if it did. */
+  refused?: string;
+}
+
+/** What runDueSchedules did, and when to look again. */
+export interface ScheduleTicks {
+  ticks: ScheduleTick[];
+  /** Milliseconds until the earliest not-paused schedule is due, by PostgreSQL's clock (<= 0: due); null: none. */
+  nextDueInMs: number | null;
 }
 
 /** A node put on its capability's queue: what the scheduler hands to BullMQ. */
@@ -301,4 +334,17 @@ export interface StateManager {
   listLimits(): Promise<LimitState[]>;
   /** Removes a key's limit and gives the nodes it held back to the scheduler; false when the key had none. */
   deleteLimit(key: string): Promise<boolean>;
+  /** Stores a new schedule (validated, its workflow as CreateWorkflow would take it); ALREADY_EXISTS for a known id. */
+  createSchedule(schedule: Schedule): Promise<Schedule>;
+  /** Every schedule, by id. */
+  listSchedules(): Promise<Schedule[]>;
+  /** Changes a schedule (NOT_FOUND for an unknown id); a new cron or time zone, or a resume, plans from now. */
+  updateSchedule(id: string, update: UpdateScheduleInput): Promise<Schedule>;
+  /** Removes a schedule; false when there was none. */
+  deleteSchedule(id: string): Promise<boolean>;
+  /**
+   * The scheduler's: creates the workflow of up to `limit` due schedules (FOR UPDATE SKIP LOCKED, one workflow per
+   * tick) and moves each to its next tick after now, in one transaction.
+   */
+  runDueSchedules(limit: number): Promise<ScheduleTicks>;
 }

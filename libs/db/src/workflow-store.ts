@@ -183,7 +183,11 @@ export class WorkflowStore {
 
   // ---------------------------------------------------------------- workflows
 
-  async createWorkflow(input: CreateWorkflowInput): Promise<CreateWorkflowResult> {
+  /**
+   * Validates and creates a workflow; `within`: inside the caller's transaction (a schedule's tick), whose commit
+   * then sends the notifications. Idempotent on requestId either way.
+   */
+  async createWorkflow(input: CreateWorkflowInput, within?: TxContext): Promise<CreateWorkflowResult> {
     // Characters are code points, as for node names (an emoji is one): validateName, not String.length.
     validateName(input.name, "name");
     if (input.requestId !== undefined && input.requestId.length > 256) {
@@ -201,13 +205,13 @@ export class WorkflowStore {
 
     const requestId = input.requestId ? input.requestId : null;
     if (requestId) {
-      const existing = await this.findByRequestId(requestId);
+      const existing = await this.findByRequestId(requestId, within?.tx);
       if (existing) return { workflow: existing, created: false };
     }
     const workflowId = crypto.randomUUID();
     let created: Workflow | undefined;
     try {
-      await this.write(async (ctx) => {
+      const insert = async (ctx: TxContext) => {
         const { tx } = ctx;
         const [row] = await tx
           .insert(workflows)
@@ -227,9 +231,11 @@ export class WorkflowStore {
         changes.markReady();
         await changes.flush(this.transactions, ctx);
         created = createdWorkflow(row!, inserted);
-      });
+      };
+      await (within ? insert(within) : this.write(insert));
     } catch (error) {
-      if (requestId && isUniqueViolation(error, "workflows_request_id_key")) {
+      // Inside a caller's transaction a unique violation has aborted it: the caller runs it again.
+      if (requestId && !within && isUniqueViolation(error, "workflows_request_id_key")) {
         const existing = await this.findByRequestId(requestId);
         if (existing) return { workflow: existing, created: false };
       }
@@ -239,8 +245,11 @@ export class WorkflowStore {
     return { workflow: created!, created: true };
   }
 
-  private async findByRequestId(requestId: string): Promise<Workflow | null> {
-    const [row] = await this.db.select({ id: workflows.id }).from(workflows).where(eq(workflows.requestId, requestId));
+  private async findByRequestId(requestId: string, tx?: Tx): Promise<Workflow | null> {
+    const [row] = await (tx ?? this.db)
+      .select({ id: workflows.id })
+      .from(workflows)
+      .where(eq(workflows.requestId, requestId));
     return row ? this.getWorkflow(row.id) : null;
   }
 
