@@ -15,3 +15,4 @@ export * from "./schedules.js";
 export * from "./state-machine.js";
 export * from "./text.js";
 export * from "./storable.js";
+export * from "./waits.js";

@@ -11,6 +11,7 @@ import { DEFAULT_LIMITS, type WorkflowLimits } from "./limits.js";
 import { validateName } from "./names.js";
 import { MAX_NODE_TIMEOUT_MS, MAX_RETRY_ATTEMPTS, MAX_RETRY_BACKOFF_MS } from "./retry.js";
 import { quoteForMessage } from "./text.js";
+import { copyWait, validateNotBefore, validateWait } from "./waits.js";
 
 /**
  * Throws InvalidArgumentError unless `parentIds` are at most `maxParents` ids, none repeated and none
@@ -88,7 +89,10 @@ export function validateNodeFlowControl(node: Pick<Node, "priority" | "limitKeys
 export function validateNodeSpec(node: Node, field: string, limits: WorkflowLimits = DEFAULT_LIMITS): void {
   assertNodeId(node.id, `${field}.id`);
   validateName(node.name, `${field}.name`);
-  assertCapability(node.capability, `${field}.capability`);
+  // A node that waits for a signal needs no capability (no NodeService runs it).
+  if (!(node.wait !== undefined && node.capability === "")) assertCapability(node.capability, `${field}.capability`);
+  validateWait(node.wait, `${field}.wait`);
+  validateNotBefore(node.notBefore, `${field}.not_before`);
   validateParentIds(node.parentIds, node.id, `${field}.parent_ids`, limits);
   validateInput(node.input, `${field}.input`, limits);
   validateRetryPolicy(node.retryPolicy, `${field}.retry_policy`);
@@ -133,5 +137,7 @@ export function normalizeNewNode(node: Node): Node {
     labels: { ...node.labels },
     priority: node.priority,
     limitKeys: [...node.limitKeys],
+    wait: node.wait === undefined ? undefined : copyWait(node.wait),
+    notBefore: node.notBefore === undefined ? undefined : { ...node.notBefore },
   });
 }

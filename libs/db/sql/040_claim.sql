@@ -13,6 +13,10 @@
 -- (trellis_lock_limits, also taken by SetLimit and DeleteLimit): the count of a key's holders cannot change under a
 -- claim, which is what makes a cap exact across schedulers. Lock order as every writer: workflows, then limits.
 --
+-- Waits (docs/waiting-and-streaming.md): a ready node with a `wait`, or a `not_before` still ahead, becomes WAITING
+-- instead (no worker, no limit slot), `wake_at` set to its wait's timeout or its start time (trellis_wake_nodes
+-- looks at it then); one with a signal already kept comes back as a 'signaled' row for the scheduler to complete.
+--
 -- Commits without waiting for the WAL flush: a lost claim is harmless (the nodes are PENDING again and claimed anew;
 -- a job added for them finds them so and is dropped). Returns a 'queued' row per claimed node {workflow_id, id,
 -- capability, queue_gen, retry_policy, priority}, then what trellis_write_events returns (it NOTIFYs).
@@ -91,6 +95,7 @@ DECLARE
   v_claimed jsonb;
   v_events jsonb;
   v_statuses jsonb;
+  v_waiting jsonb := '[]'::jsonb;
 BEGIN
   PERFORM set_config('synchronous_commit', 'off', true);
   v_limited := EXISTS (SELECT 1 FROM limits);
@@ -114,11 +119,14 @@ BEGIN
     -- Each limit now: room for more holders (null: no cap), tokens in its bucket, throttled until.
     SELECT coalesce(jsonb_object_agg(l.key, jsonb_build_object(
              'room', CASE WHEN l.configured AND l.max_concurrency > 0
-                          THEN l.max_concurrency - (SELECT count(*) FROM nodes h
-                                                     WHERE h.status IN ('QUEUED', 'RUNNING')
-                                                       AND CASE WHEN l.key LIKE 'capability:%'
-                                                                THEN h.capability = substr(l.key, 12)
-                                                                ELSE h.limit_keys @> ARRAY[l.key] END)
+                          THEN l.max_concurrency
+                               - CASE WHEN l.key LIKE 'capability:%'
+                                      THEN (SELECT count(*) FROM nodes h
+                                             WHERE h.capability = substr(l.key, 12)
+                                               AND h.status IN ('QUEUED', 'RUNNING'))
+                                      ELSE (SELECT count(*) FROM nodes h
+                                             WHERE h.limit_keys @> ARRAY[l.key] AND h.limit_keys <> '{}'
+                                               AND h.status IN ('QUEUED', 'RUNNING')) END
                      END,
              'tokens', CASE WHEN l.configured THEN trellis_limit_tokens(l) END,
              'unit', l.unit, 'rate', l.rate, 'period_ms', l.period_ms,
@@ -126,25 +134,35 @@ BEGIN
              '{}'::jsonb)
       INTO v_keys
       FROM limits l;
-    -- Held nodes worth weighing: for each key with room, its first waiting nodes by priority, round robin.
+    -- Held nodes worth weighing: for each key with room, a window of its waiting nodes by priority (read from an
+    -- index, never the whole backlog: a key may hold back tens of thousands), of which the first few by priority,
+    -- round robin across workflows.
     SELECT coalesce(jsonb_agg(DISTINCT jsonb_build_object('workflow_id', c.workflow_id, 'id', c.id)), '[]'::jsonb)
       INTO v_pool
       FROM jsonb_each(v_keys) AS k(key, s)
       CROSS JOIN LATERAL (
+        SELECT greatest(0, least(p_limit, coalesce((k.s ->> 'room')::int, p_limit),
+                                 CASE WHEN (k.s ->> 'tokens') IS NULL THEN p_limit
+                                      WHEN k.s ->> 'unit' = '' THEN floor((k.s ->> 'tokens')::float8)::int
+                                      WHEN (k.s ->> 'tokens')::float8 > 0 THEN p_limit ELSE 0 END,
+                                 CASE WHEN k.s ->> 'throttled_until' IS NULL THEN p_limit ELSE 0 END)) AS take
+      ) t
+      CROSS JOIN LATERAL (
         SELECT r.workflow_id, r.id
-          FROM (SELECT n.workflow_id, n.id, n.priority,
-                       row_number() OVER (PARTITION BY n.workflow_id, n.priority ORDER BY n.id) AS rn
-                  FROM nodes n JOIN workflows w ON w.id = n.workflow_id
-                 WHERE n.held_by IS NOT NULL AND n.status = 'PENDING' AND n.pending_parents = 0
-                   AND w.status IN ('PENDING', 'RUNNING')
-                   AND CASE WHEN k.key LIKE 'capability:%' THEN n.capability = substr(k.key, 12)
-                            ELSE n.limit_keys @> ARRAY[k.key] END) r
+          FROM (SELECT x.workflow_id, x.id, x.priority,
+                       row_number() OVER (PARTITION BY x.workflow_id, x.priority ORDER BY x.id) AS rn
+                  FROM ((SELECT n.workflow_id, n.id, n.priority FROM nodes n
+                         WHERE t.take > 0 AND k.key LIKE 'capability:%' AND n.capability = substr(k.key, 12)
+                           AND n.held_by IS NOT NULL AND n.status = 'PENDING'
+                         ORDER BY n.capability, n.priority DESC NULLS LAST LIMIT 4 * t.take + 32)
+                        UNION ALL
+                        (SELECT n.workflow_id, n.id, n.priority FROM nodes n
+                         WHERE t.take > 0 AND k.key NOT LIKE 'capability:%' AND n.limit_keys @> ARRAY[k.key]
+                           AND n.held_by IS NOT NULL AND n.status = 'PENDING'
+                         ORDER BY n.priority DESC LIMIT 4 * t.take + 32)) x
+                  JOIN workflows w ON w.id = x.workflow_id AND w.status IN ('PENDING', 'RUNNING')) r
          ORDER BY r.priority DESC, r.rn, r.workflow_id
-         LIMIT greatest(0, least(p_limit, coalesce((k.s ->> 'room')::int, p_limit),
-                     CASE WHEN (k.s ->> 'tokens') IS NULL THEN p_limit
-                          WHEN k.s ->> 'unit' = '' THEN floor((k.s ->> 'tokens')::float8)::int
-                          WHEN (k.s ->> 'tokens')::float8 > 0 THEN p_limit ELSE 0 END,
-                     CASE WHEN k.s ->> 'throttled_until' IS NULL THEN p_limit ELSE 0 END))
+         LIMIT t.take
       ) c;
   END IF;
   v_ids := ARRAY(SELECT DISTINCT (e ->> 'workflow_id')::uuid FROM jsonb_array_elements(v_fresh || v_pool) AS e);
@@ -152,6 +170,23 @@ BEGIN
     RETURN;
   END IF;
   PERFORM 1 FROM workflows WHERE id = ANY (v_ids) ORDER BY id FOR UPDATE;
+  -- Ready nodes that wait, for a signal or for their start time: WAITING, not queued.
+  WITH waiting AS (
+    UPDATE nodes n
+       SET status = 'WAITING', held_by = NULL, updated_at = now(),
+           wake_at = CASE WHEN n.wait IS NULL THEN n.not_before
+                          WHEN trellis_duration_ms(n.wait ->> 'timeout') > 0
+                          THEN clock_timestamp() + make_interval(secs => trellis_duration_ms(n.wait ->> 'timeout') / 1000)
+                     END
+      FROM jsonb_to_recordset(v_fresh) AS f(workflow_id uuid, id text)
+     WHERE n.workflow_id = f.workflow_id AND n.id = f.id AND n.status = 'PENDING' AND n.pending_parents = 0
+       AND n.held_by IS NULL AND (n.wait IS NOT NULL OR n.not_before > now())
+       AND n.workflow_id IN (SELECT wf.id FROM workflows wf
+                              WHERE wf.id = ANY (v_ids) AND wf.status IN ('PENDING', 'RUNNING'))
+    RETURNING n.workflow_id, n.id, n.wait IS NOT NULL AS for_signal, n.signal IS NOT NULL AS signaled, n.wake_at,
+              n.capability
+  )
+  SELECT coalesce(jsonb_agg(to_jsonb(w)), '[]'::jsonb) INTO v_waiting FROM waiting w;
   IF v_limited THEN
     -- Rows are stable from here (the advisory lock and the workflows are held): lock them for the token debits.
     PERFORM 1 FROM limits ORDER BY key FOR UPDATE;
@@ -264,6 +299,14 @@ BEGIN
            jsonb_build_object('from', 'PENDING', 'capability', c.capability)
       FROM claimed c
     UNION ALL
+    SELECT w.workflow_id, 1, w.id, 'node.status_changed', w.id, wf.status, 'WAITING'::node_status,
+           jsonb_strip_nulls(jsonb_build_object(
+             'from', 'PENDING',
+             'reason', CASE WHEN w.for_signal THEN 'waiting for a signal' ELSE 'waiting for its start time' END,
+             'until', w.wake_at))
+      FROM jsonb_to_recordset(v_waiting) AS w(workflow_id uuid, id text, for_signal boolean, wake_at timestamptz)
+      JOIN workflows wf ON wf.id = w.workflow_id
+    UNION ALL
     SELECT h.workflow_id, 2, h.id, 'node.held', h.id, w.status, 'PENDING'::node_status,
            jsonb_strip_nulls(jsonb_build_object('key', h.key, 'reason', h.reason, 'until', h.until))
       FROM jsonb_to_recordset(v_held) AS h(workflow_id uuid, id text, key text, reason text, until timestamptz)
@@ -275,6 +318,8 @@ BEGIN
          coalesce((SELECT jsonb_object_agg(f.id, 'RUNNING') FROM flipped f), '{}'::jsonb)
     INTO v_claimed, v_events, v_statuses;
   RETURN QUERY SELECT 'queued', e FROM jsonb_array_elements(v_claimed) AS e;
+  RETURN QUERY SELECT 'signaled', jsonb_build_object('workflow_id', e -> 'workflow_id', 'id', e -> 'id')
+                 FROM jsonb_array_elements(v_waiting) AS e WHERE (e ->> 'signaled')::boolean;
   RETURN QUERY SELECT x.kind, x.body FROM trellis_write_events(v_events, v_statuses, true) AS x;
 END;
 $$;

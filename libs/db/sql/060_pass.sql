@@ -1,12 +1,14 @@
 -- RUNNING -> PASS: the one implementation of a node's success, for a batch of results (with or without edits: a
 -- result's edits are applied first, in the same transaction, by the caller). Under their leases, with everything
--- that follows in the same transaction:
+-- that follows in the same transaction. A null lease completes a WAITING node with `wait` instead (WAITING -> PASS:
+-- a signal, or its timeout with its timeout_output; its attempt counts one):
 -- - what the attempts spent, first (p_usages, trellis_record_usage: the workflow's usage, usage-counted rate limits,
 --   and a budget reached pauses the workflow before anything is dispatched);
 -- - the attempts' endings (node_attempts);
 -- - each child's pending_parents decremented; when p_dispatch and its workflow is PENDING or RUNNING, a child that
 --   became ready is QUEUED at once (eager dispatch: the caller enqueues its job after commit), unless one of its
---   keys has a limit (flow control is the scheduler's claim: it is left PENDING and the scheduler woken);
+--   keys has a limit (flow control is the scheduler's claim: it is left PENDING and the scheduler woken), or it
+--   waits (a `wait`, or a `not_before` still ahead: the claim makes it WAITING);
 -- - eager local start: for each result whose p_start_local entry is true, one of the children it made ready (the
 --   first by id) of the passed node's own capability, when p_capabilities has it, is started at once for the worker
 --   of p_worker_session (trellis_start_locked): that worker runs it next in the same slot, without a queue round trip
@@ -43,10 +45,14 @@ BEGIN
   WITH passed AS (
     UPDATE nodes n
        SET status = 'PASS', output = r.output, error_kind = NULL, error_message = NULL, lease = NULL,
-           worker_session = NULL, lease_expires_at = NULL, finished_at = now(), updated_at = now()
+           worker_session = NULL, lease_expires_at = NULL, wake_at = NULL, attempt = n.attempt + (r.lease IS NULL)::int,
+           finished_at = now(), updated_at = now()
       FROM unnest(p_workflow_ids, p_node_ids, p_leases, p_outputs) WITH ORDINALITY AS r(workflow_id, id, lease, output, ord)
-     WHERE n.workflow_id = r.workflow_id AND n.id = r.id AND n.lease = r.lease AND n.status = 'RUNNING'
+     WHERE n.workflow_id = r.workflow_id AND n.id = r.id
+       AND ((r.lease IS NOT NULL AND n.lease = r.lease AND n.status = 'RUNNING')
+            OR (r.lease IS NULL AND n.status = 'WAITING' AND n.wait IS NOT NULL))
     RETURNING n.workflow_id, n.id, n.attempt, n.capability, n.limit_keys, n.started_at,
+              CASE WHEN r.lease IS NULL THEN 'WAITING' ELSE 'RUNNING' END AS from_status,
               (SELECT wk.id FROM workers wk WHERE wk.session = p_worker_session) AS worker_id, r.ord
   ),
   ended AS (
@@ -71,10 +77,13 @@ BEGIN
     UPDATE nodes c
        SET pending_parents = c.pending_parents - d.n,
            status = CASE WHEN d.now_ok AND c.status = 'PENDING' AND c.pending_parents = d.n
+                          AND c.wait IS NULL AND coalesce(c.not_before <= now(), true)
                          THEN 'QUEUED'::node_status ELSE c.status END,
            queue_gen = CASE WHEN d.now_ok AND c.status = 'PENDING' AND c.pending_parents = d.n
+                          AND c.wait IS NULL AND coalesce(c.not_before <= now(), true)
                             THEN c.queue_gen + 1 ELSE c.queue_gen END,
            queued_at = CASE WHEN d.now_ok AND c.status = 'PENDING' AND c.pending_parents = d.n
+                          AND c.wait IS NULL AND coalesce(c.not_before <= now(), true)
                             THEN now() ELSE c.queued_at END,
            updated_at = now()
       FROM decided d
@@ -120,7 +129,7 @@ BEGIN
          coalesce((SELECT jsonb_agg(jsonb_build_object(
                             'workflow_id', p.workflow_id, 'type', 'node.status_changed', 'node_id', p.id,
                             'workflow_status', w.status, 'node_status', 'PASS',
-                            'data', jsonb_build_object('from', 'RUNNING', 'attempt', p.attempt,
+                            'data', jsonb_build_object('from', p.from_status, 'attempt', p.attempt,
                                                        'capability', p.capability)) ORDER BY p.ord)
                      FROM passed p JOIN workflows w ON w.id = p.workflow_id), '[]'::jsonb)
          || coalesce((SELECT jsonb_agg(jsonb_build_object(

@@ -13,6 +13,8 @@
 --   (limit_keys and "capability:<capability>") paused until then in `limits` (a row of its own for a key without a
 --   limit), so the scheduler holds the key's other ready nodes and workers hold back its queued ones.
 -- What the attempts spent (p_usages) is recorded first (trellis_record_usage).
+-- A null lease fails a WAITING node with `wait` instead (WAITING -> FAIL: a rejecting signal, or its timeout with
+-- fail_on_timeout; p_retry_delays[i] must be null; its attempt counts one).
 -- Locks the workflows in id order (a no-op inside a caller's transaction that holds them). Returns 'retry' {node
 -- row fields: workflow_id, id, attempt, capability, queue_gen, retry_policy, delay_ms, new_job} per node retried, 'fail'
 -- {workflow_id, id} per node failed, then the rows of trellis_write_events. Commits synchronously.
@@ -41,6 +43,7 @@ BEGIN
            error_kind = CASE WHEN r.error_kind = 'THROTTLED' THEN n.error_kind ELSE r.error_kind::error_kind END,
            error_message = CASE WHEN r.error_kind = 'THROTTLED' THEN n.error_message ELSE r.message END,
            attempt_base = n.attempt_base + (r.error_kind = 'THROTTLED')::int,
+           attempt = n.attempt + (r.lease IS NULL)::int, wake_at = NULL,
            lease = NULL, worker_session = NULL, lease_expires_at = NULL,
            queue_gen = n.queue_gen + (r.delay_ms IS NOT NULL
                                       AND (coalesce(r.new_job, false) OR r.error_kind = 'THROTTLED'))::int,
@@ -50,14 +53,17 @@ BEGIN
       FROM unnest(p_workflow_ids, p_node_ids, p_leases, p_error_kinds, p_messages, p_retry_delays, p_new_jobs)
            WITH ORDINALITY AS r(workflow_id, id, lease, error_kind, message, delay_ms, new_job, ord),
            nodes o
-     WHERE n.workflow_id = r.workflow_id AND n.id = r.id AND n.lease = r.lease AND n.status = 'RUNNING'
+     WHERE n.workflow_id = r.workflow_id AND n.id = r.id
+       AND ((r.lease IS NOT NULL AND n.lease = r.lease AND n.status = 'RUNNING')
+            OR (r.lease IS NULL AND r.delay_ms IS NULL AND n.status = 'WAITING' AND n.wait IS NOT NULL))
        AND o.workflow_id = n.workflow_id AND o.id = n.id
     RETURNING n.workflow_id, n.id, n.attempt, n.capability, n.queue_gen, n.retry_policy, n.status, n.priority,
               n.limit_keys, o.started_at, (SELECT wk.id FROM workers wk WHERE wk.session = o.worker_session) AS worker_id,
               CASE WHEN r.error_kind = 'THROTTLED' THEN NULL ELSE n.error_kind END AS error_kind,
               CASE WHEN r.error_kind = 'THROTTLED' THEN NULL ELSE n.error_message END AS error_message,
               r.error_kind = 'THROTTLED' AS throttled, r.message AS throttle_message,
-              r.delay_ms, coalesce(r.new_job, false) OR r.error_kind = 'THROTTLED' AS new_job, r.ord
+              r.delay_ms, coalesce(r.new_job, false) OR r.error_kind = 'THROTTLED' AS new_job, o.status AS from_status,
+              r.ord
   ),
   attempts AS (
     INSERT INTO node_attempts (workflow_id, node_id, attempt, outcome, started_at, worker_id, error_kind,
@@ -128,7 +134,7 @@ BEGIN
                                                                 || to_jsonb('capability:' || (e ->> 'capability')),
                                                         'message', e -> 'throttle_message')
                                 WHEN e ->> 'status' = 'FAIL'
-                                THEN jsonb_build_object('from', 'RUNNING', 'attempt', e -> 'attempt',
+                                THEN jsonb_build_object('from', e -> 'from_status', 'attempt', e -> 'attempt',
                                                         'capability', e -> 'capability',
                                                         'error', jsonb_build_object('kind', e -> 'error_kind',
                                                                                     'message', e -> 'error_message'))

@@ -6,12 +6,14 @@ import {
   type EditPlan,
   type GraphNode,
 } from "@trellis/core";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { NodeStatus, type Node } from "@trellis/proto";
 import {
   durationToMs,
   nodeStatusFromName,
   nodeStatusToName,
   retryPolicyToJson,
+  waitToJson,
   type NodeStatusName,
 } from "./mapping.js";
 import { nodeEdges, nodes } from "./schema.js";
@@ -70,6 +72,8 @@ export async function insertNodes(
       labels: { ...node.labels },
       priority: node.priority,
       limitKeys: [...node.limitKeys],
+      wait: waitToJson(node.wait),
+      notBefore: node.notBefore ? timestampDate(node.notBefore) : null,
       insertedBy,
       finishedAt: status === NodeStatus.PENDING ? null : new Date(),
     });
@@ -79,11 +83,12 @@ export async function insertNodes(
   for (const chunk of chunks(rows, NODE_CHUNK)) {
     await tx.execute(sql`
       insert into nodes (workflow_id, id, name, capability, status, parent_ids, pending_parents, input,
-                         retry_policy, timeout_ms, labels, priority, limit_keys, inserted_by, finished_at)
+                         retry_policy, timeout_ms, labels, priority, limit_keys, wait, not_before, inserted_by,
+                         finished_at)
       select ${workflowId}::uuid, r.id, r.name, r.capability, r.status, array(select jsonb_array_elements_text(r.parents)),
              r.pending, r.input, r.retry_policy, r.timeout_ms, r.labels, r.priority,
-             array(select jsonb_array_elements_text(r.limit_keys)), ${insertedBy}::text,
-             case when r.finished then now() end
+             array(select jsonb_array_elements_text(r.limit_keys)), r.wait, r.not_before,
+             ${insertedBy}::text, case when r.finished then now() end
         from unnest(${sql.param(chunk.map((n) => n.id))}::text[], ${sql.param(chunk.map((n) => n.name))}::text[],
                     ${sql.param(chunk.map((n) => n.capability))}::text[],
                     ${sql.param(chunk.map((n) => n.status))}::node_status[],
@@ -95,9 +100,11 @@ export async function insertNodes(
                     ${sql.param(chunk.map((n) => JSON.stringify(n.labels ?? {})))}::jsonb[],
                     ${sql.param(chunk.map((n) => n.priority ?? 0))}::smallint[],
                     ${sql.param(chunk.map((n) => JSON.stringify(n.limitKeys ?? [])))}::jsonb[],
+                    ${sql.param(chunk.map((n) => (n.wait ? JSON.stringify(n.wait) : null)))}::jsonb[],
+                    ${sql.param(chunk.map((n) => n.notBefore?.toISOString() ?? null))}::timestamptz[],
                     ${sql.param(chunk.map((n) => n.finishedAt !== null && n.finishedAt !== undefined))}::boolean[])
              as r(id, name, capability, status, parents, pending, input, retry_policy, timeout_ms, labels, priority,
-                  limit_keys, finished)`);
+                  limit_keys, wait, not_before, finished)`);
   }
   for (const chunk of chunks(edges, EDGE_CHUNK)) {
     await tx.execute(sql`

@@ -17,10 +17,12 @@ import {
   WorkflowEventSchema,
   WorkflowSchema,
   WorkflowStatus,
+  WaitSchema,
   type Limit,
   type Node,
   type NodeAttempt,
   type RetryPolicy,
+  type Wait,
   type Workflow,
   type WorkflowEvent,
 } from "@trellis/proto";
@@ -134,8 +136,20 @@ export function nodeFromRow(row: NodeRow): Node {
     priority: row.priority,
     limitKeys: row.limitKeys,
     heldBy: row.heldBy ?? "",
+    wait: waitFromJson(row.wait),
+    notBefore: row.notBefore ? timestampFromDate(row.notBefore) : undefined,
     insertedBy: row.insertedBy,
   });
+}
+
+/** A node's Wait as stored (protobuf JSON), or null for none. */
+export function waitToJson(wait: Wait | undefined): Record<string, unknown> | null {
+  return wait ? (toJson(WaitSchema, wait) as Record<string, unknown>) : null;
+}
+
+/** The Wait of a stored node, or undefined for none. */
+export function waitFromJson(json: unknown): Wait | undefined {
+  return json === null || json === undefined ? undefined : fromJson(WaitSchema, json as JsonValue);
 }
 
 /** The protobuf NodeAttempt of a stored `node_attempts` row: its outcome is the status, its end the finish. */
