@@ -49,6 +49,42 @@ describe("parseCliArgs", () => {
     });
   });
 
+  it("parses `fork` with --from, repeated --input NODE=JSON and --watch", () => {
+    expect(parseCliArgs(["fork", ID, "--from", "b,c"], {}).command).toEqual({
+      kind: "fork",
+      workflowId: ID,
+      fromNodeIds: ["b", "c"],
+      inputs: {},
+      watch: false,
+    });
+    expect(
+      parseCliArgs(["fork", ID, "--from", "c", "--input", 'c={"prompt":"a=b"}', "--input", "d={}", "--watch"], {})
+        .command,
+    ).toEqual({
+      kind: "fork",
+      workflowId: ID,
+      fromNodeIds: ["c"],
+      inputs: { c: { prompt: "a=b" }, d: {} },
+      watch: true,
+    });
+  });
+
+  it("refuses a fork without --from, an empty node id, and an --input that is not NODE=<JSON object>", () => {
+    const refusals: [string[], string][] = [
+      [["fork", ID], "fork: --from required (the node ids to run again from, a,b)"],
+      [["fork", "--from", "a"], "fork: workflow ID required"],
+      [["fork", ID, "--from", "a,,b"], '--from: "a,,b" has an empty node id'],
+      [["fork", ID, "--from", "a", "--input", "{}"], '--input: "{}" is not NODE=JSON'],
+      [["fork", ID, "--from", "a", "--input", "a=[1]"], "--input a: must be a JSON object"],
+      [["fork", ID, "--from", "a", "--input", "a={}", "--input", "a={}"], '--input: node "a" given twice'],
+      [["get", ID, "--from", "a"], "get: --from is not an option of this command"],
+    ];
+    for (const [argv, message] of refusals) {
+      expect(() => parseCliArgs(argv, {}), argv.join(" ")).toThrow(new UsageError(message));
+    }
+    expect(() => parseCliArgs(["fork", ID, "--from", "a", "--input", "a={"], {})).toThrow(/^--input a: not JSON/);
+  });
+
   it("names commands in messages as they are typed", () => {
     expect(commandName(parseCliArgs(["limits", "set", "k", "--rate", "1"], {}).command)).toBe("limits set");
     expect(commandName(parseCliArgs(["limits", "delete", "k"], {}).command)).toBe("limits delete");

@@ -1,4 +1,5 @@
 import { parseArgs } from "node:util";
+import type { JsonObject } from "@bufbuild/protobuf";
 import { WorkflowStatus } from "@trellis/proto";
 
 /** The usage text `trellis --help` prints. */
@@ -14,6 +15,10 @@ commands:
   list [--status S] [--limit N]    list workflows, newest first (S: pending, running, paused, succeeded, failed,
                                    cancelled; N: 1..1000, default 50)
   cancel|pause|resume|retry ID     apply an action to a workflow
+  fork ID --from A,B [--input NODE=JSON]... [--watch]
+                                   a new workflow from ID (any status): nodes A, B and everything downstream run
+                                   again (NODE with the input JSON object given), the others keep their outputs;
+                                   --watch follows it like \`watch\`
   limits                           list the flow-control limits: cap, running, waiting, rate, units available,
                                    throttled until
   limits set KEY [--max-concurrency N] [--rate R [--period P] [--burst B] [--unit U]]
@@ -63,6 +68,7 @@ export type Command =
   | { kind: "get"; workflowId: string; json: boolean; nodeId?: string | undefined }
   | { kind: "list"; status: WorkflowStatus | undefined; limit: number }
   | { kind: "action"; action: ActionName; workflowId: string }
+  | { kind: "fork"; workflowId: string; fromNodeIds: string[]; inputs: Record<string, JsonObject>; watch: boolean }
   | { kind: "limits" }
   | { kind: "set-limit"; limit: LimitSpec }
   | { kind: "delete-limit"; key: string };
@@ -161,6 +167,8 @@ const OPTION_NAMES = [
   "period",
   "burst",
   "unit",
+  "from",
+  "input",
 ] as const;
 
 type OptionName = (typeof OPTION_NAMES)[number];
@@ -175,6 +183,7 @@ const COMMAND_OPTIONS: Record<string, readonly OptionName[]> = {
   pause: [],
   resume: [],
   retry: [],
+  fork: ["from", "input", "watch"],
   "limits list": [],
   "limits set": ["max-concurrency", "rate", "period", "burst", "unit"],
   "limits delete": [],
@@ -247,6 +256,15 @@ export function parseCliArgs(argv: readonly string[], env: Record<string, string
         limit: parseLimit(values.limit),
       };
       break;
+    case "fork":
+      command = {
+        kind: "fork",
+        workflowId: one("workflow ID"),
+        fromNodeIds: parseFrom(values.from),
+        inputs: parseInputs(values.input ?? []),
+        watch: values.watch ?? false,
+      };
+      break;
     case "limits list":
       none();
       command = { kind: "limits" };
@@ -263,8 +281,38 @@ export function parseCliArgs(argv: readonly string[], env: Record<string, string
   return { command, addr, token };
 }
 
+/** `--from a,b`: the node ids a fork runs again from (at least one). */
+function parseFrom(text: string | undefined): string[] {
+  if (text === undefined) throw new UsageError("fork: --from required (the node ids to run again from, a,b)");
+  const ids = text.split(",").map((id) => id.trim());
+  if (ids.some((id) => id === "")) throw new UsageError(`--from: "${text}" has an empty node id`);
+  return ids;
+}
+
+/** `--input node={"k":1}`, repeatable: a new input (a JSON object) per re-run node. */
+function parseInputs(texts: readonly string[]): Record<string, JsonObject> {
+  const inputs: Record<string, JsonObject> = {};
+  for (const text of texts) {
+    const eq = text.indexOf("=");
+    const nodeId = eq < 0 ? "" : text.slice(0, eq).trim();
+    if (nodeId === "") throw new UsageError(`--input: "${text}" is not NODE=JSON`);
+    if (nodeId in inputs) throw new UsageError(`--input: node "${nodeId}" given twice`);
+    let value: unknown;
+    try {
+      value = JSON.parse(text.slice(eq + 1));
+    } catch (error) {
+      throw new UsageError(`--input ${nodeId}: not JSON (${(error as Error).message})`);
+    }
+    if (value === null || typeof value !== "object" || Array.isArray(value)) {
+      throw new UsageError(`--input ${nodeId}: must be a JSON object`);
+    }
+    inputs[nodeId] = value as JsonObject;
+  }
+  return inputs;
+}
+
 /** The limit `trellis limits set KEY ...` describes; the api checks the key and the bounds it knows. */
-function limitSpec(key: string, values: Partial<Record<OptionName, string | boolean>>): LimitSpec {
+function limitSpec(key: string, values: Partial<Record<OptionName, string | boolean | string[]>>): LimitSpec {
   const option = (name: OptionName) => values[name] as string | undefined;
   const maxConcurrency = option("max-concurrency");
   const rate = option("rate");
@@ -309,6 +357,8 @@ function parse(argv: readonly string[]) {
       period: { type: "string" },
       burst: { type: "string" },
       unit: { type: "string" },
+      from: { type: "string" },
+      input: { type: "string", multiple: true },
       help: { type: "boolean", short: "h" },
     },
   });

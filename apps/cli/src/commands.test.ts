@@ -13,6 +13,7 @@ import {
   WorkflowStatus,
 } from "@trellis/proto";
 import { describe, expect, it } from "vitest";
+import type { Command } from "./args.js";
 import type { ApiConnection } from "./client.js";
 import {
   type CommandContext,
@@ -79,6 +80,19 @@ function fakeApi(overrides: {
       overrides.calls?.push(request);
       return {};
     },
+    async forkWorkflow(request: { workflowId: string }) {
+      overrides.calls?.push(request);
+      return {
+        workflow: create(WorkflowSchema, {
+          id: ID,
+          name: "wf",
+          nodes: [
+            { id: "a", status: NodeStatus.PASS },
+            { id: "b", status: NodeStatus.PENDING },
+          ],
+        }),
+      };
+    },
   };
   return {
     client: client as unknown as ApiConnection["client"],
@@ -96,6 +110,24 @@ function fakeApi(overrides: {
 function context(api: ApiConnection, output = new MemoryOutput()): CommandContext & { output: MemoryOutput } {
   return { api, output, signal: new AbortController().signal, liveRefreshMs: 5 };
 }
+
+describe("fork", () => {
+  it("sends the source, the nodes to run again and their inputs, and says what the fork keeps", async () => {
+    const calls: unknown[] = [];
+    const ctx = context(fakeApi({ calls }));
+    const source = "0b7a3c1e-9f4d-4f7a-8c7e-2d1f5a6b7c8d";
+    const command: Command = {
+      kind: "fork",
+      workflowId: source,
+      fromNodeIds: ["b"],
+      inputs: { b: { k: 1 } },
+      watch: false,
+    };
+    expect(await runCommand(command, ctx)).toBe(0);
+    expect(calls).toEqual([{ workflowId: source, fromNodeIds: ["b"], inputs: { b: { k: 1 } } }]);
+    expect(ctx.output.lines).toEqual([`forked workflow ${ID} from ${source} (wf: 1 nodes kept, 1 to run again)`]);
+  });
+});
 
 describe("watch", () => {
   const script = [

@@ -70,6 +70,8 @@ export async function runCommand(command: Command, ctx: CommandContext): Promise
       return list(ctx, command.status, command.limit);
     case "action":
       return act(ctx, command.action, command.workflowId);
+    case "fork":
+      return fork(ctx, command);
     case "limits":
       return listLimits(ctx);
     case "set-limit":
@@ -89,6 +91,20 @@ async function run(ctx: CommandContext, file: string, follow: boolean): Promise<
   const wf = workflow!;
   ctx.output.line(`created workflow ${wf.id} (${wf.name}, ${wf.nodes.length} nodes)`);
   return follow ? watch(ctx, wf.id) : 0;
+}
+
+/** `trellis fork`: a new workflow from another, re-running from some nodes; followed with --watch. */
+async function fork(ctx: CommandContext, command: Extract<Command, { kind: "fork" }>): Promise<number> {
+  const { workflow } = await ctx.api.client.forkWorkflow(
+    { workflowId: command.workflowId, fromNodeIds: command.fromNodeIds, inputs: command.inputs },
+    ctx.api.call(ctx.signal),
+  );
+  const wf = workflow!;
+  const rerun = wf.nodes.filter((n) => n.status !== NodeStatus.PASS).length;
+  ctx.output.line(
+    `forked workflow ${wf.id} from ${command.workflowId} (${wf.name}: ${wf.nodes.length - rerun} nodes kept, ${rerun} to run again)`,
+  );
+  return command.watch ? watch(ctx, wf.id) : 0;
 }
 
 /**
@@ -229,6 +245,7 @@ export function describeNode(node: Node, attempts: readonly NodeAttempt[]): stri
       node.capability,
       nodeStatusName(node.status),
       node.heldBy ? `held by ${node.heldBy}` : "",
+      node.insertedBy ? `inserted by ${node.insertedBy}` : "",
     ]
       .filter(Boolean)
       .join("  "),
