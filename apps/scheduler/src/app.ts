@@ -16,12 +16,15 @@ import { EventRelay } from "./event-relay.js";
 import { registerLimitMetrics } from "./limit-metrics.js";
 import { createSchedulerMetrics } from "./metrics.js";
 import { Reconciler } from "./reconciler.js";
+import { ScheduleTicker } from "./schedule-ticker.js";
 import { Scheduler } from "./scheduler.js";
 
 /** A running scheduler app: scheduler + reconciler + LISTEN connection (+ the event relay when configured). */
 export interface SchedulerApp {
   scheduler: Scheduler;
   reconciler: Reconciler;
+  /** Creates the workflows of the cron schedules at their ticks. */
+  scheduleTicker: ScheduleTicker;
   /** The Redis Stream event relay; null when `EVENTS_REDIS_STREAM` is unset. */
   eventRelay: EventRelay | null;
   isReady(): boolean;
@@ -71,20 +74,32 @@ export async function startSchedulerApp(
     queuedAfterMs: settings.reconcileQueuedAfterMs,
     workerStaleMs: settings.workerStaleMs,
   });
+  const scheduleTicker = new ScheduleTicker({
+    stateManager,
+    logger,
+    pollMs: settings.pollMs,
+    onWorkflowCreated: () => scheduler.wake(),
+  });
   const eventRelay = settings.eventRelay ? createEventRelay(settings, deps) : null;
   const listener = new PgListener({
     databaseUrl: settings.databaseUrl,
-    channels: eventRelay ? [CHANNELS.ready, CHANNELS.events] : [CHANNELS.ready],
+    channels: [CHANNELS.ready, CHANNELS.schedules, ...(eventRelay ? [CHANNELS.events] : [])],
     onError: (e) => logger.warn({ err: e }, "LISTEN connection lost; reconnecting (polling meanwhile)"),
     onConnect: () => {
       scheduler.wake();
+      scheduleTicker.wake();
       eventRelay?.wake();
     },
   });
-  listener.on("notification", (channel) => (channel === CHANNELS.events ? eventRelay?.wake() : scheduler.wake()));
+  listener.on("notification", (channel) => {
+    if (channel === CHANNELS.events) eventRelay?.wake();
+    else if (channel === CHANNELS.schedules) scheduleTicker.wake();
+    else scheduler.wake();
+  });
   await listener.start();
   scheduler.start();
   reconciler.start();
+  scheduleTicker.start();
   eventRelay?.start();
   logger.info(
     { queuePrefix: settings.queuePrefix, pollMs: settings.pollMs, eventsRedisStream: settings.eventRelay?.streamKey },
@@ -95,6 +110,7 @@ export async function startSchedulerApp(
   return {
     scheduler,
     reconciler,
+    scheduleTicker,
     eventRelay,
     isReady: () => !closing && listener.connected && redis.status === "ready",
     close() {
@@ -102,6 +118,7 @@ export async function startSchedulerApp(
       closed ??= (async () => {
         await listener.close();
         await scheduler.stop();
+        await scheduleTicker.stop();
         await reconciler.stop();
         await eventRelay?.stop();
         await queues.close();

@@ -4,4 +4,5 @@ export * from "./event-relay.js";
 export * from "./gauges.js";
 export * from "./metrics.js";
 export * from "./reconciler.js";
+export * from "./schedule-ticker.js";
 export * from "./scheduler.js";

@@ -23,7 +23,7 @@ beforeEach(async () => {
   await testDb.pool.query("delete from workflows");
 });
 
-function schedule(init: Partial<Schedule> = {}): Schedule {
+function schedule(init: { id?: string; cron?: string; timezone?: string; paused?: boolean } = {}): Schedule {
   return create(ScheduleSchema, {
     id: "nightly",
     cron: "0 7 * * *",
