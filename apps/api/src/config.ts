@@ -9,6 +9,7 @@ import {
   readHostPort,
   readInt,
   readOptionalString,
+  readRedisSettings,
 } from "@trellis/config";
 
 /** Key material that switches the gRPC server to TLS, and to mutual TLS when `caCert` is set. */
@@ -41,6 +42,11 @@ export interface ApiSettings {
   dbPoolSize: number;
   /** `SHUTDOWN_TIMEOUT_MS`: how long in-flight calls may take to finish after SIGTERM. @default 10000 */
   shutdownTimeoutMs: number;
+  /**
+   * `REDIS_URL` and `QUEUE_PREFIX`, where the workers publish output chunks: only WatchWorkflow's `include_chunks`
+   * reads them. @default unset (no chunks are sent)
+   */
+  chunks?: { redisUrl: string; queuePrefix: string } | undefined;
 }
 
 /** `GRPC_ADDR` when unset. */
@@ -96,6 +102,8 @@ export function readApiSettings(env: Env, readFile: ReadSettingFile = readFileSy
     }),
     dbPoolSize: readInt(env, "API_DB_POOL_SIZE", 10, { min: 1, max: 1000 }),
     shutdownTimeoutMs: readInt(env, "SHUTDOWN_TIMEOUT_MS", 10_000, { min: 0, max: 600_000 }),
+    // Optional here: everything but live output works without Redis.
+    chunks: readOptionalString(env, "REDIS_URL") === undefined ? undefined : readRedisSettings(env),
   };
 }
 

@@ -70,6 +70,8 @@ export interface WorkflowServiceDeps {
   notifyScheduler?: ((workflowId: string) => void) | undefined;
   /** Source of WatchWorkflow streams; without it WatchWorkflow answers UNIMPLEMENTED. */
   events?: WorkflowEventSource | undefined;
+  /** Source of WatchWorkflow streams with `include_chunks` (needs Redis); without it no chunks are sent. */
+  chunks?: WorkflowEventSource | undefined;
 }
 
 /** Replays a workflow's committed events after a sequence, then follows live until its terminal event. */
@@ -336,7 +338,9 @@ function watch(deps: WorkflowServiceDeps, call: grpc.ServerWritableStream<WatchW
       if (undecodable !== undefined) throw new InvalidArgumentError("request", `cannot be decoded: ${undecodable}`);
       const workflowId = requireWorkflowId(call.request.workflowId);
       if (call.request.afterSequence < 0n) throw new InvalidArgumentError("after_sequence", "must not be negative");
-      for await (const event of events.follow(workflowId, Number(call.request.afterSequence), controller.signal)) {
+      // include_chunks interleaves the running attempts' output chunks (sequence 0) with the durable events.
+      const source = call.request.includeChunks && deps.chunks ? deps.chunks : events;
+      for await (const event of source.follow(workflowId, Number(call.request.afterSequence), controller.signal)) {
         if (!call.write(event)) await drained(call, controller.signal);
         if (controller.signal.aborted) return;
       }

@@ -9,6 +9,7 @@ import {
   waitForDependency,
 } from "@trellis/observability";
 import { configOrExit, readStartupSettings } from "@trellis/config";
+import { WorkflowChunkSource, createRedis } from "@trellis/queue";
 import { loadApiSettings } from "./config.js";
 import { type RunningApiServer, startApiServer } from "./server.js";
 
@@ -54,7 +55,22 @@ try {
   await events.start();
   shutdown.add("event listener", () => events.close());
 
-  api = await startApiServer({ stateManager, logger, registry, settings, events });
+  let chunks: WorkflowChunkSource | undefined;
+  if (settings.chunks) {
+    // Fails fast: while Redis is away watchers get their durable events without chunks.
+    const redis = createRedis(settings.chunks.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+    redis.on("error", (error) => logger.debug({ err: error }, "redis (output chunks) connection error"));
+    shutdown.add("redis", async () => redis.disconnect());
+    chunks = new WorkflowChunkSource({
+      events,
+      getWorkflow: (workflowId) => stateManager.getWorkflow(workflowId),
+      redis,
+      queuePrefix: settings.chunks.queuePrefix,
+      onError: (error) => logger.warn({ err: error }, "output chunks unavailable for a watch (Redis)"),
+    });
+  }
+
+  api = await startApiServer({ stateManager, logger, registry, settings, events, chunks });
   const running = api;
   shutdown.add("grpc server", () => running.close(settings.shutdownTimeoutMs));
 } catch (error) {

@@ -28,6 +28,8 @@ export interface StartApiServerOptions {
   notifyScheduler?: ((workflowId: string) => void) | undefined;
   /** Source of WatchWorkflow streams (a WorkflowEventHub); without it WatchWorkflow answers UNIMPLEMENTED. */
   events?: WorkflowEventSource | undefined;
+  /** Source of WatchWorkflow streams with `include_chunks` (a WorkflowChunkSource); without it no chunks are sent. */
+  chunks?: WorkflowEventSource | undefined;
 }
 
 /** A running api server. */
@@ -91,6 +93,7 @@ export async function startApiServer(options: StartApiServerOptions): Promise<Ru
       logger,
       notifyScheduler: options.notifyScheduler,
       events: options.events,
+      chunks: options.chunks,
     }) as unknown as grpc.UntypedServiceImplementation,
   );
   const health = new HealthImplementation();

@@ -2,7 +2,7 @@ import { hostname } from "node:os";
 import pino from "pino";
 import { Registry } from "prom-client";
 import { PgStateManager, createDatabase, createPool } from "@trellis/db";
-import { createRedis } from "@trellis/queue";
+import { ChunkPublisher, createRedis } from "@trellis/queue";
 import { startSchedulerApp, type SchedulerApp } from "@trellis/scheduler";
 import type { TestDatabase } from "@trellis/testing";
 import { createNodeServiceClient } from "../src/node-service-client.js";
@@ -14,9 +14,18 @@ export interface TestEngine {
   stateManager: PgStateManager;
   scheduler: SchedulerApp;
   workers: NodeWorker[];
-  startWorker(capabilities: string[], opts?: { concurrency?: number }): Promise<NodeWorker>;
+  startWorker(capabilities: string[], opts?: StartWorkerOptions): Promise<NodeWorker>;
   startScheduler(): Promise<SchedulerApp>;
   close(): Promise<void>;
+}
+
+/** Options of TestEngine.startWorker. */
+export interface StartWorkerOptions {
+  concurrency?: number;
+  /** Another NodeService than the engine's. */
+  nodeServiceAddr?: string;
+  /** Publish output chunks (to the engine's Redis unless `redisUrl`), with these bounds. */
+  chunks?: { redisUrl?: string; maxPerAttempt?: number; maxBytesPerAttempt?: number; retentionMs?: number };
 }
 
 /** Starts a scheduler (fast polls and reconciles) for tests; workers are started with startWorker. */
@@ -65,7 +74,21 @@ export async function startTestEngine(
     startScheduler,
     async startWorker(capabilities, workerOpts = {}) {
       const redis = createRedis(redisUrl);
-      const client = createNodeServiceClient(nodeServiceAddr, 16 * 1024 * 1024);
+      const client = createNodeServiceClient(workerOpts.nodeServiceAddr ?? nodeServiceAddr, 16 * 1024 * 1024);
+      const chunkRedis = workerOpts.chunks
+        ? createRedis(workerOpts.chunks.redisUrl ?? redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1 })
+        : undefined;
+      chunkRedis?.on("error", () => undefined);
+      const chunks =
+        chunkRedis &&
+        new ChunkPublisher({
+          redis: chunkRedis,
+          queuePrefix,
+          retentionMs: workerOpts.chunks?.retentionMs ?? 60_000,
+          maxPerAttempt: workerOpts.chunks?.maxPerAttempt ?? 100_000,
+          maxBytesPerAttempt: workerOpts.chunks?.maxBytesPerAttempt ?? 16 * 1024 * 1024,
+          logger,
+        });
       const workerPool = createPool(testDb.url, { max: 10 });
       const worker = new NodeWorker({
         stateManager: new PgStateManager(createDatabase(workerPool)),
@@ -80,6 +103,7 @@ export async function startTestEngine(
         hostname: hostname(),
         logger,
         databaseUrl: testDb.url,
+        chunks,
       });
       await worker.start();
       workers.push(worker);
@@ -87,6 +111,7 @@ export async function startTestEngine(
         await worker.close();
         client.close();
         redis.disconnect();
+        chunkRedis?.disconnect();
         await workerPool.end();
       });
       return worker;

@@ -1,5 +1,5 @@
 import type { Redis } from "ioredis";
-import { NodeStatus, type WorkflowEvent } from "@trellis/proto";
+import { NodeStatus, type Workflow, type WorkflowEvent } from "@trellis/proto";
 import { type AttemptRef, chunkEvent, chunkStreamKey, decodeChunkEntry } from "./output-chunks.js";
 
 /** How long, at most, a watcher waits for the rest of an ended attempt's chunks before it sends the ending event. */
@@ -204,6 +204,7 @@ class AttemptStreams {
     if (this.streams.has(key)) return;
     this.streams.set(key, { ref, lastId: "0", ending: null });
     this.loop ??= this.run().catch((error: unknown) => this.fail(error));
+    this.wakeLoop?.();
     this.interrupt();
   }
 
@@ -218,7 +219,13 @@ class AttemptStreams {
     const done = new Promise<void>((resolve) => {
       stream.ending = resolve;
     });
-    const timer = setTimeout(() => stream.ending?.(), drainMs);
+    // The bound is for chunks not yet in Redis (a worker that died, or is slow to publish): chunks already there are
+    // all sent, however far behind this watcher reads.
+    const timer = setTimeout(() => {
+      void this.endWritten(key).then((written) => {
+        if (!written) stream.ending?.();
+      });
+    }, drainMs);
     try {
       // Nothing read and no stream: the attempt sent no chunks (a NodeService that does not stream).
       if (stream.lastId === "0" && (await this.options.redis.exists(key).catch(() => 0)) === 0) return;
@@ -226,6 +233,17 @@ class AttemptStreams {
     } finally {
       clearTimeout(timer);
       if (this.streams.get(key) === stream) this.streams.delete(key);
+    }
+  }
+
+  /** Whether the attempt's end marker is in its stream (its last entry). */
+  private async endWritten(key: string): Promise<boolean> {
+    try {
+      const last = await this.options.redis.xrevrangeBuffer(key, "+", "-", "COUNT", 1);
+      const entry = last[0];
+      return entry !== undefined && decodeChunkEntry(entry[0].toString(), entry[1]).kind === "end";
+    } catch {
+      return false;
     }
   }
 
@@ -305,5 +323,48 @@ class AttemptStreams {
         }
       }
     }
+  }
+}
+
+/** A workflow's durable events, replayed then live (a WorkflowEventHub). */
+export interface DurableEventSource {
+  follow(workflowId: string, afterSequence: number, signal: AbortSignal): AsyncIterable<WorkflowEvent>;
+}
+
+/** Options of a {@link WorkflowChunkSource}. */
+export interface WorkflowChunkSourceOptions {
+  events: DurableEventSource;
+  /** The workflow as it is now (GetWorkflow): which attempts run; throws NotFoundError for an unknown workflow. */
+  getWorkflow: (workflowId: string) => Promise<Workflow>;
+  /** A command connection that fails fast (`enableOfflineQueue: false`). */
+  redis: Redis;
+  /** `QUEUE_PREFIX` of the workers. */
+  queuePrefix: string;
+  /** How long an ended attempt's last chunks are awaited. @default DEFAULT_CHUNK_DRAIN_MS */
+  drainMs?: number;
+  /** Redis failed during a watch (it goes on without chunks). */
+  onError?: (error: unknown) => void;
+}
+
+/** WatchWorkflow with `include_chunks`: the durable events with the running attempts' chunks interleaved. */
+export class WorkflowChunkSource implements DurableEventSource {
+  constructor(private readonly options: WorkflowChunkSourceOptions) {}
+
+  async *follow(workflowId: string, afterSequence: number, signal: AbortSignal): AsyncGenerator<WorkflowEvent> {
+    const { options } = this;
+    // Read before the durable events: an attempt that starts after this is seen starting among them.
+    const workflow = await options.getWorkflow(workflowId);
+    yield* followWithChunks({
+      redis: options.redis,
+      queuePrefix: options.queuePrefix,
+      workflowId,
+      events: options.events.follow(workflowId, afterSequence, signal),
+      nodes: new Map(
+        workflow.nodes.map((node) => [node.id, { attempt: node.attempt, running: node.status === NodeStatus.RUNNING }]),
+      ),
+      signal,
+      drainMs: options.drainMs,
+      onError: options.onError,
+    });
   }
 }
