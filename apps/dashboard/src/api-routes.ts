@@ -9,6 +9,8 @@ import {
 } from "@trellis/core";
 import { type ActionEffects, type LimitState, type StateManager, limitToProto } from "@trellis/db";
 import {
+  ForkWorkflowRequestSchema,
+  ForkWorkflowResponseSchema,
   GetNodeResponseSchema,
   GetWorkflowResponseSchema,
   LimitSchema,
@@ -42,6 +44,8 @@ export interface ApiRouterDeps {
   streams: Set<AbortController>;
   /** Called after an action was applied, with what it changed (queues to clean, a scheduler to wake). */
   onAction?: ((action: WorkflowAction, effects: ActionEffects) => void) | undefined;
+  /** Called with the id of a workflow a fork created (a scheduler to wake). */
+  onFork?: ((workflowId: string) => void) | undefined;
 }
 
 const ACTIONS: Readonly<Record<string, WorkflowAction>> = {
@@ -105,6 +109,29 @@ function setLimitRequestOf(body: unknown) {
     throw new InvalidArgumentError("limit", (error as Error).message);
   }
   return limitSpecFromProto(request.limit);
+}
+
+/**
+ * What `POST /api/workflows/:id/fork` asks for: a ForkWorkflowRequest in protobuf JSON without its workflow_id (the
+ * path's), e.g. `{"fromNodeIds": ["b"], "inputs": {"b": {"prompt": "..."}}}`.
+ */
+function forkRequestOf(workflowId: string, body: unknown) {
+  let request: ReturnType<typeof fromJson<typeof ForkWorkflowRequestSchema>>;
+  try {
+    request = fromJson(ForkWorkflowRequestSchema, (body ?? {}) as JsonValue);
+  } catch (error) {
+    throw new InvalidArgumentError("body", (error as Error).message);
+  }
+  if (request.fromNodeIds.length === 0) {
+    throw new InvalidArgumentError("from_node_ids", "at least one node id is required");
+  }
+  for (const [i, id] of request.fromNodeIds.entries()) assertNodeId(id, `from_node_ids[${i}]`);
+  return {
+    workflowId,
+    fromNodeIds: request.fromNodeIds,
+    inputs: request.inputs,
+    requestId: request.requestId === "" ? undefined : request.requestId,
+  };
 }
 
 /** A body express.json() refused (malformed JSON, too large) as the typed error it is; undefined for others. */
@@ -171,6 +198,21 @@ export function createApiRouter(deps: ApiRouterDeps): express.Router {
     res.json(
       toJson(UpdateWorkflowResponseSchema, create(UpdateWorkflowResponseSchema, { workflow: effects.workflow })),
     );
+  });
+
+  router.post("/workflows/:id/fork", express.json({ limit: MAX_BODY_BYTES, strict: false }), async (req, res) => {
+    if (!sameOrigin(req)) {
+      res.status(403).json({ error: { code: "PERMISSION_DENIED", message: "cross-origin request refused" } });
+      return;
+    }
+    const request = forkRequestOf(workflowIdOf(req), req.body);
+    const { workflow, created } = await stateManager.forkWorkflow(request);
+    logger.info(
+      { workflow_id: workflow.id, forked_from: request.workflowId, from_node_ids: request.fromNodeIds },
+      "workflow forked from the dashboard",
+    );
+    if (created) deps.onFork?.(workflow.id);
+    res.json(toJson(ForkWorkflowResponseSchema, create(ForkWorkflowResponseSchema, { workflow })));
   });
 
   router.get("/limits", async (_req, res) => {

@@ -129,6 +129,7 @@ export async function startDashboardApp(settings: DashboardSettings, deps: Dashb
             queues.remove(effects.removedJobIds).catch((e) => logger.warn({ err: e }, "removing stale jobs failed"));
           }
         },
+        onFork: (workflowId) => deps.notifyScheduler?.(workflowId),
       }),
     );
     app.use(createUiRouter());

@@ -318,6 +318,61 @@ describe("POST /api/workflows/:id/actions/:action", () => {
   });
 });
 
+describe("POST /api/workflows/:id/fork", () => {
+  it("re-runs from a node in a new workflow, keeping the others' outputs, with a new input when given", async () => {
+    const id = await chain("fork-me");
+    await passNode(f.stateManager, id, "a", fromJson(ValueSchema, { done: "a" }));
+    const started = await startNode(f.stateManager, id, "b");
+    await f.stateManager.recordResult(id, "b", started.lease, {
+      kind: "error",
+      errorKind: ErrorKind.TASK_ERROR,
+      message: "boom",
+    });
+    const forked = await send("POST", `/api/workflows/${id}/fork`, {
+      fromNodeIds: ["b"],
+      inputs: { b: { fixed: true } },
+    });
+    expect(forked.status).toBe(200);
+    const wf = forked.body.workflow;
+    expect(wf.id).not.toBe(id);
+    expect(wf.labels).toMatchObject({ forked_from: id });
+    expect(wf.nodes!.map((n) => [n.id, n.status, n.output ?? null, n.input])).toEqual([
+      ["a", "NODE_STATUS_PASS", { done: "a" }, { task: "a" }],
+      ["b", "NODE_STATUS_PENDING", null, { fixed: true }],
+    ]);
+    expect(await f.stateManager.getWorkflowStatus(id)).toBe(WorkflowStatus.FAILED);
+  });
+
+  it("refuses unknown nodes, a bad body, an unknown workflow and a cross-site request, changing nothing", async () => {
+    const id = await chain("fork-refused");
+    const count = async () => (await f.stateManager.listWorkflows({ pageSize: 500 })).workflows.length;
+    const before = await count();
+    const cases: [unknown, number, string][] = [
+      [{ fromNodeIds: ["a", "nope"] }, 400, "from_node_ids[1]"],
+      [{ fromNodeIds: [] }, 400, "from_node_ids"],
+      [{ fromNodeIds: ["a"], inputs: { zzz: {} } }, 400, 'inputs["zzz"]'],
+      [{ fromNodeIds: ["a"], colour: "red" }, 400, "colour"],
+      ["{not json", 400, "body"],
+    ];
+    for (const [body, status, field] of cases) {
+      const answer = await send("POST", `/api/workflows/${id}/fork`, body);
+      expect(answer.status, JSON.stringify(body)).toBe(status);
+      expect(answer.body.error.message).toContain(field);
+    }
+    expect((await send("POST", `/api/workflows/${UNKNOWN_ID}/fork`, { fromNodeIds: ["a"] })).status).toBe(404);
+    const forged = await send(
+      "POST",
+      `/api/workflows/${id}/fork`,
+      { fromNodeIds: ["a"] },
+      {
+        origin: "https://evil.example",
+      },
+    );
+    expect(forged.status).toBe(403);
+    expect(await count()).toBe(before);
+  });
+});
+
 describe("/api/limits", () => {
   it("sets a limit from protobuf JSON, lists it with what it holds, and deletes it", async () => {
     const set = await send("POST", "/api/limits", {

@@ -155,8 +155,62 @@ function attemptsSection(attempts) {
 }
 
 /**
- * Renders the panel. `view` is `{ node, attempts, loading, error, children, added, onSelect, onClose }`, or null for
- * the placeholder.
+ * "Re-run from here": forks the workflow from this node (it and everything downstream run again in a new workflow,
+ * the other nodes keep their outputs), with the node's input as it is or as edited here.
+ */
+function rerunSection(node, onRerun) {
+  if (!onRerun) return null;
+  const input = h("textarea", { class: "rerun-input mono", rows: 6, spellcheck: "false", "aria-label": "New input" });
+  input.value = prettyJson(node.input ?? {});
+  const status = h("p", { class: "muted small rerun-status", role: "status" });
+  const button = h(
+    "button",
+    {
+      type: "button",
+      class: "btn btn-primary btn-small",
+      id: "rerun-from-here",
+      title: "A new workflow where this node and everything downstream run again; the others keep their outputs",
+      onclick: async () => {
+        let parsed;
+        if (details.open) {
+          try {
+            parsed = JSON.parse(input.value);
+          } catch (error) {
+            status.textContent = `The input is not JSON: ${error.message}`;
+            return;
+          }
+        }
+        button.disabled = true;
+        status.textContent = "Forking…";
+        try {
+          await onRerun(node.id, parsed);
+        } catch (error) {
+          status.textContent = error.message;
+          button.disabled = false;
+        }
+      },
+    },
+    "Re-run from here",
+  );
+  const details = h("details", { class: "rerun-details" }, h("summary", {}, "with a new input"), input);
+  return h(
+    "div",
+    { class: "panel-section rerun" },
+    h("h4", {}, "Re-run"),
+    h(
+      "p",
+      { class: "muted small" },
+      "Starts a new workflow: this node and everything downstream run again, the other nodes keep their outputs.",
+    ),
+    details,
+    button,
+    status,
+  );
+}
+
+/**
+ * Renders the panel. `view` is `{ node, attempts, loading, error, children, added, onSelect, onClose, onRerun }`, or
+ * null for the placeholder. `onRerun(nodeId, input)` forks the workflow from the node (input undefined: unchanged).
  */
 export function renderNodePanel(host, view) {
   if (!view) {
@@ -251,6 +305,9 @@ export function renderNodePanel(host, view) {
         retry.retryTaskErrors ? "infra and task errors" : "infra errors",
         h("span", { class: "muted" }, ` · backoff ${formatDuration(durationMs(retry.initialBackoff) ?? 1000)}`),
       ),
+      ...(node.insertedBy
+        ? field("Inserted by", h("div", { class: "chips" }, nodeLinks([node.insertedBy], onSelect)))
+        : []),
       ...field("Parents", h("div", { class: "chips" }, nodeLinks(node.parentIds ?? [], onSelect))),
       ...field("Children", h("div", { class: "chips" }, nodeLinks(view.children, onSelect))),
       ...(Object.keys(node.labels ?? {}).length > 0
@@ -260,6 +317,7 @@ export function renderNodePanel(host, view) {
     attemptsSection(view.attempts),
     jsonBlock("Input", node.input, "No input."),
     jsonBlock("Output", node.output, statusName(node.status) === "PASS" ? "No output." : "Not produced yet."),
+    rerunSection(node, view.onRerun),
   ];
   host.replaceChildren(...parts.filter(Boolean));
 }

@@ -1,7 +1,7 @@
 // One workflow, live: header and actions, progress, the DAG, the node panel and the event timeline. It loads the
 // event history, then the workflow (at least as new as that history), then follows the event stream (SSE) from
 // the last sequence seen; status events are applied in place, edits re-read the workflow and re-layout the graph.
-import { ApiError, allEvents, getJson, postJson } from "./api.js";
+import { ApiError, allEvents, getJson, postJson, sendJson } from "./api.js";
 import { DagView } from "./dag-view.js";
 import {
   NODE_STATUSES,
@@ -416,7 +416,16 @@ function renderPanel() {
     children: childrenOf(state.selected),
     onSelect: (id) => select(id),
     onClose: () => select(null),
+    onRerun: rerunFrom,
   });
+}
+
+/** Forks the workflow from a node (with a new input when given) and opens the new workflow. */
+async function rerunFrom(nodeId, input) {
+  const body = { fromNodeIds: [nodeId] };
+  if (input !== undefined) body.inputs = { [nodeId]: input };
+  const { workflow } = await sendJson("POST", `${api}/fork`, body);
+  window.location.assign(`/workflows/${encodeURIComponent(workflow.id)}`);
 }
 
 async function loadSelected() {
