@@ -12,6 +12,7 @@ import {
   validateLimitKeys,
   validateNodeFlowControl,
   validatePriority,
+  valueProblem,
 } from "@trellis/core";
 import { type StateManager, type UpdateWorkflowInput, limitToProto } from "@trellis/db";
 import {
@@ -23,6 +24,8 @@ import {
   type EditWorkflowRequest,
   type EditWorkflowResponseSchema,
   type ForkWorkflowRequest,
+  type SignalNodeRequest,
+  type SignalNodeResponseSchema,
   type ForkWorkflowResponseSchema,
   type GetNodeRequest,
   type GetNodeResponseSchema,
@@ -50,6 +53,7 @@ import {
 import type { Logger } from "pino";
 import { deadlinePassed } from "./deadline.js";
 import { toCallError } from "./errors.js";
+import { scheduleServiceMethods } from "./schedule-handlers.js";
 import { undecodableReason } from "./undecodable-requests.js";
 
 /** ListWorkflows page size when the request leaves it 0. */
@@ -92,7 +96,14 @@ export interface WorkflowServiceMethods {
   listLimits(request: ListLimitsRequest): Promise<MessageInitShape<typeof ListLimitsResponseSchema>>;
   deleteLimit(request: DeleteLimitRequest): Promise<MessageInitShape<typeof DeleteLimitResponseSchema>>;
   forkWorkflow(request: ForkWorkflowRequest): Promise<MessageInitShape<typeof ForkWorkflowResponseSchema>>;
+  signalNode(request: SignalNodeRequest): Promise<MessageInitShape<typeof SignalNodeResponseSchema>>;
 }
+
+/** The longest `message` of a rejecting signal (it becomes the node's error). */
+const MAX_SIGNAL_MESSAGE_CHARS = 16_384;
+
+/** The longest `request_id` of SignalNode. */
+const MAX_SIGNAL_REQUEST_ID_CHARS = 128;
 
 /** A workflow id that is present and a UUID; an unknown one is the StateManager's NOT_FOUND. */
 function requireWorkflowId(workflowId: string): string {
@@ -284,6 +295,34 @@ export function workflowServiceMethods(deps: WorkflowServiceDeps): WorkflowServi
       if (created) wake(workflow.id);
       return { workflow };
     },
+
+    async signalNode(request) {
+      const workflowId = requireWorkflowId(request.workflowId);
+      assertNodeId(request.nodeId, "node_id");
+      const problem = valueProblem(request.output);
+      if (problem) throw new InvalidArgumentError(`output${problem.path}`, problem.reason);
+      if (request.message.length > MAX_SIGNAL_MESSAGE_CHARS) {
+        throw new InvalidArgumentError("message", `must be at most ${MAX_SIGNAL_MESSAGE_CHARS} characters`);
+      }
+      if (request.reject && request.edits.length > 0) {
+        throw new InvalidArgumentError("edits", "must be empty when the signal rejects the node");
+      }
+      if (request.requestId.length > MAX_SIGNAL_REQUEST_ID_CHARS) {
+        throw new InvalidArgumentError("request_id", `must be at most ${MAX_SIGNAL_REQUEST_ID_CHARS} characters`);
+      }
+      const { node, completed } = await stateManager.signalNode({
+        workflowId,
+        nodeId: request.nodeId,
+        output: request.output,
+        reject: request.reject,
+        message: request.message,
+        edits: request.edits,
+        requestId: request.requestId === "" ? undefined : request.requestId,
+      });
+      // A PASS leaves its ready children to the scheduler.
+      if (completed) wake(workflowId);
+      return { node };
+    },
   };
 }
 
@@ -366,6 +405,7 @@ function drained(stream: NodeJS.EventEmitter, signal: AbortSignal): Promise<void
 /** The grpc-js handlers of `workflow.v1.WorkflowService`. */
 export function createWorkflowServiceHandlers(deps: WorkflowServiceDeps): GrpcServiceHandlers<typeof WorkflowService> {
   const methods = workflowServiceMethods(deps);
+  const schedules = scheduleServiceMethods(deps.stateManager);
   const { logger } = deps;
   return {
     createWorkflow: unary(logger, WorkflowService.method.createWorkflow, methods.createWorkflow),
@@ -378,11 +418,11 @@ export function createWorkflowServiceHandlers(deps: WorkflowServiceDeps): GrpcSe
     setLimit: unary(logger, WorkflowService.method.setLimit, methods.setLimit),
     listLimits: unary(logger, WorkflowService.method.listLimits, methods.listLimits),
     deleteLimit: unary(logger, WorkflowService.method.deleteLimit, methods.deleteLimit),
-    signalNode: notImplemented,
-    createSchedule: notImplemented,
-    listSchedules: notImplemented,
-    updateSchedule: notImplemented,
-    deleteSchedule: notImplemented,
+    signalNode: unary(logger, WorkflowService.method.signalNode, methods.signalNode),
+    createSchedule: unary(logger, WorkflowService.method.createSchedule, schedules.createSchedule),
+    listSchedules: unary(logger, WorkflowService.method.listSchedules, schedules.listSchedules),
+    updateSchedule: unary(logger, WorkflowService.method.updateSchedule, schedules.updateSchedule),
+    deleteSchedule: unary(logger, WorkflowService.method.deleteSchedule, schedules.deleteSchedule),
     forkWorkflow: unary(logger, WorkflowService.method.forkWorkflow, methods.forkWorkflow),
     watchWorkflow: (call) => watch(deps, call),
   };

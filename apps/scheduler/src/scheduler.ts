@@ -64,11 +64,16 @@ export class Scheduler {
     } while (this.dirty && !this.stopped);
   }
 
-  /** One pass: claim and enqueue batches until fewer than a batch is ready. Returns how many were queued. */
+  /**
+   * One pass: what time did to WAITING nodes (start times reached, waits timed out, signals kept for nodes that are
+   * now WAITING), then claim and enqueue batches until fewer than a batch is ready, then the WAITING nodes again (a
+   * node the claim just made WAITING may hold a kept signal). Returns how many nodes were queued.
+   */
   async pass(): Promise<number> {
     const end = this.options.metrics?.passSeconds.startTimer();
     let total = 0;
     try {
+      await this.wakeWaiting();
       for (;;) {
         const claimed = await this.options.stateManager.claimReadyNodes(this.batchSize);
         if (claimed.length === 0) break;
@@ -77,11 +82,18 @@ export class Scheduler {
         total += claimed.length;
         if (claimed.length < this.batchSize || this.stopped) break;
       }
+      await this.wakeWaiting();
     } finally {
       end?.();
     }
     if (total > 0) this.options.logger.debug({ queued: total }, "queued ready nodes");
     return total;
+  }
+
+  /** Wakes due WAITING nodes and completes the ones holding a kept signal. */
+  private async wakeWaiting(): Promise<void> {
+    const signaled = await this.options.stateManager.wakeNodes(this.batchSize);
+    if (signaled.length > 0) await this.options.stateManager.completeKeptSignals(signaled);
   }
 
   /** Resolves once no pass is running. */

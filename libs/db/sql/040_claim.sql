@@ -15,7 +15,7 @@
 --
 -- Waits (docs/waiting-and-streaming.md): a ready node with a `wait`, or a `not_before` still ahead, becomes WAITING
 -- instead (no worker, no limit slot), `wake_at` set to its wait's timeout or its start time (trellis_wake_nodes
--- looks at it then); one with a signal already kept comes back as a 'signaled' row for the scheduler to complete.
+-- looks at it then), or to now when a signal is already kept for it (trellis_wake_nodes hands it to the scheduler).
 --
 -- Commits without waiting for the WAL flush: a lost claim is harmless (the nodes are PENDING again and claimed anew;
 -- a job added for them finds them so and is dropped). Returns a 'queued' row per claimed node {workflow_id, id,
@@ -174,7 +174,8 @@ BEGIN
   WITH waiting AS (
     UPDATE nodes n
        SET status = 'WAITING', held_by = NULL, updated_at = now(),
-           wake_at = CASE WHEN n.wait IS NULL THEN n.not_before
+           wake_at = CASE WHEN n.wait IS NOT NULL AND n.signal IS NOT NULL THEN clock_timestamp()
+                          WHEN n.wait IS NULL THEN n.not_before
                           WHEN trellis_duration_ms(n.wait ->> 'timeout') > 0
                           THEN clock_timestamp() + make_interval(secs => trellis_duration_ms(n.wait ->> 'timeout') / 1000)
                      END
@@ -318,8 +319,6 @@ BEGIN
          coalesce((SELECT jsonb_object_agg(f.id, 'RUNNING') FROM flipped f), '{}'::jsonb)
     INTO v_claimed, v_events, v_statuses;
   RETURN QUERY SELECT 'queued', e FROM jsonb_array_elements(v_claimed) AS e;
-  RETURN QUERY SELECT 'signaled', jsonb_build_object('workflow_id', e -> 'workflow_id', 'id', e -> 'id')
-                 FROM jsonb_array_elements(v_waiting) AS e WHERE (e ->> 'signaled')::boolean;
   RETURN QUERY SELECT x.kind, x.body FROM trellis_write_events(v_events, v_statuses, true) AS x;
 END;
 $$;

@@ -11,8 +11,11 @@ $$;
 -- - a node waiting for a signal whose wait timed out is completed as a signal would: PASS with its timeout_output
 --   (trellis_pass_nodes), or, with fail_on_timeout, FAIL with TASK_ERROR "timed out waiting for a signal after ..."
 --   (trellis_record_errors), descendants SKIPPED as for any failure.
--- Called by the scheduler before each claim. Returns 'woken' {workflow_id, id} per node back to PENDING, then what
--- those functions return. Commits synchronously (a PASS or FAIL is final).
+-- - a node waiting for a signal that holds a kept signal (sent before it was ready) is named in a 'signaled' row
+--   {workflow_id, id}: the scheduler completes it as SignalNode would (libs/db/src/signal-store.ts), edits and all;
+--   until then it stays due here.
+-- Called by the scheduler around each claim. Returns 'woken' {workflow_id, id} per node back to PENDING, the
+-- 'signaled' rows, then what those functions return. Commits synchronously (a PASS or FAIL is final).
 CREATE OR REPLACE FUNCTION trellis_wake_nodes(p_limit integer)
 RETURNS TABLE (kind text, body jsonb)
 LANGUAGE plpgsql
@@ -52,7 +55,12 @@ BEGIN
                      'data', jsonb_build_object('from', 'WAITING', 'reason', 'start time reached'))), '[]'::jsonb)
               FROM jsonb_array_elements(v_woken) AS e),
            NULL, false) AS x;
-  -- Timed-out waits: PASS with the timeout's output, or FAIL.
+  RETURN QUERY
+  SELECT 'signaled', jsonb_build_object('workflow_id', n.workflow_id, 'id', n.id)
+    FROM jsonb_to_recordset(v_due) AS d(workflow_id uuid, id text)
+    JOIN nodes n ON n.workflow_id = d.workflow_id AND n.id = d.id
+   WHERE n.status = 'WAITING' AND n.wait IS NOT NULL AND n.signal IS NOT NULL;
+  -- Timed-out waits (without a kept signal): PASS with the timeout's output, or FAIL.
   SELECT jsonb_agg(jsonb_build_object('workflow_id', n.workflow_id, 'id', n.id, 'output', n.wait -> 'timeoutOutput'))
            FILTER (WHERE NOT coalesce((n.wait ->> 'failOnTimeout')::boolean, false)),
          jsonb_agg(jsonb_build_object('workflow_id', n.workflow_id, 'id', n.id,
@@ -62,7 +70,7 @@ BEGIN
     INTO v_pass, v_fail
     FROM jsonb_to_recordset(v_due) AS d(workflow_id uuid, id text)
     JOIN nodes n ON n.workflow_id = d.workflow_id AND n.id = d.id
-   WHERE n.status = 'WAITING' AND n.wait IS NOT NULL AND n.wake_at <= clock_timestamp();
+   WHERE n.status = 'WAITING' AND n.wait IS NOT NULL AND n.signal IS NULL AND n.wake_at <= clock_timestamp();
   IF v_pass IS NOT NULL THEN
     RETURN QUERY
     SELECT x.kind, x.body

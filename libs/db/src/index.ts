@@ -13,3 +13,4 @@ export * from "./event-hub.js";
 export * from "./event-log.js";
 export * from "./connection-errors.js";
 export * from "./event-relay-store.js";
+export * from "./signal-store.js";

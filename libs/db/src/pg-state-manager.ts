@@ -6,6 +6,7 @@ import { LimitStore } from "./limit-store.js";
 import type { Database } from "./pool.js";
 import { ScheduleStore } from "./schedule-store.js";
 import { SchedulerStore } from "./scheduler-store.js";
+import { SignalStore, type SignalInput, type SignalOutcome } from "./signal-store.js";
 import type {
   ActionEffects,
   CreateWorkflowInput,
@@ -54,6 +55,7 @@ export class PgStateManager implements StateManager {
   private readonly forks: ForkStore;
   private readonly schedules: ScheduleStore;
   private readonly scheduler: SchedulerStore;
+  private readonly signals: SignalStore;
   private readonly worker: WorkerStore;
 
   constructor(db: Database, options: PgStateManagerOptions = {}) {
@@ -68,6 +70,7 @@ export class PgStateManager implements StateManager {
       limits,
     );
     this.scheduler = new SchedulerStore(this.transactions);
+    this.signals = new SignalStore(this.transactions, limits);
     this.worker = new WorkerStore(this.transactions, limits);
   }
 
@@ -170,6 +173,18 @@ export class PgStateManager implements StateManager {
 
   claimReadyNodes(limit: number): Promise<QueuedNode[]> {
     return this.scheduler.claimReadyNodes(limit);
+  }
+
+  wakeNodes(limit: number): Promise<{ workflowId: string; nodeId: string }[]> {
+    return this.scheduler.wakeNodes(limit);
+  }
+
+  signalNode(input: SignalInput): Promise<SignalOutcome> {
+    return this.signals.signalNode(input);
+  }
+
+  completeKeptSignals(nodes: readonly { workflowId: string; nodeId: string }[]): Promise<number> {
+    return this.signals.completeKept(nodes);
   }
 
   async startNode(

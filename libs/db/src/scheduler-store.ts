@@ -29,6 +29,17 @@ export class SchedulerStore {
   }
 
   /**
+   * What time does to WAITING nodes (trellis_wake_nodes): start times reached go back to PENDING for the claim,
+   * timed-out waits PASS or FAIL; returns the WAITING nodes with a kept signal, for completeKeptSignals.
+   */
+  async wakeNodes(limit: number): Promise<{ workflowId: string; nodeId: string }[]> {
+    const rows = await this.transactions.call(sql`select kind, body from trellis_wake_nodes(${limit}::integer)`);
+    return rows
+      .filter((r) => r.kind === "signaled")
+      .map((r) => ({ workflowId: String(r.body.workflow_id), nodeId: String(r.body.id) }));
+  }
+
+  /**
    * Per-worker liveness: forgets the workers whose heartbeat is older than `staleMs` (their sessions are dead for
    * good: a worker that comes back registers anew), then ends the attempt of every RUNNING node whose worker
    * session is not registered (INFRA_ERROR, retried as its policy says, with a new job) through

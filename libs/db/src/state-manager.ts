@@ -1,4 +1,5 @@
 import type { JsonObject } from "@bufbuild/protobuf";
+import type { SignalInput, SignalOutcome } from "./signal-store.js";
 import type { FieldMask, Value } from "@bufbuild/protobuf/wkt";
 import type { EffectiveRetryPolicy, LimitSpec } from "@trellis/core";
 import type {
@@ -277,6 +278,15 @@ export interface StateManager {
   applyNodeEdits(workflowId: string, edits: readonly NodeEdit[]): Promise<Workflow>;
   /** Claims up to `limit` ready nodes (SKIP LOCKED), marks them QUEUED and returns their jobs. */
   claimReadyNodes(limit: number): Promise<QueuedNode[]>;
+  /**
+   * What time does to up to `limit` WAITING nodes: start times reached back to PENDING, timed-out waits PASS or FAIL;
+   * returns the WAITING nodes holding a signal kept from before they were ready (for completeKeptSignals).
+   */
+  wakeNodes(limit: number): Promise<{ workflowId: string; nodeId: string }[]>;
+  /** SignalNode: completes or rejects a node with `wait` (or keeps the signal until the node is ready). */
+  signalNode(input: SignalInput): Promise<SignalOutcome>;
+  /** Completes WAITING nodes with a kept signal (invalid edits FAIL them); returns how many. */
+  completeKeptSignals(nodes: readonly { workflowId: string; nodeId: string }[]): Promise<number>;
   /**
    * QUEUED -> RUNNING with a fresh lease, attempt + 1, for a worker session (null: none, for tests that drive
    * nodes by hand: such a node is never found lost); null when the node is no longer QUEUED.

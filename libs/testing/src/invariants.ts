@@ -267,7 +267,7 @@ async function check(pool: pg.PoolClient, options: InvariantOptions): Promise<In
         e.type === "node.throttled" ||
         (e.type === "node.status_changed" &&
           (e.node_status === "PASS" ||
-            (e.node_status === "FAIL" && e.data.from === "RUNNING") ||
+            (e.node_status === "FAIL" && (e.data.from === "RUNNING" || e.data.from === "WAITING")) ||
             (e.node_status === "CANCELLED" && e.data.from === "RUNNING")));
       if (!ends) continue;
       const perAttempt = endings.get(k) ?? new Map<number, number>();
