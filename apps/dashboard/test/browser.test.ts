@@ -5,7 +5,15 @@ import { fileURLToPath } from "node:url";
 import { create, fromJson } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import { DEFAULT_RETRY_POLICY } from "@trellis/core";
-import { EditType, NodeEditSchema, NodeSchema, WorkflowAction, WorkflowStatus } from "@trellis/proto";
+import {
+  EditType,
+  ErrorKind,
+  NodeEditSchema,
+  NodeSchema,
+  NodeStatus,
+  WorkflowAction,
+  WorkflowStatus,
+} from "@trellis/proto";
 import { NodeQueues, createRedis } from "@trellis/queue";
 import { waitFor } from "@trellis/testing";
 import { type Browser, type BrowserContext, type Page, chromium } from "playwright-core";
@@ -251,6 +259,43 @@ describe.skipIf(skip)("dashboard in headless Chromium", () => {
     expect(edges.sort()).toEqual(["plan->research-a", "plan->research-b", "research-a->final", "research-b->final"]);
     expect(await nodeEl("plan").getAttribute("data-added")).toBe("false");
     expect(await page.locator('.event[data-type="workflow.edited"]').count()).toBe(1);
+  });
+
+  it("re-runs a failed node from its panel with a new input, opening the fork where the others kept their output", async () => {
+    const { workflow } = await f.stateManager.createWorkflow({
+      name: "rerun-me",
+      nodes: [node("a"), node("b", ["a"])],
+    });
+    await passNode(f.stateManager, workflow.id, "a", fromJson(ValueSchema, { kept: true }));
+    const started = await startNode(f.stateManager, workflow.id, "b");
+    await f.stateManager.recordResult(workflow.id, "b", started.lease, {
+      kind: "error",
+      errorKind: ErrorKind.TASK_ERROR,
+      message: "boom",
+    });
+    // A finished workflow's stream has ended: the page is ready without going live.
+    await page.goto(`${f.baseUrl}/workflows/${workflow.id}`);
+    await page.locator("body[data-ready=true]").waitFor();
+    await statusOf("b", "FAIL").waitFor();
+    await nodeEl("b").click();
+    await page.locator('#node-panel[data-node-id="b"] #rerun-from-here').waitFor();
+    await page.click("#node-panel .rerun-details summary");
+    await page.fill("#node-panel .rerun-input", '{"task": "b", "fixed": true}');
+    await page.screenshot({ path: artifact("dashboard-rerun.png") });
+    await page.click("#rerun-from-here");
+    await page.waitForURL((url) => url.pathname.startsWith("/workflows/") && !url.pathname.endsWith(workflow.id), {
+      timeout: UI_TIMEOUT_MS,
+    });
+    const forkId = decodeURIComponent(new URL(page.url()).pathname.split("/").pop()!);
+    const fork = await f.stateManager.getWorkflow(forkId);
+    expect(fork.labels.forked_from).toBe(workflow.id);
+    expect(fork.nodes.map((n) => [n.id, NodeStatus[n.status]])).toEqual([
+      ["a", "PASS"],
+      ["b", "PENDING"],
+    ]);
+    expect(fork.nodes[1]!.input).toEqual({ task: "b", fixed: true });
+    await statusOf("a", "PASS").waitFor();
+    expect((await f.stateManager.getWorkflow(workflow.id)).status).toBe(WorkflowStatus.FAILED);
   });
 
   it("cancels a workflow from the UI", async () => {
