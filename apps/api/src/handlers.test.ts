@@ -17,6 +17,7 @@ import {
   type GrpcServiceHandlers,
   type Limit,
   NodeAttemptSchema,
+  NodeSchema,
   WorkflowAction,
   WorkflowService,
   WorkflowStatus,
@@ -272,6 +273,74 @@ describe("request mapping", () => {
     const emit = vi.fn();
     handlers.watchWorkflow({ emit } as unknown as Parameters<Handlers["watchWorkflow"]>[0]);
     expect(emit).toHaveBeenCalledWith("error", expect.objectContaining({ code: grpc.status.UNIMPLEMENTED }));
+  });
+});
+
+describe("SignalNode", () => {
+  it("passes the signal to the StateManager and wakes the scheduler once the node completed", async () => {
+    const { sm, call, notifyScheduler } = setup();
+    const outcome = await call("signalNode", {
+      workflowId: WORKFLOW_ID,
+      nodeId: "approve",
+      output: { kind: { case: "boolValue", value: true } },
+      requestId: "sig-1",
+    });
+    expect(outcome.error).toBeNull();
+    expect(sm.signalNode).toHaveBeenCalledWith(
+      expect.objectContaining({ workflowId: WORKFLOW_ID, nodeId: "approve", reject: false, requestId: "sig-1" }),
+    );
+    expect(notifyScheduler).toHaveBeenCalledWith(WORKFLOW_ID);
+    sm.signalNode.mockResolvedValueOnce({ node: create(NodeSchema, { id: "approve" }), completed: false });
+    notifyScheduler.mockClear();
+    expect((await call("signalNode", { workflowId: WORKFLOW_ID, nodeId: "approve" })).error).toBeNull();
+    expect(sm.signalNode.mock.calls[1]![0].requestId).toBeUndefined();
+    expect(notifyScheduler).not.toHaveBeenCalled();
+  });
+
+  it("refuses malformed ids, an unstorable output, a long message and a rejection with edits, calling nothing", async () => {
+    const { sm, call } = setup();
+    expectRejected(await call("signalNode", { nodeId: "a" }), grpc.status.INVALID_ARGUMENT, "workflow_id: required");
+    expectRejected(
+      await call("signalNode", { workflowId: WORKFLOW_ID, nodeId: "a b" }),
+      grpc.status.INVALID_ARGUMENT,
+      'node_id: "a b" must match [A-Za-z0-9_.-]{1,128}',
+    );
+    expectRejected(
+      await call("signalNode", {
+        workflowId: WORKFLOW_ID,
+        nodeId: "a",
+        output: { kind: { case: "numberValue", value: Number.NaN } },
+      }),
+      grpc.status.INVALID_ARGUMENT,
+    );
+    expectRejected(
+      await call("signalNode", { workflowId: WORKFLOW_ID, nodeId: "a", reject: true, message: "x".repeat(16_385) }),
+      grpc.status.INVALID_ARGUMENT,
+      "message: must be at most 16384 characters",
+    );
+    expectRejected(
+      await call("signalNode", {
+        workflowId: WORKFLOW_ID,
+        nodeId: "a",
+        reject: true,
+        edits: [{ type: EditType.DELETE, nodeId: "b" }],
+      }),
+      grpc.status.INVALID_ARGUMENT,
+      "edits: must be empty when the signal rejects the node",
+    );
+    expect(sm.signalNode).not.toHaveBeenCalled();
+  });
+
+  it("answers the StateManager's refusals with their codes", async () => {
+    const { sm, call } = setup();
+    sm.signalNode.mockRejectedValueOnce(
+      new FailedPreconditionError('node "a" does not wait for a signal (it has no wait)'),
+    );
+    expectRejected(
+      await call("signalNode", { workflowId: WORKFLOW_ID, nodeId: "a" }),
+      grpc.status.FAILED_PRECONDITION,
+      'node "a" does not wait for a signal (it has no wait)',
+    );
   });
 });
 

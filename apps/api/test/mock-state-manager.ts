@@ -37,6 +37,10 @@ export function mockStateManager() {
     listLimits: vi.fn<StateManager["listLimits"]>(async () => []),
     deleteLimit: vi.fn<StateManager["deleteLimit"]>(async () => true),
     forkWorkflow: vi.fn<StateManager["forkWorkflow"]>(async () => ({ workflow, created: true })),
+    signalNode: vi.fn<StateManager["signalNode"]>(async (input) => ({
+      node: create(NodeSchema, { id: input.nodeId }),
+      completed: true,
+    })),
   };
   const stateManager = new Proxy(used, {
     get(target, property, receiver) {

@@ -1,7 +1,15 @@
-import { create, fromJson, toJson } from "@bufbuild/protobuf";
+import { type MessageInitShape, create, fromJson, toJson } from "@bufbuild/protobuf";
 import { ValueSchema, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { FailedPreconditionError, NotFoundError, TrellisError } from "@trellis/core";
-import { EditType, NodeEditSchema, NodeSchema, NodeStatus, WorkflowStatus, type Node } from "@trellis/proto";
+import {
+  EditType,
+  NodeEditSchema,
+  NodeSchema,
+  NodeStatus,
+  type WaitSchema,
+  WorkflowStatus,
+  type Node,
+} from "@trellis/proto";
 import { FAULT_TIMINGS, checkInvariants, createTestDatabase, type TestDatabase } from "@trellis/testing";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { PgStateManager, type QueuedNode } from "../src/index.js";
@@ -28,11 +36,11 @@ afterAll(async () => {
 
 const value = (json: unknown) => fromJson(ValueSchema, json as never);
 
-function node(id: string, parentIds: string[] = [], extra: Partial<Node> = {}): Node {
-  return create(NodeSchema, { id, capability: "echo", parentIds, ...extra });
+function node(id: string, parentIds: string[] = [], extra: Pick<Node, "notBefore"> = {} as Node): Node {
+  return create(NodeSchema, { id, capability: "echo", parentIds, notBefore: extra.notBefore });
 }
 
-const approval = (id: string, parentIds: string[] = [], wait: Node["wait"] = {} as Node["wait"]) =>
+const approval = (id: string, parentIds: string[] = [], wait: MessageInitShape<typeof WaitSchema> = {}) =>
   create(NodeSchema, { id, capability: "", parentIds, wait });
 
 async function status(workflowId: string, nodeId: string): Promise<{ status: string; attempt: number }> {
@@ -226,7 +234,7 @@ describe("wait nodes and SignalNode", () => {
           timeout: { seconds: 60n },
           timeoutOutput: value({ approved: "by default" }),
         } as never),
-        approval("strict", [], { timeout: { seconds: 60n }, failOnTimeout: true } as never),
+        approval("strict", [], { timeout: { seconds: 60n }, failOnTimeout: true }),
         approval("forever"),
       ],
     });
