@@ -27,6 +27,13 @@ commands:
                                    P 1s (500ms, 30s, 1m, 1h), B = R, U "" (one unit per node start) or a usage
                                    unit such as tokens
   limits delete KEY                remove a key's limit; the nodes it held back run
+  schedules                        list the cron schedules: cron, time zone, next run, last workflow
+  schedules create ID --cron CRON [--timezone TZ] --file FILE
+                                   create a schedule: at each tick of the 5-field CRON ("0 7 * * *") in TZ (an
+                                   IANA name such as Europe/Paris, default UTC) it creates the workflow of FILE
+                                   (YAML or JSON, as for run), labelled schedule=ID
+  schedules pause|resume|delete ID pause a schedule (it creates nothing), resume it (from its next tick after
+                                   now) or remove it
 
 options:
   --addr HOST:PORT   the api's gRPC address (env TRELLIS_ADDR, default localhost:50051)
@@ -71,7 +78,13 @@ export type Command =
   | { kind: "fork"; workflowId: string; fromNodeIds: string[]; inputs: Record<string, JsonObject>; watch: boolean }
   | { kind: "limits" }
   | { kind: "set-limit"; limit: LimitSpec }
-  | { kind: "delete-limit"; key: string };
+  | { kind: "delete-limit"; key: string }
+  | { kind: "schedules" }
+  | { kind: "create-schedule"; id: string; cron: string; timezone: string; file: string }
+  | { kind: "schedule-action"; action: ScheduleActionName; id: string };
+
+/** What `trellis schedules pause|resume|delete ID` does. */
+export type ScheduleActionName = "pause" | "resume" | "delete";
 
 /** How a command is named in messages: `list`, `cancel`, `limits set`. */
 export function commandName(command: Command): string {
@@ -82,6 +95,10 @@ export function commandName(command: Command): string {
       return "limits set";
     case "delete-limit":
       return "limits delete";
+    case "create-schedule":
+      return "schedules create";
+    case "schedule-action":
+      return `schedules ${command.action}`;
     default:
       return command.kind;
   }
@@ -169,6 +186,9 @@ const OPTION_NAMES = [
   "unit",
   "from",
   "input",
+  "cron",
+  "timezone",
+  "file",
 ] as const;
 
 type OptionName = (typeof OPTION_NAMES)[number];
@@ -187,7 +207,15 @@ const COMMAND_OPTIONS: Record<string, readonly OptionName[]> = {
   "limits list": [],
   "limits set": ["max-concurrency", "rate", "period", "burst", "unit"],
   "limits delete": [],
+  "schedules list": [],
+  "schedules create": ["cron", "timezone", "file"],
+  "schedules pause": [],
+  "schedules resume": [],
+  "schedules delete": [],
 };
+
+/** The subcommands of `trellis schedules` (none means list). */
+const SCHEDULES_SUBCOMMANDS = ["list", "create", "pause", "resume", "delete"] as const;
 
 /** The subcommands of `trellis limits` (none means list). */
 const LIMITS_SUBCOMMANDS = ["list", "set", "delete"] as const;
@@ -215,6 +243,14 @@ export function parseCliArgs(argv: readonly string[], env: Record<string, string
       throw new UsageError(`limits: unknown subcommand "${sub}" (${LIMITS_SUBCOMMANDS.join(", ")})`);
     }
     name = `limits ${sub}`;
+    rest = rest.slice(1);
+  }
+  if (name === "schedules") {
+    const sub = rest[0] ?? "list";
+    if (!(SCHEDULES_SUBCOMMANDS as readonly string[]).includes(sub)) {
+      throw new UsageError(`schedules: unknown subcommand "${sub}" (${SCHEDULES_SUBCOMMANDS.join(", ")})`);
+    }
+    name = `schedules ${sub}`;
     rest = rest.slice(1);
   }
 
@@ -274,6 +310,26 @@ export function parseCliArgs(argv: readonly string[], env: Record<string, string
       break;
     case "limits delete":
       command = { kind: "delete-limit", key: one("KEY") };
+      break;
+    case "schedules list":
+      none();
+      command = { kind: "schedules" };
+      break;
+    case "schedules create": {
+      const id = one("schedule ID");
+      if (values.cron === undefined) throw new UsageError('schedules create: --cron required (e.g. "0 7 * * *")');
+      if (values.file === undefined) throw new UsageError("schedules create: --file required (the workflow to create)");
+      command = { kind: "create-schedule", id, cron: values.cron, timezone: values.timezone ?? "", file: values.file };
+      break;
+    }
+    case "schedules pause":
+    case "schedules resume":
+    case "schedules delete":
+      command = {
+        kind: "schedule-action",
+        action: name.slice("schedules ".length) as ScheduleActionName,
+        id: one("schedule ID"),
+      };
       break;
     default:
       command = { kind: "action", action: name as ActionName, workflowId: one("workflow ID") };
@@ -359,6 +415,9 @@ function parse(argv: readonly string[]) {
       unit: { type: "string" },
       from: { type: "string" },
       input: { type: "string", multiple: true },
+      cron: { type: "string" },
+      timezone: { type: "string" },
+      file: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });

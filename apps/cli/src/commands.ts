@@ -10,12 +10,13 @@ import {
   type NodeAttempt,
   type NodeError,
   NodeStatus,
+  type Schedule,
   type Workflow,
   WorkflowAction,
   WorkflowSchema,
   WorkflowStatus,
 } from "@trellis/proto";
-import type { ActionName, Command, LimitSpec } from "./args.js";
+import type { ActionName, Command, LimitSpec, ScheduleActionName } from "./args.js";
 import { USAGE } from "./args.js";
 import type { ApiConnection } from "./client.js";
 import { followWorkflow } from "./follow.js";
@@ -78,6 +79,12 @@ export async function runCommand(command: Command, ctx: CommandContext): Promise
       return setLimit(ctx, command.limit);
     case "delete-limit":
       return deleteLimit(ctx, command.key);
+    case "schedules":
+      return listSchedules(ctx);
+    case "create-schedule":
+      return createSchedule(ctx, command);
+    case "schedule-action":
+      return scheduleAction(ctx, command.action, command.id);
     default: {
       const never: never = command;
       throw new Error(`unknown command ${JSON.stringify(never)}`);
@@ -362,6 +369,64 @@ async function setLimit(ctx: CommandContext, spec: LimitSpec): Promise<number> {
 async function deleteLimit(ctx: CommandContext, key: string): Promise<number> {
   await ctx.api.client.deleteLimit({ key }, ctx.api.call(ctx.signal));
   ctx.output.line(`limit ${key} deleted`);
+  return 0;
+}
+
+/** The schedules as a table: cron, zone, PAUSED or ACTIVE, the next tick (none while paused), the last workflow. */
+export function describeSchedules(schedules: readonly Schedule[]): string[] {
+  if (schedules.length === 0) {
+    return ['no schedules (`trellis schedules create ID --cron "0 7 * * *" --file FILE` adds one)'];
+  }
+  const rows = [["ID", "CRON", "TIMEZONE", "STATE", "NEXT RUN", "WORKFLOW", "LAST WORKFLOW"]];
+  for (const s of schedules) {
+    rows.push([
+      s.id,
+      s.cron,
+      s.timezone,
+      s.paused ? "PAUSED" : "ACTIVE",
+      s.paused ? "-" : time(s.nextRunAt),
+      s.workflow?.name || "-",
+      s.lastWorkflowId || "-",
+    ]);
+  }
+  return table(rows);
+}
+
+/** `nightly: 0 7 * * * Europe/Paris, next run 2026-12-04T06:00:00Z` (or `paused`). */
+function scheduleSummary(s: Schedule): string {
+  return `${s.id}: ${s.cron} ${s.timezone}, ${s.paused ? "paused" : `next run ${time(s.nextRunAt)}`}`;
+}
+
+async function listSchedules(ctx: CommandContext): Promise<number> {
+  const { schedules } = await ctx.api.client.listSchedules({}, ctx.api.call(ctx.signal));
+  for (const line of describeSchedules(schedules)) ctx.output.line(line);
+  return 0;
+}
+
+async function createSchedule(
+  ctx: CommandContext,
+  command: Extract<Command, { kind: "create-schedule" }>,
+): Promise<number> {
+  const workflow = (ctx.readWorkflow ?? readWorkflowFile)(command.file);
+  const { schedule } = await ctx.api.client.createSchedule(
+    { schedule: { id: command.id, cron: command.cron, timezone: command.timezone, workflow } },
+    ctx.api.call(ctx.signal),
+  );
+  ctx.output.line(`created schedule ${scheduleSummary(schedule!)}`);
+  return 0;
+}
+
+async function scheduleAction(ctx: CommandContext, action: ScheduleActionName, id: string): Promise<number> {
+  if (action === "delete") {
+    await ctx.api.client.deleteSchedule({ id }, ctx.api.call(ctx.signal));
+    ctx.output.line(`schedule ${id} deleted`);
+    return 0;
+  }
+  const { schedule } = await ctx.api.client.updateSchedule(
+    { schedule: { id, paused: action === "pause" }, updateMask: { paths: ["paused"] } },
+    ctx.api.call(ctx.signal),
+  );
+  ctx.output.line(`${action === "pause" ? "paused" : "resumed"} schedule ${scheduleSummary(schedule!)}`);
   return 0;
 }
 
