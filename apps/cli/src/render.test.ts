@@ -152,6 +152,16 @@ describe("WorkflowProgress", () => {
     ).toBe("  [0/2] ● workflow         PAUSED     (budget exceeded)");
   });
 
+  it("counts a fork's kept nodes as done, one KEPT line each", () => {
+    const e = events();
+    const progress = new WorkflowProgress();
+    const lines = [
+      e("workflow.created", { wf: WorkflowStatus.PENDING, data: { nodeCount: 2, forkedFrom: "src" } }),
+      e("node.copied", { wf: WorkflowStatus.PENDING, ...node("a", NodeStatus.PASS, { fromWorkflowId: "src" }) }),
+    ].map((event) => progress.apply(event));
+    expect(lines).toEqual([undefined, "  [1/2] = a                KEPT       output of src"]);
+  });
+
   it("goes back when a workflow RETRY reopens nodes", () => {
     const e = events();
     const progress = new WorkflowProgress();

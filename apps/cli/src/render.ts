@@ -269,6 +269,14 @@ export class WorkflowProgress {
           Array.isArray(fields) ? fields.map(text).join(", ") : "",
         );
       }
+      case "node.copied":
+        // A fork's node that keeps the output it had in the workflow forked from.
+        this.#nodes.set(id, event.nodeStatus);
+        return this.#line(
+          { mark: "=", label: "KEPT", tone: "green" },
+          id,
+          `output of ${text(field(data, "fromWorkflowId"))}`,
+        );
       case "node.requeued":
         this.#nodes.set(id, event.nodeStatus);
         return this.#line({ mark: "↺", label: "REQUEUED", tone: "yellow" }, id, text(field(data, "reason")));
