@@ -5,6 +5,7 @@ import {
   NotFoundError,
   assertWorkflowId,
   quoteForMessage,
+  topologicalOrder,
   validateInput,
   validateStorableText,
   type WorkflowLimits,
@@ -174,11 +175,17 @@ export class ForkStore {
         const { tx } = ctx;
         const [source] = await tx.select().from(workflows).where(eq(workflows.id, input.workflowId)).for("share");
         if (!source) throw new NotFoundError(`workflow ${input.workflowId} not found`);
-        const sourceNodes = await tx
+        const rows = await tx
           .select({ id: nodes.id, status: nodes.status, parentIds: nodes.parentIds, insertedBy: nodes.insertedBy })
           .from(nodes)
           .where(eq(nodes.workflowId, source.id))
           .orderBy(nodes.createdAt, nodes.id);
+        // In getWorkflow's order (topological), so the kept nodes' events come parents first.
+        const byId = new Map(rows.map((r) => [r.id, r]));
+        const sourceNodes = topologicalOrder(
+          rows.map((r) => r.id),
+          (id) => byId.get(id)?.parentIds ?? [],
+        ).map((id) => byId.get(id)!);
         const plan = planFork(sourceNodes, input.fromNodeIds, Object.keys(inputs));
         const [row] = await tx
           .insert(workflows)
