@@ -35,6 +35,8 @@ export const MAX_EVENTS_LIMIT = 1_000;
 export interface ApiRouterDeps {
   stateManager: StateManager;
   events: WorkflowEventSource;
+  /** The events with running nodes' output chunks interleaved (`?chunks=1`); without it no chunks are sent. */
+  chunks?: WorkflowEventSource | undefined;
   logger: Logger;
   /** Period of SSE heartbeat comments. */
   heartbeatMs: number;
@@ -255,7 +257,7 @@ export function createApiRouter(deps: ApiRouterDeps): express.Router {
     deps.streams.add(controller);
     try {
       await writeEventStream(res, {
-        events: deps.events,
+        events: req.query.chunks === "1" && deps.chunks ? deps.chunks : deps.events,
         workflowId,
         afterSequence: after,
         heartbeatMs: deps.heartbeatMs,
