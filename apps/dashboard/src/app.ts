@@ -10,7 +10,7 @@ import {
 import { composeEventHooks, eventMetrics } from "@trellis/observability";
 import type { Registry } from "prom-client";
 import { WorkflowAction } from "@trellis/proto";
-import { NodeQueues, checkRedis, createRedis } from "@trellis/queue";
+import { NodeQueues, WorkflowChunkSource, checkRedis, createRedis } from "@trellis/queue";
 import express from "express";
 import type { Logger } from "pino";
 import { createApiRouter } from "./api-routes.js";
@@ -90,6 +90,17 @@ export async function startDashboardApp(settings: DashboardSettings, deps: Dashb
     closers.push(() => redis.disconnect());
     redis.on("error", (e) => logger.warn({ err: e }, "redis connection error"));
     const queues = new NodeQueues(redis, settings.queuePrefix);
+    // Output chunks for the node panel (`?chunks=1`), on a connection that fails fast: without Redis, no chunks.
+    const chunkRedis = createRedis(settings.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+    chunkRedis.on("error", () => undefined);
+    closers.push(() => chunkRedis.disconnect());
+    const chunks = new WorkflowChunkSource({
+      events,
+      getWorkflow: (workflowId) => stateManager.getWorkflow(workflowId),
+      redis: chunkRedis,
+      queuePrefix: settings.queuePrefix,
+      onError: (e) => logger.warn({ err: e }, "output chunks unavailable for a stream (Redis)"),
+    });
     closers.push(() => queues.close());
     const board = await startQueueBoard({
       queues,
@@ -117,6 +128,7 @@ export async function startDashboardApp(settings: DashboardSettings, deps: Dashb
       createApiRouter({
         stateManager,
         events,
+        chunks,
         logger,
         heartbeatMs: deps.heartbeatMs ?? 15_000,
         shutdownSignal: shutdown.signal,

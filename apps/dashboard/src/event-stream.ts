@@ -37,7 +37,8 @@ function drained(res: ServerResponse, signal: AbortSignal): Promise<void> {
 
 /**
  * Writes a workflow's events as Server-Sent Events: one `message` per event with `id:` = its sequence (so an
- * EventSource that reconnects resumes after the last one it saw), a heartbeat comment every `heartbeatMs`, and a
+ * EventSource that reconnects resumes after the last one it saw), an `event: chunk` per output chunk when the source
+ * has them (`?chunks=1`), a heartbeat comment every `heartbeatMs`, and a
  * final `end` event once the workflow's terminal transaction has been sent. A slow client slows the reading
  * (nothing is buffered beyond the socket); the stream stops when `signal` aborts.
  */
@@ -55,7 +56,10 @@ export async function writeEventStream(res: ServerResponse, opts: EventStreamOpt
   try {
     for await (const event of opts.events.follow(opts.workflowId, opts.afterSequence, signal)) {
       const data = JSON.stringify(toJson(WorkflowEventSchema, event));
-      if (!res.write(`id: ${event.sequence}\ndata: ${data}\n\n`)) await drained(res, signal);
+      // A chunk (sequence 0) is an `event: chunk` without an id: a reconnect resumes after the last durable event.
+      const message =
+        event.sequence === 0n ? `event: chunk\ndata: ${data}\n\n` : `id: ${event.sequence}\ndata: ${data}\n\n`;
+      if (!res.write(message)) await drained(res, signal);
       if (signal.aborted) break;
     }
     if (!signal.aborted) res.write("event: end\ndata: {}\n\n");

@@ -9,10 +9,20 @@ import {
   ExecuteNodeResponseSchema,
   ExecutionStatus,
   type NodeEditSchema,
+  type OutputChunkSchema,
 } from "@trellis/proto";
 
 /** The capabilities the example NodeService implements, as a worker lists them in `WORKER_CAPABILITIES`. */
-export const EXAMPLE_CAPABILITIES = ["echo", "sleep", "fail", "flaky", "llm.mock", "llm.metered", "plan"] as const;
+export const EXAMPLE_CAPABILITIES = [
+  "echo",
+  "sleep",
+  "fail",
+  "flaky",
+  "llm.mock",
+  "llm.metered",
+  "llm.stream",
+  "plan",
+] as const;
 
 /** One of {@link EXAMPLE_CAPABILITIES}. */
 export type ExampleCapability = (typeof EXAMPLE_CAPABILITIES)[number];
@@ -46,8 +56,18 @@ class InvalidInputError extends Error {
   }
 }
 
-/** One capability: answers a request or rejects when `signal` aborts. */
-type CapabilityHandler = (request: ExecuteNodeRequest, signal: AbortSignal) => Promise<ExecuteNodeResponse>;
+/** Receives the output chunks of a streaming call (ExecuteNodeStream), in order. */
+export type ChunkSink = (chunk: MessageInitShape<typeof OutputChunkSchema>) => void;
+
+/**
+ * One capability: answers a request or rejects when `signal` aborts. `onChunk` is set when the caller streams
+ * (ExecuteNodeStream); a capability that writes its output piece by piece sends the pieces there.
+ */
+type CapabilityHandler = (
+  request: ExecuteNodeRequest,
+  signal: AbortSignal,
+  onChunk?: ChunkSink,
+) => Promise<ExecuteNodeResponse>;
 
 type NodeEditInit = MessageInitShape<typeof NodeEditSchema>;
 
@@ -216,6 +236,23 @@ async function llmMock(request: ExecuteNodeRequest, signal: AbortSignal): Promis
 }
 
 /**
+ * `llm.stream`: `llm.mock`'s completion written word by word, as a chat model streams its tokens: each word (with the
+ * space before it) is a chunk on channel "tokens", `input.word_delay_ms` apart (default 20), then the same output as
+ * `llm.mock`. Called with ExecuteNode it waits as long and answers the output alone.
+ */
+async function llmStream(request: ExecuteNodeRequest, signal: AbortSignal, onChunk?: ChunkSink) {
+  const input = inputOf(request);
+  const wordDelayMs = readInt(input, "word_delay_ms", 20, 0, 60_000);
+  const output = await mockChat(input, signal);
+  const words = output.completion.split(" ");
+  for (const [i, word] of words.entries()) {
+    if (wordDelayMs > 0) await delay(wordDelayMs, undefined, { signal });
+    onChunk?.({ channel: "tokens", text: i === 0 ? word : ` ${word}` });
+  }
+  return success(output);
+}
+
+/**
  * `llm.metered`: a metered, rate-limited provider. Answers THROTTLED ("too many requests") to the first
  * `input.throttle_first_n` attempts (default 0; counted by `context.attempt`, which every start moves on, throttled
  * ones included), with `retry_after` = `input.retry_after_ms` when given (else none: the engine's default applies).
@@ -277,6 +314,7 @@ const HANDLERS: Record<ExampleCapability, CapabilityHandler> = {
   flaky,
   "llm.mock": llmMock,
   "llm.metered": llmMetered,
+  "llm.stream": llmStream,
   plan,
 };
 
@@ -289,14 +327,18 @@ export function isExampleCapability(capability: string): capability is ExampleCa
  * Runs the node of `request` by its capability. Bad input and unknown capabilities are TASK_ERROR responses;
  * rejects (with an AbortError) only when `signal` aborts first, e.g. because the caller cancelled the call.
  */
-export async function executeExample(request: ExecuteNodeRequest, signal: AbortSignal): Promise<ExecuteNodeResponse> {
+export async function executeExample(
+  request: ExecuteNodeRequest,
+  signal: AbortSignal,
+  onChunk?: ChunkSink,
+): Promise<ExecuteNodeResponse> {
   signal.throwIfAborted();
   const capability = request.node?.capability ?? "";
   if (!isExampleCapability(capability)) {
     return failure(ExecutionStatus.TASK_ERROR, `unknown capability ${JSON.stringify(capability)}`);
   }
   try {
-    return await HANDLERS[capability](request, signal);
+    return await HANDLERS[capability](request, signal, onChunk);
   } catch (error) {
     if (error instanceof InvalidInputError) return failure(ExecutionStatus.TASK_ERROR, error.message);
     throw error;

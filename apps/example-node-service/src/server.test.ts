@@ -2,10 +2,18 @@ import * as grpc from "@grpc/grpc-js";
 import { toJson } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import { createLogger, createMetricsRegistry } from "@trellis/observability";
-import { createGrpcClient, EditType, ExecutionStatus, type GrpcClient, NodeService } from "@trellis/proto";
+import {
+  createGrpcClient,
+  EditType,
+  type ExecuteNodeStreamResponse,
+  ExecutionStatus,
+  type GrpcClient,
+  NodeService,
+} from "@trellis/proto";
 import { waitFor } from "@trellis/testing";
 import type { Registry } from "prom-client";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { mockCompletion } from "./capabilities.js";
 import { type RunningExampleNodeService, startExampleNodeService } from "./server.js";
 
 const logger = createLogger({ app: "example-node-service-test", level: "silent" });
@@ -128,5 +136,47 @@ describe("startExampleNodeService", () => {
     await service.close();
 
     expect((await pending).status).toBe(ExecutionStatus.SUCCESS);
+  });
+});
+
+describe("ExecuteNodeStream", () => {
+  it("streams llm.stream's completion word by word as chunks, then the result; ExecuteNode answers it whole", async () => {
+    const request = {
+      node: { id: "chat", capability: "llm.stream", input: { prompt: "Say hello", word_delay_ms: 0 } },
+      context: { attempt: 1 },
+    };
+    const messages: ExecuteNodeStreamResponse[] = [];
+    await new Promise<void>((resolve, reject) => {
+      const stream = client.executeNodeStream(request, { deadline: deadline() });
+      stream.on("data", (message: ExecuteNodeStreamResponse) => messages.push(message));
+      stream.on("error", reject);
+      stream.on("end", resolve);
+    });
+    const result = messages.at(-1)?.message;
+    expect(result?.case).toBe("result");
+    const output = result?.case === "result" ? toJson(ValueSchema, result.value.output!) : null;
+    const completion = mockCompletion("Say hello");
+    expect(output).toMatchObject({ completion, model: "trellis-mock-1" });
+    const chunks = messages.slice(0, -1).map((m) => (m.message.case === "chunk" ? m.message.value : undefined));
+    expect(chunks.every((c) => c?.channel === "tokens")).toBe(true);
+    expect(chunks.map((c) => c?.text).join("")).toBe(completion);
+    expect(chunks).toHaveLength(completion.split(" ").length);
+
+    const unary = await client.executeNode(request, { deadline: deadline() });
+    expect(toJson(ValueSchema, unary.output!)).toEqual(output);
+  });
+
+  it("answers every other capability with its result alone", async () => {
+    const messages: ExecuteNodeStreamResponse[] = [];
+    await new Promise<void>((resolve, reject) => {
+      const stream = client.executeNodeStream(
+        { node: { id: "e", capability: "echo", input: { a: 1 } }, context: { attempt: 1 } },
+        { deadline: deadline() },
+      );
+      stream.on("data", (message: ExecuteNodeStreamResponse) => messages.push(message));
+      stream.on("error", reject);
+      stream.on("end", resolve);
+    });
+    expect(messages.map((m) => m.message.case)).toEqual(["result"]);
   });
 });

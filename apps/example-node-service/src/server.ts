@@ -1,8 +1,17 @@
 import * as grpc from "@grpc/grpc-js";
-import { addGrpcService, type ExecuteNodeRequest, ExecutionStatus, NodeService } from "@trellis/proto";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import {
+  addGrpcService,
+  type ExecuteNodeRequest,
+  type ExecuteNodeResponse,
+  ExecuteNodeStreamResponseSchema,
+  ExecutionStatus,
+  NodeService,
+  type OutputChunkSchema,
+} from "@trellis/proto";
 import type { Logger } from "pino";
 import { Counter, Histogram, type Registry } from "prom-client";
-import { executeExample, isExampleCapability } from "./capabilities.js";
+import { type ChunkSink, executeExample, isExampleCapability } from "./capabilities.js";
 
 /** Largest request the service accepts: node inputs and parent outputs can be big. */
 export const MAX_RECEIVE_MESSAGE_BYTES = 16 * 1024 * 1024;
@@ -84,8 +93,9 @@ function callFields(request: ExecuteNodeRequest): Record<string, string | number
 }
 
 /**
- * Starts the example `workflow.v1.NodeService` (echo, sleep, fail, flaky, llm.mock, llm.metered, plan) on a grpc-js server that
- * accepts requests up to {@link MAX_RECEIVE_MESSAGE_BYTES}. Resolves once listening; rejects when the address
+ * Starts the example `workflow.v1.NodeService` (echo, sleep, fail, flaky, llm.mock, llm.metered, llm.stream, plan),
+ * ExecuteNode and ExecuteNodeStream, on a grpc-js server that accepts requests up to
+ * {@link MAX_RECEIVE_MESSAGE_BYTES}. Resolves once listening; rejects when the address
  * cannot be bound. A call its caller cancels stops its work (a `sleep` ends at once).
  */
 export async function startExampleNodeService(opts: ExampleNodeServiceOptions): Promise<RunningExampleNodeService> {
@@ -94,51 +104,80 @@ export async function startExampleNodeService(opts: ExampleNodeServiceOptions): 
   const inFlight = new Set<AbortController>();
   let closing: Promise<void> | undefined;
 
+  /**
+   * Runs one call (ExecuteNode, or ExecuteNodeStream with `onChunk`) and answers through `answer`: a response, or a
+   * gRPC status when the call was cancelled, the service is shutting down, or the execution failed unexpectedly.
+   */
+  const execute = (
+    call: grpc.ServerUnaryCall<ExecuteNodeRequest, unknown> | grpc.ServerWritableStream<ExecuteNodeRequest, unknown>,
+    answer: (error: grpc.ServerErrorResponse | null, response?: ExecuteNodeResponse) => void,
+    onChunk?: ChunkSink,
+  ): void => {
+    const fields = callFields(call.request);
+    const capability = call.request.node?.capability ?? "";
+    const started = performance.now();
+    const controller = new AbortController();
+    inFlight.add(controller);
+    let answered = false;
+    let cancelledByCaller = false;
+    // grpc-js also emits "cancelled" when the stream closes after a normal answer: only earlier ones count.
+    call.on("cancelled", () => {
+      if (answered) return;
+      cancelledByCaller = true;
+      controller.abort(new DOMException("the caller cancelled the call", "AbortError"));
+    });
+    const finish = (outcome: string): void => {
+      answered = true;
+      metrics.observe(capability, outcome, (performance.now() - started) / 1000);
+    };
+    void executeExample(call.request, controller.signal, onChunk)
+      .then(
+        (response) => {
+          const outcome = ExecutionStatus[response.status] ?? String(response.status);
+          logger.debug({ ...fields, outcome, ms: Math.round(performance.now() - started) }, "node executed");
+          finish(outcome);
+          answer(null, response);
+        },
+        (error: unknown) => {
+          if (cancelledByCaller) {
+            logger.info(fields, "call cancelled by the caller; work stopped");
+            finish("CANCELLED");
+            answer(statusError(grpc.status.CANCELLED, "cancelled by the caller"));
+          } else if (closing !== undefined) {
+            logger.warn(fields, "call cut short by shutdown");
+            finish("UNAVAILABLE");
+            answer(statusError(grpc.status.UNAVAILABLE, "the example node service is shutting down"));
+          } else {
+            logger.error({ ...fields, err: error }, "node execution failed unexpectedly");
+            finish("INTERNAL");
+            answer(statusError(grpc.status.INTERNAL, error instanceof Error ? error.message : String(error)));
+          }
+        },
+      )
+      .finally(() => inFlight.delete(controller));
+  };
+
   const server = new grpc.Server({ "grpc.max_receive_message_length": MAX_RECEIVE_MESSAGE_BYTES });
   addGrpcService(server, NodeService, {
     executeNode(call, callback) {
-      const fields = callFields(call.request);
-      const capability = call.request.node?.capability ?? "";
-      const started = performance.now();
-      const controller = new AbortController();
-      inFlight.add(controller);
-      let answered = false;
-      let cancelledByCaller = false;
-      // grpc-js also emits "cancelled" when the stream closes after a normal answer: only earlier ones count.
-      call.on("cancelled", () => {
-        if (answered) return;
-        cancelledByCaller = true;
-        controller.abort(new DOMException("the caller cancelled the call", "AbortError"));
-      });
-      const finish = (outcome: string): void => {
-        answered = true;
-        metrics.observe(capability, outcome, (performance.now() - started) / 1000);
-      };
-      void executeExample(call.request, controller.signal)
-        .then(
-          (response) => {
-            const outcome = ExecutionStatus[response.status] ?? String(response.status);
-            logger.debug({ ...fields, outcome, ms: Math.round(performance.now() - started) }, "node executed");
-            finish(outcome);
-            callback(null, response);
-          },
-          (error: unknown) => {
-            if (cancelledByCaller) {
-              logger.info(fields, "call cancelled by the caller; work stopped");
-              finish("CANCELLED");
-              callback(statusError(grpc.status.CANCELLED, "cancelled by the caller"));
-            } else if (closing !== undefined) {
-              logger.warn(fields, "call cut short by shutdown");
-              finish("UNAVAILABLE");
-              callback(statusError(grpc.status.UNAVAILABLE, "the example node service is shutting down"));
-            } else {
-              logger.error({ ...fields, err: error }, "node execution failed unexpectedly");
-              finish("INTERNAL");
-              callback(statusError(grpc.status.INTERNAL, error instanceof Error ? error.message : String(error)));
-            }
-          },
-        )
-        .finally(() => inFlight.delete(controller));
+      execute(call, (error, response) => (error ? callback(error) : callback(null, response)));
+    },
+    // The streaming form: `llm.stream` sends its words as chunks; every other capability sends its result alone.
+    executeNodeStream(call) {
+      const chunk = (value: MessageInitShape<typeof OutputChunkSchema>) =>
+        call.write(create(ExecuteNodeStreamResponseSchema, { message: { case: "chunk", value } }));
+      execute(
+        call,
+        (error, response) => {
+          if (error || !response) {
+            call.emit("error", error);
+            return;
+          }
+          call.write(create(ExecuteNodeStreamResponseSchema, { message: { case: "result", value: response } }));
+          call.end();
+        },
+        chunk,
+      );
     },
   });
 

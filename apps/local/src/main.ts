@@ -17,6 +17,7 @@ import {
   eventMetrics,
   startHttpServer,
 } from "@trellis/observability";
+import { WorkflowChunkSource, createRedis } from "@trellis/queue";
 import { readSchedulerSettings, startSchedulerApp } from "@trellis/scheduler";
 import { readWorkerSettings, startWorkerApp } from "@trellis/worker";
 
@@ -82,6 +83,16 @@ try {
   const events = new WorkflowEventHub({ stateManager, databaseUrl: settings.api.databaseUrl });
   await events.start();
   shutdown.add("event listener", () => events.close());
+  // WatchWorkflow's include_chunks: the workers' output chunks, on a connection that fails fast.
+  const chunkRedis = createRedis(settings.scheduler.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+  chunkRedis.on("error", () => undefined);
+  shutdown.add("chunk redis", async () => chunkRedis.disconnect());
+  const chunks = new WorkflowChunkSource({
+    events,
+    getWorkflow: (workflowId) => stateManager.getWorkflow(workflowId),
+    redis: chunkRedis,
+    queuePrefix: settings.scheduler.queuePrefix,
+  });
 
   const schedulerRegistry = createMetricsRegistry({ app: "scheduler" });
   const scheduler = await startSchedulerApp(settings.scheduler, {
@@ -103,6 +114,7 @@ try {
     registry: apiRegistry,
     settings: settings.api,
     events,
+    chunks,
     notifyScheduler: () => scheduler.scheduler.wake(),
   });
   shutdown.add("api", () => api.close(settings.api.shutdownTimeoutMs));

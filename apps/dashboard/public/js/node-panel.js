@@ -315,11 +315,44 @@ export function renderNodePanel(host, view) {
         : []),
     ),
     attemptsSection(view.attempts),
+    liveOutputSection(view.live),
     jsonBlock("Input", node.input, "No input."),
     jsonBlock("Output", node.output, statusName(node.status) === "PASS" ? "No output." : "Not produced yet."),
     rerunSection(node, view.onRerun),
   ];
   host.replaceChildren(...parts.filter(Boolean));
+}
+
+/** The text a node's current attempt has written so far (its output chunks), when it streams. */
+function liveOutputSection(live) {
+  if (!live) return null;
+  return h(
+    "div",
+    { class: "panel-section" },
+    h(
+      "h4",
+      {},
+      "Live output ",
+      h("span", { class: "muted small", "data-live-attempt": "" }, `attempt ${live.attempt}`),
+    ),
+    h("pre", { class: "json live-output", "data-live-output": "" }, live.text),
+  );
+}
+
+/**
+ * Shows a node's latest output text in place, as it is written, without re-rendering the panel; false when the panel
+ * shows another node or has no live output section yet (then render it).
+ */
+export function updateNodePanelOutput(host, nodeId, live) {
+  if (host.dataset.nodeId !== nodeId) return false;
+  const pre = host.querySelector("[data-live-output]");
+  if (!pre) return false;
+  const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+  pre.textContent = live.text;
+  const label = host.querySelector("[data-live-attempt]");
+  if (label) label.textContent = `attempt ${live.attempt}`;
+  if (atBottom) pre.scrollTop = pre.scrollHeight;
+  return true;
 }
 
 /** Updates the "running for" figures without re-rendering. */

@@ -16,7 +16,7 @@ import {
   toast,
   unitsOf,
 } from "./format.js";
-import { renderNodePanel, tickNodePanel } from "./node-panel.js";
+import { renderNodePanel, tickNodePanel, updateNodePanelOutput } from "./node-panel.js";
 import { Timeline } from "./timeline.js";
 
 const workflowId = decodeURIComponent(location.pathname.split("/")[2] ?? "");
@@ -35,6 +35,8 @@ const state = {
   events: [],
   lastSequence: 0,
   selected: null,
+  /** Live output by node id: `{attempt, text, next}` (next: the chunk index expected). */
+  live: new Map(),
   selectedNode: null,
   stream: null,
   streamEnded: false,
@@ -165,6 +167,28 @@ function onLiveEvent(event) {
   scheduleRender();
 }
 
+// ---------------------------------------------------------------- live output
+
+/** Most characters of live output kept per node (the tail). */
+const MAX_LIVE_CHARS = 100_000;
+
+/** Output chunks by node: the latest attempt's text (a retry starts it over); chunks seen before are skipped. */
+function onChunk(event) {
+  const nodeId = event.nodeId;
+  const attempt = event.attempt ?? 0;
+  const index = Number(event.chunkIndex ?? 0);
+  let live = state.live.get(nodeId);
+  if (!live || attempt > live.attempt) {
+    live = { attempt, text: "", next: 0 };
+    state.live.set(nodeId, live);
+  }
+  // Older attempts' chunks, and chunks seen before (a reconnect sends the running attempts' chunks from the first).
+  if (attempt < live.attempt || index < live.next) return;
+  live.next = index + 1;
+  live.text = (live.text + (event.chunk?.text ?? "")).slice(-MAX_LIVE_CHARS);
+  if (nodeId === state.selected && !updateNodePanelOutput(el.panel, nodeId, live)) renderPanel();
+}
+
 // ---------------------------------------------------------------- stream
 
 function setLive(mode, text) {
@@ -173,10 +197,12 @@ function setLive(mode, text) {
 }
 
 function openStream() {
-  const stream = new EventSource(`/api${api}/stream?after=${state.lastSequence}`);
+  // chunks=1: the running nodes' output chunks too (`event: chunk`), shown in the node panel as they are written.
+  const stream = new EventSource(`/api${api}/stream?after=${state.lastSequence}&chunks=1`);
   state.stream = stream;
   stream.onopen = () => setLive("live", "Live");
   stream.onmessage = (message) => onLiveEvent(JSON.parse(message.data));
+  stream.addEventListener("chunk", (message) => onChunk(JSON.parse(message.data)));
   stream.addEventListener("end", () => {
     stream.close();
     state.streamEnded = true;
@@ -413,6 +439,7 @@ function renderPanel() {
     attempts: state.selectedAttempts,
     error: state.selectedError,
     added: state.added.has(state.selected),
+    live: state.live.get(state.selected),
     children: childrenOf(state.selected),
     onSelect: (id) => select(id),
     onClose: () => select(null),
