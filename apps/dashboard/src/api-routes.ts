@@ -24,6 +24,7 @@ import express, { type NextFunction, type Request, type Response } from "express
 import type { Logger } from "pino";
 import { type WorkflowEventSource, writeEventStream } from "./event-stream.js";
 import { errorAnswer } from "./http-errors.js";
+import { addScheduleRoutes } from "./schedule-routes.js";
 import { parseWorkflowSearch, searchWorkflows } from "./workflow-search.js";
 
 /** Events per `GET /api/workflows/:id/events` page when the request does not say. */
@@ -243,6 +244,8 @@ export function createApiRouter(deps: ApiRouterDeps): express.Router {
     logger.info({ key }, "limit deleted from the dashboard");
     res.json({});
   });
+
+  addScheduleRoutes(router, { stateManager, logger, sameOrigin, maxBodyBytes: MAX_BODY_BYTES });
 
   router.get("/workflows/:id/stream", async (req, res) => {
     const workflowId = workflowIdOf(req);
