@@ -11,7 +11,7 @@ import {
   type WorkflowLimits,
 } from "@trellis/core";
 import type { Workflow } from "@trellis/proto";
-import type { NodeStatusName } from "./mapping.js";
+import { type NodeStatusName, nodeFromRow, workflowFromRow } from "./mapping.js";
 import { nodes, workflows } from "./schema.js";
 import type { ForkWorkflowInput, ForkWorkflowResult } from "./state-manager.js";
 import type { Transactions, Tx } from "./transactions.js";
@@ -170,6 +170,7 @@ export class ForkStore {
       if (existing) return { workflow: existing, created: false };
     }
     const workflowId = crypto.randomUUID();
+    let created: Workflow | undefined;
     try {
       await this.transactions.write(async (ctx) => {
         const { tx } = ctx;
@@ -211,6 +212,7 @@ export class ForkStore {
         for (const id of plan.kept) changes.node("node.copied", id, "PASS", { fromWorkflowId: source.id });
         changes.markReady();
         await changes.flush(this.transactions, ctx);
+        created = await readInTx(tx, workflowId);
       });
     } catch (error) {
       if (requestId && isRequestIdTaken(error)) {
@@ -219,7 +221,8 @@ export class ForkStore {
       }
       throw error;
     }
-    return { workflow: await this.read(workflowId), created: true };
+    // The fork as it was committed (a read after commit could see the scheduler's first claims half done).
+    return { workflow: created!, created: true };
   }
 
   /**
@@ -279,6 +282,21 @@ export class ForkStore {
       .where(eq(workflows.requestId, requestId));
     return row ? this.read(row.id) : null;
   }
+}
+
+/** A workflow with its nodes in getWorkflow's order, as the transaction sees it. */
+async function readInTx(tx: Tx, workflowId: string): Promise<Workflow> {
+  const [row] = await tx.select().from(workflows).where(eq(workflows.id, workflowId));
+  const rows = await tx.select().from(nodes).where(eq(nodes.workflowId, workflowId)).orderBy(nodes.createdAt, nodes.id);
+  const byId = new Map(rows.map((r) => [r.id, r]));
+  const order = topologicalOrder(
+    rows.map((r) => r.id),
+    (id) => byId.get(id)?.parentIds ?? [],
+  );
+  return workflowFromRow(
+    row!,
+    order.map((id) => nodeFromRow(byId.get(id)!)),
+  );
 }
 
 function isRequestIdTaken(error: unknown): boolean {
