@@ -205,7 +205,6 @@ export class ForkStore {
           nodeCount: plan.kept.length + plan.rerun.size,
           forkedFrom: source.id,
           fromNodeIds: [...new Set(input.fromNodeIds)],
-          copied: plan.kept,
           leftOut: plan.leftOut,
         });
         await this.copyNodes(ctx.tx, source.id, workflowId, plan, inputs);
