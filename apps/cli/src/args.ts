@@ -6,9 +6,10 @@ import { WorkflowStatus } from "@trellis/proto";
 export const USAGE = `usage: trellis <command> [options]
 
 commands:
-  run FILE [--watch]               create a workflow from a YAML or JSON file (a CreateWorkflowRequest in
+  run FILE [--watch [--chunks]]    create a workflow from a YAML or JSON file (a CreateWorkflowRequest in
                                    protobuf JSON form); --watch follows it like \`watch\`
-  watch ID                         follow a workflow live until it ends: per-node status lines and a progress bar
+  watch ID [--chunks]              follow a workflow live until it ends: per-node status lines and a progress bar;
+                                   --chunks also prints the text running nodes write (their output chunks)
   get ID [--node NODE] [--json]    show a workflow, its usage and budget, and its nodes (--node: one node and its
                                    attempts with what each spent; --json: the Workflow or GetNodeResponse as
                                    protobuf JSON)
@@ -70,8 +71,8 @@ export interface LimitSpec {
 /** What the command line asks for. */
 export type Command =
   | { kind: "help" }
-  | { kind: "run"; file: string; watch: boolean }
-  | { kind: "watch"; workflowId: string }
+  | { kind: "run"; file: string; watch: boolean; chunks?: boolean }
+  | { kind: "watch"; workflowId: string; chunks?: boolean }
   | { kind: "get"; workflowId: string; json: boolean; nodeId?: string | undefined }
   | { kind: "list"; status: WorkflowStatus | undefined; limit: number }
   | { kind: "action"; action: ActionName; workflowId: string }
@@ -175,6 +176,7 @@ export function parsePeriod(text: string): number {
 /** The options of every command, besides --addr, --token and --help. */
 const OPTION_NAMES = [
   "watch",
+  "chunks",
   "json",
   "status",
   "limit",
@@ -195,8 +197,8 @@ type OptionName = (typeof OPTION_NAMES)[number];
 
 /** The options each command accepts besides --addr, --token and --help. */
 const COMMAND_OPTIONS: Record<string, readonly OptionName[]> = {
-  run: ["watch"],
-  watch: [],
+  run: ["watch", "chunks"],
+  watch: ["chunks"],
   get: ["json", "node"],
   list: ["status", "limit"],
   cancel: [],
@@ -273,10 +275,10 @@ export function parseCliArgs(argv: readonly string[], env: Record<string, string
   let command: Command;
   switch (name) {
     case "run":
-      command = { kind: "run", file: one("FILE"), watch: values.watch ?? false };
+      command = { kind: "run", file: one("FILE"), watch: values.watch ?? false, ...chunksOf(values.chunks) };
       break;
     case "watch":
-      command = { kind: "watch", workflowId: one("workflow ID") };
+      command = { kind: "watch", workflowId: one("workflow ID"), ...chunksOf(values.chunks) };
       break;
     case "get": {
       const workflowId = one("workflow ID");
@@ -395,6 +397,11 @@ function limitSpec(key: string, values: Partial<Record<OptionName, string | bool
   };
 }
 
+/** `--chunks`, set only when given (so commands without it compare equal to before). */
+function chunksOf(chunks: boolean | undefined): { chunks?: boolean } {
+  return chunks ? { chunks: true } : {};
+}
+
 function parse(argv: readonly string[]) {
   return parseArgs({
     args: [...argv],
@@ -404,6 +411,7 @@ function parse(argv: readonly string[]) {
       addr: { type: "string" },
       token: { type: "string" },
       watch: { type: "boolean" },
+      chunks: { type: "boolean" },
       json: { type: "boolean" },
       status: { type: "string" },
       limit: { type: "string" },

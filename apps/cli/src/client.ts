@@ -30,8 +30,8 @@ export function connect(addr: string, token: string | undefined): ApiConnection 
     call,
     events: {
       // No deadline: a watch lasts as long as the workflow runs.
-      watch: (workflowId, afterSequence, signal) =>
-        client.watchWorkflow({ workflowId, afterSequence }, { metadata, signal }),
+      watch: (workflowId, afterSequence, signal, includeChunks = false) =>
+        client.watchWorkflow({ workflowId, afterSequence, includeChunks }, { metadata, signal }),
       status: async (workflowId, signal) => (await client.getWorkflow({ workflowId }, call(signal))).workflow!.status,
     },
     close: () => client.close(),

@@ -19,6 +19,7 @@ import {
 import type { ActionName, Command, LimitSpec, ScheduleActionName } from "./args.js";
 import { USAGE } from "./args.js";
 import type { ApiConnection } from "./client.js";
+import { ChunkText } from "./chunk-text.js";
 import { followWorkflow } from "./follow.js";
 import type { Output } from "./output.js";
 import {
@@ -59,10 +60,10 @@ export async function runCommand(command: Command, ctx: CommandContext): Promise
       ctx.output.line(USAGE);
       return 0;
     case "run":
-      return run(ctx, command.file, command.watch);
+      return run(ctx, command.file, command.watch, command.chunks ?? false);
     case "watch":
       ctx.output.line(`watching workflow ${command.workflowId}`);
-      return watch(ctx, command.workflowId);
+      return watch(ctx, command.workflowId, command.chunks ?? false);
     case "get":
       return command.nodeId === undefined
         ? get(ctx, command.workflowId, command.json)
@@ -92,12 +93,12 @@ export async function runCommand(command: Command, ctx: CommandContext): Promise
   }
 }
 
-async function run(ctx: CommandContext, file: string, follow: boolean): Promise<number> {
+async function run(ctx: CommandContext, file: string, follow: boolean, chunks: boolean): Promise<number> {
   const request = (ctx.readWorkflow ?? readWorkflowFile)(file);
   const { workflow } = await ctx.api.client.createWorkflow(request, ctx.api.call(ctx.signal));
   const wf = workflow!;
   ctx.output.line(`created workflow ${wf.id} (${wf.name}, ${wf.nodes.length} nodes)`);
-  return follow ? watch(ctx, wf.id) : 0;
+  return follow ? watch(ctx, wf.id, chunks) : 0;
 }
 
 /** `trellis fork`: a new workflow from another, re-running from some nodes; followed with --watch. */
@@ -116,10 +117,11 @@ async function fork(ctx: CommandContext, command: Extract<Command, { kind: "fork
 
 /**
  * Follows a workflow over WatchWorkflow until it ends: one line per node change, a live bar on a terminal, the final
- * bar and a summary. 0 when it SUCCEEDED, else 1.
+ * bar and a summary; with `chunks`, the text running nodes write, line by line. 0 when it SUCCEEDED, else 1.
  */
-export async function watch(ctx: CommandContext, workflowId: string): Promise<number> {
+export async function watch(ctx: CommandContext, workflowId: string, chunks = false): Promise<number> {
   const { output } = ctx;
+  const text = chunks ? new ChunkText((line) => output.line(line)) : undefined;
   const progress = new WorkflowProgress({ color: output.color });
   const redraw = () => {
     const since = progress.startedAtMs;
@@ -129,7 +131,11 @@ export async function watch(ctx: CommandContext, workflowId: string): Promise<nu
   try {
     const status = await followWorkflow(ctx.api.events, workflowId, {
       signal: ctx.signal,
+      includeChunks: chunks,
+      onChunk: (event) => text?.add(event),
       onEvent: (event) => {
+        // A node's text so far is printed before the line saying its attempt ended.
+        if (event.nodeId) text?.end(event.nodeId);
         const line = progress.apply(event);
         if (line !== undefined) output.line(line);
         if (output.interactive) redraw();
@@ -139,6 +145,7 @@ export async function watch(ctx: CommandContext, workflowId: string): Promise<nu
           `  event stream interrupted (${reason}); resuming after event ${afterSequence} in ${formatDuration(delayMs)}`,
         ),
     });
+    text?.endAll();
     progress.status = status;
     output.live(undefined);
     output.line(progress.bar());

@@ -4,8 +4,16 @@ import { isFinalWorkflowStatus } from "./render.js";
 
 /** Where a follower reads a workflow's events and, when a stream ends early, its status. */
 export interface WorkflowEventSource {
-  /** WatchWorkflow: the committed events after `afterSequence`, then live ones; ends after the terminal event. */
-  watch(workflowId: string, afterSequence: bigint, signal: AbortSignal): AsyncIterable<WorkflowEvent>;
+  /**
+   * WatchWorkflow: the committed events after `afterSequence`, then live ones; ends after the terminal event. With
+   * `includeChunks`, the running nodes' output chunks too (sequence 0).
+   */
+  watch(
+    workflowId: string,
+    afterSequence: bigint,
+    signal: AbortSignal,
+    includeChunks?: boolean,
+  ): AsyncIterable<WorkflowEvent>;
   /** The workflow's current status (GetWorkflow). */
   status(workflowId: string, signal: AbortSignal): Promise<WorkflowStatus>;
 }
@@ -24,6 +32,13 @@ export interface Reconnect {
 export interface FollowOptions {
   /** Called with every event once, in sequence order, across reconnects. */
   onEvent: (event: WorkflowEvent) => void;
+  /** Asks for the running nodes' output chunks (WatchWorkflow `include_chunks`). @default false */
+  includeChunks?: boolean;
+  /**
+   * Called with each output chunk event as it arrives; a resumed stream sends a running attempt's chunks again from
+   * its first (skip those by attempt and chunk index).
+   */
+  onChunk?: (event: WorkflowEvent) => void;
   /** Called before each reconnect. */
   onReconnect?: (reconnect: Reconnect) => void;
   /** Stops following (the promise rejects with the signal's reason). */
@@ -37,6 +52,9 @@ export interface FollowOptions {
   /** @default Date.now */
   now?: () => number;
 }
+
+/** The type of a chunk event (sequence 0, with `attempt`, `chunk_index` and `chunk`). */
+const OUTPUT_CHUNK_EVENT = "node.output_chunk";
 
 /** Codes after which a stream is worth reopening: the server restarted, a proxy cut it, the network blinked. */
 const TRANSIENT_CODES: ReadonlySet<grpc.status> = new Set([
@@ -114,7 +132,12 @@ export async function followWorkflow(
   for (;;) {
     opts.signal.throwIfAborted();
     try {
-      for await (const event of source.watch(workflowId, after, opts.signal)) {
+      for await (const event of source.watch(workflowId, after, opts.signal, opts.includeChunks ?? false)) {
+        // Chunks are outside the durable sequence (theirs is 0).
+        if (event.type === OUTPUT_CHUNK_EVENT) {
+          opts.onChunk?.(event);
+          continue;
+        }
         // A resumed stream starts after `after`; a duplicate would only come from a misbehaving server.
         if (event.sequence <= after) continue;
         after = event.sequence;
