@@ -85,6 +85,50 @@ describe("parseCliArgs", () => {
     expect(() => parseCliArgs(["fork", ID, "--from", "a", "--input", "a={"], {})).toThrow(/^--input a: not JSON/);
   });
 
+  it("parses `signal` with --output JSON, --reject with --message, and --request-id", () => {
+    expect(parseCliArgs(["signal", ID, "approve", "--output", '{"approved":true}'], {}).command).toEqual({
+      kind: "signal",
+      signal: {
+        workflowId: ID,
+        nodeId: "approve",
+        output: { approved: true },
+        reject: false,
+        message: "",
+        requestId: "",
+      },
+    });
+    expect(parseCliArgs(["signal", ID, "approve"], {}).command).toMatchObject({ signal: { output: undefined } });
+    expect(
+      parseCliArgs(["signal", ID, "approve", "--reject", "--message", "too costly", "--request-id", "r1"], {}).command,
+    ).toEqual({
+      kind: "signal",
+      signal: {
+        workflowId: ID,
+        nodeId: "approve",
+        output: undefined,
+        reject: true,
+        message: "too costly",
+        requestId: "r1",
+      },
+    });
+  });
+
+  it("refuses a signal without its node, with a bad --output, or --output with --reject", () => {
+    const refusals: [string[], string][] = [
+      [["signal"], "signal: workflow ID required"],
+      [["signal", ID], "signal: NODE required"],
+      [["signal", ID, "a", "b"], 'signal: unexpected argument "b"'],
+      [["signal", ID, "a", "--reject", "--output", "1"], "signal: --output and --reject do not go together"],
+      [["signal", ID, "a", "--message", "why"], "signal: --message goes with --reject"],
+      [["signal", ID, "a", "--request-id", " "], "--request-id: empty"],
+      [["get", ID, "--reject"], "get: --reject is not an option of this command"],
+    ];
+    for (const [argv, message] of refusals) {
+      expect(() => parseCliArgs(argv, {}), argv.join(" ")).toThrow(new UsageError(message));
+    }
+    expect(() => parseCliArgs(["signal", ID, "a", "--output", "{"], {})).toThrow(/^--output: not JSON/);
+  });
+
   it("names commands in messages as they are typed", () => {
     expect(commandName(parseCliArgs(["limits", "set", "k", "--rate", "1"], {}).command)).toBe("limits set");
     expect(commandName(parseCliArgs(["limits", "delete", "k"], {}).command)).toBe("limits delete");

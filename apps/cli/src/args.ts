@@ -1,5 +1,5 @@
 import { parseArgs } from "node:util";
-import type { JsonObject } from "@bufbuild/protobuf";
+import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 import { WorkflowStatus } from "@trellis/proto";
 
 /** The usage text `trellis --help` prints. */
@@ -16,6 +16,11 @@ commands:
   list [--status S] [--limit N]    list workflows, newest first (S: pending, running, paused, succeeded, failed,
                                    cancelled; N: 1..1000, default 50)
   cancel|pause|resume|retry ID     apply an action to a workflow
+  signal ID NODE [--output JSON] [--reject [--message TEXT]] [--request-id RID]
+                                   complete a node that waits for a signal (a node with \`wait\`): PASS with the
+                                   output JSON (default null), or with --reject FAIL it (TASK_ERROR, the message);
+                                   sent before the node is ready, the signal is kept and completes it then; the
+                                   same RID again is answered like the first
   fork ID --from A,B [--input NODE=JSON]... [--watch]
                                    a new workflow from ID (any status): nodes A, B and everything downstream run
                                    again (NODE with the input JSON object given), the others keep their outputs;
@@ -68,6 +73,19 @@ export interface LimitSpec {
   unit: string;
 }
 
+/** What `trellis signal` sends: a PASS with an output, or a rejection with a message. */
+export interface SignalSpec {
+  workflowId: string;
+  nodeId: string;
+  /** The node's output on PASS (any JSON value); undefined: none. */
+  output: JsonValue | undefined;
+  reject: boolean;
+  /** Why it is rejected (the node's TASK_ERROR); "" on PASS. */
+  message: string;
+  /** "" = none. */
+  requestId: string;
+}
+
 /** What the command line asks for. */
 export type Command =
   | { kind: "help" }
@@ -76,6 +94,7 @@ export type Command =
   | { kind: "get"; workflowId: string; json: boolean; nodeId?: string | undefined }
   | { kind: "list"; status: WorkflowStatus | undefined; limit: number }
   | { kind: "action"; action: ActionName; workflowId: string }
+  | { kind: "signal"; signal: SignalSpec }
   | { kind: "fork"; workflowId: string; fromNodeIds: string[]; inputs: Record<string, JsonObject>; watch: boolean }
   | { kind: "limits" }
   | { kind: "set-limit"; limit: LimitSpec }
@@ -191,6 +210,10 @@ const OPTION_NAMES = [
   "cron",
   "timezone",
   "file",
+  "output",
+  "reject",
+  "message",
+  "request-id",
 ] as const;
 
 type OptionName = (typeof OPTION_NAMES)[number];
@@ -206,6 +229,7 @@ const COMMAND_OPTIONS: Record<string, readonly OptionName[]> = {
   resume: [],
   retry: [],
   fork: ["from", "input", "watch"],
+  signal: ["output", "reject", "message", "request-id"],
   "limits list": [],
   "limits set": ["max-concurrency", "rate", "period", "burst", "unit"],
   "limits delete": [],
@@ -303,6 +327,9 @@ export function parseCliArgs(argv: readonly string[], env: Record<string, string
         watch: values.watch ?? false,
       };
       break;
+    case "signal":
+      command = { kind: "signal", signal: signalSpec(rest, values) };
+      break;
     case "limits list":
       none();
       command = { kind: "limits" };
@@ -337,6 +364,33 @@ export function parseCliArgs(argv: readonly string[], env: Record<string, string
       command = { kind: "action", action: name as ActionName, workflowId: one("workflow ID") };
   }
   return { command, addr, token };
+}
+
+/** `trellis signal ID NODE [--output JSON] [--reject] [--message TEXT] [--request-id RID]`. */
+function signalSpec(
+  rest: readonly string[],
+  values: Partial<Record<OptionName, string | boolean | string[]>>,
+): SignalSpec {
+  const [workflowId, nodeId, extra] = rest;
+  if (workflowId === undefined) throw new UsageError("signal: workflow ID required");
+  if (nodeId === undefined || nodeId.trim() === "") throw new UsageError("signal: NODE required");
+  if (extra !== undefined) throw new UsageError(`signal: unexpected argument "${extra}"`);
+  const reject = values.reject === true;
+  const outputText = values.output as string | undefined;
+  const message = (values.message as string | undefined) ?? "";
+  if (reject && outputText !== undefined) throw new UsageError("signal: --output and --reject do not go together");
+  if (!reject && values.message !== undefined) throw new UsageError("signal: --message goes with --reject");
+  let output: JsonValue | undefined;
+  if (outputText !== undefined) {
+    try {
+      output = JSON.parse(outputText) as JsonValue;
+    } catch (error) {
+      throw new UsageError(`--output: not JSON (${(error as Error).message})`);
+    }
+  }
+  const requestId = (values["request-id"] as string | undefined) ?? "";
+  if (values["request-id"] !== undefined && requestId.trim() === "") throw new UsageError("--request-id: empty");
+  return { workflowId, nodeId, output, reject, message, requestId };
 }
 
 /** `--from a,b`: the node ids a fork runs again from (at least one). */
@@ -426,6 +480,10 @@ function parse(argv: readonly string[]) {
       cron: { type: "string" },
       timezone: { type: "string" },
       file: { type: "string" },
+      output: { type: "string" },
+      reject: { type: "boolean" },
+      message: { type: "string" },
+      "request-id": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });

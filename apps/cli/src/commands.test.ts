@@ -1,4 +1,5 @@
-import { type MessageInitShape, create } from "@bufbuild/protobuf";
+import { type MessageInitShape, create, toJson } from "@bufbuild/protobuf";
+import { type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
 import {
   ErrorKind,
   type Limit,
@@ -13,7 +14,7 @@ import {
   WorkflowStatus,
 } from "@trellis/proto";
 import { describe, expect, it } from "vitest";
-import type { Command } from "./args.js";
+import type { Command, SignalSpec } from "./args.js";
 import type { ApiConnection } from "./client.js";
 import {
   type CommandContext,
@@ -50,6 +51,8 @@ function fakeApi(overrides: {
   pageSize?: number;
   calls?: unknown[];
   limits?: Limit[];
+  /** The status SignalNode answers; default PASS, FAIL for a rejection. */
+  signaled?: NodeStatus;
 }): ApiConnection {
   const all = overrides.workflows ?? [];
   const client = {
@@ -79,6 +82,12 @@ function fakeApi(overrides: {
     async deleteLimit(request: { key: string }) {
       overrides.calls?.push(request);
       return {};
+    },
+    async signalNode(request: { nodeId: string; reject: boolean; message: string }) {
+      overrides.calls?.push(request);
+      const status = overrides.signaled ?? (request.reject ? NodeStatus.FAIL : NodeStatus.PASS);
+      const error = status === NodeStatus.FAIL ? { kind: ErrorKind.TASK_ERROR, message: request.message } : undefined;
+      return { node: create(NodeSchema, { id: request.nodeId, status, error }) };
     },
     async forkWorkflow(request: { workflowId: string }) {
       overrides.calls?.push(request);
@@ -126,6 +135,44 @@ describe("fork", () => {
     expect(await runCommand(command, ctx)).toBe(0);
     expect(calls).toEqual([{ workflowId: source, fromNodeIds: ["b"], inputs: { b: { k: 1 } } }]);
     expect(ctx.output.lines).toEqual([`forked workflow ${ID} from ${source} (wf: 1 nodes kept, 1 to run again)`]);
+  });
+});
+
+describe("signal", () => {
+  const command = (signal: Partial<SignalSpec>): Command => ({
+    kind: "signal",
+    signal: {
+      workflowId: ID,
+      nodeId: "approve",
+      output: undefined,
+      reject: false,
+      message: "",
+      requestId: "",
+      ...signal,
+    },
+  });
+
+  it("sends the output as a protobuf Value and says the node passed", async () => {
+    const calls: unknown[] = [];
+    const ctx = context(fakeApi({ calls }));
+    expect(await runCommand(command({ output: { approved: true }, requestId: "r1" }), ctx)).toBe(0);
+    const request = calls[0] as { output: Value; requestId: string; reject: boolean };
+    expect(toJson(ValueSchema, request.output)).toEqual({ approved: true });
+    expect(request).toMatchObject({ workflowId: ID, nodeId: "approve", reject: false, requestId: "r1" });
+    expect(ctx.output.lines).toEqual(["node approve PASS (signaled)"]);
+  });
+
+  it("rejects with the message, and says when the signal is kept for a node not ready yet", async () => {
+    const calls: unknown[] = [];
+    const ctx = context(fakeApi({ calls }));
+    expect(await runCommand(command({ reject: true, message: "too costly" }), ctx)).toBe(0);
+    expect(calls[0]).toMatchObject({ reject: true, message: "too costly", output: undefined });
+    expect(ctx.output.lines).toEqual(["node approve FAIL (rejected)  TASK_ERROR: too costly"]);
+    const early = context(fakeApi({ signaled: NodeStatus.PENDING }));
+    expect(await runCommand(command({}), early)).toBe(0);
+    expect(early.output.lines).toEqual([
+      "signal kept: node approve is PENDING; the signal completes it the moment it is ready",
+    ]);
   });
 });
 
@@ -231,6 +278,36 @@ describe("describeWorkflow", () => {
       "NODE    CAPABILITY  STATUS  ATTEMPT  PARENTS  DETAIL",
       "ok      echo        PASS    1        -",
       "broken  fail        FAIL    3        ok       INFRA_ERROR: unreachable",
+    ]);
+  });
+});
+
+describe("describeWorkflow with waits", () => {
+  it("says what a WAITING node waits for: a signal (with its timeout) or its start time", () => {
+    const wf = create(WorkflowSchema, {
+      id: ID,
+      name: "approval",
+      status: WorkflowStatus.RUNNING,
+      nodes: [
+        create(NodeSchema, {
+          id: "approve",
+          parentIds: ["plan"],
+          status: NodeStatus.WAITING,
+          wait: { timeout: { seconds: 3600n, nanos: 0 } },
+        }),
+        create(NodeSchema, { id: "ask", status: NodeStatus.WAITING, wait: {} }),
+        create(NodeSchema, {
+          id: "nightly",
+          capability: "echo",
+          status: NodeStatus.WAITING,
+          notBefore: { seconds: 1_790_000_000n, nanos: 0 },
+        }),
+      ],
+    });
+    expect(describeWorkflow(wf).slice(-3)).toEqual([
+      "approve              WAITING  0        plan     waiting for a signal (timeout 60m00s)",
+      "ask                  WAITING  0        -        waiting for a signal",
+      "nightly  echo        WAITING  0        -        waiting until 2026-09-21T14:13:20Z",
     ]);
   });
 });

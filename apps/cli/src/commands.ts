@@ -1,5 +1,12 @@
-import { type MessageInitShape, toJsonString } from "@bufbuild/protobuf";
-import { type Timestamp, durationFromMs, durationMs, timestampDate, timestampMs } from "@bufbuild/protobuf/wkt";
+import { type MessageInitShape, fromJson, toJsonString } from "@bufbuild/protobuf";
+import {
+  type Timestamp,
+  ValueSchema,
+  durationFromMs,
+  durationMs,
+  timestampDate,
+  timestampMs,
+} from "@bufbuild/protobuf/wkt";
 import {
   type CreateWorkflowRequest,
   ErrorKind,
@@ -16,7 +23,7 @@ import {
   WorkflowSchema,
   WorkflowStatus,
 } from "@trellis/proto";
-import type { ActionName, Command, LimitSpec, ScheduleActionName } from "./args.js";
+import type { ActionName, Command, LimitSpec, ScheduleActionName, SignalSpec } from "./args.js";
 import { USAGE } from "./args.js";
 import type { ApiConnection } from "./client.js";
 import { ChunkText } from "./chunk-text.js";
@@ -74,6 +81,8 @@ export async function runCommand(command: Command, ctx: CommandContext): Promise
       return act(ctx, command.action, command.workflowId);
     case "fork":
       return fork(ctx, command);
+    case "signal":
+      return signal(ctx, command.signal);
     case "limits":
       return listLimits(ctx);
     case "set-limit":
@@ -113,6 +122,52 @@ async function fork(ctx: CommandContext, command: Extract<Command, { kind: "fork
     `forked workflow ${wf.id} from ${command.workflowId} (${wf.name}: ${wf.nodes.length - rerun} nodes kept, ${rerun} to run again)`,
   );
   return command.watch ? watch(ctx, wf.id) : 0;
+}
+
+/**
+ * `trellis signal`: completes (PASS with the output) or rejects (FAIL) a node with `wait`, and says what became of it:
+ * done now, or kept until the node is ready.
+ */
+async function signal(ctx: CommandContext, spec: SignalSpec): Promise<number> {
+  const { node } = await ctx.api.client.signalNode(
+    {
+      workflowId: spec.workflowId,
+      nodeId: spec.nodeId,
+      output: spec.output === undefined ? undefined : fromJson(ValueSchema, spec.output),
+      reject: spec.reject,
+      message: spec.message,
+      requestId: spec.requestId,
+    },
+    ctx.api.call(ctx.signal),
+  );
+  for (const line of describeSignaled(node!, spec.reject)) ctx.output.line(line);
+  return 0;
+}
+
+/** What a signal did to its node: `node approve PASS (signaled)`, or kept while the node is not ready yet. */
+export function describeSignaled(node: Node, reject: boolean): string[] {
+  switch (node.status) {
+    case NodeStatus.PASS:
+      return [`node ${node.id} PASS (signaled)`];
+    case NodeStatus.FAIL:
+      return [`node ${node.id} FAIL (${reject ? "rejected" : "signaled"})  ${errorText(node.error)}`.trimEnd()];
+    case NodeStatus.PENDING:
+      return [
+        `signal kept: node ${node.id} is PENDING; the signal ${reject ? "rejects" : "completes"} it the moment it is ready`,
+      ];
+    default:
+      return [`node ${node.id} ${nodeStatusName(node.status)}`];
+  }
+}
+
+/** `waiting for a signal (times out 2026-12-03T14:00:00Z)`, `waiting until 2026-12-04T07:00:00Z`, or "". */
+function waitingText(n: Node): string {
+  if (n.status !== NodeStatus.WAITING) return "";
+  if (n.wait) {
+    const timeoutMs = n.wait.timeout === undefined ? 0 : durationMs(n.wait.timeout);
+    return timeoutMs > 0 ? `waiting for a signal (timeout ${formatDuration(timeoutMs)})` : "waiting for a signal";
+  }
+  return n.notBefore ? `waiting until ${time(n.notBefore)}` : "waiting";
 }
 
 /**
@@ -214,7 +269,7 @@ export function usageLine(wf: Pick<Workflow, "usage" | "budget">): string | unde
 function nodeDetail(n: Node): string {
   const held = n.heldBy ? `held by ${n.heldBy}` : "";
   const error = n.status !== NodeStatus.PASS ? errorText(n.error) : "";
-  return [held, error].filter(Boolean).join(" · ");
+  return [waitingText(n), held, error].filter(Boolean).join(" · ");
 }
 
 /**
@@ -260,6 +315,7 @@ export function describeNode(node: Node, attempts: readonly NodeAttempt[]): stri
       nodeStatusName(node.status),
       node.heldBy ? `held by ${node.heldBy}` : "",
       node.insertedBy ? `inserted by ${node.insertedBy}` : "",
+      waitingText(node),
     ]
       .filter(Boolean)
       .join("  "),

@@ -162,6 +162,45 @@ describe("WorkflowProgress", () => {
     expect(lines).toEqual([undefined, "  [1/2] = a                KEPT       output of src"]);
   });
 
+  it("says why a node is WAITING, shows signals, and a wait node's PASS after its wait", () => {
+    const e = events();
+    const progress = new WorkflowProgress();
+    const lines = [
+      e("workflow.created", { wf: WorkflowStatus.PENDING, data: { nodeCount: 3 } }),
+      e(
+        "node.status_changed",
+        node("approve", NodeStatus.WAITING, {
+          from: "PENDING",
+          reason: "waiting for a signal",
+          until: "2026-01-01T01:00:00.123456+00:00",
+        }),
+      ),
+      e("node.status_changed", node("later", NodeStatus.WAITING, { from: "PENDING", reason: "waiting for a signal" })),
+      e(
+        "node.status_changed",
+        node("nightly", NodeStatus.WAITING, {
+          from: "PENDING",
+          reason: "waiting for its start time",
+          until: "2026-01-02T07:00:00+00:00",
+        }),
+      ),
+      e("node.signaled", node("approve", NodeStatus.WAITING, { reject: false, kept: false, requestId: "r1" }, 1500)),
+      e("node.status_changed", node("approve", NodeStatus.PASS, { from: "WAITING", attempt: 1 }, 1500)),
+      e("node.signaled", node("review", NodeStatus.PENDING, { reject: true, kept: true })),
+      e("node.status_changed", node("nightly", NodeStatus.PENDING, { from: "WAITING", reason: "start time reached" })),
+    ].map((event) => progress.apply(event));
+    expect(lines.filter((l) => l !== undefined)).toEqual([
+      "  [0/3] ⏸ approve          WAITING    waiting for a signal (times out at 2026-01-01T01:00:00Z)",
+      "  [0/3] ⏸ later            WAITING    waiting for a signal",
+      "  [0/3] ⏸ nightly          WAITING    waiting for its start time (2026-01-02T07:00:00Z)",
+      "  [0/3] ✉ approve          SIGNALED   pass request r1",
+      "  [1/3] ✔ approve          PASS       after waiting 1.50s",
+      "  [1/3] ✉ review           SIGNALED   reject (kept until the node is ready)",
+      "  [1/3] · nightly          PENDING    start time reached",
+    ]);
+    expect(progress.counts()).toMatchObject({ WAITING: 1, PASS: 1, PENDING: 1 });
+  });
+
   it("goes back when a workflow RETRY reopens nodes", () => {
     const e = events();
     const progress = new WorkflowProgress();

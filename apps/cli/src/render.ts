@@ -136,6 +136,25 @@ function numberOf(value: JsonValue | undefined): number | undefined {
   return typeof value === "number" && Number.isFinite(value) ? value : undefined;
 }
 
+/** `2026-12-04T07:00:00Z` from an event's timestamp (`2026-12-04T07:00:00.123+00:00`); the text itself if unparsable. */
+function instantText(value: JsonValue | undefined): string {
+  const raw = text(value);
+  const ms = Date.parse(raw);
+  return Number.isNaN(ms) ? raw : new Date(ms).toISOString().replace(/\.\d+Z$/, "Z");
+}
+
+/**
+ * Why a node is WAITING, from its `node.status_changed` data: `waiting for a signal (times out at ...)`, `waiting for
+ * its start time (2026-12-04T07:00:00Z)`.
+ */
+function waitingText(data: JsonObject | undefined): string {
+  const reason = text(field(data, "reason"));
+  const until = field(data, "until");
+  if (until === undefined || until === null) return reason;
+  const at = instantText(until);
+  return reason === "waiting for a signal" ? `${reason} (times out at ${at})` : `${reason} (${at})`;
+}
+
 /** `INFRA_ERROR: connection refused` from an event's `data.error`. */
 function errorText(data: JsonObject | undefined): string {
   const error = field(data, "error");
@@ -159,6 +178,7 @@ export class WorkflowProgress {
   readonly #color: boolean;
   readonly #nodes = new Map<string, NodeStatus>();
   readonly #runningSince = new Map<string, number>();
+  readonly #waitingSince = new Map<string, number>();
   readonly #attempts = new Map<string, number>();
   #declared: number | undefined;
   #firstMs: number | undefined;
@@ -277,6 +297,18 @@ export class WorkflowProgress {
           id,
           `output of ${text(field(data, "fromWorkflowId"))}`,
         );
+      case "node.signaled": {
+        // SignalNode's answer to a wait node: done at once, or kept until the node is WAITING.
+        const reject = field(data, "reject") === true;
+        const kept = field(data, "kept") === true;
+        const requestId = text(field(data, "requestId"));
+        const detail = [
+          reject ? "reject" : "pass",
+          kept ? "(kept until the node is ready)" : "",
+          requestId ? `request ${requestId}` : "",
+        ];
+        return this.#line({ mark: "✉", label: "SIGNALED", tone: "cyan" }, id, detail.filter(Boolean).join(" "));
+      }
       case "node.requeued":
         this.#nodes.set(id, event.nodeStatus);
         return this.#line({ mark: "↺", label: "REQUEUED", tone: "yellow" }, id, text(field(data, "reason")));
@@ -335,7 +367,19 @@ export class WorkflowProgress {
       case NodeStatus.RUNNING:
         if (ms !== undefined) this.#runningSince.set(id, ms);
         return this.#line(look, id, attempt === undefined ? "" : `attempt ${attempt}`);
+      case NodeStatus.WAITING:
+        if (ms !== undefined) this.#waitingSince.set(id, ms);
+        return this.#line(look, id, waitingText(data));
       case NodeStatus.PASS: {
+        if (text(field(data, "from")) === "WAITING") {
+          // A wait node completed by its signal or its timeout: it never ran.
+          const since = this.#waitingSince.get(id);
+          return this.#line(
+            look,
+            id,
+            since !== undefined && ms !== undefined ? `after waiting ${formatDuration(ms - since)}` : "",
+          );
+        }
         const since = this.#runningSince.get(id);
         const took = since !== undefined && ms !== undefined ? `in ${formatDuration(ms - since)}` : "";
         const n = this.#attempts.get(id) ?? 1;
