@@ -25,6 +25,7 @@ import type { Logger } from "pino";
 import { type WorkflowEventSource, writeEventStream } from "./event-stream.js";
 import { errorAnswer } from "./http-errors.js";
 import { addScheduleRoutes } from "./schedule-routes.js";
+import { addSignalRoute } from "./signal-route.js";
 import { parseWorkflowSearch, searchWorkflows } from "./workflow-search.js";
 
 /** Events per `GET /api/workflows/:id/events` page when the request does not say. */
@@ -49,6 +50,8 @@ export interface ApiRouterDeps {
   onAction?: ((action: WorkflowAction, effects: ActionEffects) => void) | undefined;
   /** Called with the id of a workflow a fork created (a scheduler to wake). */
   onFork?: ((workflowId: string) => void) | undefined;
+  /** Called with the id of a workflow whose node a signal completed (a scheduler to wake). */
+  onSignal?: ((workflowId: string) => void) | undefined;
 }
 
 const ACTIONS: Readonly<Record<string, WorkflowAction>> = {
@@ -217,6 +220,8 @@ export function createApiRouter(deps: ApiRouterDeps): express.Router {
     if (created) deps.onFork?.(workflow.id);
     res.json(toJson(ForkWorkflowResponseSchema, create(ForkWorkflowResponseSchema, { workflow })));
   });
+
+  addSignalRoute(router, { stateManager, logger, sameOrigin, onSignal: deps.onSignal });
 
   router.get("/limits", async (_req, res) => {
     const limits = await stateManager.listLimits();

@@ -142,6 +142,7 @@ export async function startDashboardApp(settings: DashboardSettings, deps: Dashb
           }
         },
         onFork: (workflowId) => deps.notifyScheduler?.(workflowId),
+        onSignal: (workflowId) => deps.notifyScheduler?.(workflowId),
       }),
     );
     app.use(createUiRouter());

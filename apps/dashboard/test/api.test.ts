@@ -1,7 +1,7 @@
-import { fromJson } from "@bufbuild/protobuf";
+import { create, fromJson } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import { DEFAULT_RETRY_POLICY } from "@trellis/core";
-import { ErrorKind, WorkflowAction, WorkflowStatus } from "@trellis/proto";
+import { ErrorKind, NodeSchema, NodeStatus, WorkflowAction, WorkflowStatus } from "@trellis/proto";
 import { NodeQueues, createRedis } from "@trellis/queue";
 import { waitFor } from "@trellis/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -29,6 +29,7 @@ interface NodeJson {
   output?: unknown;
   attempt?: number;
   startedAt?: string;
+  error?: { kind?: string; message?: string };
 }
 interface WorkflowJson {
   id: string;
@@ -80,6 +81,7 @@ interface Body {
   events: EventJson[];
   error: { code: string; message: string };
   queues?: { name: string }[];
+  completed?: boolean;
 }
 
 async function get(path: string, headers: Record<string, string> = {}) {
@@ -370,6 +372,102 @@ describe("POST /api/workflows/:id/fork", () => {
     );
     expect(forged.status).toBe(403);
     expect(await count()).toBe(before);
+  });
+});
+
+describe("POST /api/workflows/:id/nodes/:nodeId/signal", () => {
+  /** A workflow `approve` (a wait node) -> `act`, with `approve` WAITING. */
+  async function waiting(name: string): Promise<string> {
+    const { workflow } = await f.stateManager.createWorkflow({
+      name,
+      nodes: [create(NodeSchema, { id: "approve", capability: "", wait: {} }), node("act", ["approve"])],
+    });
+    await waitFor(
+      async () => {
+        await f.stateManager.claimReadyNodes(500);
+        return (await f.stateManager.getNode(workflow.id, "approve")).status === NodeStatus.WAITING;
+      },
+      { timeoutMs: 5_000, description: "approve to be WAITING" },
+    );
+    return workflow.id;
+  }
+
+  it("approves a WAITING node: PASS with the output JSON, its child ready to run", async () => {
+    const id = await waiting("signal-approve");
+    const answer = await send("POST", `/api/workflows/${id}/nodes/approve/signal`, {
+      output: { approved: true, note: "ship it" },
+      requestId: "dash-1",
+    });
+    expect(answer.status).toBe(200);
+    expect(answer.body.completed).toBe(true);
+    expect(answer.body.node).toMatchObject({
+      id: "approve",
+      status: "NODE_STATUS_PASS",
+      output: { approved: true, note: "ship it" },
+    });
+    // The same request again is answered alike, changing nothing.
+    const again = await send("POST", `/api/workflows/${id}/nodes/approve/signal`, {
+      output: { approved: true, note: "ship it" },
+      requestId: "dash-1",
+    });
+    expect(again.status).toBe(200);
+    expect(again.body.node.status).toBe("NODE_STATUS_PASS");
+    await queueNode(f.stateManager, id, "act");
+  });
+
+  it("rejects a WAITING node: FAIL with TASK_ERROR and the message, the workflow FAILED", async () => {
+    const id = await waiting("signal-reject");
+    const answer = await send("POST", `/api/workflows/${id}/nodes/approve/signal`, {
+      reject: true,
+      message: "plan too expensive",
+    });
+    expect(answer.status).toBe(200);
+    expect(answer.body.node).toMatchObject({
+      status: "NODE_STATUS_FAIL",
+      error: { kind: "ERROR_KIND_TASK_ERROR", message: "plan too expensive" },
+    });
+    expect(await f.stateManager.getWorkflowStatus(id)).toBe(WorkflowStatus.FAILED);
+  });
+
+  it("keeps a signal sent before the node is ready (completed false, the node still PENDING)", async () => {
+    const { workflow } = await f.stateManager.createWorkflow({
+      name: "signal-early",
+      nodes: [node("plan"), create(NodeSchema, { id: "approve", capability: "", parentIds: ["plan"], wait: {} })],
+    });
+    const answer = await send("POST", `/api/workflows/${workflow.id}/nodes/approve/signal`, { output: "yes" });
+    expect(answer.status).toBe(200);
+    expect(answer.body.completed).toBe(false);
+    expect(answer.body.node.status).toBe("NODE_STATUS_PENDING");
+  });
+
+  it("refuses a node without wait, a missing node, a second different signal, bad bodies and cross-site requests", async () => {
+    const id = await waiting("signal-refused");
+    const path = `/api/workflows/${id}/nodes/approve/signal`;
+    const cases: [string, unknown, number, string][] = [
+      [`/api/workflows/${id}/nodes/act/signal`, {}, 409, "has no wait"],
+      [`/api/workflows/${id}/nodes/nope/signal`, {}, 404, "nope"],
+      [`/api/workflows/${UNKNOWN_ID}/nodes/approve/signal`, {}, 404, UNKNOWN_ID],
+      [`/api/workflows/not-a-uuid/nodes/approve/signal`, {}, 400, "workflow_id"],
+      [path, { reject: true, edits: [{ type: "EDIT_TYPE_DELETE", nodeId: "act" }] }, 400, "edits"],
+      [path, { colour: "red" }, 400, "colour"],
+      [path, { nodeId: "act" }, 400, "path"],
+      [path, "{not json", 400, "body"],
+      [path, { message: "x".repeat(16_385), reject: true }, 400, "message"],
+    ];
+    for (const [target, body, status, text] of cases) {
+      const answer = await send("POST", target, body);
+      expect(answer.status, `${target} ${JSON.stringify(body).slice(0, 80)}`).toBe(status);
+      expect(answer.body.error.message).toContain(text);
+    }
+    const forged = await send("POST", path, { output: 1 }, { origin: "https://evil.example" });
+    expect(forged.status).toBe(403);
+    const crossSite = await send("POST", path, { output: 1 }, { "sec-fetch-site": "cross-site" });
+    expect(crossSite.status).toBe(403);
+    expect((await f.stateManager.getNode(id, "approve")).status).toBe(NodeStatus.WAITING);
+    expect((await send("POST", path, { output: 1 })).body.node.status).toBe("NODE_STATUS_PASS");
+    const second = await send("POST", path, { output: 2 });
+    expect(second.status).toBe(409);
+    expect(second.body.error.code).toBe("FAILED_PRECONDITION");
   });
 });
 
