@@ -204,6 +204,46 @@ describe("trellis watch", () => {
   });
 });
 
+describe("trellis fork", () => {
+  it("re-runs a failed workflow from the failed node with a new input, keeping the rest, to SUCCEEDED", async () => {
+    const file = join(scratch, "publish.json");
+    writeFileSync(
+      file,
+      JSON.stringify({
+        name: "publish",
+        nodes: [
+          { id: "write", capability: "echo", input: { text: "draft" } },
+          {
+            id: "publish",
+            capability: "flaky",
+            parentIds: ["write"],
+            input: { failures: 5 },
+            retryPolicy: { maxAttempts: 1 },
+          },
+        ],
+      }),
+    );
+    const failed = await cli(["run", file, "--watch"]);
+    expect(failed.code).toBe(1);
+    const source = idOf(failed.stdout);
+
+    const fork = await cli(["fork", source, "--from", "publish", "--input", 'publish={"failures": 0}', "--watch"]);
+    expect(fork.stderr).toBe("");
+    expect(fork.code).toBe(0);
+    expect(fork.stdout).toMatch(
+      new RegExp(`^forked workflow \\S+ from ${source} \\(publish: 1 nodes kept, 1 to run again\\)$`, "m"),
+    );
+    expect(fork.stdout).toMatch(new RegExp(`= write\\s+KEPT\\s+output of ${source}`));
+    expect(nodeLines(fork.stdout, "write", "RUNNING")).toEqual([]);
+    expect(nodeLines(fork.stdout, "publish", "PASS")).toHaveLength(1);
+    expect(fork.stdout.trimEnd().split("\n").at(-1)).toMatch(/^workflow \S+ SUCCEEDED \(2 PASS\)$/);
+
+    const refused = await cli(["fork", source, "--from", "publish,nope"]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('from_node_ids[1]: no node "nope"');
+  });
+});
+
 describe("trellis list, get and actions", () => {
   it("pauses, resumes, cancels and retries, printing the new status", async () => {
     const file = join(scratch, "steer.json");
