@@ -134,7 +134,7 @@ describe("fork", () => {
     };
     expect(await runCommand(command, ctx)).toBe(0);
     expect(calls).toEqual([{ workflowId: source, fromNodeIds: ["b"], inputs: { b: { k: 1 } } }]);
-    expect(ctx.output.lines).toEqual([`forked workflow ${ID} from ${source} (wf: 1 nodes kept, 1 to run again)`]);
+    expect(ctx.output.lines).toEqual([`forked workflow ${ID} from ${source} (wf: 1 node kept, 1 to run again)`]);
   });
 });
 

@@ -118,8 +118,9 @@ async function fork(ctx: CommandContext, command: Extract<Command, { kind: "fork
   );
   const wf = workflow!;
   const rerun = wf.nodes.filter((n) => n.status !== NodeStatus.PASS).length;
+  const kept = wf.nodes.length - rerun;
   ctx.output.line(
-    `forked workflow ${wf.id} from ${command.workflowId} (${wf.name}: ${wf.nodes.length - rerun} nodes kept, ${rerun} to run again)`,
+    `forked workflow ${wf.id} from ${command.workflowId} (${wf.name}: ${kept} node${kept === 1 ? "" : "s"} kept, ${rerun} to run again)`,
   );
   return command.watch ? watch(ctx, wf.id) : 0;
 }

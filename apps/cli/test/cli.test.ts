@@ -231,7 +231,7 @@ describe("trellis fork", () => {
     expect(fork.stderr).toBe("");
     expect(fork.code).toBe(0);
     expect(fork.stdout).toMatch(
-      new RegExp(`^forked workflow \\S+ from ${source} \\(publish: 1 nodes kept, 1 to run again\\)$`, "m"),
+      new RegExp(`^forked workflow \\S+ from ${source} \\(publish: 1 node kept, 1 to run again\\)$`, "m"),
     );
     expect(fork.stdout).toMatch(new RegExp(`= write\\s+KEPT\\s+output of ${source}`));
     expect(nodeLines(fork.stdout, "write", "RUNNING")).toEqual([]);
