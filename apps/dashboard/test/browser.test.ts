@@ -2,7 +2,7 @@
 import { existsSync, mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import { create, fromJson } from "@bufbuild/protobuf";
+import { create, fromJson, toJson } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import { DEFAULT_RETRY_POLICY } from "@trellis/core";
 import {
@@ -295,6 +295,69 @@ describe.skipIf(skip)("dashboard in headless Chromium", () => {
     ]);
     expect(fork.nodes[1]!.input).toEqual({ task: "b", fixed: true });
     await statusOf("a", "PASS").waitFor();
+    expect((await f.stateManager.getWorkflow(workflow.id)).status).toBe(WorkflowStatus.FAILED);
+  });
+
+  /** Claims ready nodes until this wait node is WAITING, as the scheduler would. */
+  async function untilWaiting(workflowId: string, nodeId: string): Promise<void> {
+    await waitFor(
+      async () => {
+        await f.stateManager.claimReadyNodes(500);
+        return (await f.stateManager.getNode(workflowId, nodeId)).status === NodeStatus.WAITING;
+      },
+      { timeoutMs: UI_TIMEOUT_MS, description: `${nodeId} to be WAITING` },
+    );
+  }
+
+  it("draws a waiting node apart and approves it from its panel with an output JSON, live", async () => {
+    const { workflow } = await f.stateManager.createWorkflow({
+      name: "approve-plan",
+      nodes: [
+        node("plan", [], "plan"),
+        create(NodeSchema, { id: "approve", parentIds: ["plan"], wait: { timeout: { seconds: 3600n } } }),
+        node("act", ["approve"]),
+      ],
+    });
+    await passNode(f.stateManager, workflow.id, "plan", fromJson(ValueSchema, { steps: 3 }));
+    await untilWaiting(workflow.id, "approve");
+    await openWorkflow(workflow.id);
+    await statusOf("approve", "WAITING").waitFor();
+    expect(await nodeEl("approve").getAttribute("data-waiting")).toBe("waiting for a signal");
+    expect(await nodeEl("approve").locator(".node-meta").textContent()).toBe("waiting for a signal");
+    await nodeEl("approve").click();
+    await page.locator('#node-panel[data-node-id="approve"] .badge[data-status="WAITING"]').waitFor();
+    expect(await page.locator("#node-panel .waiting-box").textContent()).toContain(
+      "After 1h 00m of waiting it passes with its timeout output.",
+    );
+    await page.fill("#signal-output", '{"approved": true, "note": "go"}');
+    await page.screenshot({ path: artifact("dashboard-approve.png") });
+    await page.click("#signal-approve");
+    await statusOf("approve", "PASS").waitFor();
+    await page.locator('#node-panel[data-node-id="approve"] .badge[data-status="PASS"]').waitFor();
+    expect(await page.locator("#signal-approve").count()).toBe(0);
+    const approved = await f.stateManager.getNode(workflow.id, "approve");
+    expect(toJson(ValueSchema, approved.output!)).toEqual({ approved: true, note: "go" });
+    await page.locator('.event[data-type="node.signaled"]').first().waitFor();
+    await queueNode(f.stateManager, workflow.id, "act");
+    await statusOf("act", "QUEUED").waitFor();
+  });
+
+  it("rejects a waiting node from its panel with a message: FAIL, its child skipped", async () => {
+    const { workflow } = await f.stateManager.createWorkflow({
+      name: "reject-plan",
+      nodes: [create(NodeSchema, { id: "approve", wait: {} }), node("act", ["approve"])],
+    });
+    await untilWaiting(workflow.id, "approve");
+    await openWorkflow(workflow.id);
+    await nodeEl("approve").click();
+    await page.locator("#node-panel #signal-reject").waitFor();
+    expect(await page.locator("#node-panel .waiting-box").textContent()).toContain("It waits for ever.");
+    await page.fill("#signal-message", "plan too expensive");
+    await page.click("#signal-reject");
+    await statusOf("approve", "FAIL").waitFor();
+    await statusOf("act", "SKIPPED").waitFor();
+    await page.locator("#node-panel .error-box").waitFor();
+    expect(await page.locator("#node-panel .error-box").textContent()).toContain("plan too expensive");
     expect((await f.stateManager.getWorkflow(workflow.id)).status).toBe(WorkflowStatus.FAILED);
   });
 

@@ -58,6 +58,13 @@ function statusIcon(status) {
     case "CANCELLED":
       g.append(s("circle", { r: 9, class: "icon-ring" }), s("path", { d: "M-4.5 4.5 L4.5 -4.5", class: "icon-hand" }));
       break;
+    case "WAITING":
+      // A pause mark: ready, and waiting for a signal or its start time.
+      g.append(
+        s("circle", { r: 10, class: "icon-fill" }),
+        s("path", { d: "M-2.5 -4 V4 M2.5 -4 V4", class: "icon-glyph" }),
+      );
+      break;
     default:
       g.append(s("circle", { r: 8, class: "icon-ring icon-pending" }));
   }
@@ -322,14 +329,17 @@ export class DagView {
     const held = status === "PENDING" && node.heldBy ? node.heldBy : "";
     el.dataset.heldBy = held;
     el.classList.toggle("is-held", held !== "");
+    const waiting = status === "WAITING" ? (node.wait ? "waiting for a signal" : "waiting for its start time") : "";
+    el.dataset.waiting = waiting;
     const meta = held
       ? `held by ${held}`
-      : [node.capability, attempt > 1 ? `attempt ${attempt}` : ""].filter(Boolean).join(" · ");
+      : waiting || [node.capability, attempt > 1 ? `attempt ${attempt}` : ""].filter(Boolean).join(" · ");
     fitText(el.querySelector(".node-name"), name, NODE_W - 42 - (added ? 52 : 12));
     fitText(el.querySelector(".node-meta"), meta, NODE_W - 54);
     el.querySelector("title").textContent =
       `${name}${name !== node.id ? ` (${node.id})` : ""}\n${status.toLowerCase()} · ${node.capability}` +
       (held ? `\nheld by ${held}` : "") +
+      (waiting ? `\n${waiting}` : "") +
       (added ? "\nadded at run time by an edit" : "");
     el.setAttribute("aria-label", `${name}: ${status.toLowerCase()}`);
     let tag = el.querySelector(".node-tag");

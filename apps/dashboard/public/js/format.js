@@ -3,7 +3,7 @@
 const SVG_NS = "http://www.w3.org/2000/svg";
 
 /** Node statuses in the order the legend shows them. */
-export const NODE_STATUSES = ["PENDING", "QUEUED", "RUNNING", "PASS", "FAIL", "SKIPPED", "CANCELLED"];
+export const NODE_STATUSES = ["PENDING", "WAITING", "QUEUED", "RUNNING", "PASS", "FAIL", "SKIPPED", "CANCELLED"];
 
 /** Workflow statuses the list can filter by. */
 export const WORKFLOW_STATUSES = ["PENDING", "RUNNING", "PAUSED", "SUCCEEDED", "FAILED", "CANCELLED"];

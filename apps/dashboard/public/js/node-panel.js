@@ -71,14 +71,17 @@ function limitKeys(node) {
   const keys = (node.limitKeys ?? []).map((key) =>
     h("a", { class: "chip chip-link", href: "/limits", title: "See the limits" }, key),
   );
-  keys.push(
-    h(
-      "span",
-      { class: "chip", title: "Every node counts under its capability's key" },
-      `capability:${node.capability}`,
-    ),
-  );
-  return keys;
+  // A wait node (no capability) runs nowhere: no capability key holds it.
+  if (node.capability) {
+    keys.push(
+      h(
+        "span",
+        { class: "chip", title: "Every node counts under its capability's key" },
+        `capability:${node.capability}`,
+      ),
+    );
+  }
+  return keys.length > 0 ? keys : [h("span", { class: "muted" }, "none")];
 }
 
 /** `tokens=1,234 cost_usd=0.0025`, or a dash. */
@@ -154,6 +157,129 @@ function attemptsSection(attempts) {
   return h("div", { class: "panel-section" }, h("h4", {}, "Attempts"), body);
 }
 
+/** What a WAITING node waits for: a signal (and until when, with its timeout) or its start time. */
+function waitingBox(node) {
+  const status = statusName(node.status);
+  if (node.wait && (status === "WAITING" || status === "PENDING")) {
+    const timeoutMs = durationMs(node.wait.timeout) ?? 0;
+    const onTimeout = node.wait.failOnTimeout ? "it fails" : "it passes with its timeout output";
+    return h(
+      "div",
+      { class: "waiting-box" },
+      h("strong", {}, status === "WAITING" ? "Waiting for a signal" : "Will wait for a signal"),
+      h(
+        "p",
+        {},
+        status === "WAITING"
+          ? "Ready: completed by Approve or Reject below (or trellis signal, or the API's SignalNode). It holds no worker."
+          : "Once its parents pass it waits for Approve or Reject; a signal sent now is kept until then.",
+        timeoutMs > 0 ? ` After ${formatDuration(timeoutMs)} of waiting ${onTimeout}.` : " It waits for ever.",
+      ),
+    );
+  }
+  if (status === "WAITING" && node.notBefore) {
+    return h(
+      "div",
+      { class: "waiting-box" },
+      h("strong", {}, `Waiting until ${formatDateTime(node.notBefore)}`),
+      h("p", {}, "Its start time (not_before): it runs then, as any ready node. It holds no worker."),
+    );
+  }
+  return null;
+}
+
+/** What was typed in a node's Approve / Reject form, kept across the panel's re-renders (live events redraw it). */
+const signalDrafts = new Map();
+
+/**
+ * Approve / Reject for a node with `wait` that has not ended: a signal through `onSignal(nodeId, body)` with the
+ * SignalNodeRequest's output (the JSON typed here) or its rejection and message.
+ */
+function signalSection(node, onSignal) {
+  const status = statusName(node.status);
+  if (!onSignal || !node.wait || (status !== "WAITING" && status !== "PENDING")) return null;
+  const output = h("textarea", {
+    class: "signal-output mono",
+    id: "signal-output",
+    rows: 4,
+    spellcheck: "false",
+    "aria-label": "Output JSON",
+  });
+  const draftKey = `${node.workflowId}/${node.id}`;
+  const draft = signalDrafts.get(draftKey) ?? { output: '{\n  "approved": true\n}', message: "" };
+  signalDrafts.set(draftKey, draft);
+  output.value = draft.output;
+  output.addEventListener("input", () => {
+    draft.output = output.value;
+  });
+  const message = h("input", {
+    type: "text",
+    class: "signal-message",
+    id: "signal-message",
+    placeholder: "Why (for Reject)",
+    "aria-label": "Rejection message",
+    maxlength: 16384,
+  });
+  message.value = draft.message;
+  message.addEventListener("input", () => {
+    draft.message = message.value;
+  });
+  const statusLine = h("p", { class: "muted small signal-status", role: "status" });
+  const send = async (body, verb) => {
+    for (const b of buttons) b.disabled = true;
+    statusLine.textContent = `${verb}…`;
+    try {
+      await onSignal(node.id, body);
+    } catch (error) {
+      statusLine.textContent = error.message;
+      for (const b of buttons) b.disabled = false;
+    }
+  };
+  const approve = h(
+    "button",
+    {
+      type: "button",
+      class: "btn btn-primary btn-small",
+      id: "signal-approve",
+      title: "PASS this node with the output JSON; its children run",
+      onclick: () => {
+        let parsed;
+        try {
+          parsed = output.value.trim() === "" ? null : JSON.parse(output.value);
+        } catch (error) {
+          statusLine.textContent = `The output is not JSON: ${error.message}`;
+          return;
+        }
+        void send({ output: parsed }, "Approving");
+      },
+    },
+    "Approve",
+  );
+  const reject = h(
+    "button",
+    {
+      type: "button",
+      class: "btn btn-danger btn-small",
+      id: "signal-reject",
+      title: "FAIL this node (TASK_ERROR with the message); its descendants are skipped",
+      onclick: () => void send({ reject: true, message: message.value.trim() }, "Rejecting"),
+    },
+    "Reject",
+  );
+  const buttons = [approve, reject];
+  return h(
+    "div",
+    { class: "panel-section signal" },
+    h("h4", {}, "Signal"),
+    h("label", { class: "small", for: "signal-output" }, "Output JSON (on Approve)"),
+    output,
+    h("label", { class: "small", for: "signal-message" }, "Message (on Reject)"),
+    message,
+    h("div", { class: "signal-buttons" }, approve, reject),
+    statusLine,
+  );
+}
+
 /**
  * "Re-run from here": forks the workflow from this node (it and everything downstream run again in a new workflow,
  * the other nodes keep their outputs), with the node's input as it is or as edited here.
@@ -209,8 +335,9 @@ function rerunSection(node, onRerun) {
 }
 
 /**
- * Renders the panel. `view` is `{ node, attempts, loading, error, children, added, onSelect, onClose, onRerun }`, or
- * null for the placeholder. `onRerun(nodeId, input)` forks the workflow from the node (input undefined: unchanged).
+ * Renders the panel. `view` is `{ node, attempts, loading, error, children, added, onSelect, onClose, onRerun,
+ * onSignal }`, or null for the placeholder. `onRerun(nodeId, input)` forks the workflow from the node (input undefined:
+ * unchanged); `onSignal(nodeId, body)` approves or rejects a node with `wait` (body: a SignalNodeRequest's fields).
  */
 export function renderNodePanel(host, view) {
   if (!view) {
@@ -279,6 +406,7 @@ export function renderNodePanel(host, view) {
           ),
         )
       : null,
+    waitingBox(node),
     node.error
       ? h(
           "div",
@@ -290,7 +418,12 @@ export function renderNodePanel(host, view) {
     h(
       "dl",
       { class: "facts" },
-      ...field("Capability", h("code", {}, node.capability)),
+      ...field(
+        "Capability",
+        node.capability
+          ? h("code", {}, node.capability)
+          : h("span", { class: "muted" }, "none (completed by a signal)"),
+      ),
       ...field("Attempt", `${node.attempt ?? 0} of ${maxAttempts}`),
       ...field(
         "Priority",
@@ -299,12 +432,15 @@ export function renderNodePanel(host, view) {
       ),
       ...field("Limit keys", h("div", { class: "chips" }, limitKeys(node))),
       ...timings(node),
-      ...field("Timeout", formatDuration(timeoutMs)),
-      ...field(
-        "Retries",
-        retry.retryTaskErrors ? "infra and task errors" : "infra errors",
-        h("span", { class: "muted" }, ` · backoff ${formatDuration(durationMs(retry.initialBackoff) ?? 1000)}`),
-      ),
+      // A wait node never runs: its attempt timeout and retries do not apply (its wait's timeout is shown above).
+      ...(node.wait ? [] : field("Timeout", formatDuration(timeoutMs))),
+      ...(node.wait
+        ? []
+        : field(
+            "Retries",
+            retry.retryTaskErrors ? "infra and task errors" : "infra errors",
+            h("span", { class: "muted" }, ` · backoff ${formatDuration(durationMs(retry.initialBackoff) ?? 1000)}`),
+          )),
       ...(node.insertedBy
         ? field("Inserted by", h("div", { class: "chips" }, nodeLinks([node.insertedBy], onSelect)))
         : []),
@@ -314,6 +450,7 @@ export function renderNodePanel(host, view) {
         ? field("Labels", h("div", { class: "chips" }, labelChips(node.labels, 20)))
         : []),
     ),
+    signalSection(node, view.onSignal),
     attemptsSection(view.attempts),
     liveOutputSection(view.live),
     jsonBlock("Input", node.input, "No input."),

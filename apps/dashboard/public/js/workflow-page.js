@@ -336,7 +336,7 @@ function tickElapsed() {
 }
 
 /** Finished work first, then what runs, then what waits. */
-const PROGRESS_ORDER = ["PASS", "FAIL", "SKIPPED", "CANCELLED", "RUNNING", "QUEUED", "PENDING"];
+const PROGRESS_ORDER = ["PASS", "FAIL", "SKIPPED", "CANCELLED", "RUNNING", "QUEUED", "WAITING", "PENDING"];
 
 function renderProgress() {
   const counts = countByStatus();
@@ -444,7 +444,20 @@ function renderPanel() {
     onSelect: (id) => select(id),
     onClose: () => select(null),
     onRerun: rerunFrom,
+    onSignal: signalNode,
   });
+}
+
+/** Approves (PASS with an output) or rejects a node with `wait`; the stream then shows what the signal did. */
+async function signalNode(nodeId, body) {
+  const { node, completed } = await sendJson("POST", `${api}/nodes/${encodeURIComponent(nodeId)}/signal`, body);
+  const verb = body.reject ? "rejected" : "approved";
+  toast(completed ? `Node ${nodeId} ${verb}` : `Signal kept: node ${nodeId} is ${verb} once it is ready`);
+  if (state.selected === nodeId) {
+    state.selectedNode = node;
+    renderPanel();
+    scheduleSelectedReload();
+  }
 }
 
 /** Forks the workflow from a node (with a new input when given) and opens the new workflow. */
