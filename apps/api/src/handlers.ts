@@ -427,8 +427,3 @@ export function createWorkflowServiceHandlers(deps: WorkflowServiceDeps): GrpcSe
     watchWorkflow: (call) => watch(deps, call),
   };
 }
-
-/** A method of the contract this build does not serve yet. */
-function notImplemented(_call: unknown, callback: grpc.sendUnaryData<never>): void {
-  callback({ code: grpc.status.UNIMPLEMENTED, details: "not implemented by this build yet" });
-}
