@@ -72,11 +72,13 @@ export class ScheduleTicker {
     const { ticks, nextDueInMs } = await this.options.stateManager.runDueSchedules(this.batchSize);
     for (const t of ticks) {
       const fields = { schedule: t.scheduleId, tick: t.tick.toISOString(), nextRunAt: t.nextRunAt.toISOString() };
-      if (t.refused !== undefined) {
-        this.options.logger.warn({ ...fields, reason: t.refused }, "schedule tick refused by CreateWorkflow; skipped");
-      } else {
+      if (t.workflowId !== null) {
         this.options.logger.info({ ...fields, workflowId: t.workflowId, created: t.created }, "schedule tick");
-        if (t.created && t.workflowId !== null) this.options.onWorkflowCreated?.(t.workflowId);
+        if (t.created) this.options.onWorkflowCreated?.(t.workflowId);
+      }
+      if (t.refused !== undefined) {
+        const what = t.workflowId === null ? "schedule tick refused by CreateWorkflow; skipped" : "schedule paused";
+        this.options.logger.warn({ ...fields, reason: t.refused }, what);
       }
     }
     if (ticks.length >= this.batchSize) return 0;

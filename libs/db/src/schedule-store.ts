@@ -180,17 +180,31 @@ export class ScheduleStore {
           if (!(error instanceof TrellisError)) throw error;
           refused = error.message;
         }
-        const nextRunAt = nextScheduleTick(row.cron, row.timezone, now > tick ? now : tick);
+        let nextRunAt: Date | null = null;
+        try {
+          nextRunAt = nextScheduleTick(row.cron, row.timezone, now > tick ? now : tick);
+        } catch (error) {
+          // Checked when stored, so only a time-zone database changed under it could do this: pause the schedule
+          // rather than fail every tick of every schedule in the batch.
+          refused = `${refused ? `${refused}; ` : ""}no next tick (${(error as Error).message}): schedule paused`;
+        }
         await ctx.tx
           .update(schedules)
           .set({
-            nextRunAt,
+            ...(nextRunAt !== null ? { nextRunAt } : { paused: true }),
             lastRunAt: now,
             ...(workflowId !== null ? { lastWorkflowId: workflowId } : {}),
             updatedAt: now,
           })
           .where(eq(schedules.id, row.id));
-        done.push({ scheduleId: row.id, tick, workflowId, created, nextRunAt, ...(refused ? { refused } : {}) });
+        done.push({
+          scheduleId: row.id,
+          tick,
+          workflowId,
+          created,
+          nextRunAt: nextRunAt ?? tick,
+          ...(refused ? { refused } : {}),
+        });
       }
       return done;
     });

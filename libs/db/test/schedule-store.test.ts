@@ -146,6 +146,18 @@ describe("ticks", () => {
     expect(await workflowCount()).toBe(1);
   });
 
+  it("a tick whose workflow CreateWorkflow now refuses creates nothing and moves on", async () => {
+    await sm.createSchedule(schedule({ cron: "* * * * *" }));
+    // As if the limits had been lowered since: the stored workflow is no longer accepted.
+    await testDb.pool.query(`update schedules set workflow = '{"name": "x", "nodes": []}'::jsonb`);
+    await makeDue("nightly");
+    const [tick] = (await sm.runDueSchedules(10)).ticks;
+    expect(tick).toMatchObject({ scheduleId: "nightly", workflowId: null, created: false });
+    expect(tick!.refused).toBe("nodes: at least one node is required");
+    expect(tick!.nextRunAt.getTime()).toBeGreaterThan(Date.now());
+    expect(await workflowCount()).toBe(0);
+  });
+
   it("skips paused schedules and rows another transaction holds", async () => {
     await sm.createSchedule(schedule({ id: "p", cron: "* * * * *", paused: true }));
     await sm.createSchedule(schedule({ id: "held", cron: "* * * * *" }));
