@@ -184,6 +184,7 @@ describe("WorkflowProgress", () => {
           until: "2026-01-02T07:00:00+00:00",
         }),
       ),
+      e("node.created", node("review", NodeStatus.PENDING, { capability: "", parentIds: ["approve"] })),
       e("node.signaled", node("approve", NodeStatus.WAITING, { reject: false, kept: false, requestId: "r1" }, 1500)),
       e("node.status_changed", node("approve", NodeStatus.PASS, { from: "WAITING", attempt: 1 }, 1500)),
       e("node.signaled", node("review", NodeStatus.PENDING, { reject: true, kept: true })),
@@ -193,12 +194,13 @@ describe("WorkflowProgress", () => {
       "  [0/3] ⏸ approve          WAITING    waiting for a signal (times out at 2026-01-01T01:00:00Z)",
       "  [0/3] ⏸ later            WAITING    waiting for a signal",
       "  [0/3] ⏸ nightly          WAITING    waiting for its start time (2026-01-02T07:00:00Z)",
-      "  [0/3] ✉ approve          SIGNALED   pass request r1",
-      "  [1/3] ✔ approve          PASS       after waiting 1.50s",
-      "  [1/3] ✉ review           SIGNALED   reject (kept until the node is ready)",
-      "  [1/3] · nightly          PENDING    start time reached",
+      "  [0/4] + review           ADDED      wait node after approve",
+      "  [0/4] ✉ approve          SIGNALED   pass request r1",
+      "  [1/4] ✔ approve          PASS       after waiting 1.50s",
+      "  [1/4] ✉ review           SIGNALED   reject (kept until the node is ready)",
+      "  [1/4] · nightly          PENDING    start time reached",
     ]);
-    expect(progress.counts()).toMatchObject({ WAITING: 1, PASS: 1, PENDING: 1 });
+    expect(progress.counts()).toMatchObject({ WAITING: 1, PASS: 1, PENDING: 2 });
   });
 
   it("goes back when a workflow RETRY reopens nodes", () => {

@@ -273,7 +273,8 @@ export class WorkflowProgress {
         return this.#line(
           { mark: "+", label: "ADDED", tone: "cyan" },
           id,
-          `${text(field(data, "capability"))}${after}${status}`,
+          // A node without a capability is a wait node: a signal completes it.
+          `${text(field(data, "capability")) || "wait node"}${after}${status}`,
         );
       }
       case "node.deleted":

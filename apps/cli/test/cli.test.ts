@@ -244,6 +244,63 @@ describe("trellis fork", () => {
   });
 });
 
+describe("trellis signal", () => {
+  /** Runs `file` with --watch and signals `approve` with `signalArgs` once the watch shows it WAITING. */
+  async function runAndSignal(file: string, signalArgs: string[]): Promise<{ run: CliRun; signal: CliRun }> {
+    let signal: Promise<CliRun> | undefined;
+    const run = await cli(["run", file, "--watch"], (soFar) => {
+      if (signal === undefined && nodeLines(soFar, "approve", "WAITING").length > 0) {
+        signal = cli(["signal", idOf(soFar), "approve", ...signalArgs]);
+      }
+    });
+    if (signal === undefined) throw new Error(`approve was never WAITING:\n${run.stdout}\n${run.stderr}`);
+    return { run, signal: await signal };
+  }
+
+  it("approves the plan the planner made wait (docs/examples/approval.json): its tasks and the report run", async () => {
+    const { run, signal } = await runAndSignal("docs/examples/approval.json", [
+      "--output",
+      '{"approved": true}',
+      "--request-id",
+      "cli-1",
+    ]);
+    expect(signal.stderr).toBe("");
+    expect(signal.code).toBe(0);
+    expect(signal.stdout).toBe("node approve PASS (signaled)\n");
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/\+ approve\s+ADDED\s+wait node after plan$/m);
+    expect(nodeLines(run.stdout, "approve", "WAITING")).toEqual([
+      expect.stringMatching(/WAITING\s+waiting for a signal$/),
+    ]);
+    expect(run.stdout).toMatch(/✉ approve\s+SIGNALED\s+pass request cli-1/);
+    expect(nodeLines(run.stdout, "approve", "PASS")).toEqual([expect.stringMatching(/PASS\s+after waiting /)]);
+    for (const task of ["plan.task-0", "plan.task-1", "plan.task-2", "report"]) {
+      expect(nodeLines(run.stdout, task, "PASS"), task).toHaveLength(1);
+    }
+    expect(run.stdout.trimEnd().split("\n").at(-1)).toMatch(/^workflow \S+ SUCCEEDED \(6 PASS\)$/);
+
+    const id = idOf(run.stdout);
+    const again = await cli(["signal", id, "approve", "--output", '{"approved": true}', "--request-id", "cli-1"]);
+    expect(again.code).toBe(0);
+    expect(again.stdout).toBe("node approve PASS (signaled)\n");
+    const refused = await cli(["signal", id, "approve", "--reject"]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain("FAILED_PRECONDITION");
+    const noWait = await cli(["signal", id, "report"]);
+    expect(noWait.code).toBe(1);
+    expect(noWait.stderr).toContain('node "report" does not wait for a signal');
+  });
+
+  it("rejects the plan with a message: the tasks and the report are skipped, the workflow FAILED", async () => {
+    const { run, signal } = await runAndSignal("docs/examples/approval.json", ["--reject", "--message", "too broad"]);
+    expect(signal.stdout).toBe("node approve FAIL (rejected)  TASK_ERROR: too broad\n");
+    expect(run.code).toBe(1);
+    expect(nodeLines(run.stdout, "approve", "FAIL")).toEqual([expect.stringMatching(/FAIL\s+TASK_ERROR: too broad$/)]);
+    expect(nodeLines(run.stdout, "report", "SKIPPED")).toHaveLength(1);
+    expect(run.stdout.trimEnd().split("\n").at(-1)).toMatch(/^workflow \S+ FAILED \(1 PASS, 1 FAIL, 4 SKIPPED\)$/);
+  });
+});
+
 describe("trellis list, get and actions", () => {
   it("pauses, resumes, cancels and retries, printing the new status", async () => {
     const file = join(scratch, "steer.json");

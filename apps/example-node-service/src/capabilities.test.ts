@@ -295,6 +295,35 @@ describe("plan", () => {
     expect(update.updateMask?.paths).toEqual(["parent_ids"]);
   });
 
+  it("with input.approval inserts a wait node holding the plan, the tasks its children, the join after it", async () => {
+    const response = await run(
+      request("plan", {
+        id: "p",
+        input: { tasks: ["x", "y"], join: "summary", approval: "approve", approval_timeout_ms: 3_600_000 },
+      }),
+    );
+
+    expect(outputOf(response)).toEqual({ planned: 2, task_ids: ["p.task-0", "p.task-1"], approval: "approve" });
+    const [wait, ...rest] = response.edits;
+    expect(wait?.type).toBe(EditType.INSERT);
+    expect(wait?.node).toMatchObject({ id: "approve", capability: "", parentIds: ["p"] });
+    expect(wait?.node?.input).toEqual({ tasks: ["x", "y"], task_ids: ["p.task-0", "p.task-1"] });
+    expect(wait?.node?.wait?.failOnTimeout).toBe(true);
+    expect(Number(wait?.node?.wait?.timeout?.seconds)).toBe(3600);
+    expect(rest.map((edit) => [edit.node?.id, edit.node?.parentIds])).toEqual([
+      ["p.task-0", ["approve"]],
+      ["p.task-1", ["approve"]],
+      ["summary", ["p", "approve", "p.task-0", "p.task-1"]],
+    ]);
+  });
+
+  it("with input.approval and no timeout, the wait node waits for ever", async () => {
+    const response = await run(request("plan", { id: "p", input: { tasks: ["x"], approval: "ok" } }));
+
+    expect(response.edits[0]?.node?.wait).toBeDefined();
+    expect(response.edits[0]?.node?.wait?.timeout).toBeUndefined();
+  });
+
   it("plans nothing for an empty task list", async () => {
     const response = await run(request("plan", { input: { tasks: [] } }));
 
@@ -307,6 +336,12 @@ describe("plan", () => {
     [{ tasks: [1, 2] }, "input.tasks must be a list of strings"],
     [{ tasks: Array.from({ length: 1001 }, () => "t") }, "input.tasks must have at most 1000 items"],
     [{ join: 3 }, "input.join must be a string, got 3"],
+    [{ approval: true }, "input.approval must be a string, got true"],
+    [{ approval_timeout_ms: 1000 }, "input.approval_timeout_ms needs input.approval (the approval node's id)"],
+    [
+      { approval: "a", approval_timeout_ms: 0 },
+      "input.approval_timeout_ms must be an integer between 1 and 31622400000, got 0",
+    ],
   ])("answers TASK_ERROR for input %j", async (input, message) => {
     const response = await run(request("plan", { input: input as JsonObject }));
 

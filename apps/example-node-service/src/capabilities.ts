@@ -280,31 +280,66 @@ async function llmMetered(request: ExecuteNodeRequest, signal: AbortSignal): Pro
   return response;
 }
 
+/** Longest `plan` approval wait (`input.approval_timeout_ms`): 366 days, the api's bound on a wait's timeout. */
+export const MAX_APPROVAL_TIMEOUT_MS = 366 * 24 * 3_600_000;
+
 /**
  * `plan`: the agent-planning pattern. Inserts one node per task of `input.tasks` (ids `<node id>.task-<i>`, from 0,
  * each a child of this node running `input.task_capability`, default `llm.mock`, on `{prompt: task}`) and, when
  * `input.join` names a PENDING node, rewires it to wait for this node and every inserted task.
+ *
+ * With `input.approval` (a node id, e.g. "approve"), the plan waits for a person first: a wait node of that id is
+ * inserted as this node's child, with the plan as its input, and every task becomes its child instead of this node's.
+ * A signal passes it (the tasks run, each seeing the approval's output) or rejects it (the tasks are skipped). With
+ * `input.approval_timeout_ms`, an approval not given in time fails the wait node.
  */
 async function plan(request: ExecuteNodeRequest): Promise<ExecuteNodeResponse> {
   const input = inputOf(request);
   const tasks = readStringList(input, "tasks", DEFAULT_PLAN_TASKS, MAX_PLAN_TASKS);
   const join = readOptionalString(input, "join");
   const taskCapability = readOptionalString(input, "task_capability") ?? "llm.mock";
+  const approval = readOptionalString(input, "approval") || undefined;
+  const approvalTimeoutMs = readOptionalInt(input, "approval_timeout_ms", 1, MAX_APPROVAL_TIMEOUT_MS);
+  if (approvalTimeoutMs !== undefined && approval === undefined) {
+    throw new InvalidInputError("approval_timeout_ms", "needs input.approval (the approval node's id)");
+  }
   const planner = request.node?.id ?? "";
   const taskIds = tasks.map((_, i) => `${planner}.task-${i}`);
-  const edits: NodeEditInit[] = tasks.map((task, i) => ({
-    type: EditType.INSERT,
-    node: { id: taskIds[i], capability: taskCapability, input: { prompt: task }, parentIds: [planner] },
-  }));
+  const edits: NodeEditInit[] = [];
+  if (approval !== undefined) {
+    // A wait node: no capability, completed by SignalNode (or its timeout), never by a NodeService.
+    edits.push({
+      type: EditType.INSERT,
+      node: {
+        id: approval,
+        name: `approve the plan of ${planner}`,
+        parentIds: [planner],
+        input: { tasks, task_ids: taskIds },
+        wait:
+          approvalTimeoutMs === undefined ? {} : { timeout: durationFromMs(approvalTimeoutMs), failOnTimeout: true },
+      },
+    });
+  }
+  const taskParent = approval ?? planner;
+  edits.push(
+    ...tasks.map(
+      (task, i): NodeEditInit => ({
+        type: EditType.INSERT,
+        node: { id: taskIds[i], capability: taskCapability, input: { prompt: task }, parentIds: [taskParent] },
+      }),
+    ),
+  );
   if (join !== undefined && join !== "") {
     // The planner cannot see the join's current parents, so it names all it knows must come first.
     edits.push({
       type: EditType.UPDATE,
-      node: { id: join, parentIds: [planner, ...taskIds] },
+      node: { id: join, parentIds: [planner, ...(approval === undefined ? [] : [approval]), ...taskIds] },
       updateMask: { paths: ["parent_ids"] },
     });
   }
-  return success({ planned: tasks.length, task_ids: taskIds }, edits);
+  const output: JsonObject = { planned: tasks.length, task_ids: taskIds };
+  if (approval !== undefined) output.approval = approval;
+  return success(output, edits);
 }
 
 const HANDLERS: Record<ExampleCapability, CapabilityHandler> = {
