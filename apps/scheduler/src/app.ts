@@ -16,7 +16,7 @@ import { EventRelay } from "./event-relay.js";
 import { registerLimitMetrics } from "./limit-metrics.js";
 import { createSchedulerMetrics } from "./metrics.js";
 import { Reconciler } from "./reconciler.js";
-import { ScheduleTicker } from "./schedule-ticker.js";
+import { ScheduleTicker, createScheduleTickCounter } from "./schedule-ticker.js";
 import { Scheduler } from "./scheduler.js";
 
 /** A running scheduler app: scheduler + reconciler + LISTEN connection (+ the event relay when configured). */
@@ -79,6 +79,7 @@ export async function startSchedulerApp(
     logger,
     pollMs: settings.pollMs,
     onWorkflowCreated: () => scheduler.wake(),
+    ticks: createScheduleTickCounter(deps.registry),
   });
   const eventRelay = settings.eventRelay ? createEventRelay(settings, deps) : null;
   const listener = new PgListener({

@@ -1,7 +1,8 @@
 import type { ScheduleTick, ScheduleTicks } from "@trellis/db";
 import { createLogger } from "@trellis/observability";
 import { describe, expect, it, vi } from "vitest";
-import { ScheduleTicker } from "./schedule-ticker.js";
+import { Registry } from "prom-client";
+import { ScheduleTicker, createScheduleTickCounter } from "./schedule-ticker.js";
 
 const logger = createLogger({ app: "scheduler", level: "silent" });
 
@@ -19,14 +20,16 @@ function tick(scheduleId: string, init: Partial<ScheduleTick> = {}): ScheduleTic
 function ticker(result: ScheduleTicks, batchSize = 2) {
   const runDueSchedules = vi.fn(async () => result);
   const onWorkflowCreated = vi.fn<(workflowId: string) => void>();
+  const registry = new Registry();
   const t = new ScheduleTicker({
     stateManager: { runDueSchedules },
     logger,
     pollMs: 1_000,
     batchSize,
     onWorkflowCreated,
+    ticks: createScheduleTickCounter(registry),
   });
-  return { t, runDueSchedules, onWorkflowCreated };
+  return { t, runDueSchedules, onWorkflowCreated, registry };
 }
 
 describe("ScheduleTicker.pass", () => {
@@ -41,8 +44,8 @@ describe("ScheduleTicker.pass", () => {
     expect(await ticker({ ticks: [tick("a")], nextDueInMs: -10 }).t.pass()).toBe(1_000);
   });
 
-  it("hands on the workflows it created, not replayed or refused ticks", async () => {
-    const { t, runDueSchedules, onWorkflowCreated } = ticker(
+  it("hands on the workflows it created, not replayed or refused ticks, and counts each by result", async () => {
+    const { t, runDueSchedules, onWorkflowCreated, registry } = ticker(
       {
         ticks: [
           tick("a"),
@@ -56,5 +59,9 @@ describe("ScheduleTicker.pass", () => {
     await t.pass();
     expect(runDueSchedules).toHaveBeenCalledWith(10);
     expect(onWorkflowCreated.mock.calls).toEqual([["wf-a"]]);
+    const text = await registry.metrics();
+    for (const result of ["created", "replayed", "refused"]) {
+      expect(text).toContain(`trellis_schedule_ticks_total{result="${result}"} 1`);
+    }
   });
 });

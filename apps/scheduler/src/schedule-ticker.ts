@@ -1,5 +1,6 @@
 import type { StateManager } from "@trellis/db";
 import type { Logger } from "pino";
+import { Counter, type Registry } from "prom-client";
 
 /** Options of the ScheduleTicker. */
 export interface ScheduleTickerOptions {
@@ -11,6 +12,23 @@ export interface ScheduleTickerOptions {
   batchSize?: number;
   /** Called with the id of each workflow a tick created (an in-process scheduler claims its nodes at once). */
   onWorkflowCreated?: (workflowId: string) => void;
+  /** `trellis_schedule_ticks_total{result}` (see {@link createScheduleTickCounter}). @default none */
+  ticks?: Counter<"result">;
+}
+
+/**
+ * Registers `trellis_schedule_ticks_total{result}`: the ticks this scheduler ran, by `result`: `created` (the tick's
+ * workflow), `replayed` (its request id had created it already) or `refused` (CreateWorkflow refused it).
+ */
+export function createScheduleTickCounter(registry: Registry): Counter<"result"> {
+  const counter = new Counter({
+    name: "trellis_schedule_ticks_total",
+    help: "Schedule ticks this scheduler ran, by result: created, replayed (created before) or refused.",
+    labelNames: ["result"],
+    registers: [registry],
+  });
+  for (const result of ["created", "replayed", "refused"]) counter.inc({ result }, 0);
+  return counter;
 }
 
 /**
@@ -72,6 +90,7 @@ export class ScheduleTicker {
     const { ticks, nextDueInMs } = await this.options.stateManager.runDueSchedules(this.batchSize);
     for (const t of ticks) {
       const fields = { schedule: t.scheduleId, tick: t.tick.toISOString(), nextRunAt: t.nextRunAt.toISOString() };
+      this.options.ticks?.inc({ result: t.workflowId === null ? "refused" : t.created ? "created" : "replayed" });
       if (t.workflowId !== null) {
         this.options.logger.info({ ...fields, workflowId: t.workflowId, created: t.created }, "schedule tick");
         if (t.created) this.options.onWorkflowCreated?.(t.workflowId);
