@@ -83,4 +83,15 @@ describe("readApiSettings", () => {
     expect(errorOf({ GRPC_ADDR: "nowhere" })).toMatch(/^GRPC_ADDR: must be host:port/);
     expect(errorOf({ DATABASE_URL: "mysql://x" })).toMatch(/^DATABASE_URL: /);
   });
+
+  it("reads Redis only when REDIS_URL is set: it serves include_chunks, and nothing else needs it", () => {
+    expect(readApiSettings({}, readFile).chunks).toBeUndefined();
+    expect(readApiSettings({ REDIS_URL: "redis://cache:6380", QUEUE_PREFIX: "prod" }, readFile).chunks).toEqual({
+      redisUrl: "redis://cache:6380",
+      queuePrefix: "prod",
+    });
+    expect(readApiSettings({ REDIS_URL: "redis://cache:6380" }, readFile).chunks?.queuePrefix).toBe("trellis");
+    expect(errorOf({ REDIS_URL: "http://cache" })).toMatch(/^REDIS_URL: /);
+    expect(errorOf({ REDIS_URL: "redis://cache", QUEUE_PREFIX: "a:b" })).toMatch(/^QUEUE_PREFIX: /);
+  });
 });
