@@ -45,8 +45,9 @@ export interface PgStateManagerOptions {
 /**
  * The PostgreSQL StateManager: a facade over one store per caller, sharing one Transactions (transactions, the SQL
  * functions of libs/db/sql, notifications after commit): WorkflowStore for the api (workflows, actions, edits,
- * events), ForkStore for the api's forks, LimitStore for the api's flow-control limits, SchedulerStore for the
- * scheduler (claims, liveness, repairs), WorkerStore for the worker (registration, starts, results).
+ * events), ForkStore for the api's forks, LimitStore for the api's flow-control limits, ScheduleStore for the cron
+ * schedules (the api's CRUD, the scheduler's ticks), SchedulerStore for the scheduler (claims, liveness, repairs),
+ * WorkerStore for the worker (registration, starts, results).
  */
 export class PgStateManager implements StateManager {
   private readonly transactions: Transactions;
