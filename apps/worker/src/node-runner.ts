@@ -91,10 +91,11 @@ async function runStartedNode(
       // Written after the last chunk: watchers stop waiting for more of this attempt.
       chunks?.end();
     }
-    if (chunks && chunks.dropped > 0) {
-      log.warn(
-        { chunks: chunks.pushed, dropped: chunks.dropped },
-        "output chunks dropped (over a bound, or Redis away)",
+    // Drops while Redis is away or slow are logged once per outage by the publisher, not per attempt.
+    if (chunks && chunks.overBounds > 0) {
+      log.info(
+        { chunks: chunks.pushed, dropped: chunks.overBounds },
+        "output chunks over CHUNK_MAX_PER_ATTEMPT or CHUNK_MAX_BYTES_PER_ATTEMPT were dropped",
       );
     }
     endTimer?.();

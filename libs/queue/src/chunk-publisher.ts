@@ -40,6 +40,8 @@ export interface AttemptChunks {
   readonly pushed: number;
   /** Chunks dropped so far (over a bound, too many waiting, or Redis away). */
   readonly dropped: number;
+  /** Of those, the chunks dropped for the attempt's own bounds (count or bytes); the rest are logged by the publisher. */
+  readonly overBounds: number;
 }
 
 interface PendingEntry {
@@ -52,6 +54,7 @@ interface PendingEntry {
 interface AttemptState {
   pushed: number;
   dropped: number;
+  overBounds: number;
   bytes: number;
   ended: boolean;
 }
@@ -79,14 +82,19 @@ export class ChunkPublisher {
   /** Starts the chunks of one attempt. */
   open(ref: AttemptRef): AttemptChunks {
     const key = chunkStreamKey(this.options.queuePrefix, ref);
-    const state: AttemptState = { pushed: 0, dropped: 0, bytes: 0, ended: false };
+    const state: AttemptState = { pushed: 0, dropped: 0, overBounds: 0, bytes: 0, ended: false };
     const { maxPerAttempt, maxBytesPerAttempt } = this.options;
     return {
       push: (chunk) => {
         if (state.ended) return;
         const index = state.pushed++;
         const size = chunk.text.length + chunk.data.byteLength + chunk.channel.length;
-        if (index >= maxPerAttempt || state.bytes + size > maxBytesPerAttempt || !this.roomFor()) {
+        if (index >= maxPerAttempt || state.bytes + size > maxBytesPerAttempt) {
+          state.dropped++;
+          state.overBounds++;
+          return;
+        }
+        if (!this.roomFor()) {
           state.dropped++;
           return;
         }
@@ -121,6 +129,9 @@ export class ChunkPublisher {
       },
       get dropped() {
         return state.dropped;
+      },
+      get overBounds() {
+        return state.overBounds;
       },
     };
   }

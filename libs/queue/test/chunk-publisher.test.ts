@@ -100,6 +100,7 @@ describe("ChunkPublisher", () => {
     big.end();
     await chunks.flush();
     expect(many.dropped).toBe(7);
+    expect(many.overBounds).toBe(7);
     expect((await entries("count")).at(-1)).toEqual({ kind: "end", sent: 10, dropped: 7 });
     expect((await entries("count")).filter((e) => e.kind === "chunk")).toHaveLength(3);
     expect(big.dropped).toBe(1);
@@ -130,6 +131,7 @@ describe("ChunkPublisher", () => {
     attempt.end();
     await chunks.flush();
     expect(attempt.dropped).toBe(10);
+    expect(attempt.overBounds).toBe(0);
     expect(logger.warn).toHaveBeenCalledTimes(1);
     away.disconnect();
   });
