@@ -14,7 +14,7 @@ import {
   eventMetrics,
   startHttpServer,
 } from "@trellis/observability";
-import { createRedis } from "@trellis/queue";
+import { WorkflowChunkSource, createRedis } from "@trellis/queue";
 import { type SchedulerApp, startSchedulerApp } from "@trellis/scheduler";
 import type { TestDatabase } from "@trellis/testing";
 import type { Registry } from "prom-client";
@@ -137,6 +137,17 @@ export async function startTestStack(testDb: TestDatabase, opts: TestStackOption
     const events = new WorkflowEventHub({ stateManager, databaseUrl: testDb.url });
     await events.start();
     closers.push(() => events.close());
+    // include_chunks, as apps/api/src/main.ts wires it when REDIS_URL is set.
+    const chunkRedis = createRedis(redisUrl, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+    chunkRedis.on("error", () => undefined);
+    await chunkRedis.connect();
+    closers.push(async () => chunkRedis.disconnect());
+    const chunks = new WorkflowChunkSource({
+      events,
+      getWorkflow: (workflowId) => stateManager.getWorkflow(workflowId),
+      redis: chunkRedis,
+      queuePrefix,
+    });
     const startApi = (port: number) =>
       startApiServer({
         stateManager,
@@ -149,6 +160,7 @@ export async function startTestStack(testDb: TestDatabase, opts: TestStackOption
           maxReceiveBytes: 16 * 1024 * 1024,
         },
         events,
+        chunks,
         notifyScheduler: () => scheduler.scheduler.wake(),
       });
     let api = await startApi(0);
