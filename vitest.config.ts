@@ -1,6 +1,11 @@
+import { fileURLToPath } from "node:url";
 import { defineConfig } from "vitest/config";
 
 export default defineConfig({
+  resolve: {
+    // @trellis/node-sdk is published built (its exports point to dist/); inside the repository it runs from source.
+    alias: { "@trellis/node-sdk": fileURLToPath(new URL("./libs/node-sdk/src/index.ts", import.meta.url)) },
+  },
   test: {
     include: [
       "libs/*/src/**/*.test.ts",

@@ -1,16 +1,16 @@
 import { createHash } from "node:crypto";
 import { setTimeout as delay } from "node:timers/promises";
-import { create, fromJson, type JsonObject, type JsonValue, type MessageInitShape, toJson } from "@bufbuild/protobuf";
-import { type Value, ValueSchema, durationFromMs } from "@bufbuild/protobuf/wkt";
 import {
-  EditType,
+  type ChunkSink,
   type ExecuteNodeRequest,
   type ExecuteNodeResponse,
-  ExecuteNodeResponseSchema,
-  ExecutionStatus,
-  type NodeEditSchema,
-  type OutputChunkSchema,
-} from "@trellis/proto";
+  executeNode,
+  type Handler,
+  InfraError,
+  type JsonObject,
+  TaskError,
+  Throttled,
+} from "@trellis/node-sdk";
 
 /** The capabilities the example NodeService implements, as a worker lists them in `WORKER_CAPABILITIES`. */
 export const EXAMPLE_CAPABILITIES = [
@@ -48,46 +48,12 @@ export const MAX_THROTTLED_ATTEMPTS = 1000;
 /** Most tokens `llm.metered` may be asked to report (`input.tokens`). */
 export const MAX_REPORTED_TOKENS = 1_000_000_000;
 
-/** A node input the capability cannot use; answered as TASK_ERROR since retrying cannot help. */
-class InvalidInputError extends Error {
+/** A node input the capability cannot use: a TASK_ERROR naming the field, since retrying cannot help. */
+class InvalidInputError extends TaskError {
+  override name = "InvalidInputError";
   constructor(field: string, reason: string) {
     super(`input.${field} ${reason}`);
-    this.name = "InvalidInputError";
   }
-}
-
-/** Receives the output chunks of a streaming call (ExecuteNodeStream), in order. */
-export type ChunkSink = (chunk: MessageInitShape<typeof OutputChunkSchema>) => void;
-
-/**
- * One capability: answers a request or rejects when `signal` aborts. `onChunk` is set when the caller streams
- * (ExecuteNodeStream); a capability that writes its output piece by piece sends the pieces there.
- */
-type CapabilityHandler = (
-  request: ExecuteNodeRequest,
-  signal: AbortSignal,
-  onChunk?: ChunkSink,
-) => Promise<ExecuteNodeResponse>;
-
-type NodeEditInit = MessageInitShape<typeof NodeEditSchema>;
-
-function success(output: JsonValue, edits: NodeEditInit[] = []): ExecuteNodeResponse {
-  return create(ExecuteNodeResponseSchema, {
-    status: ExecutionStatus.SUCCESS,
-    output: fromJson(ValueSchema, output),
-    edits,
-  });
-}
-
-function failure(
-  status: ExecutionStatus.TASK_ERROR | ExecutionStatus.INFRA_ERROR,
-  message: string,
-): ExecuteNodeResponse {
-  return create(ExecuteNodeResponseSchema, { status, errorMessage: message });
-}
-
-function inputOf(request: ExecuteNodeRequest): JsonObject {
-  return request.node?.input ?? {};
 }
 
 /** `input[field]` as an integer in [min, max]; absent or null gives `fallback`. */
@@ -124,48 +90,34 @@ function readStringList(input: JsonObject, field: string, fallback: readonly str
   return value;
 }
 
-/** A stored output as JSON; an unset Value (no output recorded) reads as null rather than throwing. */
-function valueToJson(value: Value): JsonValue {
-  return value.kind.case === undefined ? null : toJson(ValueSchema, value);
-}
-
 /** `echo`: hands back what the node received, so tests and demos can see the data flow. */
-async function echo(request: ExecuteNodeRequest): Promise<ExecuteNodeResponse> {
-  const context = request.context;
-  const parents: JsonObject = {};
-  for (const [parentId, output] of Object.entries(context?.parentOutputs ?? {})) {
-    parents[parentId] = valueToJson(output);
-  }
-  return success({
-    input: inputOf(request),
-    parents,
-    attempt: context?.attempt ?? 0,
-    workflow_input: context?.workflowInput ?? {},
-  });
-}
+const echo: Handler = (input, ctx) => ({
+  input,
+  parents: ctx.parents,
+  attempt: ctx.attempt,
+  workflow_input: ctx.workflowInput,
+});
 
 /** `sleep`: waits `input.ms` (default 100) unless the call is cancelled first. */
-async function sleep(request: ExecuteNodeRequest, signal: AbortSignal): Promise<ExecuteNodeResponse> {
-  const ms = readInt(inputOf(request), "ms", 100, 0, MAX_SLEEP_MS);
-  await delay(ms, undefined, { signal });
-  return success({ slept_ms: ms });
-}
+const sleep: Handler = async (input, ctx) => {
+  const ms = readInt(input, "ms", 100, 0, MAX_SLEEP_MS);
+  await delay(ms, undefined, { signal: ctx.signal });
+  return { slept_ms: ms };
+};
 
 /** `fail`: a TASK_ERROR with `input.message`. */
-async function fail(request: ExecuteNodeRequest): Promise<ExecuteNodeResponse> {
-  const message = readOptionalString(inputOf(request), "message") ?? "failed on purpose";
-  return failure(ExecutionStatus.TASK_ERROR, message);
-}
+const fail: Handler = (input) => {
+  throw new TaskError(readOptionalString(input, "message") ?? "failed on purpose");
+};
 
 /** `flaky`: an INFRA_ERROR for the first `input.failures` attempts (default 1), then SUCCESS. */
-async function flaky(request: ExecuteNodeRequest): Promise<ExecuteNodeResponse> {
-  const failures = readInt(inputOf(request), "failures", 1, 0, 1000);
-  const attempt = request.context?.attempt ?? 0;
-  if (attempt <= failures) {
-    return failure(ExecutionStatus.INFRA_ERROR, `flaky: attempt ${attempt} fails on purpose (first ${failures} fail)`);
+const flaky: Handler = (input, ctx) => {
+  const failures = readInt(input, "failures", 1, 0, 1000);
+  if (ctx.attempt <= failures) {
+    throw new InfraError(`flaky: attempt ${ctx.attempt} fails on purpose (first ${failures} fail)`);
   }
-  return success({ attempt });
-}
+  return { attempt: ctx.attempt };
+};
 
 const MOCK_WORDS = [
   "agents",
@@ -231,26 +183,23 @@ async function mockChat(input: JsonObject, signal: AbortSignal) {
 }
 
 /** `llm.mock`: a deterministic fake completion of `input.prompt`, after `input.delay_ms` (default 0). */
-async function llmMock(request: ExecuteNodeRequest, signal: AbortSignal): Promise<ExecuteNodeResponse> {
-  return success(await mockChat(inputOf(request), signal));
-}
+const llmMock: Handler = (input, ctx) => mockChat(input, ctx.signal);
 
 /**
  * `llm.stream`: `llm.mock`'s completion written word by word, as a chat model streams its tokens: each word (with the
  * space before it) is a chunk on channel "tokens", `input.word_delay_ms` apart (default 20), then the same output as
  * `llm.mock`. Called with ExecuteNode it waits as long and answers the output alone.
  */
-async function llmStream(request: ExecuteNodeRequest, signal: AbortSignal, onChunk?: ChunkSink) {
-  const input = inputOf(request);
+const llmStream: Handler = async (input, ctx) => {
   const wordDelayMs = readInt(input, "word_delay_ms", 20, 0, 60_000);
-  const output = await mockChat(input, signal);
+  const output = await mockChat(input, ctx.signal);
   const words = output.completion.split(" ");
   for (const [i, word] of words.entries()) {
-    if (wordDelayMs > 0) await delay(wordDelayMs, undefined, { signal });
-    onChunk?.({ channel: "tokens", text: i === 0 ? word : ` ${word}` });
+    if (wordDelayMs > 0) await delay(wordDelayMs, undefined, { signal: ctx.signal });
+    ctx.emit(i === 0 ? word : ` ${word}`, { channel: "tokens" });
   }
-  return success(output);
-}
+  return output;
+};
 
 /**
  * `llm.metered`: a metered, rate-limited provider. Answers THROTTLED ("too many requests") to the first
@@ -259,26 +208,22 @@ async function llmStream(request: ExecuteNodeRequest, signal: AbortSignal, onChu
  * Then `llm.mock`'s completion, reporting `usage` {tokens, cost_usd}: the prompt's and completion's tokens, or
  * `input.tokens` when given, at {@link METERED_USD_PER_TOKEN}.
  */
-async function llmMetered(request: ExecuteNodeRequest, signal: AbortSignal): Promise<ExecuteNodeResponse> {
-  const input = inputOf(request);
+const llmMetered: Handler = async (input, ctx) => {
   const throttled = readInt(input, "throttle_first_n", 0, 0, MAX_THROTTLED_ATTEMPTS);
   const retryAfterMs = readOptionalInt(input, "retry_after_ms", 0, MAX_SLEEP_MS);
   const tokens = readOptionalInt(input, "tokens", 0, MAX_REPORTED_TOKENS);
-  const attempt = request.context?.attempt ?? 0;
-  if (attempt <= throttled) {
-    return create(ExecuteNodeResponseSchema, {
-      status: ExecutionStatus.THROTTLED,
-      errorMessage: `llm.metered: too many requests (attempt ${attempt} of the first ${throttled} is throttled)`,
-      retryAfter: retryAfterMs === undefined ? undefined : durationFromMs(retryAfterMs),
-    });
+  if (ctx.attempt <= throttled) {
+    throw new Throttled(
+      retryAfterMs,
+      `llm.metered: too many requests (attempt ${ctx.attempt} of the first ${throttled} is throttled)`,
+    );
   }
-  const output = await mockChat(input, signal);
+  const output = await mockChat(input, ctx.signal);
   const spent = tokens ?? output.usage.total_tokens;
-  const response = success(output);
   // Rounded to a micro-dollar so the sums read cleanly.
-  response.usage = { tokens: spent, cost_usd: Math.round(spent * METERED_USD_PER_TOKEN * 1e6) / 1e6 };
-  return response;
-}
+  ctx.usage({ tokens: spent, cost_usd: Math.round(spent * METERED_USD_PER_TOKEN * 1e6) / 1e6 });
+  return output;
+};
 
 /** Longest `plan` approval wait (`input.approval_timeout_ms`): 366 days, the api's bound on a wait's timeout. */
 export const MAX_APPROVAL_TIMEOUT_MS = 366 * 24 * 3_600_000;
@@ -293,8 +238,7 @@ export const MAX_APPROVAL_TIMEOUT_MS = 366 * 24 * 3_600_000;
  * A signal passes it (the tasks run, each seeing the approval's output) or rejects it (the tasks are skipped). With
  * `input.approval_timeout_ms`, an approval not given in time fails the wait node.
  */
-async function plan(request: ExecuteNodeRequest): Promise<ExecuteNodeResponse> {
-  const input = inputOf(request);
+const plan: Handler = (input, ctx) => {
   const tasks = readStringList(input, "tasks", DEFAULT_PLAN_TASKS, MAX_PLAN_TASKS);
   const join = readOptionalString(input, "join");
   const taskCapability = readOptionalString(input, "task_capability") ?? "llm.mock";
@@ -303,46 +247,33 @@ async function plan(request: ExecuteNodeRequest): Promise<ExecuteNodeResponse> {
   if (approvalTimeoutMs !== undefined && approval === undefined) {
     throw new InvalidInputError("approval_timeout_ms", "needs input.approval (the approval node's id)");
   }
-  const planner = request.node?.id ?? "";
+  const planner = ctx.node.id;
   const taskIds = tasks.map((_, i) => `${planner}.task-${i}`);
-  const edits: NodeEditInit[] = [];
   if (approval !== undefined) {
     // A wait node: no capability, completed by SignalNode (or its timeout), never by a NodeService.
-    edits.push({
-      type: EditType.INSERT,
-      node: {
-        id: approval,
-        name: `approve the plan of ${planner}`,
-        parentIds: [planner],
-        input: { tasks, task_ids: taskIds },
-        wait:
-          approvalTimeoutMs === undefined ? {} : { timeout: durationFromMs(approvalTimeoutMs), failOnTimeout: true },
-      },
+    ctx.edits.insert({
+      id: approval,
+      name: `approve the plan of ${planner}`,
+      parents: [planner],
+      input: { tasks, task_ids: taskIds },
+      wait: approvalTimeoutMs === undefined ? {} : { timeoutMs: approvalTimeoutMs, failOnTimeout: true },
     });
   }
   const taskParent = approval ?? planner;
-  edits.push(
-    ...tasks.map(
-      (task, i): NodeEditInit => ({
-        type: EditType.INSERT,
-        node: { id: taskIds[i], capability: taskCapability, input: { prompt: task }, parentIds: [taskParent] },
-      }),
-    ),
-  );
+  tasks.forEach((task, i) => {
+    ctx.edits.insert({ id: taskIds[i]!, capability: taskCapability, input: { prompt: task }, parents: [taskParent] });
+  });
   if (join !== undefined && join !== "") {
     // The planner cannot see the join's current parents, so it names all it knows must come first.
-    edits.push({
-      type: EditType.UPDATE,
-      node: { id: join, parentIds: [planner, ...(approval === undefined ? [] : [approval]), ...taskIds] },
-      updateMask: { paths: ["parent_ids"] },
-    });
+    ctx.edits.update(join, { parents: [planner, ...(approval === undefined ? [] : [approval]), ...taskIds] });
   }
   const output: JsonObject = { planned: tasks.length, task_ids: taskIds };
   if (approval !== undefined) output.approval = approval;
-  return success(output, edits);
-}
+  return output;
+};
 
-const HANDLERS: Record<ExampleCapability, CapabilityHandler> = {
+/** The example's handlers, by capability, as `serve()` takes them. */
+export const EXAMPLE_HANDLERS: Readonly<Record<ExampleCapability, Handler>> = {
   echo,
   sleep,
   fail,
@@ -359,23 +290,14 @@ export function isExampleCapability(capability: string): capability is ExampleCa
 }
 
 /**
- * Runs the node of `request` by its capability. Bad input and unknown capabilities are TASK_ERROR responses;
- * rejects (with an AbortError) only when `signal` aborts first, e.g. because the caller cancelled the call.
+ * Runs the node of `request` by its capability, as the SDK's server does. Bad input and unknown capabilities are
+ * TASK_ERROR responses; rejects (with an AbortError) only when `signal` aborts first, e.g. because the caller
+ * cancelled the call. `onChunk` receives `llm.stream`'s words (ExecuteNodeStream).
  */
-export async function executeExample(
+export function executeExample(
   request: ExecuteNodeRequest,
   signal: AbortSignal,
   onChunk?: ChunkSink,
 ): Promise<ExecuteNodeResponse> {
-  signal.throwIfAborted();
-  const capability = request.node?.capability ?? "";
-  if (!isExampleCapability(capability)) {
-    return failure(ExecutionStatus.TASK_ERROR, `unknown capability ${JSON.stringify(capability)}`);
-  }
-  try {
-    return await HANDLERS[capability](request, signal, onChunk);
-  } catch (error) {
-    if (error instanceof InvalidInputError) return failure(ExecutionStatus.TASK_ERROR, error.message);
-    throw error;
-  }
+  return executeNode(EXAMPLE_HANDLERS, request, { signal, ...(onChunk ? { onChunk } : {}) });
 }
