@@ -13,7 +13,7 @@ import type { Logger } from "pino";
 import type { Registry } from "prom-client";
 import type { WorkerSettings } from "./config.js";
 import { createWorkerMetrics } from "./metrics.js";
-import { createNodeServiceClient } from "./node-service-client.js";
+import { NodeServiceClients } from "./node-service-client.js";
 import { NodeWorker } from "./node-worker.js";
 
 /** A running worker app. */
@@ -47,13 +47,22 @@ export async function startWorkerApp(
     maxBytesPerAttempt: settings.chunkMaxBytesPerAttempt ?? DEFAULT_CHUNK_MAX_BYTES_PER_ATTEMPT,
     logger,
   });
-  const client = createNodeServiceClient(settings.nodeServiceAddr, settings.nodeServiceMaxReceiveBytes);
+  const clients = new NodeServiceClients({
+    fallbackAddress: settings.nodeServiceAddr,
+    routes: settings.nodeServiceRoutes,
+    maxReceiveBytes: settings.nodeServiceMaxReceiveBytes,
+  });
+  if (settings.nodeServiceRoutes?.length) {
+    const routed = Object.fromEntries(settings.capabilities.map((c) => [c, clients.addressFor(c)]));
+    logger.info({ routes: routed }, "NodeService routes (NODE_SERVICE_ROUTES)");
+  }
   const stateManager = new PgStateManager(createDatabase(pool), {
     onEvents: composeEventHooks(eventLogger(logger), eventMetrics(deps.registry)),
   });
   const worker = new NodeWorker({
     stateManager,
-    client,
+    client: clients.fallbackClient(),
+    clientFor: (capability) => clients.clientFor(capability),
     connection: redis,
     queuePrefix: settings.queuePrefix,
     capabilities: settings.capabilities,
@@ -73,7 +82,7 @@ export async function startWorkerApp(
     isReady: () => worker.isReady(),
     async close() {
       await worker.close();
-      client.close();
+      clients.close();
       redis.disconnect();
       chunkRedis.disconnect();
       await stateManager.flushNotifications();

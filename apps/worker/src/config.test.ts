@@ -27,3 +27,26 @@ describe("readWorkerSettings: output chunks", () => {
     );
   });
 });
+
+describe("readWorkerSettings: NODE_SERVICE_ROUTES", () => {
+  it("routes nothing by default: every capability goes to NODE_SERVICE_ADDR", () => {
+    expect(readWorkerSettings({ WORKER_CAPABILITIES: "x" })).toMatchObject({
+      nodeServiceAddr: "localhost:50052",
+      nodeServiceRoutes: [],
+    });
+  });
+
+  it("reads the routes, and refuses a bad entry naming it", () => {
+    const settings = readWorkerSettings({
+      WORKER_CAPABILITIES: "llm.chat,web.search",
+      NODE_SERVICE_ROUTES: "llm.*=10.0.0.5:50052,web.search=127.0.0.1:50053",
+    });
+    expect(settings.nodeServiceRoutes).toEqual([
+      { pattern: "llm.*", address: "10.0.0.5:50052" },
+      { pattern: "web.search", address: "127.0.0.1:50053" },
+    ]);
+    expect(() => readWorkerSettings({ WORKER_CAPABILITIES: "x", NODE_SERVICE_ROUTES: "llm.*:10.0.0.5:1" })).toThrow(
+      /^NODE_SERVICE_ROUTES: "llm\.\*:10\.0\.0\.5:1": expected capability-or-glob=host:port$/,
+    );
+  });
+});

@@ -8,6 +8,7 @@ import {
   readHostPort,
   readInt,
   readList,
+  readOptionalString,
   readRedisSettings,
   readString,
 } from "@trellis/config";
@@ -17,6 +18,7 @@ import {
   DEFAULT_CHUNK_MAX_PER_ATTEMPT,
   DEFAULT_CHUNK_RETENTION_MS,
 } from "@trellis/queue";
+import { type NodeServiceRoute, parseNodeServiceRoutes } from "./node-service-routes.js";
 
 const CAPABILITY = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 
@@ -31,8 +33,13 @@ export interface WorkerSettings {
   capabilities: string[];
   /** Jobs in flight per capability. @default 16 */
   concurrency: number;
-  /** Where ExecuteNode is called. @default localhost:50052 */
+  /** Where ExecuteNode is called for a capability no route matches. @default localhost:50052 */
   nodeServiceAddr: string;
+  /**
+   * NODE_SERVICE_ROUTES: capabilities (or globs of them) sent to other NodeServices than `nodeServiceAddr`; an exact
+   * capability wins over globs, then the first matching glob in the order written. @default [] (all to nodeServiceAddr)
+   */
+  nodeServiceRoutes?: NodeServiceRoute[];
   /** Largest ExecuteNodeResponse accepted. @default 16 MiB */
   nodeServiceMaxReceiveBytes: number;
   /**
@@ -78,6 +85,7 @@ export function readWorkerSettings(env: Env): WorkerSettings {
     capabilities: [...new Set(capabilities)],
     concurrency,
     nodeServiceAddr: readString(env, "NODE_SERVICE_ADDR", "localhost:50052"),
+    nodeServiceRoutes: parseNodeServiceRoutes(readOptionalString(env, "NODE_SERVICE_ROUTES")),
     nodeServiceMaxReceiveBytes: readInt(env, "NODE_SERVICE_MAX_RECEIVE_BYTES", 16 * 1024 * 1024, {
       min: 1024,
       max: 1024 * 1024 * 1024,

@@ -4,7 +4,7 @@ import { type ChunkPublisher, RetryLaterError, queueGenOfJobId, type NodeJobData
 import type { Logger } from "pino";
 import type { HeldLeases } from "./held-leases.js";
 import type { WorkerMetrics } from "./metrics.js";
-import { executeNode, type NodeServiceClient, type StreamingSupport } from "./node-service-client.js";
+import { executeNode, type NodeServiceClientFor, type StreamingSupport } from "./node-service-client.js";
 
 /** What happened to one job; "recording" means a success whose result is being committed in the background. */
 export type JobOutcome = "dropped" | "passed" | "failed" | "stale" | "recording" | "throttled";
@@ -23,7 +23,8 @@ export interface NodeRunnerDeps {
   recordResult: (item: ResultToRecord) => Promise<{ outcome: RecordOutcome; started: StartedNode | null }>;
   /** Whether a PASS may start a child for this worker now (not while it shuts down). @default never */
   startsLocally?: () => boolean;
-  client: NodeServiceClient;
+  /** The NodeService client of a capability (a locally started child may have another capability than its job). */
+  clientFor: NodeServiceClientFor;
   /** Whether the NodeService streams (ExecuteNodeStream), remembered per client; without it ExecuteNode is called. */
   streaming?: StreamingSupport;
   /** Where output chunks go (a Redis Stream per attempt), off the durable path; without it they are dropped. */
@@ -83,7 +84,7 @@ async function runStartedNode(
     const chunks = deps.chunks?.open({ workflowId, nodeId, attempt: started.attempt });
     let result: ResultToRecord["result"];
     try {
-      result = await executeNode(deps.client, started, controller.signal, {
+      result = await executeNode(deps.clientFor(capability), started, controller.signal, {
         streaming: deps.streaming,
         onChunk: chunks ? (chunk) => chunks.push(chunk) : undefined,
       });

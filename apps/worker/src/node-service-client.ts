@@ -15,6 +15,7 @@ import {
   type GrpcClient,
 } from "@trellis/proto";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { type NodeServiceRoute, addressFor } from "./node-service-routes.js";
 
 /** A NodeService client: one channel per address. */
 export type NodeServiceClient = GrpcClient<typeof NodeService>;
@@ -59,6 +60,64 @@ export function createNodeServiceClient(address: string, maxReceiveBytes: number
     "grpc.initial_reconnect_backoff_ms": 200,
     "grpc.max_reconnect_backoff_ms": 2_000,
   });
+}
+
+/** The client a capability's nodes are sent to. */
+export type NodeServiceClientFor = (capability: string) => NodeServiceClient;
+
+/**
+ * The worker's NodeService clients: one per address (NODE_SERVICE_ADDR and each NODE_SERVICE_ROUTES address a
+ * capability of this worker uses), each opened on first use with {@link createNodeServiceClient}'s options. One
+ * client per address also keeps {@link StreamingSupport}'s memory per address.
+ */
+export class NodeServiceClients {
+  private readonly byAddress = new Map<string, NodeServiceClient>();
+  private readonly byCapability = new Map<string, NodeServiceClient>();
+
+  constructor(
+    private readonly options: {
+      /** Where capabilities no route matches go (NODE_SERVICE_ADDR). */
+      fallbackAddress: string;
+      routes?: readonly NodeServiceRoute[] | undefined;
+      maxReceiveBytes: number;
+    },
+  ) {}
+
+  /** The address `capability` is routed to. */
+  addressFor(capability: string): string {
+    return addressFor(this.options.routes ?? [], capability, this.options.fallbackAddress);
+  }
+
+  /** The client of `capability`'s address (opened on first use). */
+  clientFor(capability: string): NodeServiceClient {
+    let client = this.byCapability.get(capability);
+    if (!client) {
+      client = this.clientOf(this.addressFor(capability));
+      this.byCapability.set(capability, client);
+    }
+    return client;
+  }
+
+  /** The client of NODE_SERVICE_ADDR (opened on first use). */
+  fallbackClient(): NodeServiceClient {
+    return this.clientOf(this.options.fallbackAddress);
+  }
+
+  private clientOf(address: string): NodeServiceClient {
+    let client = this.byAddress.get(address);
+    if (!client) {
+      client = createNodeServiceClient(address, this.options.maxReceiveBytes);
+      this.byAddress.set(address, client);
+    }
+    return client;
+  }
+
+  /** Closes every client opened. */
+  close(): void {
+    for (const client of this.byAddress.values()) client.close();
+    this.byAddress.clear();
+    this.byCapability.clear();
+  }
 }
 
 /** Longest error message kept from a NodeService (in characters); the rest is cut. */

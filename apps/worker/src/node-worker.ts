@@ -21,7 +21,7 @@ import { HeldLeases } from "./held-leases.js";
 import type { WorkerMetrics } from "./metrics.js";
 import { type NodeRunnerDeps, runNodeJob } from "./node-runner.js";
 import { recordWithRetry } from "./record-retry.js";
-import { type NodeServiceClient, StreamingSupport } from "./node-service-client.js";
+import { type NodeServiceClient, type NodeServiceClientFor, StreamingSupport } from "./node-service-client.js";
 
 /** Every this many heartbeats the worker looks for running nodes of its session it no longer holds. */
 const SWEEP_EVERY_BEATS = 10;
@@ -29,7 +29,10 @@ const SWEEP_EVERY_BEATS = 10;
 /** Options of a NodeWorker. */
 export interface NodeWorkerOptions {
   stateManager: StateManager;
+  /** Where nodes are executed, unless `clientFor` routes their capability. */
   client: NodeServiceClient;
+  /** The client of each capability (NODE_SERVICE_ROUTES); without it every node goes to `client`. */
+  clientFor?: NodeServiceClientFor;
   connection: Redis;
   queuePrefix: string;
   capabilities: readonly string[];
@@ -116,8 +119,8 @@ export class NodeWorker {
       // A chain goes on in the same job (and slot) unless this worker is shutting down.
       startsLocally: () => !this.closing,
       defer: (recording: Promise<void>) => this.defer(recording),
-      client: o.client,
-      // Per worker, so per NodeService address: an UNIMPLEMENTED ExecuteNodeStream is asked once.
+      clientFor: o.clientFor ?? (() => o.client),
+      // Keyed by client, one client per address: an UNIMPLEMENTED ExecuteNodeStream is asked once per NodeService.
       streaming: new StreamingSupport(),
       chunks: o.chunks,
       held: this.held,
