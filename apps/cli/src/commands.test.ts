@@ -66,18 +66,18 @@ function fakeApi(overrides: {
     },
     async updateWorkflow(request: { workflowId: string; action: number }) {
       overrides.calls?.push(request);
-      return { workflow: create(WorkflowSchema, { id: request.workflowId, status: WorkflowStatus.PAUSED }) };
+      return create(WorkflowSchema, { id: request.workflowId, status: WorkflowStatus.PAUSED });
     },
     async listLimits(request: object) {
       overrides.calls?.push(request);
-      return { limits: overrides.limits ?? [] };
+      return overrides.limits ?? [];
     },
     async setLimit(request: { limit: MessageInitShape<typeof LimitSchema> }) {
       overrides.calls?.push(request);
       // As the api stores it: burst defaults to the rate.
       const limit = create(LimitSchema, request.limit);
       limit.burst ||= limit.rate;
-      return { limit };
+      return limit;
     },
     async deleteLimit(request: { key: string }) {
       overrides.calls?.push(request);
@@ -87,20 +87,18 @@ function fakeApi(overrides: {
       overrides.calls?.push(request);
       const status = overrides.signaled ?? (request.reject ? NodeStatus.FAIL : NodeStatus.PASS);
       const error = status === NodeStatus.FAIL ? { kind: ErrorKind.TASK_ERROR, message: request.message } : undefined;
-      return { node: create(NodeSchema, { id: request.nodeId, status, error }) };
+      return create(NodeSchema, { id: request.nodeId, status, error });
     },
     async forkWorkflow(request: { workflowId: string }) {
       overrides.calls?.push(request);
-      return {
-        workflow: create(WorkflowSchema, {
-          id: ID,
-          name: "wf",
-          nodes: [
-            { id: "a", status: NodeStatus.PASS },
-            { id: "b", status: NodeStatus.PENDING },
-          ],
-        }),
-      };
+      return create(WorkflowSchema, {
+        id: ID,
+        name: "wf",
+        nodes: [
+          { id: "a", status: NodeStatus.PASS },
+          { id: "b", status: NodeStatus.PENDING },
+        ],
+      });
     },
   };
   return {

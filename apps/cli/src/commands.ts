@@ -104,19 +104,17 @@ export async function runCommand(command: Command, ctx: CommandContext): Promise
 
 async function run(ctx: CommandContext, file: string, follow: boolean, chunks: boolean): Promise<number> {
   const request = (ctx.readWorkflow ?? readWorkflowFile)(file);
-  const { workflow } = await ctx.api.client.createWorkflow(request, ctx.api.call(ctx.signal));
-  const wf = workflow!;
+  const wf = await ctx.api.client.createWorkflow(request, ctx.api.call(ctx.signal));
   ctx.output.line(`created workflow ${wf.id} (${wf.name}, ${wf.nodes.length} nodes)`);
   return follow ? watch(ctx, wf.id, chunks) : 0;
 }
 
 /** `trellis fork`: a new workflow from another, re-running from some nodes; followed with --watch. */
 async function fork(ctx: CommandContext, command: Extract<Command, { kind: "fork" }>): Promise<number> {
-  const { workflow } = await ctx.api.client.forkWorkflow(
+  const wf = await ctx.api.client.forkWorkflow(
     { workflowId: command.workflowId, fromNodeIds: command.fromNodeIds, inputs: command.inputs },
     ctx.api.call(ctx.signal),
   );
-  const wf = workflow!;
   const rerun = wf.nodes.filter((n) => n.status !== NodeStatus.PASS).length;
   const kept = wf.nodes.length - rerun;
   ctx.output.line(
@@ -130,7 +128,7 @@ async function fork(ctx: CommandContext, command: Extract<Command, { kind: "fork
  * done now, or kept until the node is ready.
  */
 async function signal(ctx: CommandContext, spec: SignalSpec): Promise<number> {
-  const { node } = await ctx.api.client.signalNode(
+  const node = await ctx.api.client.signalNode(
     {
       workflowId: spec.workflowId,
       nodeId: spec.nodeId,
@@ -141,7 +139,7 @@ async function signal(ctx: CommandContext, spec: SignalSpec): Promise<number> {
     },
     ctx.api.call(ctx.signal),
   );
-  for (const line of describeSignaled(node!, spec.reject)) ctx.output.line(line);
+  for (const line of describeSignaled(node, spec.reject)) ctx.output.line(line);
   return 0;
 }
 
@@ -405,9 +403,9 @@ export function limitOfSpec(spec: LimitSpec): MessageInitShape<typeof LimitSchem
 }
 
 async function get(ctx: CommandContext, workflowId: string, json: boolean): Promise<number> {
-  const { workflow } = await ctx.api.client.getWorkflow({ workflowId }, ctx.api.call(ctx.signal));
-  if (json) ctx.output.line(toJsonString(WorkflowSchema, workflow!, { prettySpaces: 2 }));
-  else for (const line of describeWorkflow(workflow!)) ctx.output.line(line);
+  const workflow = await ctx.api.client.getWorkflow({ workflowId }, ctx.api.call(ctx.signal));
+  if (json) ctx.output.line(toJsonString(WorkflowSchema, workflow, { prettySpaces: 2 }));
+  else for (const line of describeWorkflow(workflow)) ctx.output.line(line);
   return 0;
 }
 
@@ -419,14 +417,14 @@ async function getNode(ctx: CommandContext, workflowId: string, nodeId: string, 
 }
 
 async function listLimits(ctx: CommandContext): Promise<number> {
-  const { limits } = await ctx.api.client.listLimits({}, ctx.api.call(ctx.signal));
+  const limits = await ctx.api.client.listLimits(ctx.api.call(ctx.signal));
   for (const line of describeLimits(limits, (ctx.now ?? Date.now)())) ctx.output.line(line);
   return 0;
 }
 
 async function setLimit(ctx: CommandContext, spec: LimitSpec): Promise<number> {
-  const { limit } = await ctx.api.client.setLimit({ limit: limitOfSpec(spec) }, ctx.api.call(ctx.signal));
-  ctx.output.line(`limit ${limit!.key} set: ${limitSummary(limit!)}`);
+  const limit = await ctx.api.client.setLimit({ limit: limitOfSpec(spec) }, ctx.api.call(ctx.signal));
+  ctx.output.line(`limit ${limit.key} set: ${limitSummary(limit)}`);
   return 0;
 }
 
@@ -462,7 +460,7 @@ function scheduleSummary(s: Schedule): string {
 }
 
 async function listSchedules(ctx: CommandContext): Promise<number> {
-  const { schedules } = await ctx.api.client.listSchedules({}, ctx.api.call(ctx.signal));
+  const schedules = await ctx.api.client.listSchedules(ctx.api.call(ctx.signal));
   for (const line of describeSchedules(schedules)) ctx.output.line(line);
   return 0;
 }
@@ -472,11 +470,11 @@ async function createSchedule(
   command: Extract<Command, { kind: "create-schedule" }>,
 ): Promise<number> {
   const workflow = (ctx.readWorkflow ?? readWorkflowFile)(command.file);
-  const { schedule } = await ctx.api.client.createSchedule(
+  const schedule = await ctx.api.client.createSchedule(
     { schedule: { id: command.id, cron: command.cron, timezone: command.timezone, workflow } },
     ctx.api.call(ctx.signal),
   );
-  ctx.output.line(`created schedule ${scheduleSummary(schedule!)}`);
+  ctx.output.line(`created schedule ${scheduleSummary(schedule)}`);
   return 0;
 }
 
@@ -486,11 +484,11 @@ async function scheduleAction(ctx: CommandContext, action: ScheduleActionName, i
     ctx.output.line(`schedule ${id} deleted`);
     return 0;
   }
-  const { schedule } = await ctx.api.client.updateSchedule(
+  const schedule = await ctx.api.client.updateSchedule(
     { schedule: { id, paused: action === "pause" }, updateMask: { paths: ["paused"] } },
     ctx.api.call(ctx.signal),
   );
-  ctx.output.line(`${action === "pause" ? "paused" : "resumed"} schedule ${scheduleSummary(schedule!)}`);
+  ctx.output.line(`${action === "pause" ? "paused" : "resumed"} schedule ${scheduleSummary(schedule)}`);
   return 0;
 }
 
@@ -517,10 +515,10 @@ async function list(ctx: CommandContext, status: WorkflowStatus | undefined, lim
 }
 
 async function act(ctx: CommandContext, action: ActionName, workflowId: string): Promise<number> {
-  const { workflow } = await ctx.api.client.updateWorkflow(
+  const workflow = await ctx.api.client.updateWorkflow(
     { workflowId, action: ACTION_OF[action] },
     ctx.api.call(ctx.signal),
   );
-  ctx.output.line(`workflow ${workflow!.id} ${workflowStatusName(workflow!.status)}`);
+  ctx.output.line(`workflow ${workflow.id} ${workflowStatusName(workflow.status)}`);
   return 0;
 }

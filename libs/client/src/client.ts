@@ -12,12 +12,11 @@ import {
   type GetWorkflowRequestSchema,
   type GrpcClient,
   type Limit,
-  type LimitSchema,
   type ListWorkflowsRequestSchema,
   type ListWorkflowsResponse,
   type Node,
   type Schedule,
-  type ScheduleSchema,
+  type SetLimitRequestSchema,
   type SignalNodeRequestSchema,
   type UpdateNodeRequestSchema,
   type UpdateScheduleRequestSchema,
@@ -182,8 +181,8 @@ export class TrellisClient {
   }
 
   /** Creates or replaces the limit of a key (SetLimit); returns it as stored, defaults filled in. */
-  async setLimit(limit: MessageInitShape<typeof LimitSchema>, options?: CallOptions): Promise<Limit> {
-    return required((await this.unary("setLimit", { limit }, options)).limit, "limit");
+  async setLimit(request: Request<typeof SetLimitRequestSchema>, options?: CallOptions): Promise<Limit> {
+    return required((await this.unary("setLimit", request, options)).limit, "limit");
   }
 
   /** Every limit, with what holds each key now (ListLimits). */
@@ -197,8 +196,8 @@ export class TrellisClient {
   }
 
   /** Creates a schedule (CreateSchedule); returns it with its next tick. */
-  async createSchedule(schedule: MessageInitShape<typeof ScheduleSchema>, options?: CallOptions): Promise<Schedule> {
-    return required((await this.unary("createSchedule", { schedule }, options)).schedule, "schedule");
+  async createSchedule(request: Request<typeof CreateScheduleRequestSchema>, options?: CallOptions): Promise<Schedule> {
+    return required((await this.unary("createSchedule", request, options)).schedule, "schedule");
   }
 
   /** Every schedule (ListSchedules). */
