@@ -15,3 +15,21 @@ export {
   isFinalWorkflowStatus,
   resumingWatch,
 } from "./watch.js";
+// The messages and enums the client speaks, so a user needs no other package.
+export {
+  EditType,
+  ErrorKind,
+  type GetNodeResponse,
+  type Limit,
+  type ListWorkflowsResponse,
+  type Node,
+  type NodeAttempt,
+  type NodeEdit,
+  type NodeError,
+  NodeStatus,
+  type Schedule,
+  type Workflow,
+  WorkflowAction,
+  type WorkflowEvent,
+  WorkflowStatus,
+} from "@trellis/proto";

@@ -1,4 +1,5 @@
-import { readFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { PgStateManager } from "@trellis/db";
 import { fromJson } from "@bufbuild/protobuf";
@@ -301,6 +302,58 @@ describe("@trellis/client against a real api", () => {
       tls.close();
       plaintext.close();
       await secured.stop(2_000);
+    }
+  });
+});
+
+/** The fenced blocks of docs/api.md's client section: the example's code and the output shown under it. */
+function docExample(): { code: string; output: string } {
+  const doc = readFileSync(join(REPO_ROOT, "docs/api.md"), "utf8");
+  const start = doc.indexOf("<!-- client-example:start");
+  const end = doc.indexOf("<!-- client-example:end -->");
+  const code = /```ts\n([\s\S]*?)```/.exec(doc.slice(start, end))?.[1];
+  const output = /```console\n([\s\S]*?)```/.exec(doc.slice(end))?.[1];
+  if (start < 0 || code === undefined || output === undefined) throw new Error("docs/api.md: no client example");
+  return { code, output };
+}
+
+describe("docs/api.md: Using the TypeScript client", () => {
+  it("runs the example as written and prints what the doc shows", async () => {
+    const { code, output } = docExample();
+    const dir = mkdtempSync(join(REPO_ROOT, "libs/client/test/.doc-example-"));
+    try {
+      writeFileSync(join(dir, "example.ts"), code);
+      const child = spawn(process.execPath, ["--import", "tsx", join(dir, "example.ts")], {
+        cwd: REPO_ROOT,
+        env: { PATH: process.env.PATH ?? "", TRELLIS_ADDR: `127.0.0.1:${grpcPort}`, TRELLIS_TOKEN: TOKEN },
+      });
+      let stdout = "";
+      let stderr = "";
+      child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
+        stdout += chunk;
+      });
+      child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
+        stderr += chunk;
+      });
+      const exited = new Promise<number | null>((resolve) => child.on("close", resolve));
+      let ended = false;
+      void exited.then(() => {
+        ended = true;
+      });
+      // Plays scheduler and worker for the example's workflow until the example has seen it end.
+      const id = await waitFor(() => /^created (\S+)$/m.exec(stdout)?.[1], {
+        timeoutMs: 20_000,
+        description: `the example to create its workflow (stderr: ${stderr})`,
+      });
+      while (!ended) {
+        await passReadyNodes(sm, id);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      expect(stderr).toBe("");
+      expect(await exited).toBe(0);
+      expect(stdout.replace(id, "<id>")).toBe(output.replace(/^created \S+$/m, "created <id>"));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
