@@ -478,6 +478,9 @@ export class WorkflowStore {
             output: null,
             finishedAt: null,
             attemptBase: sql`${nodes.attempt}`,
+            // A wait node asks anew: the signal that failed it is spent.
+            signal: null,
+            wakeAt: null,
             updatedAt: sql`now()`,
           })
           .where(and(eq(nodes.workflowId, workflowId), inArray(nodes.status, ["FAIL", "SKIPPED"])))

@@ -7,6 +7,7 @@ import {
   NodeSchema,
   NodeStatus,
   type WaitSchema,
+  WorkflowAction,
   WorkflowStatus,
   type Node,
 } from "@trellis/proto";
@@ -126,6 +127,21 @@ describe("wait nodes and SignalNode", () => {
     expect(rejected.error?.message).toBe("plan too expensive");
     expect((await status(workflow.id, "act")).status).toBe("SKIPPED");
     expect((await sm.getWorkflow(workflow.id)).status).toBe(WorkflowStatus.FAILED);
+    await invariantsHold(workflow.id);
+    // RETRY asks again: the rejection is spent, a new signal completes the node.
+    await sm.updateWorkflow(workflow.id, { action: WorkflowAction.RETRY });
+    expect(await sm.claimReadyNodes(10)).toEqual([]);
+    expect(await sm.wakeNodes(10)).toEqual([]);
+    expect(await status(workflow.id, "approve")).toEqual({ status: "WAITING", attempt: 1 });
+    const { node: approved } = await sm.signalNode({
+      workflowId: workflow.id,
+      nodeId: "approve",
+      reject: false,
+      message: "",
+      edits: [],
+    });
+    expect(approved.status).toBe(NodeStatus.PASS);
+    expect(approved.attempt).toBe(2);
     await invariantsHold(workflow.id);
   });
 
