@@ -28,7 +28,7 @@ class TaskError(Exception):
 
 
 class InfraError(Exception):
-    """Something outside the task failed (a provider, the network): the node is retried."""
+    """Something outside the task failed (a provider's 5xx, the network): the node is retried with backoff."""
 
 
 class Context:
@@ -123,10 +123,10 @@ def make_servicer(pb2, pb2_grpc, json_format):
                 response.Clear()
                 response.status = pb2.EXECUTION_STATUS_INFRA_ERROR
                 response.error_message = str(e)
-            except Exception as e:  # a bug or a transient failure in the handler: let the node be retried
+            except Exception as e:  # a bug in the handler: running it again would not fix it (as in the TS SDK)
                 log.exception("%s failed", ctx.capability)
                 response.Clear()
-                response.status = pb2.EXECUTION_STATUS_INFRA_ERROR
+                response.status = pb2.EXECUTION_STATUS_TASK_ERROR
                 response.error_message = f"{type(e).__name__}: {e}"
             for unit, amount in ctx.usage.items():
                 response.usage[unit] = amount
