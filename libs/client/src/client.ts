@@ -51,7 +51,10 @@ export interface ClientOptions {
   tls?: ClientTlsOptions;
   /** How long a unary call may take when the call does not say. grpc-js has no deadline of its own. @default 30000 */
   defaultDeadlineMs?: number;
-  /** grpc-js channel options (keepalive, `grpc.max_receive_message_length`, ...). @default {} */
+  /**
+   * grpc-js channel options (`grpc.max_receive_message_length`, ...), over {@link DEFAULT_CHANNEL_OPTIONS}.
+   * @default DEFAULT_CHANNEL_OPTIONS
+   */
   channelOptions?: grpc.ChannelOptions;
 }
 
@@ -69,6 +72,15 @@ type Request<S extends DescMessage> = MessageInitShape<S>;
 /** `pageSize` of {@link TrellisClient.listAllWorkflows} when the request has none: the api's largest page. */
 const ALL_PAGE_SIZE = 500;
 
+/**
+ * Keepalive pings on an idle connection: a watch has no deadline, so a connection that died without a reset (a host
+ * gone, a NAT entry dropped) must still be noticed, to be resumed. grpc-js halves the rate if a server asks it to.
+ */
+export const DEFAULT_CHANNEL_OPTIONS: grpc.ChannelOptions = {
+  "grpc.keepalive_time_ms": 60_000,
+  "grpc.keepalive_timeout_ms": 20_000,
+};
+
 /** @default of {@link ClientOptions.defaultDeadlineMs}. */
 export const DEFAULT_DEADLINE_MS = 30_000;
 
@@ -85,7 +97,10 @@ export class TrellisClient {
     const credentials = options.tls
       ? grpc.credentials.createSsl(pem(options.tls.ca), pem(options.tls.key), pem(options.tls.cert))
       : grpc.credentials.createInsecure();
-    this.grpc = createGrpcClient(WorkflowService, options.address, credentials, options.channelOptions ?? {});
+    this.grpc = createGrpcClient(WorkflowService, options.address, credentials, {
+      ...DEFAULT_CHANNEL_OPTIONS,
+      ...options.channelOptions,
+    });
     this.metadata = new grpc.Metadata();
     if (options.token) this.metadata.set("authorization", `Bearer ${options.token}`);
     this.defaultDeadlineMs = options.defaultDeadlineMs ?? DEFAULT_DEADLINE_MS;

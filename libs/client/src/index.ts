@@ -2,6 +2,7 @@ export {
   type CallOptions,
   type ClientOptions,
   type ClientTlsOptions,
+  DEFAULT_CHANNEL_OPTIONS,
   DEFAULT_DEADLINE_MS,
   TrellisClient,
   createClient,
