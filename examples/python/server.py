@@ -82,11 +82,14 @@ def py_sleep(node_input, ctx):
         raise TaskError("py.sleep needs input.ms, a number >= 0")
     wait = ms / 1000
     remaining = ctx.time_remaining()
-    if remaining is not None:
-        wait = min(wait, remaining)
+    if remaining is not None and remaining < wait:
+        # Sleeping past the deadline is pointless: nobody waits for the answer then.
+        ctx.cancelled.wait(remaining)
+        log.info("py.sleep %s: stopped early, cancelled or at the deadline", ctx.idempotency_key)
+        raise InfraError("deadline passed")
     if ctx.cancelled.wait(wait):
-        # Nobody waits for the answer any more; a real handler stops its work here.
-        log.info("py.sleep %s: cancelled after %.0f ms at most", ctx.idempotency_key, wait * 1000)
+        # The worker cancelled the call: a real handler stops its work here.
+        log.info("py.sleep %s: stopped early, the call was cancelled", ctx.idempotency_key)
         raise InfraError("cancelled")
     return {"slept_ms": ms}
 

@@ -173,7 +173,7 @@ describe.skipIf(python === undefined)("the Python NodeService (examples/python)"
     const failed = done.nodes.find((n) => n.id === "sleep");
     expect(failed?.error?.kind).toBe(ErrorKind.INFRA_ERROR);
     expect(failed?.error?.message).toMatch(/DEADLINE_EXCEEDED/);
-    await waitFor(() => serverOutput.some((l) => l.includes("py.sleep") && l.includes("cancelled")), {
+    await waitFor(() => serverOutput.some((l) => l.includes("py.sleep") && l.includes("stopped early")), {
       timeoutMs: 5_000,
       description: "server.py to log that py.sleep stopped",
     });
