@@ -23,7 +23,7 @@ export interface NodeRunnerDeps {
   recordResult: (item: ResultToRecord) => Promise<{ outcome: RecordOutcome; started: StartedNode | null }>;
   /** Whether a PASS may start a child for this worker now (not while it shuts down). @default never */
   startsLocally?: () => boolean;
-  /** The NodeService client of a capability (a locally started child may have another capability than its job). */
+  /** The NodeService client of a capability: each node is sent where its own capability is routed. */
   clientFor: NodeServiceClientFor;
   /** Whether the NodeService streams (ExecuteNodeStream), remembered per client; without it ExecuteNode is called. */
   streaming?: StreamingSupport;

@@ -65,12 +65,12 @@ afterAll(async () => {
 });
 
 describe("NODE_SERVICE_ROUTES", () => {
-  it("sends each capability to its route's NodeService and the rest to NODE_SERVICE_ADDR, down a chain started locally too", async () => {
+  it("sends each capability to its route's NodeService (an exact name, a glob) and the rest to NODE_SERVICE_ADDR", async () => {
     const { workflow } = await engine.stateManager.createWorkflow({
       name: "routed",
       nodes: [
         create(NodeSchema, { id: "chat", capability: "llm.chat" }),
-        // A chain: each PASS may start its child in the same job (eager local start), across capabilities.
+        // A chain through the three NodeServices: each node's call goes where its own capability is routed.
         create(NodeSchema, { id: "search", capability: "web.search", parentIds: ["chat"] }),
         create(NodeSchema, { id: "embed", capability: "llm.embed", parentIds: ["search"] }),
         create(NodeSchema, { id: "report", capability: "echo", parentIds: ["embed"] }),
