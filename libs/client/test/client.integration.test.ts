@@ -223,7 +223,7 @@ describe("@trellis/client against a real api", () => {
     expect(tail).toEqual(all.slice(2));
   });
 
-  it("gives every call a deadline: a stopped api answers DEADLINE_EXCEEDED after it, not never", async () => {
+  it("gives every call a deadline: a stopped api answers DEADLINE_EXCEEDED after it, not never; a signal cancels", async () => {
     const quick = createClient({ address: `127.0.0.1:${grpcPort}`, token: TOKEN, defaultDeadlineMs: 300 });
     try {
       const wf = await quick.createWorkflow({ nodes: [{ id: "a", capability: "echo" }] });
@@ -236,6 +236,13 @@ describe("@trellis/client against a real api", () => {
         const error = await failure(quick.getWorkflow({ workflowId: wf.id }, { deadlineMs: 1_000 }));
         expect(error.codeName).toBe("DEADLINE_EXCEEDED");
         expect(Date.now() - longer).toBeGreaterThanOrEqual(900);
+        // An aborted signal cancels a call that would otherwise wait for its deadline.
+        const controller = new AbortController();
+        const aborted = failure(
+          quick.getWorkflow({ workflowId: wf.id }, { deadlineMs: 60_000, signal: controller.signal }),
+        );
+        setTimeout(() => controller.abort(), 100);
+        expect((await aborted).codeName).toBe("CANCELLED");
       } finally {
         api.signal("SIGCONT");
       }
