@@ -175,7 +175,10 @@ export async function serve(handlers: Handlers, options: ServeOptions = {}): Pro
             logger.info(fields, "call cancelled by the caller; work stopped");
             finish("CANCELLED");
             answer(statusError(grpc.status.CANCELLED, "cancelled by the caller"));
-          } else if (controller.signal.aborted && closing === undefined) {
+          } else if (
+            controller.signal.reason instanceof DOMException &&
+            controller.signal.reason.name === "TimeoutError"
+          ) {
             logger.info(fields, "call's deadline passed; work stopped");
             finish("CANCELLED");
             answer(statusError(grpc.status.DEADLINE_EXCEEDED, "the call's deadline passed"));
