@@ -75,10 +75,13 @@ const ALL_PAGE_SIZE = 500;
 /**
  * Keepalive pings on an idle connection: a watch has no deadline, so a connection that died without a reset (a host
  * gone, a NAT entry dropped) must still be noticed, to be resumed. grpc-js halves the rate if a server asks it to.
+ * The receive limit is set deliberately: grpc-js's 4 MiB would refuse GetWorkflow of a large workflow (up to 10,000
+ * nodes with their inputs and outputs).
  */
 export const DEFAULT_CHANNEL_OPTIONS: grpc.ChannelOptions = {
   "grpc.keepalive_time_ms": 60_000,
   "grpc.keepalive_timeout_ms": 20_000,
+  "grpc.max_receive_message_length": 256 * 1024 * 1024,
 };
 
 /** @default of {@link ClientOptions.defaultDeadlineMs}. */
