@@ -65,13 +65,15 @@ export class SignalStore {
       const [workflow] = await lockWorkflows(ctx.tx, [input.workflowId]);
       if (!workflow) throw new NotFoundError(`workflow ${input.workflowId} not found`);
       const row = await nodeRow(ctx, input.workflowId, input.nodeId);
-      if (!row) throw new NotFoundError(`node ${quoteForMessage(input.nodeId)} not found in workflow ${input.workflowId}`);
+      if (!row)
+        throw new NotFoundError(`node ${quoteForMessage(input.nodeId)} not found in workflow ${input.workflowId}`);
       const name = quoteForMessage(row.id);
       if (!row.wait) throw new FailedPreconditionError(`node ${name} does not wait for a signal (it has no wait)`);
       const kept = row.signal as KeptSignal | null;
       if (kept && input.requestId && kept.requestId === input.requestId) return null;
       if (FINISHED.has(row.status)) throw new FailedPreconditionError(`node ${name} already ended ${row.status}`);
-      if (kept) throw new FailedPreconditionError(`node ${name} already has a different signal, kept until it is ready`);
+      if (kept)
+        throw new FailedPreconditionError(`node ${name} already has a different signal, kept until it is ready`);
       if (["SUCCEEDED", "FAILED", "CANCELLED"].includes(workflow.status)) {
         throw new FailedPreconditionError(`workflow ${workflow.id} has ended (${workflow.status})`);
       }
@@ -115,7 +117,7 @@ export class SignalStore {
         if (!workflow) return 0;
         const row = await nodeRow(ctx, n.workflowId, n.nodeId);
         const kept = row?.signal as KeptSignal | null | undefined;
-        if (!row || row.status !== "WAITING" || !row.wait || !kept) return 0;
+        if (row?.status !== "WAITING" || !row.wait || !kept) return 0;
         await this.complete(
           ctx,
           row,
