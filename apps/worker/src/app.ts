@@ -51,6 +51,7 @@ export async function startWorkerApp(
     fallbackAddress: settings.nodeServiceAddr,
     routes: settings.nodeServiceRoutes,
     maxReceiveBytes: settings.nodeServiceMaxReceiveBytes,
+    tls: settings.nodeServiceTls,
   });
   if (settings.nodeServiceRoutes?.length) {
     const routed = Object.fromEntries(settings.capabilities.map((c) => [c, clients.addressFor(c)]));

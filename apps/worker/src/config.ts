@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import {
   ConfigError,
@@ -18,9 +19,22 @@ import {
   DEFAULT_CHUNK_MAX_PER_ATTEMPT,
   DEFAULT_CHUNK_RETENTION_MS,
 } from "@trellis/queue";
-import { type NodeServiceRoute, parseNodeServiceRoutes } from "./node-service-routes.js";
+import { type NodeServiceRoute, parseNodeServiceAddress, parseNodeServiceRoutes } from "./node-service-routes.js";
 
 const CAPABILITY = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+
+/** The worker's TLS material for NodeServices reached at `grpcs://` addresses (PEM, read from files at start). */
+export interface NodeServiceTlsSettings {
+  /** CA bundle the NodeServices' certificates must chain to (`NODE_SERVICE_TLS_CA`). */
+  ca: Buffer;
+  /** Client certificate chain presented to NodeServices that ask for one, mTLS (`NODE_SERVICE_TLS_CERT`). */
+  cert?: Buffer | undefined;
+  /** The client certificate's private key (`NODE_SERVICE_TLS_KEY`). */
+  key?: Buffer | undefined;
+}
+
+/** Reads a file named by a setting; a missing or unreadable file is a ConfigError naming the setting. */
+export type ReadSettingFile = (path: string) => Buffer;
 
 /** Settings of the worker app, read once at start. */
 export interface WorkerSettings {
@@ -40,6 +54,11 @@ export interface WorkerSettings {
    * capability wins over globs, then the first matching glob in the order written. @default [] (all to nodeServiceAddr)
    */
   nodeServiceRoutes?: NodeServiceRoute[];
+  /**
+   * NODE_SERVICE_TLS_CA / _CERT / _KEY: used for the addresses written `grpcs://host:port` (NODE_SERVICE_ADDR or
+   * routes); others stay plaintext. @default unset (no TLS address allowed)
+   */
+  nodeServiceTls?: NodeServiceTlsSettings | undefined;
   /** Largest ExecuteNodeResponse accepted. @default 16 MiB */
   nodeServiceMaxReceiveBytes: number;
   /**
@@ -64,8 +83,39 @@ export interface WorkerSettings {
   chunkMaxBytesPerAttempt?: number;
 }
 
-/** Reads the worker's settings from the environment. */
-export function readWorkerSettings(env: Env): WorkerSettings {
+function readPemFile(name: string, path: string, readFile: ReadSettingFile): Buffer {
+  try {
+    return readFile(path);
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    throw ConfigError.invalid(name, `cannot read ${JSON.stringify(path)}: ${reason}`);
+  }
+}
+
+function readNodeServiceTls(env: Env, readFile: ReadSettingFile): NodeServiceTlsSettings | undefined {
+  const caPath = readOptionalString(env, "NODE_SERVICE_TLS_CA");
+  const certPath = readOptionalString(env, "NODE_SERVICE_TLS_CERT");
+  const keyPath = readOptionalString(env, "NODE_SERVICE_TLS_KEY");
+  if (caPath === undefined) {
+    if (certPath !== undefined) throw ConfigError.invalid("NODE_SERVICE_TLS_CERT", "needs NODE_SERVICE_TLS_CA");
+    if (keyPath !== undefined) throw ConfigError.invalid("NODE_SERVICE_TLS_KEY", "needs NODE_SERVICE_TLS_CA");
+    return undefined;
+  }
+  if (certPath === undefined && keyPath !== undefined) {
+    throw ConfigError.invalid("NODE_SERVICE_TLS_CERT", "required when NODE_SERVICE_TLS_KEY is set");
+  }
+  if (keyPath === undefined && certPath !== undefined) {
+    throw ConfigError.invalid("NODE_SERVICE_TLS_KEY", "required when NODE_SERVICE_TLS_CERT is set");
+  }
+  return {
+    ca: readPemFile("NODE_SERVICE_TLS_CA", caPath, readFile),
+    cert: certPath === undefined ? undefined : readPemFile("NODE_SERVICE_TLS_CERT", certPath, readFile),
+    key: keyPath === undefined ? undefined : readPemFile("NODE_SERVICE_TLS_KEY", keyPath, readFile),
+  };
+}
+
+/** Reads the worker's settings from the environment (and the TLS files it names, with `readFile`). */
+export function readWorkerSettings(env: Env, readFile: ReadSettingFile = readFileSync): WorkerSettings {
   const common = readCommonSettings(env);
   const redis = readRedisSettings(env);
   const capabilities = readList(env, "WORKER_CAPABILITIES");
@@ -78,14 +128,25 @@ export function readWorkerSettings(env: Env): WorkerSettings {
     }
   }
   const concurrency = readInt(env, "WORKER_CONCURRENCY", 16, { min: 1, max: 1_000 });
+  const nodeServiceTls = readNodeServiceTls(env, readFile);
+  const tls = nodeServiceTls !== undefined;
   return {
     ...common,
     ...redis,
     http: readHostPort(env, "HTTP_ADDR", ":9466"),
     capabilities: [...new Set(capabilities)],
     concurrency,
-    nodeServiceAddr: readString(env, "NODE_SERVICE_ADDR", "localhost:50052"),
-    nodeServiceRoutes: parseNodeServiceRoutes(readOptionalString(env, "NODE_SERVICE_ROUTES")),
+    nodeServiceAddr: parseNodeServiceAddress(
+      readString(env, "NODE_SERVICE_ADDR", "localhost:50052"),
+      "NODE_SERVICE_ADDR",
+      tls,
+    ),
+    nodeServiceRoutes: parseNodeServiceRoutes(
+      readOptionalString(env, "NODE_SERVICE_ROUTES"),
+      "NODE_SERVICE_ROUTES",
+      tls,
+    ),
+    nodeServiceTls,
     nodeServiceMaxReceiveBytes: readInt(env, "NODE_SERVICE_MAX_RECEIVE_BYTES", 16 * 1024 * 1024, {
       min: 1024,
       max: 1024 * 1024 * 1024,

@@ -15,7 +15,14 @@ import {
   type GrpcClient,
 } from "@trellis/proto";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import { type NodeServiceRoute, addressFor } from "./node-service-routes.js";
+import { type NodeServiceRoute, addressFor, splitTlsAddress } from "./node-service-routes.js";
+
+/** PEM material for NodeServices reached over TLS: the CA their certificates chain to, and a client pair for mTLS. */
+export interface NodeServiceTls {
+  ca: Buffer;
+  cert?: Buffer | undefined;
+  key?: Buffer | undefined;
+}
 
 /** A NodeService client: one channel per address. */
 export type NodeServiceClient = GrpcClient<typeof NodeService>;
@@ -52,8 +59,19 @@ export interface ExecuteOptions {
  * every call meanwhile fails at once (UNAVAILABLE, an attempt spent). Capped at 2 s, a restarted NodeService is
  * found again within about 2 s.
  */
-export function createNodeServiceClient(address: string, maxReceiveBytes: number): NodeServiceClient {
-  return createGrpcClient(NodeService, address, grpc.credentials.createInsecure(), {
+export function createNodeServiceClient(
+  address: string,
+  maxReceiveBytes: number,
+  tls?: NodeServiceTls | undefined,
+): NodeServiceClient {
+  const { target, tls: secure } = splitTlsAddress(address);
+  let credentials = grpc.credentials.createInsecure();
+  if (secure) {
+    // Configuration refuses a grpcs:// address without a CA; this guards callers that build clients themselves.
+    if (!tls) throw new Error(`${address}: TLS needs a CA (NODE_SERVICE_TLS_CA)`);
+    credentials = grpc.credentials.createSsl(tls.ca, tls.key ?? null, tls.cert ?? null);
+  }
+  return createGrpcClient(NodeService, target, credentials, {
     "grpc.max_receive_message_length": maxReceiveBytes,
     "grpc.keepalive_time_ms": 30_000,
     "grpc.keepalive_timeout_ms": 10_000,
@@ -80,6 +98,8 @@ export class NodeServiceClients {
       fallbackAddress: string;
       routes?: readonly NodeServiceRoute[] | undefined;
       maxReceiveBytes: number;
+      /** For the addresses written `grpcs://` (NODE_SERVICE_TLS_*). */
+      tls?: NodeServiceTls | undefined;
     },
   ) {}
 
@@ -106,7 +126,7 @@ export class NodeServiceClients {
   private clientOf(address: string): NodeServiceClient {
     let client = this.byAddress.get(address);
     if (!client) {
-      client = createNodeServiceClient(address, this.options.maxReceiveBytes);
+      client = createNodeServiceClient(address, this.options.maxReceiveBytes, this.options.tls);
       this.byAddress.set(address, client);
     }
     return client;

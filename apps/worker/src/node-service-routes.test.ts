@@ -37,9 +37,18 @@ describe("parseNodeServiceRoutes", () => {
     expect((error as Error).message).not.toContain("\n");
   });
 
-  it("refuses grpcs:// entries honestly: TLS to NodeServices needs NODE_SERVICE_TLS_CA, not supported yet", () => {
+  it("refuses grpcs:// entries without NODE_SERVICE_TLS_CA, keeps them (scheme included) with it", () => {
+    expect(
+      parseNodeServiceRoutes("llm.*=grpcs://10.0.0.5:50052,web.search=grpc://h:1", "NODE_SERVICE_ROUTES", true),
+    ).toEqual([
+      { pattern: "llm.*", address: "grpcs://10.0.0.5:50052" },
+      { pattern: "web.search", address: "h:1" },
+    ]);
+    expect(() => parseNodeServiceRoutes("llm.*=grpcs://10.0.0.5", "NODE_SERVICE_ROUTES", true)).toThrow(
+      '"10.0.0.5" is not host:port',
+    );
     expect(() => parseNodeServiceRoutes("llm.*=grpcs://10.0.0.5:50052")).toThrow(
-      'NODE_SERVICE_ROUTES: "llm.*=grpcs://10.0.0.5:50052": TLS routes (grpcs://) need NODE_SERVICE_TLS_CA, which this version does not support yet',
+      'NODE_SERVICE_ROUTES: "llm.*=grpcs://10.0.0.5:50052": TLS routes (grpcs://) need NODE_SERVICE_TLS_CA (the CA their certificates chain to)',
     );
   });
 });

@@ -108,7 +108,7 @@ describe("NODE_SERVICE_ROUTES", () => {
     const status = await app.exited;
     expect(status.code).toBe(2);
     expect(app.lines).toEqual([
-      'trellis worker: invalid setting: NODE_SERVICE_ROUTES: "llm.*=grpcs://10.0.0.5:50052": TLS routes (grpcs://) need NODE_SERVICE_TLS_CA, which this version does not support yet',
+      'trellis worker: invalid setting: NODE_SERVICE_ROUTES: "llm.*=grpcs://10.0.0.5:50052": TLS routes (grpcs://) need NODE_SERVICE_TLS_CA (the CA their certificates chain to)',
     ]);
   });
 });

@@ -12,3 +12,4 @@ export * from "./side-effect-ledger.js";
 export * from "./measurements.js";
 export * from "./drive.js";
 export * from "./event-writer.js";
+export * from "./certificates.js";

@@ -63,6 +63,8 @@ export interface NodeServiceServerOptions {
   host?: string;
   /** Port to listen on; reuse a closed server's port to simulate a NodeService coming back. @default 0 (any free port) */
   port?: number;
+  /** How it listens, e.g. `grpc.ServerCredentials.createSsl(...)` for TLS. @default insecure (plaintext) */
+  credentials?: grpc.ServerCredentials;
 }
 
 const GRPC_STATUS_CODES = new Set<number>(
@@ -148,7 +150,8 @@ export async function startNodeServiceServer(
   server.addService(definition as unknown as grpc.ServiceDefinition, implementation);
 
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(joinHostPort(host, opts.port ?? 0), grpc.ServerCredentials.createInsecure(), (error, bound) =>
+    const credentials = opts.credentials ?? grpc.ServerCredentials.createInsecure();
+    server.bindAsync(joinHostPort(host, opts.port ?? 0), credentials, (error, bound) =>
       error ? reject(error) : resolve(bound),
     );
   });
