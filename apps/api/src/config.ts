@@ -11,6 +11,7 @@ import {
   readOptionalString,
   readRedisSettings,
 } from "@trellis/config";
+import { type TokenEntry, parseTokenFile } from "./tokens.js";
 
 /** Key material that switches the gRPC server to TLS, and to mutual TLS when `caCert` is set. */
 export interface ApiTlsSettings {
@@ -34,6 +35,11 @@ export interface ApiSettings {
   httpAddr: HostPort;
   /** `API_TOKEN`: when set, every call but health needs `authorization: Bearer <token>`. @default unset (no auth) */
   apiToken?: string | undefined;
+  /**
+   * `API_TOKENS_FILE`: the file of scoped tokens and its entries as read at start (reloaded on change by the
+   * server). @default unset
+   */
+  tokensFile?: { path: string; entries: TokenEntry[] } | undefined;
   /** `GRPC_TLS_CERT`/`GRPC_TLS_KEY`/`GRPC_TLS_CA`, read from the named files. @default unset (plaintext) */
   tls?: ApiTlsSettings | undefined;
   /** `GRPC_MAX_RECEIVE_BYTES`: largest request message accepted. @default 16 MiB */
@@ -68,6 +74,17 @@ function readPemFile(name: string, path: string, readFile: ReadSettingFile): Buf
   }
 }
 
+function readTokensFile(env: Env, readFile: ReadSettingFile): ApiSettings["tokensFile"] {
+  const path = readOptionalString(env, "API_TOKENS_FILE");
+  if (path === undefined) return undefined;
+  const text = readPemFile("API_TOKENS_FILE", path, readFile).toString("utf8");
+  try {
+    return { path, entries: parseTokenFile(text) };
+  } catch (error) {
+    throw ConfigError.invalid("API_TOKENS_FILE", error instanceof Error ? error.message : String(error));
+  }
+}
+
 function readTls(env: Env, readFile: ReadSettingFile): ApiTlsSettings | undefined {
   const certPath = readOptionalString(env, "GRPC_TLS_CERT");
   const keyPath = readOptionalString(env, "GRPC_TLS_KEY");
@@ -95,6 +112,7 @@ export function readApiSettings(env: Env, readFile: ReadSettingFile = readFileSy
     grpcAddr: readHostPort(env, "GRPC_ADDR", DEFAULT_GRPC_ADDR),
     httpAddr: readHostPort(env, "HTTP_ADDR", DEFAULT_API_HTTP_ADDR),
     apiToken: readOptionalString(env, "API_TOKEN"),
+    tokensFile: readTokensFile(env, readFile),
     tls: readTls(env, readFile),
     maxReceiveBytes: readInt(env, "GRPC_MAX_RECEIVE_BYTES", DEFAULT_MAX_RECEIVE_BYTES, {
       min: 1024,

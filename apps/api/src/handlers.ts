@@ -2,7 +2,9 @@ import { create, type DescMessage, type MessageInitShape, type MessageShape } fr
 import * as grpc from "@grpc/grpc-js";
 import {
   InvalidArgumentError,
+  AlreadyExistsError,
   NotFoundError,
+  UnauthenticatedError,
   assertNodeId,
   assertWorkflowId,
   limitSpecFromProto,
@@ -14,7 +16,7 @@ import {
   validatePriority,
   valueProblem,
 } from "@trellis/core";
-import { type StateManager, type UpdateWorkflowInput, limitToProto } from "@trellis/db";
+import { type StateManager, type UpdateWorkflowInput, limitToProto, withActor } from "@trellis/db";
 import {
   type CreateWorkflowRequest,
   type CreateWorkflowResponseSchema,
@@ -51,9 +53,11 @@ import {
   WorkflowStatus,
 } from "@trellis/proto";
 import type { Logger } from "pino";
+import { tokenOfMetadata } from "./auth.js";
 import { deadlinePassed } from "./deadline.js";
 import { toCallError } from "./errors.js";
 import { scheduleServiceMethods } from "./schedule-handlers.js";
+import { type TokenEntry, type TokenRegistry, isScoped } from "./tokens.js";
 import { undecodableReason } from "./undecodable-requests.js";
 
 /** ListWorkflows page size when the request leaves it 0. */
@@ -76,7 +80,15 @@ export interface WorkflowServiceDeps {
   events?: WorkflowEventSource | undefined;
   /** Source of WatchWorkflow streams with `include_chunks` (needs Redis); without it no chunks are sent. */
   chunks?: WorkflowEventSource | undefined;
+  /**
+   * The accepted tokens, when auth is on: each call's token names the actor of its events and scopes what it sees
+   * (the interceptor has already checked its role). Unset: no auth, no actor, no scope.
+   */
+  tokens?: TokenRegistry | undefined;
 }
+
+/** Who makes a call: its token's name (the events' `actor`) and label scope. */
+export type Caller = Pick<TokenEntry, "name" | "labels">;
 
 /** Replays a workflow's committed events after a sequence, then follows live until its terminal event. */
 export interface WorkflowEventSource {
@@ -85,18 +97,36 @@ export interface WorkflowEventSource {
 
 /** The unary RPCs of WorkflowService as plain functions: request shape check -> StateManager -> response. */
 export interface WorkflowServiceMethods {
-  createWorkflow(request: CreateWorkflowRequest): Promise<MessageInitShape<typeof CreateWorkflowResponseSchema>>;
-  getWorkflow(request: GetWorkflowRequest): Promise<MessageInitShape<typeof GetWorkflowResponseSchema>>;
-  listWorkflows(request: ListWorkflowsRequest): Promise<MessageInitShape<typeof ListWorkflowsResponseSchema>>;
-  updateWorkflow(request: UpdateWorkflowRequest): Promise<MessageInitShape<typeof UpdateWorkflowResponseSchema>>;
-  getNode(request: GetNodeRequest): Promise<MessageInitShape<typeof GetNodeResponseSchema>>;
-  updateNode(request: UpdateNodeRequest): Promise<MessageInitShape<typeof UpdateNodeResponseSchema>>;
-  editWorkflow(request: EditWorkflowRequest): Promise<MessageInitShape<typeof EditWorkflowResponseSchema>>;
+  createWorkflow(
+    request: CreateWorkflowRequest,
+    caller?: Caller,
+  ): Promise<MessageInitShape<typeof CreateWorkflowResponseSchema>>;
+  getWorkflow(
+    request: GetWorkflowRequest,
+    caller?: Caller,
+  ): Promise<MessageInitShape<typeof GetWorkflowResponseSchema>>;
+  listWorkflows(
+    request: ListWorkflowsRequest,
+    caller?: Caller,
+  ): Promise<MessageInitShape<typeof ListWorkflowsResponseSchema>>;
+  updateWorkflow(
+    request: UpdateWorkflowRequest,
+    caller?: Caller,
+  ): Promise<MessageInitShape<typeof UpdateWorkflowResponseSchema>>;
+  getNode(request: GetNodeRequest, caller?: Caller): Promise<MessageInitShape<typeof GetNodeResponseSchema>>;
+  updateNode(request: UpdateNodeRequest, caller?: Caller): Promise<MessageInitShape<typeof UpdateNodeResponseSchema>>;
+  editWorkflow(
+    request: EditWorkflowRequest,
+    caller?: Caller,
+  ): Promise<MessageInitShape<typeof EditWorkflowResponseSchema>>;
   setLimit(request: SetLimitRequest): Promise<MessageInitShape<typeof SetLimitResponseSchema>>;
   listLimits(request: ListLimitsRequest): Promise<MessageInitShape<typeof ListLimitsResponseSchema>>;
   deleteLimit(request: DeleteLimitRequest): Promise<MessageInitShape<typeof DeleteLimitResponseSchema>>;
-  forkWorkflow(request: ForkWorkflowRequest): Promise<MessageInitShape<typeof ForkWorkflowResponseSchema>>;
-  signalNode(request: SignalNodeRequest): Promise<MessageInitShape<typeof SignalNodeResponseSchema>>;
+  forkWorkflow(
+    request: ForkWorkflowRequest,
+    caller?: Caller,
+  ): Promise<MessageInitShape<typeof ForkWorkflowResponseSchema>>;
+  signalNode(request: SignalNodeRequest, caller?: Caller): Promise<MessageInitShape<typeof SignalNodeResponseSchema>>;
 }
 
 /** The longest `message` of a rejecting signal (it becomes the node's error). */
@@ -194,70 +224,118 @@ function wakesScheduler(action: WorkflowAction | undefined): boolean {
   return action === WorkflowAction.RESUME || action === WorkflowAction.RETRY;
 }
 
-/** The WorkflowService's unary RPCs over a StateManager; they throw TrellisErrors for the caller's mistakes. */
+/** Whether `labels` carry every label of `scope`. */
+export function carriesLabels(
+  labels: Readonly<Record<string, string>>,
+  scope: Readonly<Record<string, string>>,
+): boolean {
+  return Object.entries(scope).every(([key, value]) => labels[key] === value);
+}
+
+/** The NOT_FOUND a missing workflow gets: a workflow out of a token's scope gets exactly the same. */
+function workflowNotFound(workflowId: string): NotFoundError {
+  return new NotFoundError(`workflow ${workflowId} not found`);
+}
+
+/**
+ * The WorkflowService's unary RPCs over a StateManager; they throw TrellisErrors for the caller's mistakes. A
+ * label-scoped caller sees only workflows carrying its labels: any other answers NOT_FOUND as a missing one.
+ */
 export function workflowServiceMethods(deps: WorkflowServiceDeps): WorkflowServiceMethods {
   const { stateManager } = deps;
   const wake = (workflowId: string): void => deps.notifyScheduler?.(workflowId);
+  /** Throws NOT_FOUND unless the caller may see the workflow (it exists, and carries the caller's labels). */
+  const assertVisible = async (workflowId: string, caller: Caller | undefined): Promise<void> => {
+    if (caller === undefined || !isScoped(caller)) return;
+    const workflow = await stateManager.getWorkflow(workflowId);
+    if (!carriesLabels(workflow.labels, caller.labels)) throw workflowNotFound(workflowId);
+  };
+  /** A request_id that names a workflow out of the caller's scope: refused without saying what it names. */
+  const assertOwnReplay = (workflow: { labels: Record<string, string> }, caller: Caller | undefined): void => {
+    if (caller !== undefined && isScoped(caller) && !carriesLabels(workflow.labels, caller.labels)) {
+      throw new AlreadyExistsError("request_id: already used; choose another");
+    }
+  };
   return {
-    async createWorkflow(request) {
+    async createWorkflow(request, caller) {
       for (const [i, node] of request.nodes.entries()) validateNodeFlowControl(node, `nodes[${i}]`);
       validateBudget(request.budget, "budget");
       const { workflow, created } = await stateManager.createWorkflow({
         name: request.name,
         nodes: request.nodes,
         input: request.input,
-        labels: request.labels,
+        // A scoped token's labels win over the request's.
+        labels: caller === undefined ? request.labels : { ...request.labels, ...caller.labels },
         requestId: request.requestId === "" ? undefined : request.requestId,
         budget: request.budget,
       });
+      if (!created) assertOwnReplay(workflow, caller);
       if (created) wake(workflow.id);
       return { workflow };
     },
 
-    async getWorkflow(request) {
-      return { workflow: await stateManager.getWorkflow(requireWorkflowId(request.workflowId)) };
+    async getWorkflow(request, caller) {
+      const workflowId = requireWorkflowId(request.workflowId);
+      const workflow = await stateManager.getWorkflow(workflowId);
+      if (caller !== undefined && !carriesLabels(workflow.labels, caller.labels)) throw workflowNotFound(workflowId);
+      return { workflow };
     },
 
-    async listWorkflows(request) {
+    async listWorkflows(request, caller) {
       const pageSize = pageSizeOf(request.pageSize);
       assertKnownStatus(request.status);
+      let labelSelector: Record<string, string> = { ...request.labelSelector };
+      if (caller !== undefined && isScoped(caller)) {
+        // A selector asking for another value of a scope label can match nothing the caller may see.
+        const conflict = Object.entries(caller.labels).some(
+          ([key, value]) => labelSelector[key] !== undefined && labelSelector[key] !== value,
+        );
+        if (conflict) return { workflows: [], nextPageToken: "" };
+        labelSelector = { ...labelSelector, ...caller.labels };
+      }
       const page = await stateManager.listWorkflows({
         pageSize,
         pageToken: request.pageToken === "" ? undefined : request.pageToken,
         status: request.status === WorkflowStatus.UNSPECIFIED ? undefined : request.status,
-        labelSelector: Object.keys(request.labelSelector).length === 0 ? undefined : request.labelSelector,
+        labelSelector: Object.keys(labelSelector).length === 0 ? undefined : labelSelector,
       });
       return { workflows: page.workflows, nextPageToken: page.nextPageToken };
     },
 
-    async updateWorkflow(request) {
+    async updateWorkflow(request, caller) {
       const workflowId = requireWorkflowId(request.workflowId);
       const update = workflowUpdateOf(request);
+      await assertVisible(workflowId, caller);
+      // A scoped token cannot relabel a workflow out of its scope (or into another tenant's).
+      if (update.labels !== undefined && caller !== undefined) update.labels = { ...update.labels, ...caller.labels };
       const effects = await stateManager.updateWorkflow(workflowId, update);
       if (wakesScheduler(update.action)) wake(workflowId);
       return { workflow: effects.workflow };
     },
 
-    async getNode(request) {
+    async getNode(request, caller) {
       const workflowId = requireWorkflowId(request.workflowId);
       assertNodeId(request.nodeId, "node_id");
+      await assertVisible(workflowId, caller);
       const node = await stateManager.getNode(workflowId, request.nodeId);
       return { node, attempts: await stateManager.listNodeAttempts(workflowId, request.nodeId) };
     },
 
-    async updateNode(request) {
+    async updateNode(request, caller) {
       const workflowId = requireWorkflowId(request.workflowId);
       if (request.node === undefined) throw new InvalidArgumentError("node", "required");
       validateMaskedFlowControl(request.node, request.updateMask?.paths ?? [], "node");
+      await assertVisible(workflowId, caller);
       const node = await stateManager.updateNode(workflowId, request.node, request.updateMask);
       wake(workflowId);
       return { node };
     },
 
-    async editWorkflow(request) {
+    async editWorkflow(request, caller) {
       const workflowId = requireWorkflowId(request.workflowId);
       if (request.edits.length === 0) throw new InvalidArgumentError("edits", "at least one edit is required");
       validateEditsFlowControl(request.edits);
+      await assertVisible(workflowId, caller);
       const workflow = await stateManager.applyNodeEdits(workflowId, request.edits);
       wake(workflowId);
       return { workflow };
@@ -280,23 +358,26 @@ export function workflowServiceMethods(deps: WorkflowServiceDeps): WorkflowServi
       return {};
     },
 
-    async forkWorkflow(request) {
+    async forkWorkflow(request, caller) {
       const workflowId = requireWorkflowId(request.workflowId);
       if (request.fromNodeIds.length === 0) {
         throw new InvalidArgumentError("from_node_ids", "at least one node id is required");
       }
       for (const [i, id] of request.fromNodeIds.entries()) assertNodeId(id, `from_node_ids[${i}]`);
+      // The fork copies the source's labels, so a visible source gives a fork that carries the caller's labels.
+      await assertVisible(workflowId, caller);
       const { workflow, created } = await stateManager.forkWorkflow({
         workflowId,
         fromNodeIds: request.fromNodeIds,
         inputs: request.inputs,
         requestId: request.requestId === "" ? undefined : request.requestId,
       });
+      if (!created) assertOwnReplay(workflow, caller);
       if (created) wake(workflow.id);
       return { workflow };
     },
 
-    async signalNode(request) {
+    async signalNode(request, caller) {
       const workflowId = requireWorkflowId(request.workflowId);
       assertNodeId(request.nodeId, "node_id");
       const problem = valueProblem(request.output);
@@ -310,6 +391,7 @@ export function workflowServiceMethods(deps: WorkflowServiceDeps): WorkflowServi
       if (request.requestId.length > MAX_SIGNAL_REQUEST_ID_CHARS) {
         throw new InvalidArgumentError("request_id", `must be at most ${MAX_SIGNAL_REQUEST_ID_CHARS} characters`);
       }
+      await assertVisible(workflowId, caller);
       const { node, completed } = await stateManager.signalNode({
         workflowId,
         nodeId: request.nodeId,
@@ -331,10 +413,11 @@ export function workflowServiceMethods(deps: WorkflowServiceDeps): WorkflowServi
  * becomes the response message, a thrown error the status chosen by {@link toCallError}.
  */
 function unary<I extends DescMessage, O extends DescMessage>(
-  logger: Logger,
+  deps: Pick<WorkflowServiceDeps, "logger" | "tokens">,
   method: { input: I; output: O },
-  run: (request: MessageShape<I>) => Promise<MessageInitShape<O>>,
+  run: (request: MessageShape<I>, caller?: Caller) => Promise<MessageInitShape<O>>,
 ): grpc.handleUnaryCall<MessageShape<I>, MessageShape<O>> {
+  const { logger } = deps;
   return (call, callback) => {
     if (deadlinePassed(call.getDeadline())) {
       callback({ code: grpc.status.DEADLINE_EXCEEDED, details: "deadline exceeded before the call started" });
@@ -349,12 +432,31 @@ function unary<I extends DescMessage, O extends DescMessage>(
       callback({ code: grpc.status.INVALID_ARGUMENT, details: `request: cannot be decoded: ${undecodable}` });
       return;
     }
-    run(call.request).then(
+    let caller: Caller | undefined;
+    try {
+      caller = callerOf(deps, call.metadata);
+    } catch (error) {
+      callback(toCallError(error, logger, call.getPath().replace(/^\//, "")));
+      return;
+    }
+    // Every write transaction of the call sets `trellis.actor`: its events name the token.
+    withActor(caller?.name, () => run(call.request, caller)).then(
       (response) => callback(null, create(method.output, response)),
       // Named as in the per-call log line: `workflow.v1.WorkflowService/GetWorkflow`.
       (error: unknown) => callback(toCallError(error, logger, call.getPath().replace(/^\//, ""))),
     );
   };
+}
+
+/**
+ * The caller of a call when auth is on (its token, looked up again: the interceptor has checked its role); a token
+ * removed by a reload in between is UNAUTHENTICATED.
+ */
+function callerOf(deps: Pick<WorkflowServiceDeps, "tokens">, metadata: grpc.Metadata): Caller | undefined {
+  if (deps.tokens === undefined) return undefined;
+  const entry = tokenOfMetadata(deps.tokens, metadata);
+  if (entry === undefined) throw new UnauthenticatedError("authorization: invalid bearer token");
+  return entry;
 }
 
 /**
@@ -376,6 +478,11 @@ function watch(deps: WorkflowServiceDeps, call: grpc.ServerWritableStream<WatchW
       const undecodable = undecodableReason(call.request);
       if (undecodable !== undefined) throw new InvalidArgumentError("request", `cannot be decoded: ${undecodable}`);
       const workflowId = requireWorkflowId(call.request.workflowId);
+      const caller = callerOf(deps, call.metadata);
+      if (caller !== undefined && isScoped(caller)) {
+        const workflow = await deps.stateManager.getWorkflow(workflowId);
+        if (!carriesLabels(workflow.labels, caller.labels)) throw workflowNotFound(workflowId);
+      }
       if (call.request.afterSequence < 0n) throw new InvalidArgumentError("after_sequence", "must not be negative");
       // include_chunks interleaves the running attempts' output chunks (sequence 0) with the durable events.
       const source = call.request.includeChunks && deps.chunks ? deps.chunks : events;
@@ -406,24 +513,23 @@ function drained(stream: NodeJS.EventEmitter, signal: AbortSignal): Promise<void
 export function createWorkflowServiceHandlers(deps: WorkflowServiceDeps): GrpcServiceHandlers<typeof WorkflowService> {
   const methods = workflowServiceMethods(deps);
   const schedules = scheduleServiceMethods(deps.stateManager);
-  const { logger } = deps;
   return {
-    createWorkflow: unary(logger, WorkflowService.method.createWorkflow, methods.createWorkflow),
-    getWorkflow: unary(logger, WorkflowService.method.getWorkflow, methods.getWorkflow),
-    listWorkflows: unary(logger, WorkflowService.method.listWorkflows, methods.listWorkflows),
-    updateWorkflow: unary(logger, WorkflowService.method.updateWorkflow, methods.updateWorkflow),
-    getNode: unary(logger, WorkflowService.method.getNode, methods.getNode),
-    updateNode: unary(logger, WorkflowService.method.updateNode, methods.updateNode),
-    editWorkflow: unary(logger, WorkflowService.method.editWorkflow, methods.editWorkflow),
-    setLimit: unary(logger, WorkflowService.method.setLimit, methods.setLimit),
-    listLimits: unary(logger, WorkflowService.method.listLimits, methods.listLimits),
-    deleteLimit: unary(logger, WorkflowService.method.deleteLimit, methods.deleteLimit),
-    signalNode: unary(logger, WorkflowService.method.signalNode, methods.signalNode),
-    createSchedule: unary(logger, WorkflowService.method.createSchedule, schedules.createSchedule),
-    listSchedules: unary(logger, WorkflowService.method.listSchedules, schedules.listSchedules),
-    updateSchedule: unary(logger, WorkflowService.method.updateSchedule, schedules.updateSchedule),
-    deleteSchedule: unary(logger, WorkflowService.method.deleteSchedule, schedules.deleteSchedule),
-    forkWorkflow: unary(logger, WorkflowService.method.forkWorkflow, methods.forkWorkflow),
+    createWorkflow: unary(deps, WorkflowService.method.createWorkflow, methods.createWorkflow),
+    getWorkflow: unary(deps, WorkflowService.method.getWorkflow, methods.getWorkflow),
+    listWorkflows: unary(deps, WorkflowService.method.listWorkflows, methods.listWorkflows),
+    updateWorkflow: unary(deps, WorkflowService.method.updateWorkflow, methods.updateWorkflow),
+    getNode: unary(deps, WorkflowService.method.getNode, methods.getNode),
+    updateNode: unary(deps, WorkflowService.method.updateNode, methods.updateNode),
+    editWorkflow: unary(deps, WorkflowService.method.editWorkflow, methods.editWorkflow),
+    setLimit: unary(deps, WorkflowService.method.setLimit, methods.setLimit),
+    listLimits: unary(deps, WorkflowService.method.listLimits, methods.listLimits),
+    deleteLimit: unary(deps, WorkflowService.method.deleteLimit, methods.deleteLimit),
+    signalNode: unary(deps, WorkflowService.method.signalNode, methods.signalNode),
+    createSchedule: unary(deps, WorkflowService.method.createSchedule, schedules.createSchedule),
+    listSchedules: unary(deps, WorkflowService.method.listSchedules, schedules.listSchedules),
+    updateSchedule: unary(deps, WorkflowService.method.updateSchedule, schedules.updateSchedule),
+    deleteSchedule: unary(deps, WorkflowService.method.deleteSchedule, schedules.deleteSchedule),
+    forkWorkflow: unary(deps, WorkflowService.method.forkWorkflow, methods.forkWorkflow),
     watchWorkflow: (call) => watch(deps, call),
   };
 }

@@ -4,15 +4,17 @@ import { WorkflowService } from "@trellis/proto";
 import { HealthImplementation } from "grpc-health-check";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
-import { createAuthInterceptor } from "./auth.js";
+import { createDeniedCounter, createTokenAuthInterceptor } from "./auth.js";
 import { createCallObserver, createGrpcCallMetrics } from "./call-observer.js";
 import type { ApiSettings, ApiTlsSettings } from "./config.js";
 import { type WorkflowEventSource, createWorkflowServiceHandlers } from "./handlers.js";
 import { createReflectionService } from "./reflection.js";
+import { TokenRegistry, watchTokenFile } from "./tokens.js";
 import { tolerantServiceDefinition } from "./undecodable-requests.js";
 
 /** The settings {@link startApiServer} uses. */
-export type ApiServerSettings = Pick<ApiSettings, "grpcAddr" | "apiToken" | "tls" | "maxReceiveBytes">;
+export type ApiServerSettings = Pick<ApiSettings, "grpcAddr" | "apiToken" | "tls" | "maxReceiveBytes"> &
+  Partial<Pick<ApiSettings, "tokensFile">>;
 
 /** Options of {@link startApiServer}. */
 export interface StartApiServerOptions {
@@ -30,6 +32,8 @@ export interface StartApiServerOptions {
   events?: WorkflowEventSource | undefined;
   /** Source of WatchWorkflow streams with `include_chunks` (a WorkflowChunkSource); without it no chunks are sent. */
   chunks?: WorkflowEventSource | undefined;
+  /** How often API_TOKENS_FILE is stat-ed besides fs.watch. @default 2000 */
+  tokensFilePollMs?: number | undefined;
 }
 
 /** A running api server. */
@@ -78,8 +82,20 @@ function bind(server: grpc.Server, address: string, credentials: grpc.ServerCred
 export async function startApiServer(options: StartApiServerOptions): Promise<RunningApiServer> {
   const { logger, settings } = options;
   const interceptors = [createCallObserver(logger, createGrpcCallMetrics(options.registry))];
+  // API_TOKEN (an admin token named "api-token") and API_TOKENS_FILE's entries; neither set: no auth.
+  if (settings.apiToken === "") throw new Error("API token must not be empty");
+  const tokens =
+    settings.apiToken === undefined && settings.tokensFile === undefined
+      ? undefined
+      : new TokenRegistry(settings.tokensFile?.entries ?? [], settings.apiToken);
+  const stopWatching =
+    settings.tokensFile === undefined || tokens === undefined
+      ? undefined
+      : watchTokenFile(settings.tokensFile.path, tokens, logger, { pollMs: options.tokensFilePollMs });
   // Later interceptors wrap earlier ones: the auth check runs outside the observer, which thus logs its rejections.
-  if (settings.apiToken !== undefined) interceptors.push(createAuthInterceptor(settings.apiToken));
+  if (tokens !== undefined) {
+    interceptors.push(createTokenAuthInterceptor(tokens, createDeniedCounter(options.registry)));
+  }
   const server = new grpc.Server({
     "grpc.max_receive_message_length": settings.maxReceiveBytes,
     interceptors,
@@ -94,6 +110,7 @@ export async function startApiServer(options: StartApiServerOptions): Promise<Ru
       notifyScheduler: options.notifyScheduler,
       events: options.events,
       chunks: options.chunks,
+      tokens,
     }) as unknown as grpc.UntypedServiceImplementation,
   );
   const health = new HealthImplementation();
@@ -113,7 +130,8 @@ export async function startApiServer(options: StartApiServerOptions): Promise<Ru
       address: settings.grpcAddr.address,
       port,
       tls: settings.tls === undefined ? "off" : settings.tls.caCert === undefined ? "tls" : "mtls",
-      auth: settings.apiToken === undefined ? "off" : "bearer",
+      auth: tokens === undefined ? "off" : "bearer",
+      tokens: tokens?.names(),
     },
     "grpc server listening",
   );
@@ -127,6 +145,7 @@ export async function startApiServer(options: StartApiServerOptions): Promise<Ru
         server.forceShutdown();
         resolve();
       }, graceMs);
+      stopWatching?.();
       server.tryShutdown(() => {
         clearTimeout(cut);
         resolve();

@@ -8,6 +8,8 @@
 -- it leaves them). p_notify: NOTIFY `trellis_events` (`<workflow>:<last sequence>`, libs/db/src/channels.ts) from
 -- inside the statement; only for callers that commit without waiting for the WAL flush (a NOTIFY holds the
 -- database-wide notify lock through its commit), the others notify after commit.
+-- The transaction-local setting `trellis.actor` (set by the api for a token's calls, libs/db/src/transactions.ts), when
+-- set, is added to every event's data as `actor`: the audit trail of who caused each change.
 -- Returns 'event' rows (each event as stored) and 'workflow' rows {id, status} of the workflows updated.
 CREATE OR REPLACE FUNCTION trellis_write_events(p_events jsonb, p_statuses jsonb, p_notify boolean)
 RETURNS TABLE (kind text, body jsonb)
@@ -17,7 +19,10 @@ SET plan_cache_mode = force_generic_plan AS $$
 BEGIN
   RETURN QUERY
   WITH given AS (
-    SELECT e.workflow_id, e.type, e.node_id, e.workflow_status, e.node_status, coalesce(e.data, '{}'::jsonb) AS data,
+    SELECT e.workflow_id, e.type, e.node_id, e.workflow_status, e.node_status,
+           coalesce(e.data, '{}'::jsonb)
+             || CASE WHEN coalesce(current_setting('trellis.actor', true), '') = '' THEN '{}'::jsonb
+                     ELSE jsonb_build_object('actor', current_setting('trellis.actor', true)) END AS data,
            e.ord
       FROM ROWS FROM (jsonb_to_recordset(coalesce(p_events, '[]'::jsonb))
                         AS (workflow_id uuid, type text, node_id text, workflow_status workflow_status,

@@ -7,6 +7,7 @@ export * from "./schema.js";
 export * from "./state-manager.js";
 export { WorkflowChanges, lockWorkflow } from "./workflow-changes.js";
 export type { NewEvent, Tx } from "./transactions.js";
+export { currentActor, withActor } from "./transactions.js";
 export { interleaveByWorkflow } from "./interleave.js";
 export * from "./listener.js";
 export * from "./event-hub.js";

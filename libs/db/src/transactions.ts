@@ -1,9 +1,29 @@
+import { AsyncLocalStorage } from "node:async_hooks";
 import type { JsonObject } from "@bufbuild/protobuf";
 import { type SQL, sql } from "drizzle-orm";
 import { CHANNELS } from "./channels.js";
 import type { NodeStatusName, WorkflowStatusName } from "./mapping.js";
 import type { Database } from "./pool.js";
 import type { workflowEvents } from "./schema.js";
+
+const actors = new AsyncLocalStorage<string>();
+
+/**
+ * Runs `work` on behalf of an actor (an api token's name): every write transaction it starts sets the
+ * transaction-local `trellis.actor`, which trellis_write_events adds to each event's data as `actor`.
+ */
+export function withActor<T>(actor: string | undefined, work: () => Promise<T>): Promise<T> {
+  return actor === undefined ? work() : actors.run(actor, work);
+}
+
+/** The actor of the current call (see withActor), if any. */
+export function currentActor(): string | undefined {
+  return actors.getStore();
+}
+
+function setActorStatement(actor: string): SQL {
+  return sql`select set_config('trellis.actor', ${actor}, true)`;
+}
 
 /** An event as written (numbered by `trellis_write_events`). */
 export type NewEvent = typeof workflowEvents.$inferInsert;
@@ -69,7 +89,11 @@ export class Transactions {
   /** Runs a write transaction; after it commits, sends its notifications and hands its events to onEvents. */
   async write<T>(work: (ctx: TxContext) => Promise<T>): Promise<T> {
     const outbox: TransactionOutbox = { events: [], notifications: [] };
-    const result = await this.db.transaction((tx) => work({ tx, outbox }));
+    const actor = currentActor();
+    const result = await this.db.transaction(async (tx) => {
+      if (actor !== undefined) await tx.execute(setActorStatement(actor));
+      return work({ tx, outbox });
+    });
     this.afterCommit(outbox, true);
     return result;
   }
@@ -81,7 +105,15 @@ export class Transactions {
    */
   async call(statement: SQL, options: { notifiesEvents?: boolean } = {}): Promise<FunctionRow[]> {
     const outbox: TransactionOutbox = { events: [], notifications: [] };
-    const rows = await this.run(this.db, statement, outbox);
+    const actor = currentActor();
+    // With an actor the statement runs in a transaction that sets it first (the setting is transaction-local).
+    const rows =
+      actor === undefined
+        ? await this.run(this.db, statement, outbox)
+        : await this.db.transaction(async (tx) => {
+            await tx.execute(setActorStatement(actor));
+            return this.run(tx, statement, outbox);
+          });
     this.afterCommit(outbox, !options.notifiesEvents);
     return rows;
   }
