@@ -390,7 +390,10 @@ describe("scheduler app with EVENTS_REDIS_STREAM", () => {
         [3, "node.status_changed", "a", "RUNNING", "QUEUED"],
       ]);
       expect(entries[0]!.data).toEqual({ nodeCount: 1 });
-      expect(await metricValue(registry, "trellis_events_relayed_total")).toBeGreaterThanOrEqual(3);
+      // The counter moves once XADD has answered, a moment after a reader can see the entries.
+      await waitFor(async () => (await metricValue(registry, "trellis_events_relayed_total")) >= 3, {
+        description: "trellis_events_relayed_total to count the 3 events",
+      });
       expect(await registry.metrics()).toMatch(/^trellis_event_relay_lag_seconds \d/m);
       if (promtoolSkipReason() === undefined) {
         const check = promtoolCheckMetrics(await registry.metrics());
