@@ -13,6 +13,7 @@ commands:
   get ID [--node NODE] [--json]    show a workflow, its usage and budget, and its nodes (--node: one node and its
                                    attempts with what each spent; --json: the Workflow or GetNodeResponse as
                                    protobuf JSON)
+  get ID --events                  the workflow's events so far, each with who caused it (actor: the api token)
   list [--status S] [--limit N]    list workflows, newest first (S: pending, running, paused, succeeded, failed,
                                    cancelled; N: 1..1000, default 50)
   cancel|pause|resume|retry ID     apply an action to a workflow
@@ -91,7 +92,7 @@ export type Command =
   | { kind: "help" }
   | { kind: "run"; file: string; watch: boolean; chunks?: boolean }
   | { kind: "watch"; workflowId: string; chunks?: boolean }
-  | { kind: "get"; workflowId: string; json: boolean; nodeId?: string | undefined }
+  | { kind: "get"; workflowId: string; json: boolean; nodeId?: string | undefined; events?: boolean | undefined }
   | { kind: "list"; status: WorkflowStatus | undefined; limit: number }
   | { kind: "action"; action: ActionName; workflowId: string }
   | { kind: "signal"; signal: SignalSpec }
@@ -214,6 +215,7 @@ const OPTION_NAMES = [
   "reject",
   "message",
   "request-id",
+  "events",
 ] as const;
 
 type OptionName = (typeof OPTION_NAMES)[number];
@@ -222,7 +224,7 @@ type OptionName = (typeof OPTION_NAMES)[number];
 const COMMAND_OPTIONS: Record<string, readonly OptionName[]> = {
   run: ["watch", "chunks"],
   watch: ["chunks"],
-  get: ["json", "node"],
+  get: ["json", "node", "events"],
   list: ["status", "limit"],
   cancel: [],
   pause: [],
@@ -307,7 +309,10 @@ export function parseCliArgs(argv: readonly string[], env: Record<string, string
     case "get": {
       const workflowId = one("workflow ID");
       if (values.node?.trim() === "") throw new UsageError("--node: empty");
-      command = { kind: "get", workflowId, json: values.json ?? false, nodeId: values.node };
+      if (values.events && (values.node !== undefined || values.json)) {
+        throw new UsageError("get: --events does not go with --node or --json");
+      }
+      command = { kind: "get", workflowId, json: values.json ?? false, nodeId: values.node, events: values.events };
       break;
     }
     case "list":
@@ -467,6 +472,7 @@ function parse(argv: readonly string[]) {
       watch: { type: "boolean" },
       chunks: { type: "boolean" },
       json: { type: "boolean" },
+      events: { type: "boolean" },
       status: { type: "string" },
       limit: { type: "string" },
       node: { type: "string" },

@@ -512,3 +512,20 @@ describe("table", () => {
     ).toEqual(["A     LONG HEADER  X", "aaaa  b"]);
   });
 });
+
+describe("get --events", () => {
+  it("prints each event with the actor that caused it", async () => {
+    const events = [
+      event(1, "workflow.created", { data: { actor: "ci" } }),
+      event(2, "node.status_changed", { nodeId: "a", nodeStatus: NodeStatus.RUNNING }),
+      event(3, "workflow.status_changed", { workflowStatus: WorkflowStatus.PAUSED, data: { actor: "oncall" } }),
+    ];
+    const ctx = context(fakeApi({ events }));
+    expect(await runCommand({ kind: "get", workflowId: ID, json: false, events: true }, ctx)).toBe(0);
+    expect(ctx.output.lines).toHaveLength(3);
+    expect(ctx.output.lines[0]).toMatch(/^ {3}1 {2}- {2}workflow\.created .* RUNNING +actor=ci$/);
+    expect(ctx.output.lines[1]).not.toMatch(/actor=/);
+    expect(ctx.output.lines[1]).toMatch(/node\.status_changed +a +RUNNING$/);
+    expect(ctx.output.lines[2]).toMatch(/PAUSED +actor=oncall$/);
+  });
+});

@@ -20,6 +20,7 @@ import {
   type Schedule,
   type Workflow,
   WorkflowAction,
+  type WorkflowEvent,
   WorkflowSchema,
   WorkflowStatus,
 } from "@trellis/proto";
@@ -72,6 +73,7 @@ export async function runCommand(command: Command, ctx: CommandContext): Promise
       ctx.output.line(`watching workflow ${command.workflowId}`);
       return watch(ctx, command.workflowId, command.chunks ?? false);
     case "get":
+      if (command.events) return getEvents(ctx, command.workflowId);
       return command.nodeId === undefined
         ? get(ctx, command.workflowId, command.json)
         : getNode(ctx, command.workflowId, command.nodeId, command.json);
@@ -406,6 +408,55 @@ async function get(ctx: CommandContext, workflowId: string, json: boolean): Prom
   const workflow = await ctx.api.client.getWorkflow({ workflowId }, ctx.api.call(ctx.signal));
   if (json) ctx.output.line(toJsonString(WorkflowSchema, workflow, { prettySpaces: 2 }));
   else for (const line of describeWorkflow(workflow)) ctx.output.line(line);
+  return 0;
+}
+
+/** How long `get --events` waits for one more event before it takes the replay as complete (running workflows). */
+const EVENTS_IDLE_MS = 500;
+
+/** One line per event: sequence, time, type, node, status, and the actor when a token caused it. */
+export function describeEvent(event: WorkflowEvent): string {
+  const time =
+    event.time === undefined
+      ? "-"
+      : timestampDate(event.time)
+          .toISOString()
+          .replace(/\.\d+Z$/, "Z");
+  const status = event.nodeId === "" ? workflowStatusName(event.workflowStatus) : nodeStatusName(event.nodeStatus);
+  const actor = event.data?.actor;
+  return [
+    String(event.sequence).padStart(4),
+    time,
+    event.type.padEnd(24),
+    (event.nodeId === "" ? "-" : event.nodeId).padEnd(12),
+    status.padEnd(10),
+    typeof actor === "string" ? `actor=${actor}` : "",
+  ]
+    .join("  ")
+    .trimEnd();
+}
+
+/**
+ * `get ID --events`: the committed events (a WatchWorkflow replay), with their actors. A finished workflow's stream
+ * ends by itself; a running one's is cut once no event came for EVENTS_IDLE_MS.
+ */
+async function getEvents(ctx: CommandContext, workflowId: string): Promise<number> {
+  const controller = new AbortController();
+  const stop = () => controller.abort();
+  ctx.signal.addEventListener("abort", stop, { once: true });
+  let idle = setTimeout(stop, EVENTS_IDLE_MS * 4);
+  try {
+    for await (const event of ctx.api.events.watch(workflowId, 0n, controller.signal)) {
+      clearTimeout(idle);
+      ctx.output.line(describeEvent(event));
+      idle = setTimeout(stop, EVENTS_IDLE_MS);
+    }
+  } catch (error) {
+    if (!controller.signal.aborted || ctx.signal.aborted) throw error;
+  } finally {
+    clearTimeout(idle);
+    ctx.signal.removeEventListener("abort", stop);
+  }
   return 0;
 }
 
