@@ -52,7 +52,7 @@ export interface ApiSettings {
    * `REDIS_URL` and `QUEUE_PREFIX`, where the workers publish output chunks: only WatchWorkflow's `include_chunks`
    * reads them. @default unset (no chunks are sent)
    */
-  chunks?: { redisUrl: string; queuePrefix: string } | undefined;
+  chunks?: ReturnType<typeof readRedisSettings> | undefined;
 }
 
 /** `GRPC_ADDR` when unset. */

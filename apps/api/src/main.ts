@@ -9,7 +9,7 @@ import {
   waitForDependency,
 } from "@trellis/observability";
 import { configOrExit, readStartupSettings } from "@trellis/config";
-import { WorkflowChunkSource, createRedis } from "@trellis/queue";
+import { WorkflowChunkSource, createRedis, redisTlsOptions } from "@trellis/queue";
 import { loadApiSettings } from "./config.js";
 import { type RunningApiServer, startApiServer } from "./server.js";
 
@@ -58,7 +58,11 @@ try {
   let chunks: WorkflowChunkSource | undefined;
   if (settings.chunks) {
     // Fails fast: while Redis is away watchers get their durable events without chunks.
-    const redis = createRedis(settings.chunks.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+    const redis = createRedis(settings.chunks.redisUrl, {
+      ...redisTlsOptions(settings.chunks.redisTls),
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 1,
+    });
     redis.on("error", (error) => logger.debug({ err: error }, "redis (output chunks) connection error"));
     shutdown.add("redis", async () => redis.disconnect());
     chunks = new WorkflowChunkSource({

@@ -17,7 +17,7 @@ import {
   eventMetrics,
   startHttpServer,
 } from "@trellis/observability";
-import { WorkflowChunkSource, createRedis } from "@trellis/queue";
+import { WorkflowChunkSource, createRedis, redisTlsOptions } from "@trellis/queue";
 import { readSchedulerSettings, startSchedulerApp } from "@trellis/scheduler";
 import { readWorkerSettings, startWorkerApp } from "@trellis/worker";
 
@@ -84,7 +84,11 @@ try {
   await events.start();
   shutdown.add("event listener", () => events.close());
   // WatchWorkflow's include_chunks: the workers' output chunks, on a connection that fails fast.
-  const chunkRedis = createRedis(settings.scheduler.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+  const chunkRedis = createRedis(settings.scheduler.redisUrl, {
+    ...redisTlsOptions(settings.scheduler.redisTls),
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+  });
   chunkRedis.on("error", () => undefined);
   shutdown.add("chunk redis", async () => chunkRedis.disconnect());
   const chunks = new WorkflowChunkSource({

@@ -1,5 +1,6 @@
 import {
   type Env,
+  type RedisTlsSettings,
   type HostPort,
   type LogLevel,
   readCommonSettings,
@@ -23,6 +24,8 @@ export interface EventRelaySettings {
 export interface SchedulerSettings {
   databaseUrl: string;
   redisUrl: string;
+  /** REDIS_TLS_CA, for a rediss:// REDIS_URL. @default unset */
+  redisTls?: RedisTlsSettings | undefined;
   queuePrefix: string;
   logLevel: LogLevel;
   http: HostPort;

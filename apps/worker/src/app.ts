@@ -7,6 +7,7 @@ import {
   DEFAULT_CHUNK_RETENTION_MS,
   checkRedis,
   createRedis,
+  redisTlsOptions,
 } from "@trellis/queue";
 import { composeEventHooks, eventMetrics } from "@trellis/observability";
 import type { Logger } from "pino";
@@ -33,11 +34,12 @@ export async function startWorkerApp(
     logger.warn({ err: e }, "idle PostgreSQL connection failed"),
   );
   await pool.query("select 1");
-  await checkRedis(settings.redisUrl);
-  const redis = createRedis(settings.redisUrl);
+  const tls = redisTlsOptions(settings.redisTls);
+  await checkRedis(settings.redisUrl, undefined, tls);
+  const redis = createRedis(settings.redisUrl, tls);
   redis.on("error", (e) => logger.warn({ err: e }, "redis connection error"));
   // A connection of its own that fails fast: while Redis is away chunks are dropped, not held in memory.
-  const chunkRedis = createRedis(settings.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+  const chunkRedis = createRedis(settings.redisUrl, { ...tls, enableOfflineQueue: false, maxRetriesPerRequest: 1 });
   chunkRedis.on("error", () => undefined);
   const chunks = new ChunkPublisher({
     redis: chunkRedis,

@@ -12,6 +12,7 @@ import {
   readOptionalString,
   readRedisSettings,
   readString,
+  type RedisTlsSettings,
 } from "@trellis/config";
 
 import {
@@ -40,6 +41,8 @@ export type ReadSettingFile = (path: string) => Buffer;
 export interface WorkerSettings {
   databaseUrl: string;
   redisUrl: string;
+  /** REDIS_TLS_CA, for a rediss:// REDIS_URL. @default unset */
+  redisTls?: RedisTlsSettings | undefined;
   queuePrefix: string;
   logLevel: LogLevel;
   http: HostPort;

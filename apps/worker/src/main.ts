@@ -1,7 +1,7 @@
 // Wires the worker app: settings -> dependencies -> start -> SIGTERM (runApp).
 import { checkPostgres } from "@trellis/db";
 import { runApp } from "@trellis/observability";
-import { checkRedis } from "@trellis/queue";
+import { checkRedis, redisTlsOptions } from "@trellis/queue";
 import { startWorkerApp } from "./app.js";
 import { readWorkerSettings } from "./config.js";
 
@@ -10,7 +10,7 @@ await runApp({
   readSettings: readWorkerSettings,
   dependencies: (s) => [
     { name: "PostgreSQL", check: () => checkPostgres(s.databaseUrl) },
-    { name: "Redis", check: () => checkRedis(s.redisUrl) },
+    { name: "Redis", check: () => checkRedis(s.redisUrl, undefined, redisTlsOptions(s.redisTls)) },
   ],
   start: startWorkerApp,
 });

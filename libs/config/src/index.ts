@@ -25,6 +25,7 @@ export {
   QUEUE_PREFIX_PATTERN,
   REDIS_URL_PROTOCOLS,
   type RedisSettings,
+  type RedisTlsSettings,
   readCommonSettings,
   readRedisSettings,
   readStartupSettings,

@@ -1,5 +1,6 @@
+import { readFileSync } from "node:fs";
 import { ConfigError } from "./config-error.js";
-import { type Env, type LogLevel, readInt, readLogLevel, readString, readUrl } from "./readers.js";
+import { type Env, type LogLevel, readInt, readLogLevel, readOptionalString, readString, readUrl } from "./readers.js";
 
 /** Where the apps find PostgreSQL when `DATABASE_URL` is unset. */
 export const DEFAULT_DATABASE_URL = "postgres://postgres:postgres@localhost:5432/trellis";
@@ -41,10 +42,21 @@ export interface RedisSettings {
   redisUrl: string;
   /** `QUEUE_PREFIX`: BullMQ prefix, so several deployments can share one Redis. @default "trellis" */
   queuePrefix: string;
+  /**
+   * `REDIS_TLS_CA`: the PEM CA bundle a `rediss://` server's certificate must chain to, read at start (a URL cannot
+   * carry it). @default unset (the system's CAs, when the URL is rediss://)
+   */
+  redisTls?: RedisTlsSettings | undefined;
 }
 
-/** Reads `REDIS_URL` and `QUEUE_PREFIX`. */
-export function readRedisSettings(env: Env): RedisSettings {
+/** TLS material for Redis, as Node's `tls.connect` takes it. */
+export interface RedisTlsSettings {
+  /** PEM CA bundle. */
+  ca: Buffer;
+}
+
+/** Reads `REDIS_URL`, `QUEUE_PREFIX` and `REDIS_TLS_CA` (the file it names, with `readFile`). */
+export function readRedisSettings(env: Env, readFile: (path: string) => Buffer = readFileSync): RedisSettings {
   const queuePrefix = readString(env, "QUEUE_PREFIX", DEFAULT_QUEUE_PREFIX);
   if (!QUEUE_PREFIX_PATTERN.test(queuePrefix)) {
     throw ConfigError.invalid(
@@ -52,10 +64,16 @@ export function readRedisSettings(env: Env): RedisSettings {
       `must be 1 to 64 of A-Z a-z 0-9 _ . - (no ":"), got ${JSON.stringify(queuePrefix)}`,
     );
   }
-  return {
-    redisUrl: readUrl(env, "REDIS_URL", DEFAULT_REDIS_URL, REDIS_URL_PROTOCOLS),
-    queuePrefix,
-  };
+  const redisUrl = readUrl(env, "REDIS_URL", DEFAULT_REDIS_URL, REDIS_URL_PROTOCOLS);
+  const caPath = readOptionalString(env, "REDIS_TLS_CA");
+  if (caPath === undefined) return { redisUrl, queuePrefix };
+  if (!redisUrl.startsWith("rediss:")) throw ConfigError.invalid("REDIS_TLS_CA", "needs a rediss:// REDIS_URL");
+  try {
+    return { redisUrl, queuePrefix, redisTls: { ca: readFile(caPath) } };
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    throw ConfigError.invalid("REDIS_TLS_CA", `cannot read ${JSON.stringify(caPath)}: ${reason}`);
+  }
 }
 
 /** How long an app waits for PostgreSQL and Redis at start when `STARTUP_TIMEOUT_MS` is unset. */

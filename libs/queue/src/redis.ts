@@ -14,7 +14,15 @@ export function redisOptions(extra: RedisOptions = {}): RedisOptions {
   };
 }
 
-/** A Redis connection for BullMQ from a redis:// URL. */
+/**
+ * ioredis options for Redis over TLS with the CA of REDIS_TLS_CA; none without one (a rediss:// URL alone switches
+ * ioredis to TLS checked against the system's CAs).
+ */
+export function redisTlsOptions(tls: { ca: Buffer } | undefined): RedisOptions {
+  return tls ? { tls: { ca: tls.ca } } : {};
+}
+
+/** A Redis connection for BullMQ from a redis:// or rediss:// (TLS) URL. */
 export function createRedis(redisUrl: string, extra: RedisOptions = {}): Redis {
   return new Redis(redisUrl, redisOptions(extra));
 }
@@ -23,15 +31,25 @@ export function createRedis(redisUrl: string, extra: RedisOptions = {}): Redis {
  * Fails fast (within `timeoutMs`) unless Redis at `redisUrl` answers PING; reports its maxmemory-policy,
  * which must be `noeviction` for BullMQ. Uses a throwaway connection that does not retry.
  */
-export async function checkRedis(redisUrl: string, timeoutMs = 5_000): Promise<{ evictionPolicy: string }> {
+export async function checkRedis(
+  redisUrl: string,
+  timeoutMs = 5_000,
+  extra: RedisOptions = {},
+): Promise<{ evictionPolicy: string }> {
   const probe = new Redis(redisUrl, {
+    ...extra,
     lazyConnect: true,
     maxRetriesPerRequest: 0,
     retryStrategy: () => null,
     connectTimeout: timeoutMs,
     enableOfflineQueue: false,
   });
-  probe.on("error", () => undefined);
+  // A failed TLS handshake (a certificate the CA does not sign) reaches only the error event; connect() itself then
+  // rejects with "Connection is closed.", which says nothing of why.
+  let cause: Error | undefined;
+  probe.on("error", (error: Error) => {
+    cause ??= error;
+  });
   try {
     await probe.connect();
     await probe.ping();
@@ -45,7 +63,8 @@ export async function checkRedis(redisUrl: string, timeoutMs = 5_000): Promise<{
     return { evictionPolicy };
   } catch (error) {
     const where = new URL(redisUrl);
-    throw new Error(`Redis at ${where.host} is not reachable: ${(error as Error).message}`);
+    const message = cause && cause.message !== (error as Error).message ? `${cause.message}` : (error as Error).message;
+    throw new Error(`Redis at ${where.host} is not reachable: ${message}`);
   } finally {
     probe.disconnect();
   }

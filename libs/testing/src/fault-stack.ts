@@ -11,7 +11,7 @@ import {
   type GrpcClient,
 } from "@trellis/proto";
 import { createRedis } from "@trellis/queue";
-import type { Redis } from "ioredis";
+import type { Redis, RedisOptions } from "ioredis";
 import { AppGroup, type AppProcess } from "./app-process.js";
 import { type TestDatabase, createTestDatabase } from "./database.js";
 import { freePort } from "./free-port.js";
@@ -48,6 +48,10 @@ export interface FaultStackOptions {
   handler: ExecuteHandler;
   /** Redis of the apps. @default TEST_REDIS_URL or redis://127.0.0.1:6379 (shared: only the stack's prefix is touched) */
   redisUrl?: string;
+  /** ioredis options of the test's own connection to that Redis (e.g. the CA of a rediss:// one). @default none */
+  redisOptions?: RedisOptions;
+  /** Settings every app of the stack gets besides the stack's own (e.g. REDIS_TLS_CA). @default none */
+  env?: Record<string, string>;
   /** PostgreSQL server the test database is created on. @default the shared test server */
   serverUrl?: string;
   /** Overrides of {@link FAULT_TIMINGS}. */
@@ -144,7 +148,7 @@ export async function startFaultStack(options: FaultStackOptions): Promise<Fault
   const ledger = new SideEffectLedger(true);
   const nodeService = await startNodeServiceServer(ledger.wrap(options.handler));
   const stateManager = new PgStateManager(db.db);
-  const redis = createRedis(redisUrl, { maxRetriesPerRequest: 1 });
+  const redis = createRedis(redisUrl, { ...options.redisOptions, maxRetriesPerRequest: 1 });
   redis.on("error", () => undefined);
   const apps = new AppGroup();
   const clients: GrpcClient<typeof WorkflowService>[] = [];
@@ -157,6 +161,7 @@ export async function startFaultStack(options: FaultStackOptions): Promise<Fault
     QUEUE_PREFIX: queuePrefix,
     LOG_LEVEL: options.logLevel ?? "info",
     STARTUP_TIMEOUT_MS: "30000",
+    ...options.env,
   });
   const launch = async (
     app: "scheduler" | "worker" | "api" | "dashboard",

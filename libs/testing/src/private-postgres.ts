@@ -1,5 +1,14 @@
 import { execFile, spawnSync } from "node:child_process";
-import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import {
+  chmodSync,
+  chownSync,
+  copyFileSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -58,8 +67,17 @@ function installExitHook(bin: string, asPostgres: (argv: string[]) => [string, s
   });
 }
 
+/** Options of {@link startPrivatePostgres}. */
+export interface PrivatePostgresOptions {
+  /**
+   * PEM file paths of a server certificate and its key: `ssl=on`, and TCP connections are accepted over TLS only
+   * (`hostssl` in pg_hba.conf; a plaintext one is refused).
+   */
+  ssl?: { cert: string; key: string };
+}
+
 /** Creates (initdb) and starts a private PostgreSQL cluster on a free port; fsync off, it is a throwaway. */
-export async function startPrivatePostgres(): Promise<PrivatePostgres> {
+export async function startPrivatePostgres(opts: PrivatePostgresOptions = {}): Promise<PrivatePostgres> {
   const bin = postgresBinDir();
   if (!bin) throw new Error("no PostgreSQL server binaries under /usr/lib/postgresql");
   // PostgreSQL refuses to run as root: run its binaries as the postgres user then.
@@ -68,10 +86,13 @@ export async function startPrivatePostgres(): Promise<PrivatePostgres> {
     root ? ["runuser", ["-u", "postgres", "--", ...argv]] : [argv[0]!, argv.slice(1)];
   installExitHook(bin, asPostgres);
   const dir = mkdtempSync(join(tmpdir(), "trellis-pg-"));
+  /** Makes a file of `dir` the server's own (it runs as postgres when the tests run as root). */
+  let own: (path: string) => void = () => undefined;
   if (root) {
     const uid = Number(spawnSync("id", ["-u", "postgres"], { encoding: "utf8" }).stdout.trim());
     const gid = Number(spawnSync("id", ["-g", "postgres"], { encoding: "utf8" }).stdout.trim());
     chownSync(dir, uid, gid);
+    own = (path) => chownSync(path, uid, gid);
   }
   const data = join(dir, "data");
   const port = await freePort();
@@ -86,7 +107,25 @@ export async function startPrivatePostgres(): Promise<PrivatePostgres> {
   };
   await exec([join(bin, "initdb"), "-D", data, "-A", "trust", "-U", "postgres", "--no-sync"]);
   clusters.add(data);
+  const ssl: string[] = [];
+  if (opts.ssl) {
+    // PostgreSQL refuses a key readable by others: copies of its own, mode 0600.
+    for (const [from, to] of [
+      [opts.ssl.cert, "server.crt"],
+      [opts.ssl.key, "server.key"],
+    ] as const) {
+      copyFileSync(from, join(dir, to));
+      own(join(dir, to));
+    }
+    chmodSync(join(dir, "server.key"), 0o600);
+    ssl.push("-c ssl=on", `-c ssl_cert_file=${join(dir, "server.crt")}`, `-c ssl_key_file=${join(dir, "server.key")}`);
+    writeFileSync(
+      join(data, "pg_hba.conf"),
+      "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n",
+    );
+  }
   const options = [
+    ...ssl,
     `-p ${port}`,
     `-k ${dir}`,
     "-c listen_addresses=127.0.0.1",

@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { Redis } from "ioredis";
+import { readFileSync } from "node:fs";
+import { Redis, type RedisOptions } from "ioredis";
 import { freePort } from "./free-port.js";
 import { waitFor } from "./wait-for.js";
 
@@ -9,8 +10,10 @@ import { waitFor } from "./wait-for.js";
  */
 export interface PrivateRedis {
   port: number;
-  /** `redis://127.0.0.1:<port>`. */
+  /** `redis://127.0.0.1:<port>`, or `rediss://127.0.0.1:<port>` with TLS. */
   url: string;
+  /** The ioredis options its connections need (the CA, with TLS). */
+  options: RedisOptions;
   /** Whether the server process runs. */
   readonly running: boolean;
   /** A connection for the test (no retries: a command fails while the server is down). */
@@ -36,11 +39,30 @@ function installExitHook(): void {
   });
 }
 
+/** Options of {@link startPrivateRedis}. */
+export interface PrivateRedisOptions {
+  /**
+   * PEM file paths: serve TLS only (`--tls-port`, `--port 0`) with this server certificate; clients need not present
+   * one (`--tls-auth-clients no`). The server must be built with TLS (Debian's is).
+   */
+  tls?: { cert: string; key: string; ca: string };
+}
+
 /** Starts a private redis-server (no persistence, `maxmemory-policy noeviction`, as Trellis requires). */
-export async function startPrivateRedis(): Promise<PrivateRedis> {
+export async function startPrivateRedis(opts: PrivateRedisOptions = {}): Promise<PrivateRedis> {
   installExitHook();
   const port = await freePort();
-  const url = `redis://127.0.0.1:${port}`;
+  const { tls } = opts;
+  const url = `${tls ? "rediss" : "redis"}://127.0.0.1:${port}`;
+  const options: RedisOptions = tls ? { tls: { ca: readFileSync(tls.ca) } } : {};
+  const listen = tls
+    ? ["--port", "0", "--tls-port", String(port), "--tls-cert-file", tls.cert, "--tls-key-file", tls.key].concat([
+        "--tls-ca-cert-file",
+        tls.ca,
+        "--tls-auth-clients",
+        "no",
+      ])
+    : ["--port", String(port)];
   const clients: Redis[] = [];
   let child: ChildProcess | null = null;
   let exited: Promise<void> = Promise.resolve();
@@ -52,8 +74,7 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
     const server = spawn(
       "redis-server",
       [
-        "--port",
-        String(port),
+        ...listen,
         "--bind",
         "127.0.0.1",
         "--save",
@@ -82,7 +103,7 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
         resolve();
       });
     });
-    const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    const probe = new Redis(url, { ...options, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
     probe.on("error", () => undefined);
     try {
       await waitFor(
@@ -102,11 +123,12 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
   return {
     port,
     url,
+    options,
     get running() {
       return child !== null;
     },
     client() {
-      const client = new Redis(url, { maxRetriesPerRequest: 0, retryStrategy: () => null });
+      const client = new Redis(url, { ...options, maxRetriesPerRequest: 0, retryStrategy: () => null });
       client.on("error", () => undefined);
       clients.push(client);
       return client;
@@ -114,7 +136,7 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
     start,
     async shutdown() {
       if (!child) return;
-      const admin = new Redis(url, { maxRetriesPerRequest: 0, retryStrategy: () => null });
+      const admin = new Redis(url, { ...options, maxRetriesPerRequest: 0, retryStrategy: () => null });
       admin.on("error", () => undefined);
       // The server closes the connection without answering SHUTDOWN.
       await admin.call("SHUTDOWN", "NOSAVE").catch(() => undefined);
