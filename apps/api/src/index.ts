@@ -30,3 +30,15 @@ export {
   reflectionPackageDefinition,
 } from "./reflection.js";
 export { type ApiServerSettings, type RunningApiServer, type StartApiServerOptions, startApiServer } from "./server.js";
+export {
+  LEGACY_TOKEN_NAME,
+  type TokenEntry,
+  TokenFileError,
+  TokenRegistry,
+  type TokenRole,
+  isScoped,
+  parseTokenFile,
+  roleAllows,
+  tokenSha256,
+  watchTokenFile,
+} from "./tokens.js";

@@ -14,7 +14,7 @@ import { NodeQueues, WorkflowChunkSource, checkRedis, createRedis, redisTlsOptio
 import express from "express";
 import type { Logger } from "pino";
 import { createApiRouter } from "./api-routes.js";
-import { checkBasicAuth } from "./basic-auth.js";
+import { createDashboardAuth } from "./token-auth.js";
 import type { DashboardSettings } from "./config.js";
 import type { WorkflowEventSource } from "./event-stream.js";
 import { startQueueBoard } from "./queue-board.js";
@@ -48,6 +48,8 @@ export interface DashboardDeps {
   queueRefreshMs?: number | undefined;
   /** Where metrics of the events this app commits (its actions) are counted; none means not counted. */
   registry?: Registry | undefined;
+  /** How often API_TOKENS_FILE is stat-ed besides fs.watch (tests). @default 2000 */
+  tokensFilePollMs?: number | undefined;
 }
 
 /**
@@ -123,6 +125,16 @@ export async function startDashboardApp(settings: DashboardSettings, deps: Dashb
     const app = express();
     app.disable("x-powered-by");
     app.set("etag", "strong");
+    // Sign-in (the api's tokens, or basic auth) before everything: roles, tenants' scopes and the events' actor.
+    const auth = createDashboardAuth({
+      tokens: settings.tokens ?? {},
+      basic: settings,
+      stateManager,
+      logger,
+      pollMs: deps.tokensFilePollMs,
+    });
+    closers.push(() => auth.close());
+    app.use(auth.router);
     app.use("/queues", board.router);
     app.use(
       "/api",
@@ -150,7 +162,6 @@ export async function startDashboardApp(settings: DashboardSettings, deps: Dashb
 
     return {
       handle(req, res) {
-        if (!checkBasicAuth(req, res, settings)) return true;
         app(req as express.Request, res as express.Response);
         return true;
       },

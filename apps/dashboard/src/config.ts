@@ -8,6 +8,9 @@ import {
   readOptionalString,
   readRedisSettings,
 } from "@trellis/config";
+import { readFileSync } from "node:fs";
+import { parseTokenFile } from "@trellis/api";
+import { type DashboardTokenSettings, readDashboardTokenSettings } from "./token-auth.js";
 
 /** Settings of the dashboard app, read once at start. */
 export interface DashboardSettings {
@@ -21,6 +24,8 @@ export interface DashboardSettings {
   /** Basic-auth user for the whole dashboard, Bull Board included (with DASHBOARD_PASSWORD). */
   user: string | undefined;
   password: string | undefined;
+  /** The api's tokens (`API_TOKENS_FILE`, `API_TOKEN`): sign-in with them, by role and labels (docs/security.md). */
+  tokens?: DashboardTokenSettings | undefined;
 }
 
 /** Reads the dashboard's settings from the environment. */
@@ -31,5 +36,6 @@ export function readDashboardSettings(env: Env): DashboardSettings {
     http: readHostPort(env, "HTTP_ADDR", ":3000"),
     user: readOptionalString(env, "DASHBOARD_USER"),
     password: readOptionalString(env, "DASHBOARD_PASSWORD"),
+    tokens: readDashboardTokenSettings(env, (path) => readFileSync(path, "utf8"), parseTokenFile),
   };
 }
