@@ -1,4 +1,6 @@
 import type { RecordOutcome, ResultToRecord, StartedNode } from "@trellis/db";
+import { toBinary } from "@bufbuild/protobuf";
+import { type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
 import { ErrorKind } from "@trellis/proto";
 import { type ChunkPublisher, RetryLaterError, queueGenOfJobId, type NodeJobData } from "@trellis/queue";
 import type { Logger } from "pino";
@@ -154,7 +156,10 @@ function describeOutcome(
 ): JobOutcome {
   switch (outcome.outcome) {
     case "passed":
-      log.debug("node passed");
+      // Never the output itself (it may carry whatever the NodeService returned): its size and the edits' count.
+      if (log.isLevelEnabled("debug") && result.kind === "success") {
+        log.debug({ output_bytes: valueBytes(result.output), edits: result.edits.length }, "node passed");
+      }
       return "passed";
     case "failed":
       // Finishes and retries are counted from their committed events (eventMetrics), once, wherever committed.
@@ -181,4 +186,9 @@ function describeOutcome(
       throw new Error(`unknown outcome ${JSON.stringify(never)}`);
     }
   }
+}
+
+/** The encoded size of a node's output, what the logs say of it instead of its content. */
+function valueBytes(value: Value | undefined): number {
+  return value ? toBinary(ValueSchema, value).length : 0;
 }
