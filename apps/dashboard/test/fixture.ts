@@ -5,7 +5,7 @@ import { type Node, type NodeEdit, NodeSchema, NodeStatus } from "@trellis/proto
 import { createRedis } from "@trellis/queue";
 import { type TestDatabase, createTestDatabase, waitFor } from "@trellis/testing";
 import type { Value } from "@bufbuild/protobuf/wkt";
-import { type DashboardApp, startDashboardApp } from "../src/index.js";
+import { type DashboardApp, type DashboardSettings, startDashboardApp } from "../src/index.js";
 
 /** A dashboard served on 127.0.0.1 over its own database and BullMQ prefix. */
 export interface DashboardFixture {
@@ -26,6 +26,8 @@ export interface DashboardFixtureOptions {
   user?: string;
   password?: string;
   heartbeatMs?: number;
+  /** The api's tokens to sign in with (API_TOKENS_FILE, API_TOKEN). */
+  tokens?: DashboardSettings["tokens"];
   /** Runs after the database and prefix exist, before the dashboard starts (e.g. to create queues). */
   before?: (f: { testDb: TestDatabase; redisUrl: string; queuePrefix: string }) => Promise<void>;
 }
@@ -46,8 +48,9 @@ export async function startDashboard(name: string, opts: DashboardFixtureOptions
       http: { host: "127.0.0.1", port: 0, address: "127.0.0.1:0" },
       user: opts.user,
       password: opts.password,
+      tokens: opts.tokens,
     },
-    { logger, heartbeatMs: opts.heartbeatMs, queueRefreshMs: 200 },
+    { logger, heartbeatMs: opts.heartbeatMs, queueRefreshMs: 200, tokensFilePollMs: 100 },
   );
   const http = await startHttpServer({
     host: "127.0.0.1",
