@@ -48,6 +48,26 @@ describe("readRedisSettings", () => {
       'REDIS_URL: must be a redis: or rediss: URL, got "http://localhost:6379"',
     );
   });
+
+  it("reads REDIS_TLS_CA's file for a rediss:// URL; refuses it with redis:// or when the file cannot be read", () => {
+    const pem = Buffer.from("-----BEGIN CERTIFICATE-----\n");
+    const read = (path: string) => {
+      if (path === "/etc/trellis/redis-ca.pem") return pem;
+      throw new Error(`ENOENT: no such file or directory, open '${path}'`);
+    };
+    const env = { REDIS_URL: "rediss://cache:6380", REDIS_TLS_CA: "/etc/trellis/redis-ca.pem" };
+    expect(readRedisSettings(env, read)).toEqual({
+      redisUrl: "rediss://cache:6380",
+      queuePrefix: "trellis",
+      redisTls: { ca: pem },
+    });
+    expect(() => readRedisSettings({ ...env, REDIS_URL: "redis://cache:6379" }, read)).toThrow(
+      "REDIS_TLS_CA: needs a rediss:// REDIS_URL",
+    );
+    expect(() => readRedisSettings({ ...env, REDIS_TLS_CA: "/missing.pem" }, read)).toThrow(
+      /^REDIS_TLS_CA: cannot read "\/missing.pem": ENOENT/,
+    );
+  });
 });
 
 describe("readStartupSettings", () => {
