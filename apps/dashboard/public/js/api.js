@@ -56,3 +56,11 @@ export async function allEvents(workflowId, after = 0) {
     cursor = Number(page.events[page.events.length - 1].sequence);
   }
 }
+
+// The signed-in token's role (GET /api/me) as <html data-role>: the stylesheet hides what the role may not do.
+fetch("/api/me", { headers: { accept: "application/json" } })
+  .then((response) => (response.ok ? response.json() : undefined))
+  .then((me) => {
+    if (me?.role) document.documentElement.dataset.role = me.role;
+  })
+  .catch(() => undefined);

@@ -21,6 +21,7 @@ const KNOWN = new Set([
   "unit",
   "usage",
   "budget",
+  "actor",
 ]);
 
 /** Why a limit holds a node back, from `node.held`'s `reason`. */
@@ -57,6 +58,8 @@ export function describeEvent(event) {
     else if (typeof value === "object") parts.push(`${key}: ${value.message ?? JSON.stringify(value)}`);
     else parts.push(`${key}: ${value}`);
   }
+  // Who caused it: the api token or dashboard sign-in whose call wrote the event (docs/security.md).
+  if (d.actor) parts.push(`by ${d.actor}`);
   return parts.join(" · ");
 }
 
