@@ -2,7 +2,18 @@ import { ConfigError } from "@trellis/config";
 import { describe, expect, it } from "vitest";
 import { readApiSettings } from "./config.js";
 
-const files: Record<string, string> = { "/tls/cert.pem": "CERT", "/tls/key.pem": "KEY", "/tls/ca.pem": "CA" };
+const GOOD_SHA = "a".repeat(64);
+const files: Record<string, string> = {
+  "/tls/cert.pem": "CERT",
+  "/tls/key.pem": "KEY",
+  "/tls/ca.pem": "CA",
+  "/tokens/good.yaml": `- name: ci\n  token_sha256: ${GOOD_SHA}\n  role: write\n  labels: {tenant: acme}\n`,
+  "/tokens/bad-role.json": JSON.stringify([
+    { name: "ok", token_sha256: GOOD_SHA, role: "read" },
+    { name: "ops", token_sha256: "b".repeat(64), role: "root" },
+  ]),
+  "/tokens/broken.json": "[{",
+};
 function readFile(path: string): Buffer {
   const content = files[path];
   if (content === undefined) throw new Error(`ENOENT: no such file or directory, open '${path}'`);
@@ -93,5 +104,18 @@ describe("readApiSettings", () => {
     expect(readApiSettings({ REDIS_URL: "redis://cache:6380" }, readFile).chunks?.queuePrefix).toBe("trellis");
     expect(errorOf({ REDIS_URL: "http://cache" })).toMatch(/^REDIS_URL: /);
     expect(errorOf({ REDIS_URL: "redis://cache", QUEUE_PREFIX: "a:b" })).toMatch(/^QUEUE_PREFIX: /);
+  });
+
+  it("reads API_TOKENS_FILE at start, and a bad one is one line naming the entry", () => {
+    const settings = readApiSettings({ API_TOKENS_FILE: "/tokens/good.yaml" }, readFile);
+    expect(settings.tokensFile).toEqual({
+      path: "/tokens/good.yaml",
+      entries: [{ name: "ci", sha256: GOOD_SHA, role: "write", labels: { tenant: "acme" } }],
+    });
+    expect(errorOf({ API_TOKENS_FILE: "/tokens/bad-role.json" })).toBe(
+      'API_TOKENS_FILE: entry 1 ("ops"): unknown role "root" (read, write or admin)',
+    );
+    expect(errorOf({ API_TOKENS_FILE: "/tokens/broken.json" })).toMatch(/^API_TOKENS_FILE: not JSON or YAML: /);
+    expect(errorOf({ API_TOKENS_FILE: "/tokens/missing.json" })).toMatch(/^API_TOKENS_FILE: cannot read/);
   });
 });
