@@ -29,8 +29,12 @@ if (python === undefined && process.env.CI) {
     "python3 with grpc and grpc_tools is missing under CI: apt-get install -y python3-grpcio python3-grpc-tools (see .ci/run)",
   );
 }
-const SKIP_REASON =
-  "python3 with grpc and grpc_tools is not installed (apt-get install -y python3-grpcio python3-grpc-tools); CI is unset, so the Python NodeService test is skipped";
+if (python === undefined) {
+  // Outside CI only (CI fails above): say why the Python NodeService's tests do not run here.
+  console.warn(
+    "python3 with grpc and grpc_tools is not installed (apt-get install -y python3-grpcio python3-grpc-tools); CI is unset, so the Python NodeService test does not run",
+  );
+}
 
 const redisUrl = process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
 const queuePrefix = `t${Math.random().toString(36).slice(2, 10)}`;
@@ -184,8 +188,4 @@ describe.skipIf(python === undefined)("the Python NodeService (examples/python)"
     expect(await serverExit).toBe(0);
     expect(serverOutput.some((l) => l.includes("stopped"))).toBe(true);
   });
-});
-
-describe.skipIf(python !== undefined)("the Python NodeService (examples/python), without python3 + grpc", () => {
-  it.skip(SKIP_REASON, () => undefined);
 });
