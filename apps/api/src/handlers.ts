@@ -14,7 +14,7 @@ import {
   validateLimitKeys,
   validateNodeFlowControl,
   validatePriority,
-  valueProblem,
+  validateSignalRequest,
 } from "@trellis/core";
 import { type StateManager, type UpdateWorkflowInput, limitToProto, withActor } from "@trellis/db";
 import {
@@ -128,12 +128,6 @@ export interface WorkflowServiceMethods {
   ): Promise<MessageInitShape<typeof ForkWorkflowResponseSchema>>;
   signalNode(request: SignalNodeRequest, caller?: Caller): Promise<MessageInitShape<typeof SignalNodeResponseSchema>>;
 }
-
-/** The longest `message` of a rejecting signal (it becomes the node's error). */
-const MAX_SIGNAL_MESSAGE_CHARS = 16_384;
-
-/** The longest `request_id` of SignalNode. */
-const MAX_SIGNAL_REQUEST_ID_CHARS = 128;
 
 /** A workflow id that is present and a UUID; an unknown one is the StateManager's NOT_FOUND. */
 function requireWorkflowId(workflowId: string): string {
@@ -380,17 +374,7 @@ export function workflowServiceMethods(deps: WorkflowServiceDeps): WorkflowServi
     async signalNode(request, caller) {
       const workflowId = requireWorkflowId(request.workflowId);
       assertNodeId(request.nodeId, "node_id");
-      const problem = valueProblem(request.output);
-      if (problem) throw new InvalidArgumentError(`output${problem.path}`, problem.reason);
-      if (request.message.length > MAX_SIGNAL_MESSAGE_CHARS) {
-        throw new InvalidArgumentError("message", `must be at most ${MAX_SIGNAL_MESSAGE_CHARS} characters`);
-      }
-      if (request.reject && request.edits.length > 0) {
-        throw new InvalidArgumentError("edits", "must be empty when the signal rejects the node");
-      }
-      if (request.requestId.length > MAX_SIGNAL_REQUEST_ID_CHARS) {
-        throw new InvalidArgumentError("request_id", `must be at most ${MAX_SIGNAL_REQUEST_ID_CHARS} characters`);
-      }
+      validateSignalRequest(request);
       await assertVisible(workflowId, caller);
       const { node, completed } = await stateManager.signalNode({
         workflowId,

@@ -1,5 +1,5 @@
 import { type JsonValue, fromJson, toJson } from "@bufbuild/protobuf";
-import { InvalidArgumentError, assertNodeId, assertWorkflowId, valueProblem } from "@trellis/core";
+import { InvalidArgumentError, assertNodeId, assertWorkflowId, validateSignalRequest } from "@trellis/core";
 import type { SignalInput, StateManager } from "@trellis/db";
 import { NodeSchema, SignalNodeRequestSchema } from "@trellis/proto";
 import express, { type Request } from "express";
@@ -18,12 +18,6 @@ export interface SignalRouteDeps {
 /** Largest signal body: an approval's output JSON can be larger than the other write routes' bodies. */
 const MAX_SIGNAL_BODY_BYTES = 256 * 1024;
 
-/** The longest `message` of a rejection (it becomes the node's error), as the api allows. */
-const MAX_MESSAGE_CHARS = 16_384;
-
-/** The longest `request_id`, as the api allows. */
-const MAX_REQUEST_ID_CHARS = 128;
-
 /**
  * What `POST /api/workflows/:id/nodes/:nodeId/signal` asks for: a SignalNodeRequest in protobuf JSON without its ids
  * (the path's), e.g. `{"output": {"approved": true}}` or `{"reject": true, "message": "too costly"}`; checked as the
@@ -41,17 +35,7 @@ export function signalInputOf(workflowId: string, nodeId: string, body: unknown)
   if (request.workflowId !== "" || request.nodeId !== "") {
     throw new InvalidArgumentError("body", "the workflow and node ids are the path's, not the body's");
   }
-  const problem = valueProblem(request.output);
-  if (problem) throw new InvalidArgumentError(`output${problem.path}`, problem.reason);
-  if (request.message.length > MAX_MESSAGE_CHARS) {
-    throw new InvalidArgumentError("message", `must be at most ${MAX_MESSAGE_CHARS} characters`);
-  }
-  if (request.reject && request.edits.length > 0) {
-    throw new InvalidArgumentError("edits", "must be empty when the signal rejects the node");
-  }
-  if (request.requestId.length > MAX_REQUEST_ID_CHARS) {
-    throw new InvalidArgumentError("request_id", `must be at most ${MAX_REQUEST_ID_CHARS} characters`);
-  }
+  validateSignalRequest(request);
   return {
     workflowId,
     nodeId,

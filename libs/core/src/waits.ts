@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { type Timestamp, timestampMs, ValueSchema } from "@bufbuild/protobuf/wkt";
-import { type Node, type Wait, WaitSchema } from "@trellis/proto";
+import { type Node, type SignalNodeRequest, type Wait, WaitSchema } from "@trellis/proto";
 import { durationToMs, isValidDuration } from "./durations.js";
 import { InvalidArgumentError } from "./errors.js";
 import { valueProblem } from "./storable.js";
@@ -48,4 +48,31 @@ export function copyWait(wait: Wait): Wait {
 /** Whether a node is completed by SignalNode rather than by a NodeService. */
 export function waitsForSignal(node: Pick<Node, "wait">): boolean {
   return node.wait !== undefined;
+}
+
+/** The longest `message` of a rejecting signal (it becomes the node's error). */
+export const MAX_SIGNAL_MESSAGE_CHARS = 16_384;
+
+/** The longest `request_id` of a signal. */
+export const MAX_SIGNAL_REQUEST_ID_CHARS = 128;
+
+/**
+ * Checks the fields of a SignalNode request beyond its ids (the api's RPC and the dashboard's signal route): an
+ * output PostgreSQL can store, a bounded message and request_id, no edits with a rejection. The edits themselves are
+ * checked against the graph when they are applied.
+ */
+export function validateSignalRequest(
+  request: Pick<SignalNodeRequest, "output" | "message" | "reject" | "edits" | "requestId">,
+): void {
+  const problem = valueProblem(request.output);
+  if (problem) throw new InvalidArgumentError(`output${problem.path}`, problem.reason);
+  if (request.message.length > MAX_SIGNAL_MESSAGE_CHARS) {
+    throw new InvalidArgumentError("message", `must be at most ${MAX_SIGNAL_MESSAGE_CHARS} characters`);
+  }
+  if (request.reject && request.edits.length > 0) {
+    throw new InvalidArgumentError("edits", "must be empty when the signal rejects the node");
+  }
+  if (request.requestId.length > MAX_SIGNAL_REQUEST_ID_CHARS) {
+    throw new InvalidArgumentError("request_id", `must be at most ${MAX_SIGNAL_REQUEST_ID_CHARS} characters`);
+  }
 }
