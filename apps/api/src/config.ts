@@ -10,6 +10,8 @@ import {
   readInt,
   readOptionalString,
   readRedisSettings,
+  type ReadSettingFile,
+  readSettingFile,
 } from "@trellis/config";
 import { type TokenEntry, parseTokenFile } from "./tokens.js";
 
@@ -62,22 +64,12 @@ export const DEFAULT_API_HTTP_ADDR = ":9464";
 /** `GRPC_MAX_RECEIVE_BYTES` when unset: 16 MiB. */
 export const DEFAULT_MAX_RECEIVE_BYTES = 16 * 1024 * 1024;
 
-/** Reads a file named by a setting; a missing or unreadable file is a ConfigError naming the setting. */
-export type ReadSettingFile = (path: string) => Buffer;
-
-function readPemFile(name: string, path: string, readFile: ReadSettingFile): Buffer {
-  try {
-    return readFile(path);
-  } catch (error) {
-    const reason = error instanceof Error ? error.message : String(error);
-    throw ConfigError.invalid(name, `cannot read ${JSON.stringify(path)}: ${reason}`);
-  }
-}
+export type { ReadSettingFile } from "@trellis/config";
 
 function readTokensFile(env: Env, readFile: ReadSettingFile): ApiSettings["tokensFile"] {
   const path = readOptionalString(env, "API_TOKENS_FILE");
   if (path === undefined) return undefined;
-  const text = readPemFile("API_TOKENS_FILE", path, readFile).toString("utf8");
+  const text = readSettingFile("API_TOKENS_FILE", path, readFile).toString("utf8");
   try {
     return { path, entries: parseTokenFile(text) };
   } catch (error) {
@@ -96,9 +88,9 @@ function readTls(env: Env, readFile: ReadSettingFile): ApiTlsSettings | undefine
   if (certPath === undefined) throw ConfigError.invalid("GRPC_TLS_CERT", "required when GRPC_TLS_KEY is set");
   if (keyPath === undefined) throw ConfigError.invalid("GRPC_TLS_KEY", "required when GRPC_TLS_CERT is set");
   return {
-    cert: readPemFile("GRPC_TLS_CERT", certPath, readFile),
-    key: readPemFile("GRPC_TLS_KEY", keyPath, readFile),
-    caCert: caPath === undefined ? undefined : readPemFile("GRPC_TLS_CA", caPath, readFile),
+    cert: readSettingFile("GRPC_TLS_CERT", certPath, readFile),
+    key: readSettingFile("GRPC_TLS_KEY", keyPath, readFile),
+    caCert: caPath === undefined ? undefined : readSettingFile("GRPC_TLS_CA", caPath, readFile),
   };
 }
 

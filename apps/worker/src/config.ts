@@ -13,6 +13,8 @@ import {
   readRedisSettings,
   readString,
   type RedisTlsSettings,
+  type ReadSettingFile,
+  readSettingFile,
 } from "@trellis/config";
 
 import {
@@ -34,8 +36,7 @@ export interface NodeServiceTlsSettings {
   key?: Buffer | undefined;
 }
 
-/** Reads a file named by a setting; a missing or unreadable file is a ConfigError naming the setting. */
-export type ReadSettingFile = (path: string) => Buffer;
+export type { ReadSettingFile } from "@trellis/config";
 
 /** Settings of the worker app, read once at start. */
 export interface WorkerSettings {
@@ -86,15 +87,6 @@ export interface WorkerSettings {
   chunkMaxBytesPerAttempt?: number;
 }
 
-function readPemFile(name: string, path: string, readFile: ReadSettingFile): Buffer {
-  try {
-    return readFile(path);
-  } catch (error) {
-    const reason = error instanceof Error ? error.message : String(error);
-    throw ConfigError.invalid(name, `cannot read ${JSON.stringify(path)}: ${reason}`);
-  }
-}
-
 function readNodeServiceTls(env: Env, readFile: ReadSettingFile): NodeServiceTlsSettings | undefined {
   const caPath = readOptionalString(env, "NODE_SERVICE_TLS_CA");
   const certPath = readOptionalString(env, "NODE_SERVICE_TLS_CERT");
@@ -111,9 +103,9 @@ function readNodeServiceTls(env: Env, readFile: ReadSettingFile): NodeServiceTls
     throw ConfigError.invalid("NODE_SERVICE_TLS_KEY", "required when NODE_SERVICE_TLS_CERT is set");
   }
   return {
-    ca: readPemFile("NODE_SERVICE_TLS_CA", caPath, readFile),
-    cert: certPath === undefined ? undefined : readPemFile("NODE_SERVICE_TLS_CERT", certPath, readFile),
-    key: keyPath === undefined ? undefined : readPemFile("NODE_SERVICE_TLS_KEY", keyPath, readFile),
+    ca: readSettingFile("NODE_SERVICE_TLS_CA", caPath, readFile),
+    cert: certPath === undefined ? undefined : readSettingFile("NODE_SERVICE_TLS_CERT", certPath, readFile),
+    key: keyPath === undefined ? undefined : readSettingFile("NODE_SERVICE_TLS_KEY", keyPath, readFile),
   };
 }
 

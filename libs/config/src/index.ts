@@ -12,6 +12,8 @@ export {
   readList,
   readLogLevel,
   readOptionalString,
+  type ReadSettingFile,
+  readSettingFile,
   readString,
   readUrl,
 } from "./readers.js";

@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { ConfigError } from "./config-error.js";
 
 /** The environment a settings reader looks at: `process.env` in an app's `config.ts`, a plain object in tests. */
@@ -158,4 +159,17 @@ export function readLogLevel(env: Env, name = "LOG_LEVEL"): LogLevel {
   const level = value.toLowerCase();
   if (isLogLevel(level)) return level;
   throw ConfigError.invalid(name, `must be one of ${LOG_LEVELS.join(", ")}, got ${quote(value)}`);
+}
+
+/** Reads a file named by a setting (a certificate, a token file); tests pass a fake. */
+export type ReadSettingFile = (path: string) => Buffer;
+
+/** The file at `path`, named by setting `name`; a missing or unreadable file is a ConfigError naming the setting. */
+export function readSettingFile(name: string, path: string, readFile: ReadSettingFile = readFileSync): Buffer {
+  try {
+    return readFile(path);
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    throw ConfigError.invalid(name, `cannot read ${JSON.stringify(path)}: ${reason}`);
+  }
 }

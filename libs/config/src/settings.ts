@@ -1,6 +1,16 @@
 import { readFileSync } from "node:fs";
 import { ConfigError } from "./config-error.js";
-import { type Env, type LogLevel, readInt, readLogLevel, readOptionalString, readString, readUrl } from "./readers.js";
+import {
+  type Env,
+  type LogLevel,
+  type ReadSettingFile,
+  readInt,
+  readLogLevel,
+  readOptionalString,
+  readSettingFile,
+  readString,
+  readUrl,
+} from "./readers.js";
 
 /** Where the apps find PostgreSQL when `DATABASE_URL` is unset. */
 export const DEFAULT_DATABASE_URL = "postgres://postgres:postgres@localhost:5432/trellis";
@@ -56,7 +66,7 @@ export interface RedisTlsSettings {
 }
 
 /** Reads `REDIS_URL`, `QUEUE_PREFIX` and `REDIS_TLS_CA` (the file it names, with `readFile`). */
-export function readRedisSettings(env: Env, readFile: (path: string) => Buffer = readFileSync): RedisSettings {
+export function readRedisSettings(env: Env, readFile: ReadSettingFile = readFileSync): RedisSettings {
   const queuePrefix = readString(env, "QUEUE_PREFIX", DEFAULT_QUEUE_PREFIX);
   if (!QUEUE_PREFIX_PATTERN.test(queuePrefix)) {
     throw ConfigError.invalid(
@@ -68,12 +78,7 @@ export function readRedisSettings(env: Env, readFile: (path: string) => Buffer =
   const caPath = readOptionalString(env, "REDIS_TLS_CA");
   if (caPath === undefined) return { redisUrl, queuePrefix };
   if (!redisUrl.startsWith("rediss:")) throw ConfigError.invalid("REDIS_TLS_CA", "needs a rediss:// REDIS_URL");
-  try {
-    return { redisUrl, queuePrefix, redisTls: { ca: readFile(caPath) } };
-  } catch (error) {
-    const reason = error instanceof Error ? error.message : String(error);
-    throw ConfigError.invalid("REDIS_TLS_CA", `cannot read ${JSON.stringify(caPath)}: ${reason}`);
-  }
+  return { redisUrl, queuePrefix, redisTls: { ca: readSettingFile("REDIS_TLS_CA", caPath, readFile) } };
 }
 
 /** How long an app waits for PostgreSQL and Redis at start when `STARTUP_TIMEOUT_MS` is unset. */
