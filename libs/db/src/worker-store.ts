@@ -92,7 +92,16 @@ export function recordErrorsStatement(errors: readonly AttemptError[]) {
       ${sql.param(errors.map((e) => e.message))}::text[],
       ${sql.param(errors.map((e) => (e.decision.retry ? Math.round(e.decision.delayMs) : null)))}::integer[],
       ${sql.param(errors.map((e) => e.newJob))}::boolean[],
-      ${sql.param(errors.map((e) => usageJson(e.usage)))}::jsonb[])`;
+      ${sql.param(usagesJson(errors.map((e) => e.usage)))}::jsonb[])`;
+}
+
+/**
+ * What each attempt spent, as a jsonb[] parameter; null when none spent anything, so the SQL functions skip
+ * trellis_record_usage altogether (the common case of the hot path).
+ */
+function usagesJson(usages: readonly (Readonly<Record<string, number>> | undefined)[]): (string | null)[] | null {
+  const json = usages.map(usageJson);
+  return json.every((u) => u === null) ? null : json;
 }
 
 /** What an attempt spent as the JSON text of a jsonb parameter (null for nothing). */
@@ -368,7 +377,7 @@ export class WorkerStore {
                                                 ${sql.param(items.map((i) => i.startLocal === true))}::boolean[],
                                                 ${options.workerSession ?? null}::uuid,
                                                 ${sql.param([...(options.capabilities ?? [])])}::text[],
-                                                ${sql.param(items.map((i) => usageJson(i.result.usage)))}::jsonb[])`;
+                                                ${sql.param(usagesJson(items.map((i) => i.result.usage)))}::jsonb[])`;
   }
 
   /** One outcome per item from the rows of the functions, plus the nodes dispatched and started locally. */
