@@ -81,8 +81,13 @@ export const workflows = pgTable(
     uniqueIndex("workflows_request_id_key").on(t.requestId),
     index("workflows_created_at_id_idx").on(t.createdAt.desc(), t.id.desc()),
     index("workflows_status_created_at_idx").on(t.status, t.createdAt.desc(), t.id.desc()),
-    index("workflows_labels_idx").using("gin", t.labels),
+    // jsonb_path_ops: one entry per key and value together, so `labels @> {"k": "v"}` (the only label test) reads
+    // the posting list of that pair alone, where jsonb_ops intersected the key's (every workflow with it) and the
+    // value's.
+    index("workflows_labels_path_idx").using("gin", t.labels.op("jsonb_path_ops")),
     index("workflows_active_idx").on(t.id).where(sql`${t.status} in ('PENDING', 'RUNNING')`),
+    // Retention: finished workflows oldest first (finished_at is set exactly while the status is a finished one).
+    index("workflows_finished_at_idx").on(t.finishedAt).where(sql`${t.finishedAt} is not null`),
   ],
 );
 
