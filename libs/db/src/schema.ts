@@ -76,6 +76,11 @@ export const workflows = pgTable(
     usage: jsonb("usage").$type<Record<string, number>>().notNull().default({}),
     /** Spending limits by unit: when usage reaches one the workflow is PAUSED (workflow.budget_exceeded). */
     budget: jsonb("budget").$type<Record<string, number>>().notNull().default({}),
+    /**
+     * The W3C traceparent of the workflow's span (OpenTelemetry), parent of its node attempts' spans wherever they
+     * run; null while tracing is off.
+     */
+    traceParent: text("trace_parent"),
   },
   (t) => [
     uniqueIndex("workflows_request_id_key").on(t.requestId),
