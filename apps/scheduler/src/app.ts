@@ -16,6 +16,7 @@ import { EventRelay } from "./event-relay.js";
 import { registerLimitMetrics } from "./limit-metrics.js";
 import { createSchedulerMetrics } from "./metrics.js";
 import { Reconciler } from "./reconciler.js";
+import { Retention, createRetentionCounter } from "./retention.js";
 import { ScheduleTicker, createScheduleTickCounter } from "./schedule-ticker.js";
 import { Scheduler } from "./scheduler.js";
 
@@ -27,6 +28,8 @@ export interface SchedulerApp {
   scheduleTicker: ScheduleTicker;
   /** The Redis Stream event relay; null when `EVENTS_REDIS_STREAM` is unset. */
   eventRelay: EventRelay | null;
+  /** Deletes old finished workflows; null when retention is off (`RETENTION_DAYS=0`). */
+  retention: Retention | null;
   isReady(): boolean;
   close(): Promise<void>;
 }
@@ -83,6 +86,10 @@ export async function startSchedulerApp(
     ticks: createScheduleTickCounter(deps.registry),
   });
   const eventRelay = settings.eventRelay ? createEventRelay(settings, deps) : null;
+  const retentionDeleted = createRetentionCounter(deps.registry);
+  const retention = settings.retention
+    ? new Retention({ ...settings.retention, pool, logger, deleted: retentionDeleted })
+    : null;
   const listener = new PgListener({
     databaseUrl: settings.databaseUrl,
     channels: [CHANNELS.ready, CHANNELS.schedules, ...(eventRelay ? [CHANNELS.events] : [])],
@@ -103,8 +110,14 @@ export async function startSchedulerApp(
   reconciler.start();
   scheduleTicker.start();
   eventRelay?.start();
+  retention?.start();
   logger.info(
-    { queuePrefix: settings.queuePrefix, pollMs: settings.pollMs, eventsRedisStream: settings.eventRelay?.streamKey },
+    {
+      queuePrefix: settings.queuePrefix,
+      pollMs: settings.pollMs,
+      eventsRedisStream: settings.eventRelay?.streamKey,
+      retentionDays: settings.retention?.days ?? "off",
+    },
     "scheduler started",
   );
   let closing = false;
@@ -114,11 +127,13 @@ export async function startSchedulerApp(
     reconciler,
     scheduleTicker,
     eventRelay,
+    retention,
     isReady: () => !closing && listener.connected && redis.status === "ready",
     close() {
       closing = true;
       closed ??= (async () => {
         await listener.close();
+        await retention?.stop();
         await scheduler.stop();
         await scheduleTicker.stop();
         await reconciler.stop();

@@ -9,6 +9,7 @@ import {
   readOptionalString,
   readRedisSettings,
 } from "@trellis/config";
+import { type RetentionSettings, readRetentionSettings } from "./retention.js";
 
 /** Settings of the Redis Stream event relay. */
 export interface EventRelaySettings {
@@ -46,6 +47,8 @@ export interface SchedulerSettings {
   dbPoolSize: number;
   /** The Redis Stream event relay; off when undefined (`EVENTS_REDIS_STREAM` unset). @default undefined */
   eventRelay?: EventRelaySettings;
+  /** Deletion of old finished workflows (`RETENTION_DAYS`, default 30); off when undefined. @default undefined */
+  retention?: RetentionSettings | undefined;
 }
 
 /** Reads the scheduler's settings from the environment. */
@@ -67,5 +70,6 @@ export function readSchedulerSettings(env: Env): SchedulerSettings {
     workerStaleMs: readInt(env, "WORKER_STALE_MS", 5_000, { min: 500, max: 3_600_000 }),
     dbPoolSize: readInt(env, "SCHEDULER_DB_POOL_SIZE", 5, { min: 1, max: 100 }),
     eventRelay: streamKey === undefined ? undefined : { streamKey, maxLen, pollMs: relayPollMs },
+    retention: readRetentionSettings(env),
   };
 }

@@ -4,5 +4,6 @@ export * from "./event-relay.js";
 export * from "./gauges.js";
 export * from "./metrics.js";
 export * from "./reconciler.js";
+export * from "./retention.js";
 export * from "./schedule-ticker.js";
 export * from "./scheduler.js";

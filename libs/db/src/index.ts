@@ -15,3 +15,4 @@ export * from "./event-log.js";
 export * from "./connection-errors.js";
 export * from "./event-relay-store.js";
 export * from "./signal-store.js";
+export * from "./retention-store.js";
