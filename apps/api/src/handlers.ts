@@ -59,6 +59,7 @@ import { toCallError } from "./errors.js";
 import { scheduleServiceMethods } from "./schedule-handlers.js";
 import { type TokenEntry, type TokenRegistry, isScoped } from "./tokens.js";
 import { undecodableReason } from "./undecodable-requests.js";
+import { startWorkflowSpan } from "./workflow-span.js";
 
 /** ListWorkflows page size when the request leaves it 0. */
 export const DEFAULT_PAGE_SIZE = 50;
@@ -97,9 +98,11 @@ export interface WorkflowEventSource {
 
 /** The unary RPCs of WorkflowService as plain functions: request shape check -> StateManager -> response. */
 export interface WorkflowServiceMethods {
+  /** `metadata`: the call's, whose `traceparent` (tracing on) is the parent of the workflow's span. */
   createWorkflow(
     request: CreateWorkflowRequest,
     caller?: Caller,
+    metadata?: grpc.Metadata,
   ): Promise<MessageInitShape<typeof CreateWorkflowResponseSchema>>;
   getWorkflow(
     request: GetWorkflowRequest,
@@ -251,21 +254,30 @@ export function workflowServiceMethods(deps: WorkflowServiceDeps): WorkflowServi
     }
   };
   return {
-    async createWorkflow(request, caller) {
-      for (const [i, node] of request.nodes.entries()) validateNodeFlowControl(node, `nodes[${i}]`);
-      validateBudget(request.budget, "budget");
-      const { workflow, created } = await stateManager.createWorkflow({
-        name: request.name,
-        nodes: request.nodes,
-        input: request.input,
-        // A scoped token's labels win over the request's.
-        labels: caller === undefined ? request.labels : { ...request.labels, ...caller.labels },
-        requestId: request.requestId === "" ? undefined : request.requestId,
-        budget: request.budget,
-      });
-      if (!created) assertOwnReplay(workflow, caller);
-      if (created) wake(workflow.id);
-      return { workflow };
+    async createWorkflow(request, caller, metadata) {
+      // Tracing on: the workflow's span (the caller's traceparent its parent), stored with it for the workers.
+      const span = startWorkflowSpan("CreateWorkflow", request.name, metadata);
+      try {
+        for (const [i, node] of request.nodes.entries()) validateNodeFlowControl(node, `nodes[${i}]`);
+        validateBudget(request.budget, "budget");
+        const { workflow, created } = await stateManager.createWorkflow({
+          name: request.name,
+          nodes: request.nodes,
+          input: request.input,
+          // A scoped token's labels win over the request's.
+          labels: caller === undefined ? request.labels : { ...request.labels, ...caller.labels },
+          requestId: request.requestId === "" ? undefined : request.requestId,
+          budget: request.budget,
+          traceParent: span?.traceParent,
+        });
+        if (!created) assertOwnReplay(workflow, caller);
+        if (created) wake(workflow.id);
+        span?.end({ workflowId: workflow.id, created });
+        return { workflow };
+      } catch (error) {
+        span?.end({ error });
+        throw error;
+      }
     },
 
     async getWorkflow(request, caller) {
@@ -399,7 +411,7 @@ export function workflowServiceMethods(deps: WorkflowServiceDeps): WorkflowServi
 function unary<I extends DescMessage, O extends DescMessage>(
   deps: Pick<WorkflowServiceDeps, "logger" | "tokens">,
   method: { input: I; output: O },
-  run: (request: MessageShape<I>, caller?: Caller) => Promise<MessageInitShape<O>>,
+  run: (request: MessageShape<I>, caller?: Caller, metadata?: grpc.Metadata) => Promise<MessageInitShape<O>>,
 ): grpc.handleUnaryCall<MessageShape<I>, MessageShape<O>> {
   const { logger } = deps;
   return (call, callback) => {
@@ -424,7 +436,7 @@ function unary<I extends DescMessage, O extends DescMessage>(
       return;
     }
     // Every write transaction of the call sets `trellis.actor`: its events name the token.
-    withActor(caller?.name, () => run(call.request, caller)).then(
+    withActor(caller?.name, () => run(call.request, caller, call.metadata)).then(
       (response) => callback(null, create(method.output, response)),
       // Named as in the per-call log line: `workflow.v1.WorkflowService/GetWorkflow`.
       (error: unknown) => callback(toCallError(error, logger, call.getPath().replace(/^\//, ""))),

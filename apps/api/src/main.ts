@@ -5,7 +5,9 @@ import {
   createLogger,
   createMetricsRegistry,
   eventMetrics,
+  readTracesSettings,
   startHttpServer,
+  startTracing,
   waitForDependency,
 } from "@trellis/observability";
 import { configOrExit, readStartupSettings } from "@trellis/config";
@@ -16,6 +18,7 @@ import { type RunningApiServer, startApiServer } from "./server.js";
 const settings = loadApiSettings();
 // How long the api waits for PostgreSQL at start before giving up (STARTUP_TIMEOUT_MS).
 const { startupTimeoutMs } = configOrExit(() => readStartupSettings(process.env), "api");
+const traces = configOrExit(() => readTracesSettings(process.env), "api");
 const logger = createLogger({ app: "api", level: settings.logLevel });
 const registry = createMetricsRegistry({ app: "api" });
 // Each closer is bounded by this; the gRPC drain inside it has its own, shorter bound.
@@ -23,6 +26,9 @@ const shutdown = new GracefulShutdown(logger, { timeoutMs: settings.shutdownTime
 shutdown.listen();
 
 try {
+  // OTEL_* asking for traces: the SDK, closed last (the final spans exported); otherwise nothing is loaded.
+  const tracing = await startTracing({ serviceName: "trellis-api", settings: traces, logger });
+  if (tracing) shutdown.add("traces", () => tracing.shutdown());
   const pool = createPool(settings.databaseUrl, { max: settings.dbPoolSize, applicationName: "trellis-api" }, (error) =>
     logger.error({ err: error }, "idle PostgreSQL connection failed"),
   );

@@ -4,6 +4,7 @@ import { type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
 import { ErrorKind } from "@trellis/proto";
 import { type ChunkPublisher, RetryLaterError, queueGenOfJobId, type NodeJobData } from "@trellis/queue";
 import type { Logger } from "pino";
+import { AttemptSpans } from "./attempt-span.js";
 import type { HeldLeases } from "./held-leases.js";
 import type { WorkerMetrics } from "./metrics.js";
 import { executeNode, type NodeServiceClientFor, type StreamingSupport } from "./node-service-client.js";
@@ -80,6 +81,23 @@ async function runStartedNode(
   const controller = new AbortController();
   const lease = { workflowId, nodeId, lease: started.lease, controller };
   held.add(lease);
+  // Tracing on: the attempt's spans (queued, the call, the recording) in its workflow's trace; off: nothing.
+  const spans = AttemptSpans.start(started);
+  const record: NodeRunnerDeps["recordResult"] = spans
+    ? (item) => {
+        spans.startRecord();
+        return deps.recordResult(item).then(
+          (recorded) => {
+            spans.end({ recorded: recorded.outcome });
+            return recorded;
+          },
+          (error: unknown) => {
+            spans.end({ error });
+            throw error;
+          },
+        );
+      }
+    : deps.recordResult;
   let deferred = false;
   try {
     const endTimer = metrics?.executionSeconds.startTimer({ capability });
@@ -89,7 +107,9 @@ async function runStartedNode(
       result = await executeNode(deps.clientFor(capability), started, controller.signal, {
         streaming: deps.streaming,
         onChunk: chunks ? (chunk) => chunks.push(chunk) : undefined,
+        traceHeaders: spans?.startCall(),
       });
+      spans?.endCall(result);
     } finally {
       // Written after the last chunk: watchers stop waiting for more of this attempt.
       chunks?.end();
@@ -114,8 +134,7 @@ async function runStartedNode(
     if (result.kind === "success" && deps.defer && !startLocal) {
       // Safe to finish the job first: until the result commits the node is RUNNING under this worker's session,
       // and if this process dies the session lapses and the node runs again (at-least-once).
-      const recording = deps
-        .recordResult(item)
+      const recording = record(item)
         .then(({ outcome }) => {
           countUsage(metrics, capability, outcome, result);
           describeOutcome(outcome, result, log, ownJob);
@@ -126,9 +145,12 @@ async function runStartedNode(
       await deps.defer(recording);
       return { outcome: "recording", next: null };
     }
-    const recorded = await deps.recordResult(item);
+    const recorded = await record(item);
     countUsage(metrics, capability, recorded.outcome, result);
     return { outcome: describeOutcome(recorded.outcome, result, log, ownJob), next: recorded.started };
+  } catch (error) {
+    spans?.end({ error });
+    throw error;
   } finally {
     if (!deferred) held.delete(lease);
   }

@@ -51,6 +51,16 @@ export interface ExecuteOptions {
   streaming?: StreamingSupport | undefined;
   /** Each output chunk, as it arrives (must not throw or wait). */
   onChunk?: ((chunk: OutputChunk) => void) | undefined;
+  /** Sent as the call's metadata (tracing on: `traceparent`, `tracestate` of the call's span). */
+  traceHeaders?: Readonly<Record<string, string>> | undefined;
+}
+
+/** The metadata of one call: the trace headers, when there are any. */
+function metadataOf(headers: Readonly<Record<string, string>> | undefined): grpc.Metadata | undefined {
+  if (headers === undefined) return undefined;
+  const metadata = new grpc.Metadata();
+  for (const [key, value] of Object.entries(headers)) metadata.set(key, value);
+  return metadata;
 }
 
 /**
@@ -203,7 +213,7 @@ async function callNodeService(
     if (streaming?.streams(client)) {
       method = "ExecuteNodeStream";
       try {
-        response = await executeNodeStream(client, request, deadline, signal, options.onChunk);
+        response = await executeNodeStream(client, request, deadline, signal, options);
       } catch (error) {
         if ((error as Partial<grpc.ServiceError>).code !== grpc.status.UNIMPLEMENTED) throw error;
         // The same deadline: the time spent asking counts against the node's timeout.
@@ -211,7 +221,7 @@ async function callNodeService(
         method = "ExecuteNode";
       }
     }
-    response ??= await client.executeNode(request, { deadline, signal });
+    response ??= await client.executeNode(request, { deadline, signal, metadata: metadataOf(options.traceHeaders) });
     const usage = usageOf(response.usage);
     switch (response.status) {
       case ExecutionStatus.SUCCESS:
@@ -274,10 +284,10 @@ function executeNodeStream(
   request: MessageInitShape<typeof ExecuteNodeRequestSchema>,
   deadline: number,
   signal: AbortSignal,
-  onChunk: ((chunk: OutputChunk) => void) | undefined,
+  { onChunk, traceHeaders }: ExecuteOptions,
 ): Promise<ExecuteNodeResponse> {
   return new Promise((resolve, reject) => {
-    const call = client.executeNodeStream(request, { deadline, signal });
+    const call = client.executeNodeStream(request, { deadline, signal, metadata: metadataOf(traceHeaders) });
     let result: ExecuteNodeResponse | undefined;
     call.on("data", (message: ExecuteNodeStreamResponse) => {
       if (result !== undefined) return;

@@ -8,7 +8,9 @@
 -- (that event first). started_at is the clock's time, not the transaction's start: a transaction that waited for
 -- the workflow's lock must not start a child at a time before its other parents (committed meanwhile) finished.
 -- Returns a 'node' row per started node: {node (the row), parent_outputs, has_children,
--- workflow_name, workflow_input}, a node asked for twice is started once; then what trellis_write_events returns.
+-- workflow_name, workflow_input, and trace_parent when the workflow has one (tracing on: the parent of the attempt's
+-- spans, so no worker reads it separately)}, a node asked for twice is started once; then what trellis_write_events
+-- returns.
 -- p_events_before: events of the caller's to write first, in the same trellis_write_events call (the PASS's).
 -- A node one of whose keys a THROTTLED answer paused (limits.throttled_until, libs/db/sql/070_errors.sql) is not
 -- started: it goes back to PENDING, held by that key (a `node.held` event), for the scheduler's claim once the pause
@@ -53,7 +55,7 @@ BEGIN
       FROM held h;
   END IF;
   WITH w AS (
-    SELECT wf.id, wf.status, wf.name, wf.input
+    SELECT wf.id, wf.status, wf.name, wf.input, wf.trace_parent
       FROM workflows wf
      WHERE wf.id = ANY (p_workflow_ids) AND NOT trellis_workflow_finished(wf.status)
   ),
@@ -90,7 +92,11 @@ BEGIN
                             'has_children', EXISTS (SELECT 1 FROM node_edges e
                                                      WHERE e.workflow_id = s.workflow_id AND e.parent_id = s.id),
                             'workflow_name', w.name,
-                            'workflow_input', w.input) ORDER BY s.ord)
+                            'workflow_input', w.input)
+                          -- Absent while tracing is off: not a byte more per start.
+                          || CASE WHEN w.trace_parent IS NULL THEN '{}'::jsonb
+                                  ELSE jsonb_build_object('trace_parent', w.trace_parent) END
+                          ORDER BY s.ord)
                      FROM started s JOIN w ON w.id = s.workflow_id), '[]'::jsonb),
          coalesce((SELECT jsonb_agg(to_jsonb(ev) - 'ord' ORDER BY ev.workflow_id, ev.ord) FROM ev), '[]'::jsonb),
          coalesce((SELECT jsonb_object_agg(f.id, 'RUNNING') FROM flipped f), '{}'::jsonb)

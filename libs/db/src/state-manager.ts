@@ -25,6 +25,8 @@ export interface CreateWorkflowInput {
   requestId?: string | undefined;
   /** Spending limits by usage unit: when usage reaches one the workflow is PAUSED. */
   budget?: Record<string, number> | undefined;
+  /** The W3C traceparent of the workflow's span (tracing on): its node attempts' spans become its children. */
+  traceParent?: string | undefined;
 }
 
 /** Result of createWorkflow: `created` is false when `requestId` matched an existing workflow. */
@@ -154,6 +156,8 @@ export interface StartedNode {
   retryPolicy: EffectiveRetryPolicy;
   /** When the node was queued, for the queue-wait metric. */
   queuedAt: Date | null;
+  /** The workflow's stored traceparent (workflows.trace_parent), the parent of this attempt's spans; null when none. */
+  traceParent: string | null;
   /** Whether any node waits on this one: a worker may then ask its PASS to start a child locally. */
   hasChildren: boolean;
 }

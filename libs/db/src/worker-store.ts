@@ -130,6 +130,7 @@ function startedNodeOf(body: Record<string, unknown>): StartedNode {
     timeoutMs: effectiveTimeoutMs(proto),
     retryPolicy: effectiveRetryPolicy(proto.retryPolicy),
     queuedAt: node.queuedAt,
+    traceParent: typeof body.trace_parent === "string" ? body.trace_parent : null,
     hasChildren: body.has_children === true,
   };
 }

@@ -223,6 +223,7 @@ export class WorkflowStore {
             labels: input.labels ?? {},
             budget: input.budget ?? {},
             requestId,
+            traceParent: input.traceParent ?? null,
           })
           .returning();
         const changes = new WorkflowChanges(row!);

@@ -17,5 +17,18 @@ export {
 } from "./http-server.js";
 export { createLogger, type LoggerOptions } from "./logger.js";
 export { createMetricsRegistry, type MetricsRegistryOptions } from "./metrics.js";
+export {
+  type OtlpProtocol,
+  type RunningTracing,
+  type StartTracingOptions,
+  type TracesSettings,
+  contextOfTraceparent,
+  readTracesSettings,
+  startTracing,
+  traceHeadersOf,
+  traceparentOf,
+  tracer,
+  tracingEnabled,
+} from "./tracing.js";
 export { type WaitForDependencyOptions, waitForDependency } from "./wait-for-dependency.js";
 export { type AppContext, type AppSettings, type AppSpec, type RunningApp, runApp } from "./run-app.js";

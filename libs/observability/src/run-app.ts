@@ -5,6 +5,7 @@ import { GracefulShutdown } from "./graceful-shutdown.js";
 import { type HttpRoutes, type RunningHttpServer, startHttpServer } from "./http-server.js";
 import { createLogger } from "./logger.js";
 import { createMetricsRegistry } from "./metrics.js";
+import { readTracesSettings, startTracing } from "./tracing.js";
 import { waitForDependency } from "./wait-for-dependency.js";
 
 /** What every long-running app's settings have. */
@@ -45,7 +46,8 @@ export interface AppSpec<S extends AppSettings, A extends RunningApp> {
  * Runs a long-running app the way every Trellis app runs: settings read (exit 2 with a message when invalid),
  * dependencies waited for with a bounded backoff (STARTUP_TIMEOUT_MS) rather than crash-looping, the app
  * started, its HTTP port with /healthz, /readyz and /metrics, and SIGTERM/SIGINT handled by closing the app and
- * then the port. A failed start logs, prints one line and exits 1.
+ * then the port. A failed start logs, prints one line and exits 1. OTEL_* variables that ask for traces start the
+ * OpenTelemetry SDK first (see tracing.ts); otherwise none is loaded.
  */
 export async function runApp<S extends AppSettings, A extends RunningApp>(
   spec: AppSpec<S, A>,
@@ -53,11 +55,15 @@ export async function runApp<S extends AppSettings, A extends RunningApp>(
 ): Promise<void> {
   const settings = configOrExit(() => spec.readSettings(env), spec.name);
   const { startupTimeoutMs } = configOrExit(() => readStartupSettings(env), spec.name);
+  const traces = configOrExit(() => readTracesSettings(env), spec.name);
   const logger = createLogger({ app: spec.name, level: settings.logLevel });
   const registry = createMetricsRegistry({ app: spec.name });
   const shutdown = new GracefulShutdown(logger);
   shutdown.listen();
   try {
+    // Off (no OTEL_* asking for it): nothing loaded. Added first, so it closes last, exporting the final spans.
+    const tracing = await startTracing({ serviceName: `trellis-${spec.name}`, settings: traces, logger });
+    if (tracing) shutdown.add("traces", () => tracing.shutdown());
     const wait = { logger, timeoutMs: startupTimeoutMs, signal: shutdown.signal };
     for (const dependency of spec.dependencies(settings)) {
       await waitForDependency(dependency.name, dependency.check, wait);
