@@ -1,7 +1,7 @@
 import { parseArgs } from "node:util";
 
 /** The workloads, in the order they run. */
-export const WORKLOADS = ["w1", "w2", "w3", "w4", "w5", "w7", "w8"] as const;
+export const WORKLOADS = ["w1", "w2", "w3", "w4", "w5", "w7", "w8", "w9"] as const;
 
 /** One of {@link WORKLOADS}. */
 export type WorkloadName = (typeof WORKLOADS)[number];
@@ -19,7 +19,7 @@ export const USAGE = `usage: npm run bench -- [--quick] [--runs N] [--only w1,w2
 
   --quick                      smaller sizes, one run (about a minute at the target speeds)
   --runs N                     runs of W1-W4 and W8's throughput pair (medians are reported); default 3, or 1 with
-                               --quick; W5, W7 and W8's rate window run once
+                               --quick; W5, W7, W8's rate window and W9 run once
   --only LIST                  comma-separated subset of ${WORKLOADS.join(",")} (baselines run with W1 and W2)
   --enable-pg-stat-statements  if pg_stat_statements is not in shared_preload_libraries, add it (ALTER SYSTEM) and
                                restart PostgreSQL with pg_ctlcluster; this disconnects every client of the server.

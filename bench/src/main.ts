@@ -28,6 +28,7 @@ import { runW4 } from "./workloads/w4-edits.js";
 import { runW5 } from "./workloads/w5-footprint.js";
 import { runW7 } from "./workloads/w7-long-nodes.js";
 import { runW8, runW8Rate } from "./workloads/w8-flow-control.js";
+import { runW9 } from "./workloads/w9-capacity.js";
 
 function log(message: string): void {
   process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
@@ -258,6 +259,21 @@ async function main(): Promise<number> {
           `(allowed ${fmt(r.allowed)}): ratio ${fmt(r.ratio, 3)}; ${fmt(r.rate_after_first_s, 2)}/s after the first second`,
       );
     }
+    if (options.only.includes("w9")) {
+      // W9 counts what a node costs each server and measures throughput per process layout, on servers of its
+      // own: once per invocation.
+      await step(
+        collected,
+        "w9",
+        1,
+        () => runW9(ctx, "w9"),
+        collected.w9,
+        (r) =>
+          `${fmt(r.footprint.statements_per_node, 2)} statements, ${fmt(r.footprint.wal_bytes_per_node, 0)} WAL bytes, ` +
+          `${fmt(r.footprint.redis_commands_per_node, 1)} Redis commands per node; ` +
+          r.scaling.map((s) => `${s.workers}w/${s.schedulers}s ${fmt(s.nodes_per_s, 0)} nodes/s`).join(", "),
+      );
+    }
   } finally {
     await nodeService.stop();
   }
@@ -304,6 +320,7 @@ function onceNote(only: readonly WorkloadName[]): string {
     only.includes("w5") ? "W5" : "",
     only.includes("w7") ? "W7" : "",
     only.includes("w8") ? "W8's rate window" : "",
+    only.includes("w9") ? "W9" : "",
   ].filter((w) => w !== "");
   return once.length === 0 ? "" : ` (${once.join(", ")}: one run)`;
 }

@@ -10,6 +10,7 @@ import type { W4Result } from "./workloads/w4-edits.js";
 import type { W5Result } from "./workloads/w5-footprint.js";
 import type { W7Result } from "./workloads/w7-long-nodes.js";
 import type { W8RateResult, W8Result } from "./workloads/w8-flow-control.js";
+import type { W9Result } from "./workloads/w9-capacity.js";
 
 /** A workload or baseline that failed in one run. */
 export interface BenchError {
@@ -30,6 +31,7 @@ export interface Collected {
   w7: W7Result[];
   w8: W8Result[];
   w8Rate: W8RateResult[];
+  w9: W9Result[];
   errors: BenchError[];
 }
 
@@ -46,6 +48,7 @@ export function emptyCollected(): Collected {
     w7: [],
     w8: [],
     w8Rate: [],
+    w9: [],
     errors: [],
   };
 }
@@ -335,6 +338,32 @@ export function tableRows(c: Collected): Row[] {
       met: check(rate.ratio, (v) => v >= 0.9 && v <= 1.1),
     });
   }
+  const w9 = c.w9[0];
+  if (w9) {
+    const f = w9.footprint;
+    const per = (figure: string, value: number) =>
+      rows.push({ workload: "W9 capacity", figure, value, baseline: null, ratio: null, target: "", met: null });
+    per("PG statements per node (transaction control included)", f.statements_per_node);
+    per("PG commits per node", f.commits_per_node);
+    per("PG WAL bytes per node (durable server)", f.wal_bytes_per_node);
+    per("PG rows written per node", f.rows_written_per_node);
+    per("PG database bytes per finished node", f.database_bytes_per_node);
+    per("PG CPU ms per node", f.postgres_cpu_ms_per_node);
+    per("Redis commands per node", f.redis_commands_per_node);
+    per("Redis bytes per queued node", w9.redis_bytes_per_queued_node);
+    const single = w9.scaling.find((s) => s.workers === 1 && s.schedulers === 1);
+    for (const s of w9.scaling) {
+      rows.push({
+        workload: "W9 capacity",
+        figure: `nodes/s, ${s.workers} worker(s), ${s.schedulers} scheduler(s) (baseline: 1 and 1)`,
+        value: s.nodes_per_s,
+        baseline: single?.nodes_per_s ?? null,
+        ratio: ratio(s.nodes_per_s, single?.nodes_per_s),
+        target: "",
+        met: null,
+      });
+    }
+  }
   return rows;
 }
 
@@ -464,6 +493,22 @@ export function resultsJson(c: Collected, meta: ResultsMeta): Record<string, unk
       ...rounded(w8),
       per_run: c.w8.map(rounded),
       rate: w8Rate ? { ...rounded(w8Rate), target_ratio: [0.9, 1.1] } : undefined,
+    };
+  }
+  const w9 = c.w9[0];
+  if (w9) {
+    out.w9 = {
+      ...rounded(w9),
+      footprint: {
+        ...rounded(w9.footprint),
+        redis_top_commands: w9.footprint.redis_top_commands.map((r) => ({ ...r, per_node: round(r.per_node, 3) })),
+        top_statements: w9.footprint.top_statements.map((t) => ({
+          ...t,
+          per_node: round(t.per_node, 3),
+          wal_bytes_per_node: round(t.wal_bytes_per_node, 1),
+        })),
+      },
+      scaling: w9.scaling.map(rounded),
     };
   }
   return {

@@ -16,8 +16,12 @@ export function benchServerUrl(): string {
 }
 
 /** Runs one statement on the server's `postgres` database with a throwaway connection. */
-async function onAdminDatabase<T extends pg.QueryResultRow>(sql: string, params: unknown[] = []): Promise<T[]> {
-  const client = new pg.Client({ connectionString: withDatabaseName(benchServerUrl(), "postgres") });
+async function onAdminDatabase<T extends pg.QueryResultRow>(
+  sql: string,
+  params: unknown[] = [],
+  serverUrl = benchServerUrl(),
+): Promise<T[]> {
+  const client = new pg.Client({ connectionString: withDatabaseName(serverUrl, "postgres") });
   await client.connect();
   try {
     return (await client.query<T>(sql, params)).rows;
@@ -26,16 +30,19 @@ async function onAdminDatabase<T extends pg.QueryResultRow>(sql: string, params:
   }
 }
 
-/** Creates and migrates a fresh database `name` (with `runMigrations` of @trellis/db); returns its URL. */
-export async function createBenchDatabase(name: string): Promise<string> {
-  const url = withDatabaseName(benchServerUrl(), name);
+/**
+ * Creates and migrates a fresh database `name` (with `runMigrations` of @trellis/db) on `serverUrl`'s server (the
+ * bench's by default); returns its URL.
+ */
+export async function createBenchDatabase(name: string, serverUrl = benchServerUrl()): Promise<string> {
+  const url = withDatabaseName(serverUrl, name);
   await runMigrations(url);
   return url;
 }
 
-/** Drops database `name`, disconnecting whoever is still on it. */
-export async function dropBenchDatabase(name: string): Promise<void> {
-  await onAdminDatabase(`drop database if exists ${pg.escapeIdentifier(name)} with (force)`);
+/** Drops database `name` of `serverUrl`'s server (the bench's by default), disconnecting whoever is still on it. */
+export async function dropBenchDatabase(name: string, serverUrl = benchServerUrl()): Promise<void> {
+  await onAdminDatabase(`drop database if exists ${pg.escapeIdentifier(name)} with (force)`, [], serverUrl);
 }
 
 /** A database's cumulative counters from pg_stat_database. */

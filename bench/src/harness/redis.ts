@@ -5,9 +5,12 @@ export function benchRedisUrl(): string {
   return process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
 }
 
-/** Deletes every key under a BullMQ prefix (`<prefix>:*`), so a run leaves nothing behind in Redis. */
-export async function deleteRedisPrefix(prefix: string): Promise<void> {
-  const redis = createRedis(benchRedisUrl());
+/**
+ * Deletes every key under a BullMQ prefix (`<prefix>:*`) of `url`'s Redis (the bench's by default), so a run leaves
+ * nothing behind in Redis.
+ */
+export async function deleteRedisPrefix(prefix: string, url = benchRedisUrl()): Promise<void> {
+  const redis = createRedis(url);
   try {
     let cursor = "0";
     do {

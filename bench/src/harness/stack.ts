@@ -25,8 +25,14 @@ export interface StackOptions {
   logDir: string;
   /** Worker processes (the same settings, each its own WORKER_ID); default 1. */
   workers?: number;
+  /** Scheduler processes (the same settings); default 1. */
+  schedulers?: number;
   /** More environment for every app (e.g. pool sizes), over the bench's own. */
   env?: Record<string, string>;
+  /** The PostgreSQL server to create the workload's database on (any database's URL); default the bench's. */
+  serverUrl?: string;
+  /** The Redis of the queues; default the bench's. */
+  redisUrl?: string;
 }
 
 /**
@@ -65,6 +71,9 @@ export class EngineStack {
     readonly databaseUrl: string,
     readonly queuePrefix: string,
     readonly grpcAddress: string,
+    /** The PostgreSQL server (any database's URL) and the Redis the stack runs on. */
+    readonly serverUrl: string,
+    readonly redisUrl: string,
   ) {
     this.api = createGrpcClient(WorkflowService, grpcAddress);
     this.pool = new pg.Pool({ connectionString: databaseUrl, max: 3, application_name: "trellis-bench" });
@@ -107,27 +116,41 @@ export class EngineStack {
     const databaseName = `trellis_bench_${options.label}_${stamp}`;
     const queuePrefix = `bench-${options.label}-${stamp}`;
     const workers = Math.max(1, options.workers ?? 1);
-    const [grpcPort, apiHttp, schedulerHttp, ...workerHttp] = await Promise.all(
-      Array.from({ length: 3 + workers }, () => freePort()),
+    const schedulers = Math.max(1, options.schedulers ?? 1);
+    const serverUrl = options.serverUrl ?? benchServerUrl();
+    const redisUrl = options.redisUrl ?? benchRedisUrl();
+    const [grpcPort, apiHttp, ...appHttp] = await Promise.all(
+      Array.from({ length: 2 + schedulers + workers }, () => freePort()),
     );
+    const schedulerHttp = appHttp.slice(0, schedulers);
+    const workerHttp = appHttp.slice(schedulers);
     const stack = new EngineStack(
       databaseName,
-      withDatabaseName(benchServerUrl(), databaseName),
+      withDatabaseName(serverUrl, databaseName),
       queuePrefix,
       `127.0.0.1:${grpcPort}`,
+      serverUrl,
+      redisUrl,
     );
     // Registered before anything exists, so an interrupt at any point still drops the database.
     stack.unregister = cleanup.add(`engine stack ${options.label}`, () => stack.stop());
     try {
-      await createBenchDatabase(databaseName);
+      await createBenchDatabase(databaseName, serverUrl);
       const logLevel = process.env.LOG_LEVEL ?? "warn";
       const common = { ...options.env, DATABASE_URL: stack.databaseUrl, LOG_LEVEL: logLevel };
-      const queue = { REDIS_URL: benchRedisUrl(), QUEUE_PREFIX: queuePrefix };
+      const queue = { REDIS_URL: redisUrl, QUEUE_PREFIX: queuePrefix };
       // [process name, app, environment, HTTP port]
       const apps: [string, string, Record<string, string>, number][] = [
         ["api", "api", { ...common, GRPC_ADDR: `127.0.0.1:${grpcPort}` }, apiHttp!],
-        ["scheduler", "scheduler", { ...common, ...queue }, schedulerHttp!],
       ];
+      for (let i = 0; i < schedulers; i++) {
+        apps.push([
+          i === 0 ? "scheduler" : `scheduler-${i + 1}`,
+          "scheduler",
+          { ...common, ...queue },
+          schedulerHttp[i]!,
+        ]);
+      }
       for (let i = 0; i < workers; i++) {
         const name = i === 0 ? "worker" : `worker-${i + 1}`;
         const env = {
@@ -166,8 +189,8 @@ export class EngineStack {
       this.api.close();
       await Promise.all([...this.processes.values()].map((p) => p.stop()));
       await this.pool.end().catch(() => undefined);
-      await dropBenchDatabase(this.databaseName);
-      await deleteRedisPrefix(this.queuePrefix);
+      await dropBenchDatabase(this.databaseName, this.serverUrl);
+      await deleteRedisPrefix(this.queuePrefix, this.redisUrl);
       this.unregister();
     })();
     return this.stopped;

@@ -69,6 +69,10 @@ function installExitHook(bin: string, asPostgres: (argv: string[]) => [string, s
 
 /** Options of {@link startPrivatePostgres}. */
 export interface PrivatePostgresOptions {
+  /** Keep fsync and full-page writes on, as a production server (for measurements). @default false: a throwaway */
+  durable?: boolean;
+  /** More server settings, `name=value` each (passed as `-c name=value`), e.g. `shared_preload_libraries=...`. */
+  settings?: readonly string[];
   /**
    * PEM file paths of a server certificate and its key: `ssl=on`, and TCP connections are accepted over TLS only
    * (`hostssl` in pg_hba.conf; a plaintext one is refused).
@@ -76,7 +80,7 @@ export interface PrivatePostgresOptions {
   ssl?: { cert: string; key: string };
 }
 
-/** Creates (initdb) and starts a private PostgreSQL cluster on a free port; fsync off, it is a throwaway. */
+/** Creates (initdb) and starts a private PostgreSQL cluster on a free port; fsync off unless `durable`. */
 export async function startPrivatePostgres(opts: PrivatePostgresOptions = {}): Promise<PrivatePostgres> {
   const bin = postgresBinDir();
   if (!bin) throw new Error("no PostgreSQL server binaries under /usr/lib/postgresql");
@@ -129,9 +133,9 @@ export async function startPrivatePostgres(opts: PrivatePostgresOptions = {}): P
     `-p ${port}`,
     `-k ${dir}`,
     "-c listen_addresses=127.0.0.1",
-    "-c fsync=off",
-    "-c full_page_writes=off",
+    ...(opts.durable ? [] : ["-c fsync=off", "-c full_page_writes=off"]),
     "-c max_connections=200",
+    ...(opts.settings ?? []).map((setting) => `-c ${setting}`),
   ].join(" ");
   const start = async () => {
     await exec([join(bin, "pg_ctl"), "-D", data, "-o", options, "-l", join(dir, "log"), "-w", "-t", "60", "start"]);
