@@ -12,10 +12,13 @@ export interface BenchOptions {
   runs: number;
   only: WorkloadName[];
   enablePgStatStatements: boolean;
+  /** W8's capped call hold, overriding the sizes' (`--w8-capped-hold-ms`). */
+  w8CappedHoldMs: number | null;
 }
 
 /** Usage text. */
 export const USAGE = `usage: npm run bench -- [--quick] [--runs N] [--only w1,w2,...] [--enable-pg-stat-statements]
+                        [--w8-capped-hold-ms MS]
 
   --quick                      smaller sizes, one run (about a minute at the target speeds)
   --runs N                     runs of W1-W4 and W8's throughput pair (medians are reported); default 3, or 1 with
@@ -24,6 +27,8 @@ export const USAGE = `usage: npm run bench -- [--quick] [--runs N] [--only w1,w2
   --enable-pg-stat-statements  if pg_stat_statements is not in shared_preload_libraries, add it (ALTER SYSTEM) and
                                restart PostgreSQL with pg_ctlcluster; this disconnects every client of the server.
                                Without it, W5's and W7's statement counts are reported as unavailable.
+  --w8-capped-hold-ms MS       how long the NodeService holds each call of W8's capped capability (default 1000, an
+                               LLM call; 20 makes the capped key itself a load of up to 200 nodes/s)
 
 environment: BENCH_DATABASE_URL (server to create bench databases on; default
 postgres://postgres:postgres@127.0.0.1:5432/postgres), REDIS_URL, WORKER_CONCURRENCY (default 16, for the engine
@@ -38,6 +43,7 @@ export function parseBenchArgs(argv: string[]): BenchOptions | "help" {
       runs: { type: "string" },
       only: { type: "string" },
       "enable-pg-stat-statements": { type: "boolean", default: false },
+      "w8-capped-hold-ms": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -60,5 +66,13 @@ export function parseBenchArgs(argv: string[]): BenchOptions | "help" {
     }
     only = WORKLOADS.filter((w) => asked.includes(w));
   }
-  return { quick, runs, only, enablePgStatStatements: values["enable-pg-stat-statements"] ?? false };
+  let w8CappedHoldMs: number | null = null;
+  const hold = values["w8-capped-hold-ms"];
+  if (hold !== undefined) {
+    w8CappedHoldMs = Number(hold);
+    if (!Number.isInteger(w8CappedHoldMs) || w8CappedHoldMs < 1 || w8CappedHoldMs > 60_000) {
+      throw new Error(`--w8-capped-hold-ms: expected 1..60000, got ${hold}`);
+    }
+  }
+  return { quick, runs, only, enablePgStatStatements: values["enable-pg-stat-statements"] ?? false, w8CappedHoldMs };
 }

@@ -198,7 +198,9 @@ async function main(): Promise<number> {
   }
   if (countsStatements && !statements.loaded) log(`W5/W7 statement counts unavailable: ${statements.reason}`);
 
-  const sizes = options.quick ? QUICK_SIZES : FULL_SIZES;
+  const base = options.quick ? QUICK_SIZES : FULL_SIZES;
+  const sizes =
+    options.w8CappedHoldMs === null ? base : { ...base, w8: { ...base.w8, cappedHoldMs: options.w8CappedHoldMs } };
   const workerConcurrency = Number(process.env.WORKER_CONCURRENCY ?? 16);
   const logDir = mkdtempSync(join(tmpdir(), "trellis-bench-"));
   const machine = await machineInfo();

@@ -29,6 +29,11 @@ export interface ApiTlsSettings {
 export interface ApiSettings {
   /** `DATABASE_URL`. */
   databaseUrl: string;
+  /**
+   * `DATABASE_LISTEN_URL`: PostgreSQL itself, for WatchWorkflow's LISTEN connection, when `DATABASE_URL` is a
+   * transaction-pooling PgBouncer. @default DATABASE_URL
+   */
+  databaseListenUrl?: string | undefined;
   /** `LOG_LEVEL`. @default "info" */
   logLevel: LogLevel;
   /** `GRPC_ADDR`: where the gRPC server listens. @default 0.0.0.0:50051 */

@@ -1,4 +1,11 @@
-import { PgStateManager, WorkflowEventHub, createDatabase, createPool, eventLogger } from "@trellis/db";
+import {
+  PgStateManager,
+  WorkflowEventHub,
+  createDatabase,
+  createPool,
+  eventLogger,
+  postgresDependencies,
+} from "@trellis/db";
 import {
   GracefulShutdown,
   composeEventHooks,
@@ -38,6 +45,14 @@ try {
     timeoutMs: startupTimeoutMs,
     signal: shutdown.signal,
   });
+  // DATABASE_LISTEN_URL, when it is another address than DATABASE_URL (PostgreSQL behind a PgBouncer).
+  for (const dependency of postgresDependencies(settings).slice(1)) {
+    await waitForDependency(dependency.name, dependency.check, {
+      logger,
+      timeoutMs: startupTimeoutMs,
+      signal: shutdown.signal,
+    });
+  }
 
   let api: RunningApiServer | undefined;
   const http = await startHttpServer({
@@ -53,9 +68,10 @@ try {
     onEvents: composeEventHooks(eventLogger(logger), eventMetrics(registry)),
   });
   shutdown.add("notifications", () => stateManager.flushNotifications());
+  // LISTEN holds session state: a direct connection, not a transaction-pooling PgBouncer (DATABASE_LISTEN_URL).
   const events = new WorkflowEventHub({
     stateManager,
-    databaseUrl: settings.databaseUrl,
+    databaseUrl: settings.databaseListenUrl ?? settings.databaseUrl,
     onError: (error) => logger.warn({ err: error }, "event LISTEN connection lost; reconnecting"),
   });
   await events.start();

@@ -77,9 +77,10 @@ export async function startDashboardApp(settings: DashboardSettings, deps: Dashb
     let events = deps.events;
     let hub: WorkflowEventHub | undefined;
     if (events === undefined) {
+      // LISTEN: the direct connection, not a transaction-pooling PgBouncer (DATABASE_LISTEN_URL).
       hub = new WorkflowEventHub({
         stateManager,
-        databaseUrl: settings.databaseUrl,
+        databaseUrl: settings.databaseListenUrl ?? settings.databaseUrl,
         onError: (e) => logger.warn({ err: e }, "event listener error"),
       });
       await hub.start();

@@ -15,6 +15,11 @@ import { type DashboardTokenSettings, readDashboardTokenSettings } from "./token
 /** Settings of the dashboard app, read once at start. */
 export interface DashboardSettings {
   databaseUrl: string;
+  /**
+   * `DATABASE_LISTEN_URL`: PostgreSQL itself, for the event streams' LISTEN connection, when `DATABASE_URL` is a
+   * transaction-pooling PgBouncer. @default DATABASE_URL
+   */
+  databaseListenUrl?: string | undefined;
   redisUrl: string;
   /** REDIS_TLS_CA, for a rediss:// REDIS_URL. @default unset */
   redisTls?: RedisTlsSettings | undefined;

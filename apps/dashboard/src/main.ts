@@ -1,5 +1,5 @@
 // Wires the dashboard app: settings -> dependencies -> start -> SIGTERM (runApp).
-import { checkPostgres } from "@trellis/db";
+import { postgresDependencies } from "@trellis/db";
 import { runApp } from "@trellis/observability";
 import { checkRedis, redisTlsOptions } from "@trellis/queue";
 import { startDashboardApp } from "./app.js";
@@ -9,7 +9,7 @@ await runApp({
   name: "dashboard",
   readSettings: readDashboardSettings,
   dependencies: (s) => [
-    { name: "PostgreSQL", check: () => checkPostgres(s.databaseUrl) },
+    ...postgresDependencies(s),
     { name: "Redis", check: () => checkRedis(s.redisUrl, undefined, redisTlsOptions(s.redisTls)) },
   ],
   start: startDashboardApp,

@@ -53,7 +53,8 @@ function fail(error: unknown): never {
 }
 
 try {
-  await runMigrations(settings.api.databaseUrl);
+  // Migrations take a session-level advisory lock: over the direct connection (DATABASE_LISTEN_URL).
+  await runMigrations(settings.api.databaseListenUrl ?? settings.api.databaseUrl);
 } catch (error) {
   fail(error);
 }
@@ -80,7 +81,10 @@ try {
     onEvents: composeEventHooks(eventLogger(apiLogger), eventMetrics(apiRegistry)),
   });
   shutdown.add("api notifications", () => stateManager.flushNotifications());
-  const events = new WorkflowEventHub({ stateManager, databaseUrl: settings.api.databaseUrl });
+  const events = new WorkflowEventHub({
+    stateManager,
+    databaseUrl: settings.api.databaseListenUrl ?? settings.api.databaseUrl,
+  });
   await events.start();
   shutdown.add("event listener", () => events.close());
   // WatchWorkflow's include_chunks: the workers' output chunks, on a connection that fails fast.

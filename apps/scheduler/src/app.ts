@@ -90,8 +90,9 @@ export async function startSchedulerApp(
   const retention = settings.retention
     ? new Retention({ ...settings.retention, pool, logger, deleted: retentionDeleted })
     : null;
+  // LISTEN holds session state: a direct connection, not a transaction-pooling PgBouncer (DATABASE_LISTEN_URL).
   const listener = new PgListener({
-    databaseUrl: settings.databaseUrl,
+    databaseUrl: settings.databaseListenUrl ?? settings.databaseUrl,
     channels: [CHANNELS.ready, CHANNELS.schedules, ...(eventRelay ? [CHANNELS.events] : [])],
     onError: (e) => logger.warn({ err: e }, "LISTEN connection lost; reconnecting (polling meanwhile)"),
     onConnect: () => {
@@ -159,8 +160,9 @@ function createEventRelay(settings: SchedulerSettings, deps: { logger: Logger; r
     connectionName: "trellis-event-relay",
   });
   redis.on("error", (e) => logger.warn({ err: e }, "event relay: redis connection error"));
+  // Its session-level advisory lock and `set synchronous_commit` need a session of its own: the direct connection.
   const store = new PgEventRelayStore({
-    databaseUrl: settings.databaseUrl,
+    databaseUrl: settings.databaseListenUrl ?? settings.databaseUrl,
     streamKey,
     onError: (e) => logger.warn({ err: e }, "event relay: PostgreSQL connection lost"),
   });

@@ -24,6 +24,11 @@ export interface EventRelaySettings {
 /** Settings of the scheduler app, read once at start. */
 export interface SchedulerSettings {
   databaseUrl: string;
+  /**
+   * `DATABASE_LISTEN_URL`: PostgreSQL itself, for the LISTEN connection and the event relay's session (its advisory
+   * lock), when `DATABASE_URL` is a transaction-pooling PgBouncer. @default DATABASE_URL
+   */
+  databaseListenUrl?: string | undefined;
   redisUrl: string;
   /** REDIS_TLS_CA, for a rediss:// REDIS_URL. @default unset */
   redisTls?: RedisTlsSettings | undefined;

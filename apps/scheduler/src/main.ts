@@ -1,5 +1,5 @@
 // Wires the scheduler app: settings -> dependencies -> start -> SIGTERM (runApp).
-import { checkPostgres } from "@trellis/db";
+import { postgresDependencies } from "@trellis/db";
 import { runApp } from "@trellis/observability";
 import { checkRedis, redisTlsOptions } from "@trellis/queue";
 import { startSchedulerApp } from "./app.js";
@@ -9,7 +9,7 @@ await runApp({
   name: "scheduler",
   readSettings: readSchedulerSettings,
   dependencies: (s) => [
-    { name: "PostgreSQL", check: () => checkPostgres(s.databaseUrl) },
+    ...postgresDependencies(s),
     { name: "Redis", check: () => checkRedis(s.redisUrl, undefined, redisTlsOptions(s.redisTls)) },
   ],
   start: startSchedulerApp,

@@ -75,7 +75,8 @@ export async function startWorkerApp(
     workerId: settings.workerId,
     hostname: hostname(),
     logger,
-    databaseUrl: settings.databaseUrl,
+    // The cancellations' LISTEN: a direct connection, not a transaction-pooling PgBouncer (DATABASE_LISTEN_URL).
+    databaseUrl: settings.databaseListenUrl ?? settings.databaseUrl,
     metrics: createWorkerMetrics(deps.registry),
     chunks,
   });

@@ -41,6 +41,11 @@ export type { ReadSettingFile } from "@trellis/config";
 /** Settings of the worker app, read once at start. */
 export interface WorkerSettings {
   databaseUrl: string;
+  /**
+   * `DATABASE_LISTEN_URL`: PostgreSQL itself, for the cancellations' LISTEN connection, when `DATABASE_URL` is a
+   * transaction-pooling PgBouncer. @default DATABASE_URL
+   */
+  databaseListenUrl?: string | undefined;
   redisUrl: string;
   /** REDIS_TLS_CA, for a rediss:// REDIS_URL. @default unset */
   redisTls?: RedisTlsSettings | undefined;

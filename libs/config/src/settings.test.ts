@@ -10,14 +10,34 @@ import {
 
 describe("readCommonSettings", () => {
   it("defaults to the local database and info logs", () => {
-    expect(readCommonSettings({})).toEqual({ databaseUrl: DEFAULT_DATABASE_URL, logLevel: "info" });
+    expect(readCommonSettings({})).toEqual({
+      databaseUrl: DEFAULT_DATABASE_URL,
+      databaseListenUrl: DEFAULT_DATABASE_URL,
+      logLevel: "info",
+    });
   });
 
-  it("reads DATABASE_URL and LOG_LEVEL", () => {
+  it("reads DATABASE_URL and LOG_LEVEL; DATABASE_LISTEN_URL defaults to DATABASE_URL", () => {
     expect(readCommonSettings({ DATABASE_URL: "postgresql://pg/db", LOG_LEVEL: "warn" })).toEqual({
       databaseUrl: "postgresql://pg/db",
+      databaseListenUrl: "postgresql://pg/db",
       logLevel: "warn",
     });
+  });
+
+  it("reads DATABASE_LISTEN_URL, the direct connection beside a PgBouncer DATABASE_URL", () => {
+    expect(
+      readCommonSettings({
+        DATABASE_URL: "postgres://u:p@pgbouncer:6432/trellis",
+        DATABASE_LISTEN_URL: "postgres://u:p@db:5432/trellis",
+      }),
+    ).toMatchObject({
+      databaseUrl: "postgres://u:p@pgbouncer:6432/trellis",
+      databaseListenUrl: "postgres://u:p@db:5432/trellis",
+    });
+    expect(() => readCommonSettings({ DATABASE_LISTEN_URL: "http://db" })).toThrow(
+      new ConfigError('DATABASE_LISTEN_URL: must be a postgres: or postgresql: URL, got "http://db"'),
+    );
   });
 
   it("rejects a DATABASE_URL that is not PostgreSQL", () => {

@@ -32,16 +32,27 @@ export const QUEUE_PREFIX_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
 
 /** Settings every app reads. */
 export interface CommonSettings {
-  /** `DATABASE_URL`: the PostgreSQL connection string. @default DEFAULT_DATABASE_URL */
+  /**
+   * `DATABASE_URL`: the PostgreSQL connection string of every query, each in a transaction of its own or autocommit,
+   * so it may point at PgBouncer in transaction pooling mode. @default DEFAULT_DATABASE_URL
+   */
   databaseUrl: string;
+  /**
+   * `DATABASE_LISTEN_URL`: a direct connection to PostgreSQL (not through a transaction-pooling PgBouncer) for what
+   * holds session state: the LISTEN connections, the scheduler's event relay (a session-level advisory lock) and
+   * migrations. @default DATABASE_URL
+   */
+  databaseListenUrl: string;
   /** `LOG_LEVEL`. @default "info" */
   logLevel: LogLevel;
 }
 
-/** Reads `DATABASE_URL` and `LOG_LEVEL`. */
+/** Reads `DATABASE_URL`, `DATABASE_LISTEN_URL` and `LOG_LEVEL`. */
 export function readCommonSettings(env: Env): CommonSettings {
+  const databaseUrl = readUrl(env, "DATABASE_URL", DEFAULT_DATABASE_URL, DATABASE_URL_PROTOCOLS);
   return {
-    databaseUrl: readUrl(env, "DATABASE_URL", DEFAULT_DATABASE_URL, DATABASE_URL_PROTOCOLS),
+    databaseUrl,
+    databaseListenUrl: readUrl(env, "DATABASE_LISTEN_URL", databaseUrl, DATABASE_URL_PROTOCOLS),
     logLevel: readLogLevel(env),
   };
 }

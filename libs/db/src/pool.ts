@@ -77,3 +77,24 @@ export async function checkPostgres(databaseUrl: string, timeoutMs = 5_000): Pro
     await client.end().catch(() => undefined);
   }
 }
+
+/** The PostgreSQL URLs of an app's settings: every query's, and the direct one of its LISTEN (and locked) sessions. */
+export interface PostgresUrls {
+  /** `DATABASE_URL`: may be a transaction-pooling PgBouncer. */
+  databaseUrl: string;
+  /** `DATABASE_LISTEN_URL`: PostgreSQL itself. @default databaseUrl */
+  databaseListenUrl?: string | undefined;
+}
+
+/**
+ * The start-up checks of an app's PostgreSQL (for runApp's dependencies): DATABASE_URL, and DATABASE_LISTEN_URL too
+ * when it names another server or port (PostgreSQL behind a PgBouncer DATABASE_URL).
+ */
+export function postgresDependencies(urls: PostgresUrls): { name: string; check: () => Promise<void> }[] {
+  const checks = [{ name: "PostgreSQL", check: () => checkPostgres(urls.databaseUrl) }];
+  const listenUrl = urls.databaseListenUrl;
+  if (listenUrl !== undefined && listenUrl !== urls.databaseUrl) {
+    checks.push({ name: "PostgreSQL (DATABASE_LISTEN_URL)", check: () => checkPostgres(listenUrl) });
+  }
+  return checks;
+}

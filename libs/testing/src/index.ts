@@ -13,3 +13,4 @@ export * from "./measurements.js";
 export * from "./drive.js";
 export * from "./event-writer.js";
 export * from "./certificates.js";
+export * from "./private-pgbouncer.js";
