@@ -18,7 +18,7 @@ import {
   waitForDependency,
 } from "@trellis/observability";
 import { configOrExit, readStartupSettings } from "@trellis/config";
-import { WorkflowChunkSource, createRedis, redisTlsOptions } from "@trellis/queue";
+import { WorkflowChunkSource, connectRedis, redisTlsOptions } from "@trellis/queue";
 import { loadApiSettings } from "./config.js";
 import { type RunningApiServer, startApiServer } from "./server.js";
 
@@ -80,7 +80,7 @@ try {
   let chunks: WorkflowChunkSource | undefined;
   if (settings.chunks) {
     // Fails fast: while Redis is away watchers get their durable events without chunks.
-    const redis = createRedis(settings.chunks.redisUrl, {
+    const redis = connectRedis(settings.chunks.redisUrl, {
       ...redisTlsOptions(settings.chunks.redisTls),
       enableOfflineQueue: false,
       maxRetriesPerRequest: 1,

@@ -10,7 +10,7 @@ import {
 import { composeEventHooks, eventMetrics } from "@trellis/observability";
 import type { Registry } from "prom-client";
 import { WorkflowAction } from "@trellis/proto";
-import { NodeQueues, WorkflowChunkSource, checkRedis, createRedis, redisTlsOptions } from "@trellis/queue";
+import { NodeQueues, WorkflowChunkSource, checkRedis, connectRedis, redisTlsOptions } from "@trellis/queue";
 import express from "express";
 import type { Logger } from "pino";
 import { createApiRouter } from "./api-routes.js";
@@ -90,12 +90,12 @@ export async function startDashboardApp(settings: DashboardSettings, deps: Dashb
 
     const tls = redisTlsOptions(settings.redisTls);
     await checkRedis(settings.redisUrl, undefined, tls);
-    const redis = createRedis(settings.redisUrl, tls);
+    const redis = connectRedis(settings.redisUrl, tls);
     closers.push(() => redis.disconnect());
     redis.on("error", (e) => logger.warn({ err: e }, "redis connection error"));
     const queues = new NodeQueues(redis, settings.queuePrefix);
     // Output chunks for the node panel (`?chunks=1`), on a connection that fails fast: without Redis, no chunks.
-    const chunkRedis = createRedis(settings.redisUrl, { ...tls, enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+    const chunkRedis = connectRedis(settings.redisUrl, { ...tls, enableOfflineQueue: false, maxRetriesPerRequest: 1 });
     chunkRedis.on("error", () => undefined);
     closers.push(() => chunkRedis.disconnect());
     const chunks = new WorkflowChunkSource({

@@ -1,7 +1,7 @@
 // `npm start`: the whole engine in one process for a laptop — migrations, api, scheduler, one worker,
 // dashboard, and the example NodeService unless NODE_SERVICE_ADDR points at a real one.
 import { readApiSettings, startApiServer } from "@trellis/api";
-import { configOrExit, type Env } from "@trellis/config";
+import { configOrExit, describeRedisTarget, type Env, parseRedisUrl } from "@trellis/config";
 import { startDashboardApp, readDashboardSettings } from "@trellis/dashboard";
 import { PgStateManager, WorkflowEventHub, createDatabase, createPool, eventLogger, runMigrations } from "@trellis/db";
 import {
@@ -17,7 +17,7 @@ import {
   eventMetrics,
   startHttpServer,
 } from "@trellis/observability";
-import { WorkflowChunkSource, createRedis, redisTlsOptions } from "@trellis/queue";
+import { WorkflowChunkSource, connectRedis, redisTlsOptions } from "@trellis/queue";
 import { readSchedulerSettings, startSchedulerApp } from "@trellis/scheduler";
 import { readWorkerSettings, startWorkerApp } from "@trellis/worker";
 
@@ -43,10 +43,10 @@ shutdown.listen();
 function fail(error: unknown): never {
   const message = error instanceof Error ? error.message : String(error);
   const db = new URL(settings.api.databaseUrl);
-  const redis = new URL(settings.scheduler.redisUrl);
+  const redis = describeRedisTarget(parseRedisUrl(settings.scheduler.redisUrl));
   process.stderr.write(
     `trellis start: ${message}\n` +
-      `  Trellis needs PostgreSQL 15+ at ${db.host} (DATABASE_URL) and Redis 7+ at ${redis.host} (REDIS_URL).\n` +
+      `  Trellis needs PostgreSQL 15+ at ${db.host} (DATABASE_URL) and Redis 7+ at ${redis} (REDIS_URL).\n` +
       "  Start them (e.g. `docker compose up -d postgres redis`, or your system's services) and run `npm start` again.\n",
   );
   process.exit(1);
@@ -88,7 +88,7 @@ try {
   await events.start();
   shutdown.add("event listener", () => events.close());
   // WatchWorkflow's include_chunks: the workers' output chunks, on a connection that fails fast.
-  const chunkRedis = createRedis(settings.scheduler.redisUrl, {
+  const chunkRedis = connectRedis(settings.scheduler.redisUrl, {
     ...redisTlsOptions(settings.scheduler.redisTls),
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,

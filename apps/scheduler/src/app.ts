@@ -7,7 +7,7 @@ import {
   createPool,
   eventLogger,
 } from "@trellis/db";
-import { NodeQueues, checkRedis, createRedis, redisTlsOptions } from "@trellis/queue";
+import { NodeQueues, checkRedis, connectRedis, redisTlsOptions } from "@trellis/queue";
 import { composeEventHooks, eventMetrics } from "@trellis/observability";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
@@ -51,7 +51,7 @@ export async function startSchedulerApp(
   });
   const tls = redisTlsOptions(settings.redisTls);
   const { evictionPolicy } = await checkRedis(settings.redisUrl, undefined, tls);
-  const redis = createRedis(settings.redisUrl, tls);
+  const redis = connectRedis(settings.redisUrl, tls);
   redis.on("error", (e) => logger.warn({ err: e }, "redis connection error"));
   if (evictionPolicy !== "noeviction" && evictionPolicy !== "unknown") {
     logger.warn({ evictionPolicy }, "Redis maxmemory-policy should be noeviction: BullMQ jobs may be evicted");
@@ -154,7 +154,7 @@ function createEventRelay(settings: SchedulerSettings, deps: { logger: Logger; r
   const { logger } = deps;
   const { streamKey, maxLen, pollMs } = settings.eventRelay!;
   // Commands fail after one reconnect attempt instead of waiting for Redis forever: the relay logs and retries.
-  const redis = createRedis(settings.redisUrl, {
+  const redis = connectRedis(settings.redisUrl, {
     ...redisTlsOptions(settings.redisTls),
     maxRetriesPerRequest: 1,
     connectionName: "trellis-event-relay",

@@ -6,7 +6,7 @@ import {
   DEFAULT_CHUNK_MAX_PER_ATTEMPT,
   DEFAULT_CHUNK_RETENTION_MS,
   checkRedis,
-  createRedis,
+  connectRedis,
   redisTlsOptions,
 } from "@trellis/queue";
 import { composeEventHooks, eventMetrics } from "@trellis/observability";
@@ -36,10 +36,10 @@ export async function startWorkerApp(
   await pool.query("select 1");
   const tls = redisTlsOptions(settings.redisTls);
   await checkRedis(settings.redisUrl, undefined, tls);
-  const redis = createRedis(settings.redisUrl, tls);
+  const redis = connectRedis(settings.redisUrl, tls);
   redis.on("error", (e) => logger.warn({ err: e }, "redis connection error"));
   // A connection of its own that fails fast: while Redis is away chunks are dropped, not held in memory.
-  const chunkRedis = createRedis(settings.redisUrl, { ...tls, enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+  const chunkRedis = connectRedis(settings.redisUrl, { ...tls, enableOfflineQueue: false, maxRetriesPerRequest: 1 });
   chunkRedis.on("error", () => undefined);
   const chunks = new ChunkPublisher({
     redis: chunkRedis,

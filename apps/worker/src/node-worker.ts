@@ -1,5 +1,4 @@
 import { Worker } from "bullmq";
-import type { Redis } from "ioredis";
 import {
   CHANNELS,
   PgListener,
@@ -14,6 +13,7 @@ import {
   NodeQueues,
   nodeBackoffStrategy,
   type NodeJobData,
+  type RedisConnection,
 } from "@trellis/queue";
 import type { Logger } from "pino";
 import { Batcher } from "./batcher.js";
@@ -33,7 +33,8 @@ export interface NodeWorkerOptions {
   client: NodeServiceClient;
   /** The client of each capability (NODE_SERVICE_ROUTES); without it every node goes to `client`. */
   clientFor?: NodeServiceClientFor;
-  connection: Redis;
+  /** Redis: one server, or a cluster (the queue names are then hash-tagged: see NodeQueues). */
+  connection: RedisConnection;
   queuePrefix: string;
   capabilities: readonly string[];
   concurrency: number;
@@ -128,20 +129,24 @@ export class NodeWorker {
       metrics: o.metrics,
     };
     for (const capability of o.capabilities) {
-      const worker = new Worker<NodeJobData>(capability, async (job) => runNodeJob(deps, job.data, job.id), {
-        connection: o.connection,
-        prefix: o.queuePrefix,
-        concurrency: o.concurrency,
-        // A dead worker's active jobs go back to their queue (and are dropped there: their node has moved on to a
-        // new job once the worker's session lapsed) within a few heartbeats, not BullMQ's default 30 s, so the queue
-        // soon agrees with PostgreSQL again. BullMQ renews the lock in Redis; PostgreSQL sees nothing of it.
-        lockDuration: Math.max(1_000, 10 * o.heartbeatMs),
-        stalledInterval: Math.max(1_000, 10 * o.heartbeatMs),
-        settings: {
-          backoffStrategy: (attemptsMade, type, err, job) =>
-            type === NODE_BACKOFF_TYPE ? nodeBackoffStrategy(attemptsMade, type, err, job) : 1_000,
+      const worker = new Worker<NodeJobData>(
+        this.queues.nameOf(capability),
+        async (job) => runNodeJob(deps, job.data, job.id),
+        {
+          connection: o.connection,
+          prefix: o.queuePrefix,
+          concurrency: o.concurrency,
+          // A dead worker's active jobs go back to their queue (and are dropped there: their node has moved on to a
+          // new job once the worker's session lapsed) within a few heartbeats, not BullMQ's default 30 s, so the queue
+          // soon agrees with PostgreSQL again. BullMQ renews the lock in Redis; PostgreSQL sees nothing of it.
+          lockDuration: Math.max(1_000, 10 * o.heartbeatMs),
+          stalledInterval: Math.max(1_000, 10 * o.heartbeatMs),
+          settings: {
+            backoffStrategy: (attemptsMade, type, err, job) =>
+              type === NODE_BACKOFF_TYPE ? nodeBackoffStrategy(attemptsMade, type, err, job) : 1_000,
+          },
         },
-      });
+      );
       worker.on("error", (e) => o.logger.warn({ err: e, capability }, "queue worker error"));
       worker.on("failed", (job, e) => {
         if (e.name !== "RetryLaterError") {

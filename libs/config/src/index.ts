@@ -25,7 +25,6 @@ export {
   DEFAULT_QUEUE_PREFIX,
   DEFAULT_REDIS_URL,
   QUEUE_PREFIX_PATTERN,
-  REDIS_URL_PROTOCOLS,
   type RedisSettings,
   type RedisTlsSettings,
   readCommonSettings,
@@ -33,3 +32,16 @@ export {
   readStartupSettings,
   type StartupSettings,
 } from "./settings.js";
+export {
+  DEFAULT_REDIS_PORT,
+  REDIS_CLUSTER_PROTOCOLS,
+  REDIS_SERVER_PROTOCOLS,
+  REDIS_URL_PROTOCOLS,
+  type RedisClusterNode,
+  type RedisClusterTarget,
+  type RedisServerTarget,
+  type RedisTarget,
+  describeRedisTarget,
+  isRedisClusterUrl,
+  parseRedisUrl,
+} from "./redis-url.js";

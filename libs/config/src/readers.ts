@@ -16,7 +16,7 @@ function quote(value: string): string {
 }
 
 /** Hides the password of `scheme://user:password@host` so an error line never leaks a secret. */
-function redactUrl(value: string): string {
+export function redactUrl(value: string): string {
   return value.replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#@:]*):[^/?#@]*@/, "$1:***@");
 }
 

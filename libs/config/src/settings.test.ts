@@ -65,7 +65,7 @@ describe("readRedisSettings", () => {
 
   it("rejects a REDIS_URL that is not Redis", () => {
     expect(() => readRedisSettings({ REDIS_URL: "http://localhost:6379" })).toThrow(
-      'REDIS_URL: must be a redis: or rediss: URL, got "http://localhost:6379"',
+      'REDIS_URL: must be a redis:, rediss:, redis+cluster: or rediss+cluster: URL, got "http://localhost:6379"',
     );
   });
 
@@ -82,7 +82,7 @@ describe("readRedisSettings", () => {
       redisTls: { ca: pem },
     });
     expect(() => readRedisSettings({ ...env, REDIS_URL: "redis://cache:6379" }, read)).toThrow(
-      "REDIS_TLS_CA: needs a rediss:// REDIS_URL",
+      "REDIS_TLS_CA: needs a rediss:// or rediss+cluster:// REDIS_URL",
     );
     expect(() => readRedisSettings({ ...env, REDIS_TLS_CA: "/missing.pem" }, read)).toThrow(
       /^REDIS_TLS_CA: cannot read "\/missing.pem": ENOENT/,

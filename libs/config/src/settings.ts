@@ -11,6 +11,7 @@ import {
   readString,
   readUrl,
 } from "./readers.js";
+import { parseRedisUrl } from "./redis-url.js";
 
 /** Where the apps find PostgreSQL when `DATABASE_URL` is unset. */
 export const DEFAULT_DATABASE_URL = "postgres://postgres:postgres@localhost:5432/trellis";
@@ -23,9 +24,6 @@ export const DEFAULT_QUEUE_PREFIX = "trellis";
 
 /** Protocols accepted in `DATABASE_URL`. */
 export const DATABASE_URL_PROTOCOLS = ["postgres:", "postgresql:"];
-
-/** Protocols accepted in `REDIS_URL` (`rediss:` is Redis over TLS). */
-export const REDIS_URL_PROTOCOLS = ["redis:", "rediss:"];
 
 /** What a queue prefix may contain: BullMQ rejects `:` in names, and Redis keys are built from it. */
 export const QUEUE_PREFIX_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
@@ -59,13 +57,16 @@ export function readCommonSettings(env: Env): CommonSettings {
 
 /** Settings of the apps that use Redis through BullMQ (scheduler, worker, dashboard). */
 export interface RedisSettings {
-  /** `REDIS_URL`. @default DEFAULT_REDIS_URL */
+  /**
+   * `REDIS_URL`: one server (`redis://`, `rediss://`) or a Redis Cluster (`redis+cluster://host:port,host:port`,
+   * `rediss+cluster://`); see parseRedisUrl. @default DEFAULT_REDIS_URL
+   */
   redisUrl: string;
   /** `QUEUE_PREFIX`: BullMQ prefix, so several deployments can share one Redis. @default "trellis" */
   queuePrefix: string;
   /**
-   * `REDIS_TLS_CA`: the PEM CA bundle a `rediss://` server's certificate must chain to, read at start (a URL cannot
-   * carry it). @default unset (the system's CAs, when the URL is rediss://)
+   * `REDIS_TLS_CA`: the PEM CA bundle a `rediss://` server's (or every `rediss+cluster://` node's) certificate must
+   * chain to, read at start (a URL cannot carry it). @default unset (the system's CAs, when the URL is rediss://)
    */
   redisTls?: RedisTlsSettings | undefined;
 }
@@ -85,10 +86,11 @@ export function readRedisSettings(env: Env, readFile: ReadSettingFile = readFile
       `must be 1 to 64 of A-Z a-z 0-9 _ . - (no ":"), got ${JSON.stringify(queuePrefix)}`,
     );
   }
-  const redisUrl = readUrl(env, "REDIS_URL", DEFAULT_REDIS_URL, REDIS_URL_PROTOCOLS);
+  const redisUrl = readString(env, "REDIS_URL", DEFAULT_REDIS_URL);
+  const target = parseRedisUrl(redisUrl);
   const caPath = readOptionalString(env, "REDIS_TLS_CA");
   if (caPath === undefined) return { redisUrl, queuePrefix };
-  if (!redisUrl.startsWith("rediss:")) throw ConfigError.invalid("REDIS_TLS_CA", "needs a rediss:// REDIS_URL");
+  if (!target.tls) throw ConfigError.invalid("REDIS_TLS_CA", "needs a rediss:// or rediss+cluster:// REDIS_URL");
   return { redisUrl, queuePrefix, redisTls: { ca: readSettingFile("REDIS_TLS_CA", caPath, readFile) } };
 }
 

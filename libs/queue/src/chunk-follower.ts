@@ -1,6 +1,7 @@
 import type { Redis } from "ioredis";
 import { NodeStatus, type Workflow, type WorkflowEvent } from "@trellis/proto";
 import { type AttemptRef, chunkEvent, chunkStreamKey, decodeChunkEntry } from "./output-chunks.js";
+import { type RedisConnection, clusterNodeOf, duplicateRedis, isCluster, keySlotOf } from "./redis.js";
 
 /** How long, at most, a watcher waits for the rest of an ended attempt's chunks before it sends the ending event. */
 export const DEFAULT_CHUNK_DRAIN_MS = 1_000;
@@ -16,8 +17,11 @@ const MAILBOX_SIZE = 1_000;
 
 /** Options of {@link followWithChunks}. */
 export interface FollowWithChunksOptions {
-  /** A command connection (not blocked by anyone); the follower makes a blocking one of its own from it. */
-  redis: Redis;
+  /**
+   * A command connection (not blocked by anyone); the follower makes a blocking one of its own from it. A Redis
+   * Cluster's too: the streams are then hash-tagged by workflow, so one XREAD reads them all from one slot.
+   */
+  redis: RedisConnection;
   /** `QUEUE_PREFIX` of the workers that publish the chunks. */
   queuePrefix: string;
   workflowId: string;
@@ -180,12 +184,20 @@ interface FollowedStream {
 
 /**
  * The chunk streams one watcher follows, read with one blocking XREAD over all of them on a connection of its own;
- * a stream added while it blocks interrupts it (CLIENT UNBLOCK from the command connection).
+ * a stream added while it blocks interrupts it (CLIENT UNBLOCK from the command connection). On a Redis Cluster the
+ * streams share the workflow's slot: the XREAD goes (through ioredis) to the master serving it, whose connections
+ * give the CLIENT ID to unblock and carry the CLIENT UNBLOCK.
  */
 class AttemptStreams {
   private readonly streams = new Map<string, FollowedStream>();
-  private connection: Redis | null = null;
+  private readonly hashTagged: boolean;
+  private connection: RedisConnection | null = null;
   private connectionId: number | null = null;
+  /** Where CLIENT UNBLOCK is sent: the command connection, or on a cluster its connection to the reading master. */
+  private unblockVia: Redis | null = null;
+  /** On a cluster: the workflow's slot, and the CLIENT ID of the blocking connection's link to each master. */
+  private slot: number | null = null;
+  private readonly nodeIds = new WeakMap<Redis, number>();
   private loop: Promise<void> | null = null;
   private wakeLoop: (() => void) | null = null;
   private blocked = false;
@@ -196,11 +208,13 @@ class AttemptStreams {
     private readonly options: FollowWithChunksOptions,
     private readonly emit: (event: WorkflowEvent) => Promise<void>,
     private readonly signal: AbortSignal,
-  ) {}
+  ) {
+    this.hashTagged = isCluster(options.redis);
+  }
 
   follow(ref: AttemptRef): void {
     if (this.failed) return;
-    const key = chunkStreamKey(this.options.queuePrefix, ref);
+    const key = chunkStreamKey(this.options.queuePrefix, ref, this.hashTagged);
     if (this.streams.has(key)) return;
     this.streams.set(key, { ref, lastId: "0", ending: null });
     this.loop ??= this.run().catch((error: unknown) => this.fail(error));
@@ -210,7 +224,7 @@ class AttemptStreams {
 
   /** Waits for the rest of an ended attempt's chunks (its end marker), at most `drainMs`; then stops following it. */
   async finish(ref: AttemptRef, drainMs: number): Promise<void> {
-    const key = chunkStreamKey(this.options.queuePrefix, ref);
+    const key = chunkStreamKey(this.options.queuePrefix, ref, this.hashTagged);
     const stream = this.streams.get(key);
     if (!stream || this.failed) {
       this.streams.delete(key);
@@ -265,25 +279,54 @@ class AttemptStreams {
 
   /** Interrupts a blocking read so it picks up a changed set of streams. */
   private interrupt(): void {
-    if (!this.blocked || this.connectionId === null) return;
+    if (!this.blocked || this.connectionId === null || this.unblockVia === null) return;
     const round = this.round;
     const id = this.connectionId;
+    const via = this.unblockVia;
     void (async () => {
       // The read may not have reached Redis yet: try until it is unblocked or has returned by itself.
       for (let i = 0; i < 50 && this.blocked && this.round === round && !this.signal.aborted; i++) {
-        const unblocked = await this.options.redis.client("UNBLOCK", id).catch(() => 0);
+        const unblocked = await via.client("UNBLOCK", id).catch(() => 0);
         if (unblocked === 1) return;
         await new Promise((resolve) => setTimeout(resolve, 2));
       }
     })();
   }
 
+  /**
+   * On a cluster, before each read: the master that serves the workflow's slot now (it changes on a failover), the
+   * CLIENT ID of the blocking connection's link to it, and the command connection's link to it for CLIENT UNBLOCK.
+   * Until they are known a read is not interrupted (it returns by itself within BLOCK_MS).
+   */
+  private async findReadingMaster(connection: RedisConnection, key: string): Promise<void> {
+    const command = this.options.redis;
+    if (!isCluster(connection) || !isCluster(command)) return;
+    this.slot ??= await keySlotOf(command, key);
+    const reader = clusterNodeOf(connection, this.slot);
+    const unblocker = clusterNodeOf(command, this.slot);
+    if (reader === undefined || unblocker === undefined) {
+      this.connectionId = null;
+      this.unblockVia = null;
+      return;
+    }
+    let id = this.nodeIds.get(reader);
+    if (id === undefined) {
+      id = Number(await reader.client("ID"));
+      this.nodeIds.set(reader, id);
+    }
+    this.connectionId = id;
+    this.unblockVia = unblocker;
+  }
+
   private async run(): Promise<void> {
-    const connection = this.options.redis.duplicate({ lazyConnect: true, enableOfflineQueue: false });
+    const connection = duplicateRedis(this.options.redis, { lazyConnect: true, enableOfflineQueue: false });
     connection.on("error", () => undefined);
     this.connection = connection;
     await connection.connect();
-    this.connectionId = Number(await connection.client("ID"));
+    if (!isCluster(connection) && !isCluster(this.options.redis)) {
+      this.connectionId = Number(await connection.client("ID"));
+      this.unblockVia = this.options.redis;
+    }
     while (!this.signal.aborted) {
       if (this.streams.size === 0) {
         await new Promise<void>((resolve) => {
@@ -295,6 +338,7 @@ class AttemptStreams {
       }
       const keys = [...this.streams.keys()];
       const ids = keys.map((key) => this.streams.get(key)!.lastId);
+      if (isCluster(connection)) await this.findReadingMaster(connection, keys[0]!);
       this.round++;
       this.blocked = true;
       let reply: [Buffer, [Buffer, Buffer[]][]][] | null;
@@ -336,8 +380,8 @@ export interface WorkflowChunkSourceOptions {
   events: DurableEventSource;
   /** The workflow as it is now (GetWorkflow): which attempts run; throws NotFoundError for an unknown workflow. */
   getWorkflow: (workflowId: string) => Promise<Workflow>;
-  /** A command connection that fails fast (`enableOfflineQueue: false`). */
-  redis: Redis;
+  /** A command connection that fails fast (`enableOfflineQueue: false`), to a server or a cluster. */
+  redis: RedisConnection;
   /** `QUEUE_PREFIX` of the workers. */
   queuePrefix: string;
   /** How long an ended attempt's last chunks are awaited. @default DEFAULT_CHUNK_DRAIN_MS */

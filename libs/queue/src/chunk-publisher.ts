@@ -1,6 +1,6 @@
-import type { Redis } from "ioredis";
 import type { OutputChunk } from "@trellis/proto";
 import { type AttemptRef, CHUNK_FIELDS, chunkStreamKey } from "./output-chunks.js";
+import { type RedisConnection, isCluster } from "./redis.js";
 
 /** Where a ChunkPublisher reports that Redis went away and came back (once each). */
 export interface ChunkPublisherLogger {
@@ -12,9 +12,9 @@ export interface ChunkPublisherLogger {
 export interface ChunkPublisherOptions {
   /**
    * A connection of its own, made to fail fast (`enableOfflineQueue: false`): while Redis is away chunks are
-   * dropped, never queued in memory.
+   * dropped, never queued in memory. A Redis Cluster's too: the streams are then hash-tagged by workflow.
    */
-  redis: Redis;
+  redis: RedisConnection;
   /** `QUEUE_PREFIX`: the streams are `<prefix>:chunks:<workflow>/<node>/<attempt>`. */
   queuePrefix: string;
   /** How long an attempt's stream lives after its last write (`CHUNK_RETENTION_MS`). */
@@ -46,6 +46,8 @@ export interface AttemptChunks {
 
 interface PendingEntry {
   key: string;
+  /** The workflow: on a cluster, the entries of one workflow (one slot) go in one pipeline. */
+  workflowId: string;
   fields: (string | Buffer)[];
   /** The attempt the entry counts against when it cannot be written. */
   attempt: AttemptState | null;
@@ -81,7 +83,8 @@ export class ChunkPublisher {
 
   /** Starts the chunks of one attempt. */
   open(ref: AttemptRef): AttemptChunks {
-    const key = chunkStreamKey(this.options.queuePrefix, ref);
+    const key = chunkStreamKey(this.options.queuePrefix, ref, isCluster(this.options.redis));
+    const { workflowId } = ref;
     const state: AttemptState = { pushed: 0, dropped: 0, overBounds: 0, bytes: 0, ended: false };
     const { maxPerAttempt, maxBytesPerAttempt } = this.options;
     return {
@@ -110,7 +113,7 @@ export class ChunkPublisher {
         if (chunk.data.byteLength > 0) {
           fields.push(CHUNK_FIELDS.data, Buffer.from(chunk.data.buffer, chunk.data.byteOffset, chunk.data.byteLength));
         }
-        this.enqueue({ key, fields, attempt: state });
+        this.enqueue({ key, workflowId, fields, attempt: state });
       },
       end: () => {
         if (state.ended) return;
@@ -120,6 +123,7 @@ export class ChunkPublisher {
         // The end marker is written even when chunks were dropped for want of room, so readers stop waiting.
         this.enqueue({
           key,
+          workflowId,
           fields: [CHUNK_FIELDS.end, String(state.pushed), CHUNK_FIELDS.dropped, String(state.dropped)],
           attempt: null,
         });
@@ -180,6 +184,18 @@ export class ChunkPublisher {
   }
 
   private async send(batch: PendingEntry[]): Promise<void> {
+    if (!isCluster(this.options.redis)) return this.sendPipeline(batch);
+    // A cluster pipeline's keys must be served by one node: one pipeline per workflow (one slot), sent together.
+    const byWorkflow = new Map<string, PendingEntry[]>();
+    for (const entry of batch) {
+      const list = byWorkflow.get(entry.workflowId);
+      if (list) list.push(entry);
+      else byWorkflow.set(entry.workflowId, [entry]);
+    }
+    await Promise.all([...byWorkflow.values()].map((entries) => this.sendPipeline(entries)));
+  }
+
+  private async sendPipeline(batch: PendingEntry[]): Promise<void> {
     const { redis, maxPerAttempt, retentionMs } = this.options;
     const pipeline = redis.pipeline();
     const keys = new Set<string>();

@@ -1,6 +1,21 @@
 import { Queue } from "bullmq";
-import type { Redis } from "ioredis";
 import { NODE_JOB_NAME, nodeJobOptions, type NodeJobData } from "./node-job.js";
+import { type RedisConnection, isCluster, mastersOf } from "./redis.js";
+
+/**
+ * The BullMQ queue name of a capability. On a Redis Cluster it is hash-tagged, `{<capability>}`, as BullMQ requires
+ * (every key of a queue, `<prefix>:{<capability>}:<suffix>`, in one slot; different capabilities in different slots,
+ * so spread over the masters). On one server it is the capability itself, as it always was: the keys of a
+ * deployment that upgrades stay where its queued jobs are.
+ */
+export function queueNameOf(capability: string, hashTagged: boolean): string {
+  return hashTagged ? `{${capability}}` : capability;
+}
+
+/** The capability of a queue name made by {@link queueNameOf}. */
+export function capabilityOfQueueName(name: string, hashTagged: boolean): string {
+  return hashTagged && name.startsWith("{") && name.endsWith("}") ? name.slice(1, -1) : name;
+}
 
 /** A node to put on its capability's queue. */
 export interface NodeToEnqueue {
@@ -18,22 +33,31 @@ export interface NodeToEnqueue {
 export type JobState = Awaited<ReturnType<Queue["getJobState"]>>;
 
 /**
- * One BullMQ queue per capability (queue name = capability, prefix = QUEUE_PREFIX), created on first use
- * and sharing one Redis connection.
+ * One BullMQ queue per capability (queue name = capability, hash-tagged on a Redis Cluster: see queueNameOf;
+ * prefix = QUEUE_PREFIX), created on first use and sharing one Redis connection.
  */
 export class NodeQueues {
   private readonly queues = new Map<string, Queue<NodeJobData>>();
+  /** Whether queue names are hash-tagged: the connection is a Redis Cluster's. */
+  readonly hashTagged: boolean;
 
   constructor(
-    private readonly connection: Redis,
+    private readonly connection: RedisConnection,
     readonly prefix: string,
-  ) {}
+  ) {
+    this.hashTagged = isCluster(connection);
+  }
+
+  /** The BullMQ queue name of a capability (for a Worker on the same connection). */
+  nameOf(capability: string): string {
+    return queueNameOf(capability, this.hashTagged);
+  }
 
   /** The queue of a capability. */
   queue(capability: string): Queue<NodeJobData> {
     let queue = this.queues.get(capability);
     if (!queue) {
-      queue = new Queue<NodeJobData>(capability, { connection: this.connection, prefix: this.prefix });
+      queue = new Queue<NodeJobData>(this.nameOf(capability), { connection: this.connection, prefix: this.prefix });
       this.queues.set(capability, queue);
     }
     return queue;
@@ -78,15 +102,22 @@ export class NodeQueues {
     );
   }
 
-  /** Capabilities with a queue in Redis under this prefix (including ones this process never used). */
+  /**
+   * Capabilities with a queue in Redis under this prefix (including ones this process never used). On a cluster every
+   * master is scanned: each holds the queues of its slots.
+   */
   async discover(): Promise<string[]> {
     const found = new Set<string>();
-    let cursor = "0";
-    do {
-      const [next, keys] = await this.connection.scan(cursor, "MATCH", `${this.prefix}:*:meta`, "COUNT", 1000);
-      cursor = next;
-      for (const key of keys) found.add(key.slice(this.prefix.length + 1, -":meta".length));
-    } while (cursor !== "0");
+    for (const node of mastersOf(this.connection)) {
+      let cursor = "0";
+      do {
+        const [next, keys] = await node.scan(cursor, "MATCH", `${this.prefix}:*:meta`, "COUNT", 1000);
+        cursor = next;
+        for (const key of keys) {
+          found.add(capabilityOfQueueName(key.slice(this.prefix.length + 1, -":meta".length), this.hashTagged));
+        }
+      } while (cursor !== "0");
+    }
     for (const name of this.queues.keys()) found.add(name);
     return [...found].sort();
   }

@@ -24,10 +24,13 @@ export interface AttemptRef {
 
 /**
  * The Redis Stream of one attempt's chunks: `<prefix>:chunks:<workflow>/<node>/<attempt>`. Node ids contain no `/`
- * (their pattern), so the key names one attempt only.
+ * (their pattern), so the key names one attempt only. On a Redis Cluster (`hashTagged`) the workflow id is a hash tag,
+ * `<prefix>:chunks:{<workflow>}/<node>/<attempt>`: a watcher reads all of a workflow's streams in one XREAD, whose
+ * keys must share a slot.
  */
-export function chunkStreamKey(prefix: string, ref: AttemptRef): string {
-  return `${prefix}:chunks:${ref.workflowId}/${ref.nodeId}/${ref.attempt}`;
+export function chunkStreamKey(prefix: string, ref: AttemptRef, hashTagged = false): string {
+  const workflow = hashTagged ? `{${ref.workflowId}}` : ref.workflowId;
+  return `${prefix}:chunks:${workflow}/${ref.nodeId}/${ref.attempt}`;
 }
 
 /**

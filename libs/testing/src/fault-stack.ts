@@ -10,8 +10,8 @@ import {
   createGrpcClient,
   type GrpcClient,
 } from "@trellis/proto";
-import { createRedis } from "@trellis/queue";
-import type { Redis, RedisOptions } from "ioredis";
+import { type RedisConnection, connectRedis, mastersOf } from "@trellis/queue";
+import type { RedisOptions } from "ioredis";
 import { AppGroup, type AppProcess } from "./app-process.js";
 import { type TestDatabase, createTestDatabase } from "./database.js";
 import { freePort } from "./free-port.js";
@@ -108,8 +108,8 @@ export interface FaultStack {
   ledger: SideEffectLedger;
   /** Reads and writes of the test itself (creating workflows without an api process). */
   stateManager: PgStateManager;
-  /** A Redis connection of the test (for the invariant checker). */
-  redis: Redis;
+  /** A Redis connection of the test (for the invariant checker): a Cluster's with a redis+cluster:// redisUrl. */
+  redis: RedisConnection;
   apps: AppGroup;
   /** The bound of I1 with these timings: see recoveryBoundMs. */
   recoveryBoundMs: number;
@@ -148,7 +148,7 @@ export async function startFaultStack(options: FaultStackOptions): Promise<Fault
   const ledger = new SideEffectLedger(true);
   const nodeService = await startNodeServiceServer(ledger.wrap(options.handler));
   const stateManager = new PgStateManager(db.db);
-  const redis = createRedis(redisUrl, { ...options.redisOptions, maxRetriesPerRequest: 1 });
+  const redis = connectRedis(redisUrl, { ...options.redisOptions, maxRetriesPerRequest: 1 });
   redis.on("error", () => undefined);
   const apps = new AppGroup();
   const clients: GrpcClient<typeof WorkflowService>[] = [];
@@ -307,8 +307,12 @@ export async function startFaultStack(options: FaultStackOptions): Promise<Fault
       await nodeService.close();
       await apps.stopAll(5_000);
       try {
-        const keys = await redis.keys(`${queuePrefix}:*`);
-        if (keys.length > 0) await redis.del(...keys);
+        // Every master of a cluster; one key per DEL there, as a cluster's keys of one command must share a slot.
+        for (const node of mastersOf(redis)) {
+          const keys = await node.keys(`${queuePrefix}:*`);
+          if (keys.length > 0)
+            await (redis.isCluster ? Promise.all(keys.map((k) => redis.del(k))) : redis.del(...keys));
+        }
       } catch {
         // A private Redis may be gone already.
       }

@@ -14,3 +14,4 @@ export * from "./drive.js";
 export * from "./event-writer.js";
 export * from "./certificates.js";
 export * from "./private-pgbouncer.js";
+export * from "./private-redis-cluster.js";

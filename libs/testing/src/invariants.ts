@@ -1,7 +1,6 @@
 import { canTransitionNode } from "@trellis/core";
 import { NodeStatus } from "@trellis/proto";
-import { NodeQueues, jobIdFor } from "@trellis/queue";
-import type { Redis } from "ioredis";
+import { NodeQueues, type RedisConnection, jobIdFor } from "@trellis/queue";
 import type pg from "pg";
 import type { SideEffectLedger } from "./side-effect-ledger.js";
 import { waitFor } from "./wait-for.js";
@@ -41,7 +40,7 @@ export interface InvariantOptions {
   /** A pool on the test's database. */
   pool: pg.Pool;
   /** Redis and the queue prefix of the apps under test; without them I1 and I5 are not checked. */
-  redis?: Redis | undefined;
+  redis?: RedisConnection | undefined;
   queuePrefix?: string | undefined;
   /** The settings of the apps under test, for I1's bound. */
   recovery: RecoverySettings;
