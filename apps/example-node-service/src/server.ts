@@ -12,7 +12,7 @@ export interface ExampleNodeServiceOptions {
   host: string;
   /** Port to listen on; 0 picks a free one. */
   port: number;
-  /** Every call is logged here (debug), failures and cancellations at info and above. */
+  /** Every call and cancellation is logged here at debug, a deadline at info, trouble at warn and error. */
   logger: Logger;
   /** Where the execution metrics are registered; none means no metrics. */
   registry?: Registry;

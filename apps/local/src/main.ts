@@ -38,6 +38,7 @@ const settings = configOrExit(
 const loggerFor = (app: string) => createLogger({ app, level: settings.api.logLevel, pretty: process.stdout.isTTY });
 const logger = loggerFor("trellis");
 const shutdown = new GracefulShutdown(logger);
+// In a terminal one readable line per entry (pino-pretty); piped (`npm start | tee`, a log collector) JSON lines.
 shutdown.listen();
 
 function fail(error: unknown): never {

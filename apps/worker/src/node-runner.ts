@@ -9,6 +9,9 @@ import type { HeldLeases } from "./held-leases.js";
 import type { WorkerMetrics } from "./metrics.js";
 import { executeNode, type NodeServiceClientFor, type StreamingSupport } from "./node-service-client.js";
 
+/** The reason a call is aborted with when its node is cancelled (NodeWorker's cancellation LISTEN). */
+export const CANCELLED_REASON = "node cancelled";
+
 /** What happened to one job; "recording" means a success whose result is being committed in the background. */
 export type JobOutcome = "dropped" | "passed" | "failed" | "stale" | "recording" | "throttled";
 
@@ -33,6 +36,11 @@ export interface NodeRunnerDeps {
   /** Where output chunks go (a Redis Stream per attempt), off the durable path; without it they are dropped. */
   chunks?: ChunkPublisher;
   held: HeldLeases;
+  /**
+   * Whether the node was CANCELLED (asked only when a result is refused as stale, so a cancellation is told apart from
+   * a lease lost to a lapsed session). Without it only a call aborted by a cancellation counts as one.
+   */
+  wasCancelled?: (workflowId: string, nodeId: string) => Promise<boolean>;
   logger: Logger;
   metrics?: WorkerMetrics;
   /**
@@ -135,9 +143,10 @@ async function runStartedNode(
       // Safe to finish the job first: until the result commits the node is RUNNING under this worker's session,
       // and if this process dies the session lapses and the node runs again (at-least-once).
       const recording = record(item)
-        .then(({ outcome }) => {
+        .then(async ({ outcome }) => {
           countUsage(metrics, capability, outcome, result);
-          describeOutcome(outcome, result, log, ownJob);
+          if (outcome.outcome === "stale") await logStale(deps, lease, log);
+          else describeOutcome(outcome, result, log, ownJob);
         })
         .catch((error: unknown) => log.error({ err: error }, "recording a result failed; the node will run again"))
         .finally(() => held.delete(lease));
@@ -147,6 +156,7 @@ async function runStartedNode(
     }
     const recorded = await record(item);
     countUsage(metrics, capability, recorded.outcome, result);
+    if (recorded.outcome.outcome === "stale") await logStale(deps, lease, log);
     return { outcome: describeOutcome(recorded.outcome, result, log, ownJob), next: recorded.started };
   } catch (error) {
     spans?.end({ error });
@@ -169,7 +179,25 @@ function countUsage(
   }
 }
 
-/** Logs how a result was recorded; a retry becomes RetryLaterError for BullMQ's backoff. */
+/**
+ * Logs a result refused because the node's lease was lost: at debug when the node was cancelled (its CANCELLED event
+ * is the line that says so), at warn otherwise (re-queued or taken over: this worker's session lapsed).
+ */
+async function logStale(
+  deps: NodeRunnerDeps,
+  lease: { workflowId: string; nodeId: string; controller: AbortController },
+  log: Logger,
+): Promise<void> {
+  const reason: unknown = lease.controller.signal.reason;
+  let cancelled = reason instanceof Error && reason.message === CANCELLED_REASON;
+  if (!cancelled && deps.wasCancelled) {
+    cancelled = await deps.wasCancelled(lease.workflowId, lease.nodeId).catch(() => false);
+  }
+  if (cancelled) log.debug("result not recorded: the node was cancelled");
+  else log.warn("result not recorded: the node's lease was lost (re-queued or taken over)");
+}
+
+/** Logs how a result was recorded (a stale one by logStale); a retry becomes RetryLaterError for BullMQ's backoff. */
 function describeOutcome(
   outcome: RecordOutcome,
   result: ResultToRecord["result"],
@@ -184,11 +212,12 @@ function describeOutcome(
       }
       return "passed";
     case "failed":
-      // Finishes and retries are counted from their committed events (eventMetrics), once, wherever committed.
-      log.info({ error: outcome.message, error_kind: ErrorKind[outcome.errorKind] }, "node failed");
+      // Finishes and retries are counted from their committed events (eventMetrics), once, wherever committed; their
+      // one info (FAIL: warn) line is the event's (eventLogger). These lines add the worker's side, at debug.
+      log.debug({ error: outcome.message, error_kind: ErrorKind[outcome.errorKind] }, "node failed");
       return "failed";
     case "retry":
-      log.info(
+      log.debug(
         { delay_ms: outcome.delayMs, error: result.kind === "error" ? result.message : "" },
         "node retry scheduled",
       );
@@ -197,11 +226,10 @@ function describeOutcome(
       if (!ownJob) return "failed";
       throw new RetryLaterError(outcome.delayMs, result.kind === "error" ? result.message : "retry");
     case "stale":
-      log.warn("result not recorded: the node's lease was lost (cancelled, re-queued or taken over)");
       return "stale";
     case "throttled":
       // The node has a new job, delayed by retry_after; this one ends here (no BullMQ attempt is spent either).
-      log.info({ retry_after_ms: outcome.retryAfterMs }, "node throttled by its provider; its keys are paused");
+      log.debug({ retry_after_ms: outcome.retryAfterMs }, "node throttled by its provider; its keys are paused");
       return "throttled";
     default: {
       const never: never = outcome;

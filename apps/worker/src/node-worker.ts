@@ -15,11 +15,12 @@ import {
   type NodeJobData,
   type RedisConnection,
 } from "@trellis/queue";
+import { NodeStatus } from "@trellis/proto";
 import type { Logger } from "pino";
 import { Batcher } from "./batcher.js";
 import { HeldLeases } from "./held-leases.js";
 import type { WorkerMetrics } from "./metrics.js";
-import { type NodeRunnerDeps, runNodeJob } from "./node-runner.js";
+import { CANCELLED_REASON, type NodeRunnerDeps, runNodeJob } from "./node-runner.js";
 import { recordWithRetry } from "./record-retry.js";
 import { type NodeServiceClient, type NodeServiceClientFor, StreamingSupport } from "./node-service-client.js";
 
@@ -125,6 +126,8 @@ export class NodeWorker {
       streaming: new StreamingSupport(),
       chunks: o.chunks,
       held: this.held,
+      wasCancelled: async (workflowId: string, nodeId: string) =>
+        (await o.stateManager.getNode(workflowId, nodeId)).status === NodeStatus.CANCELLED,
       logger: o.logger,
       metrics: o.metrics,
     };
@@ -193,8 +196,9 @@ export class NodeWorker {
   private onCancel(payload: string): void {
     try {
       const { workflowId, nodeIds } = JSON.parse(payload) as { workflowId: string; nodeIds: string[] };
-      const aborted = this.held.abort(workflowId, nodeIds, "node cancelled");
-      if (aborted > 0) this.options.logger.info({ workflow_id: workflowId, aborted }, "cancelled running calls");
+      const aborted = this.held.abort(workflowId, nodeIds, CANCELLED_REASON);
+      // Each node's cancellation has its line already: its CANCELLED event, logged by whoever committed it.
+      if (aborted > 0) this.options.logger.debug({ workflow_id: workflowId, aborted }, "cancelled running calls");
     } catch (error) {
       this.options.logger.warn({ err: error, payload }, "ignored a malformed cancellation");
     }

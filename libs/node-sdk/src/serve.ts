@@ -16,7 +16,7 @@ import { nodeServiceDefinition } from "./grpc-service.js";
 /** Largest request accepted by default: node inputs and parents' outputs can be big. */
 export const DEFAULT_MAX_RECEIVE_MESSAGE_BYTES = 16 * 1024 * 1024;
 
-/** Where the service logs; a pino logger fits. Every call at debug, cancellations at info, trouble at warn/error. */
+/** Where the service logs; a pino logger fits. Every call and a caller's cancellation at debug, a deadline at info, trouble at warn/error. */
 export interface ServeLogger {
   debug(fields: object, message: string): void;
   info(fields: object, message: string): void;
@@ -172,7 +172,8 @@ export async function serve(handlers: Handlers, options: ServeOptions = {}): Pro
         },
         (error: unknown) => {
           if (cancelledByCaller) {
-            logger.info(fields, "call cancelled by the caller; work stopped");
+            // debug: the caller knows (a worker logs the node's cancellation once, as its CANCELLED event).
+            logger.debug(fields, "call cancelled by the caller; work stopped");
             finish("CANCELLED");
             answer(statusError(grpc.status.CANCELLED, "cancelled by the caller"));
           } else if (
