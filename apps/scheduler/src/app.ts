@@ -6,6 +6,7 @@ import {
   createDatabase,
   createPool,
   eventLogger,
+  parseUnqueuedJobs,
 } from "@trellis/db";
 import { NodeQueues, checkRedis, connectRedis, redisTlsOptions } from "@trellis/queue";
 import { composeEventHooks, eventMetrics } from "@trellis/observability";
@@ -93,7 +94,7 @@ export async function startSchedulerApp(
   // LISTEN holds session state: a direct connection, not a transaction-pooling PgBouncer (DATABASE_LISTEN_URL).
   const listener = new PgListener({
     databaseUrl: settings.databaseListenUrl ?? settings.databaseUrl,
-    channels: [CHANNELS.ready, CHANNELS.schedules, ...(eventRelay ? [CHANNELS.events] : [])],
+    channels: [CHANNELS.ready, CHANNELS.schedules, CHANNELS.unqueued, ...(eventRelay ? [CHANNELS.events] : [])],
     onError: (e) => logger.warn({ err: e }, "LISTEN connection lost; reconnecting (polling meanwhile)"),
     onConnect: () => {
       scheduler.wake();
@@ -101,8 +102,9 @@ export async function startSchedulerApp(
       eventRelay?.wake();
     },
   });
-  listener.on("notification", (channel) => {
+  listener.on("notification", (channel, payload) => {
     if (channel === CHANNELS.events) eventRelay?.wake();
+    else if (channel === CHANNELS.unqueued) removeUnqueuedJobs(queues, payload, logger);
     else if (channel === CHANNELS.schedules) scheduleTicker.wake();
     else scheduler.wake();
   });
@@ -147,6 +149,23 @@ export async function startSchedulerApp(
       return closed;
     },
   };
+}
+
+/**
+ * Removes from Redis the jobs of nodes a committed CANCEL or PAUSE took off their queues (waiting, prioritized or
+ * delayed; an active one is left to its worker, which finds its node changed). Every scheduler replica does it: a
+ * job already gone is no error.
+ */
+function removeUnqueuedJobs(queues: NodeQueues, payload: string, logger: Logger): void {
+  const unqueued = parseUnqueuedJobs(payload);
+  if (unqueued === null) {
+    logger.warn({ payload }, "ignored a malformed unqueued-jobs notification");
+    return;
+  }
+  queues.remove(unqueued.jobs).then(
+    () => logger.debug({ workflow_id: unqueued.workflowId, jobs: unqueued.jobs.length }, "removed unqueued jobs"),
+    (error: unknown) => logger.warn({ err: error, workflow_id: unqueued.workflowId }, "removing unqueued jobs failed"),
+  );
 }
 
 /** The relay with its own PostgreSQL and Redis connections (not started). */

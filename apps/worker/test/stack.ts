@@ -35,6 +35,9 @@ export interface TestStack {
   nodeService: RunningExampleNodeService;
   /** Each app's metrics registry (process metrics included, as in production). */
   registries: Record<StackApp, Registry>;
+  /** Where the queues are: Redis and the apps' QUEUE_PREFIX (one of its own). */
+  redisUrl: string;
+  queuePrefix: string;
   /** Each app's HTTP side server (`/metrics`, `/healthz`, `/readyz`) on a free port. */
   http: Record<StackApp, RunningHttpServer>;
   /** Stops the api (its gRPC server) and starts it again on the same port, e.g. to break watch streams. */
@@ -189,6 +192,8 @@ export async function startTestStack(testDb: TestDatabase, opts: TestStackOption
       worker,
       nodeService,
       registries,
+      redisUrl,
+      queuePrefix,
       http: sides,
       async restartApi() {
         api.server.forceShutdown();

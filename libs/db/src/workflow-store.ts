@@ -33,7 +33,7 @@ import {
   type WorkflowStatus,
 } from "@trellis/proto";
 import { jobIdFor } from "@trellis/queue";
-import { CHANNELS } from "./channels.js";
+import { CHANNELS, unqueuedPayloads } from "./channels.js";
 import {
   attemptFromRow,
   eventFromRow,
@@ -369,6 +369,12 @@ export class WorkflowStore {
           CHANNELS.cancel,
           JSON.stringify({ workflowId, nodeIds: effects.cancelledRunning.map((n) => n.nodeId) }),
         );
+      }
+      // After commit the schedulers remove the jobs of the nodes taken off their queues (a worker would only drop
+      // them once it took them, and none ever does for a capability no worker serves). An active job stays: its
+      // worker finds the node changed.
+      for (const payload of unqueuedPayloads(workflowId, effects.removedJobIds)) {
+        notifyAfterCommit(ctx, CHANNELS.unqueued, payload);
       }
     });
     return { workflow: await this.getWorkflow(workflowId), ...effects };

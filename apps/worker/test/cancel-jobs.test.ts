@@ -1,0 +1,97 @@
+import { create } from "@bufbuild/protobuf";
+import {
+  NodeSchema,
+  NodeStatus,
+  WorkflowAction,
+  WorkflowService,
+  WorkflowStatus,
+  createGrpcClient,
+  type GrpcClient,
+} from "@trellis/proto";
+import { NodeQueues, createRedis } from "@trellis/queue";
+import { type TestDatabase, createTestDatabase, waitFor } from "@trellis/testing";
+import type { Redis } from "ioredis";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type TestStack, startTestStack } from "./stack.js";
+
+let testDb: TestDatabase;
+let stack: TestStack;
+let client: GrpcClient<typeof WorkflowService>;
+let redis: Redis;
+let queues: NodeQueues;
+const deadline = () => ({ deadline: Date.now() + 5_000 });
+/** A job no worker took: BullMQ's `wait` list, or `prioritized` for a job added with a priority. */
+const isWaiting = (state: string) => state === "waiting" || state === "prioritized";
+
+beforeAll(async () => {
+  testDb = await createTestDatabase("trellis_cancel_jobs");
+  stack = await startTestStack(testDb);
+  client = createGrpcClient(WorkflowService, stack.apiAddr);
+  redis = createRedis(stack.redisUrl);
+  queues = new NodeQueues(redis, stack.queuePrefix);
+});
+
+afterAll(async () => {
+  await queues?.close();
+  redis?.disconnect();
+  client?.close();
+  await stack?.close();
+  await testDb?.drop();
+});
+
+/** Creates a workflow whose nodes wait for capabilities no worker serves; returns its id once they are QUEUED. */
+async function queuedForNobody(name: string, capabilities: string[]): Promise<string> {
+  const { workflow } = await client.createWorkflow(
+    { name, nodes: capabilities.map((capability, i) => create(NodeSchema, { id: `n${i}`, capability })) },
+    deadline(),
+  );
+  const id = workflow!.id;
+  await waitFor(
+    async () =>
+      (await client.getWorkflow({ workflowId: id }, deadline())).workflow!.nodes.every(
+        (n) => n.status === NodeStatus.QUEUED,
+      ),
+    { timeoutMs: 10_000, description: "the nodes to be queued" },
+  );
+  return id;
+}
+
+describe("CANCEL of a workflow", () => {
+  it("removes its queued jobs from Redis (a capability no worker serves keeps them in wait otherwise)", async () => {
+    const id = await queuedForNobody("cancel-jobs", ["nobody.serves", "nobody.either", "nobody.serves"]);
+    const jobs = [
+      { capability: "nobody.serves", jobId: `${id}/n0/1` },
+      { capability: "nobody.either", jobId: `${id}/n1/1` },
+      { capability: "nobody.serves", jobId: `${id}/n2/1` },
+    ];
+    await waitFor(async () => (await queues.jobStates(jobs)).every(isWaiting), {
+      description: "the jobs to wait in Redis",
+    });
+
+    const { workflow } = await client.updateWorkflow({ workflowId: id, action: WorkflowAction.CANCEL }, deadline());
+    expect(workflow?.status).toBe(WorkflowStatus.CANCELLED);
+    await waitFor(async () => (await queues.jobStates(jobs)).every((s) => s === "unknown"), {
+      timeoutMs: 5_000,
+      description: "the cancelled workflow's jobs to leave Redis",
+    });
+    for (const job of jobs) expect(await queues.queue(job.capability).getJob(job.jobId)).toBeUndefined();
+    for (const capability of ["nobody.serves", "nobody.either"]) {
+      const counts = await queues.queue(capability).getJobCounts("wait", "prioritized", "delayed", "active");
+      expect(counts).toEqual({ wait: 0, prioritized: 0, delayed: 0, active: 0 });
+    }
+  });
+
+  it("leaves the jobs of other workflows", async () => {
+    const kept = await queuedForNobody("kept", ["nobody.keeps"]);
+    const cancelled = await queuedForNobody("cancelled", ["nobody.keeps"]);
+    await client.updateWorkflow({ workflowId: cancelled, action: WorkflowAction.CANCEL }, deadline());
+    const [cancelledJob, keptJob] = [
+      { capability: "nobody.keeps", jobId: `${cancelled}/n0/1` },
+      { capability: "nobody.keeps", jobId: `${kept}/n0/1` },
+    ];
+    await waitFor(async () => (await queues.jobStates([cancelledJob]))[0] === "unknown", {
+      description: "the cancelled workflow's job to leave Redis",
+    });
+    expect((await queues.jobStates([keptJob])).every(isWaiting)).toBe(true);
+  });
+});
