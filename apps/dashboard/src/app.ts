@@ -14,6 +14,7 @@ import { NodeQueues, WorkflowChunkSource, checkRedis, connectRedis, redisTlsOpti
 import express from "express";
 import type { Logger } from "pino";
 import { createApiRouter } from "./api-routes.js";
+import { dashboardHttpMetrics } from "./http-metrics.js";
 import { createDashboardAuth } from "./token-auth.js";
 import type { DashboardSettings } from "./config.js";
 import type { WorkflowEventSource } from "./event-stream.js";
@@ -46,7 +47,10 @@ export interface DashboardDeps {
   heartbeatMs?: number | undefined;
   /** Period of Bull Board's queue discovery. @default 5000 */
   queueRefreshMs?: number | undefined;
-  /** Where metrics of the events this app commits (its actions) are counted; none means not counted. */
+  /**
+   * Where the dashboard's HTTP requests (`trellis_dashboard_http_requests_total`) and the events this app commits (its
+   * actions, with its own StateManager) are counted; none means not counted.
+   */
   registry?: Registry | undefined;
   /** How often API_TOKENS_FILE is stat-ed besides fs.watch (tests). @default 2000 */
   tokensFilePollMs?: number | undefined;
@@ -126,6 +130,7 @@ export async function startDashboardApp(settings: DashboardSettings, deps: Dashb
     const app = express();
     app.disable("x-powered-by");
     app.set("etag", "strong");
+    if (deps.registry) app.use(dashboardHttpMetrics(deps.registry));
     // Sign-in (the api's tokens, or basic auth) before everything: roles, tenants' scopes and the events' actor.
     const auth = createDashboardAuth({
       tokens: settings.tokens ?? {},

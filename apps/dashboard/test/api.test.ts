@@ -689,3 +689,30 @@ describe("web UI and Bull Board", () => {
     }
   });
 });
+
+describe("GET /metrics", () => {
+  it("counts the dashboard's requests by route, method and code", async () => {
+    expect((await fetch(`${f.baseUrl}/api/workflows`)).status).toBe(200);
+    expect((await fetch(`${f.baseUrl}/api/workflows/${UNKNOWN_ID}`)).status).toBe(404);
+    expect((await fetch(`${f.baseUrl}/`)).status).toBe(200);
+    const text = await waitFor(
+      async () => {
+        const body = await (await fetch(`${f.baseUrl}/metrics`)).text();
+        return body.includes('route="ui"') && body;
+      },
+      { description: "the requests to be counted" },
+    );
+    expect(text).toMatch(
+      /trellis_dashboard_http_requests_total\{route="api",method="GET",code="200",app="dashboard"\} [1-9]/,
+    );
+    expect(text).toMatch(
+      /trellis_dashboard_http_requests_total\{route="api",method="GET",code="404",app="dashboard"\} 1/,
+    );
+    expect(text).toMatch(
+      /trellis_dashboard_http_requests_total\{route="ui",method="GET",code="200",app="dashboard"\} [1-9]/,
+    );
+    // The side server's own routes are not the dashboard's requests, and no label holds an id.
+    expect(text).not.toContain(UNKNOWN_ID);
+    expect(text).not.toContain("/metrics");
+  });
+});

@@ -39,6 +39,8 @@ export async function startDashboard(name: string, opts: DashboardFixtureOptions
   const queuePrefix = `t${name}${Math.random().toString(36).slice(2, 8)}`;
   await opts.before?.({ testDb, redisUrl, queuePrefix });
   const logger = createLogger({ app: "dashboard", level: "silent" });
+  // As the dashboard runs alone: one registry for its HTTP requests and actions, served at /metrics.
+  const registry = createMetricsRegistry({ app: "dashboard", collectDefault: false });
   const app = await startDashboardApp(
     {
       databaseUrl: testDb.url,
@@ -50,12 +52,12 @@ export async function startDashboard(name: string, opts: DashboardFixtureOptions
       password: opts.password,
       tokens: opts.tokens,
     },
-    { logger, heartbeatMs: opts.heartbeatMs, queueRefreshMs: 200, tokensFilePollMs: 100 },
+    { logger, registry, heartbeatMs: opts.heartbeatMs, queueRefreshMs: 200, tokensFilePollMs: 100 },
   );
   const http = await startHttpServer({
     host: "127.0.0.1",
     port: 0,
-    registry: createMetricsRegistry({ app: "dashboard", collectDefault: false }),
+    registry,
     logger,
     isReady: () => app.isReady(),
     routes: (req, res) => app.handle(req, res),

@@ -20,6 +20,7 @@ import {
 import { WorkflowChunkSource, connectRedis, redisTlsOptions } from "@trellis/queue";
 import { readSchedulerSettings, startSchedulerApp } from "@trellis/scheduler";
 import { readWorkerSettings, startWorkerApp } from "@trellis/worker";
+import { bannerText } from "./banner.js";
 
 // One HTTP_ADDR cannot serve five apps: in this process each app keeps its own default side port.
 const { HTTP_ADDR: _ignored, ...env } = process.env;
@@ -35,10 +36,10 @@ const settings = configOrExit(
   }),
   "start",
 );
+// In a terminal one readable line per entry (pino-pretty); piped (`npm start | tee`, a log collector) JSON lines.
 const loggerFor = (app: string) => createLogger({ app, level: settings.api.logLevel, pretty: process.stdout.isTTY });
 const logger = loggerFor("trellis");
 const shutdown = new GracefulShutdown(logger);
-// In a terminal one readable line per entry (pino-pretty); piped (`npm start | tee`, a log collector) JSON lines.
 shutdown.listen();
 
 function fail(error: unknown): never {
@@ -61,17 +62,28 @@ try {
 }
 
 try {
-  const lines: string[] = [];
   let nodeServiceAddr = externalNodeService;
+  let exampleNodeService: { address: string; metricsPort: number } | undefined;
   if (!nodeServiceAddr) {
+    const nsLogger = loggerFor("example-node-service");
+    const nsRegistry = createMetricsRegistry({ app: "example-node-service", collectDefault: false });
     const ns = await startExampleNodeService({
       host: settings.nodeService.listen.host,
       port: settings.nodeService.listen.port,
-      logger: loggerFor("example-node-service"),
+      logger: nsLogger,
+      registry: nsRegistry,
     });
     shutdown.add("example-node-service", () => ns.close());
+    // Its side port as when it runs alone (HTTP_ADDR's default, :9467): /metrics, /healthz, /readyz.
+    const nsHttp = await startHttpServer({
+      ...settings.nodeService.http,
+      registry: nsRegistry,
+      logger: nsLogger,
+      isReady: () => true,
+    });
+    shutdown.add("example-node-service http", () => nsHttp.close());
     nodeServiceAddr = ns.address;
-    lines.push(`example NodeService  grpc://${ns.address}`);
+    exampleNodeService = { address: ns.address, metricsPort: nsHttp.address.port };
   }
 
   const pool = createPool(settings.api.databaseUrl, { max: settings.api.dbPoolSize, applicationName: "trellis-api" });
@@ -128,8 +140,11 @@ try {
   });
   shutdown.add("api", () => api.close(settings.api.shutdownTimeoutMs));
 
+  // The dashboard's own metrics (its HTTP requests); process metrics are the scheduler's in this shared process.
+  const dashboardRegistry = createMetricsRegistry({ app: "dashboard", collectDefault: false });
   const dashboard = await startDashboardApp(settings.dashboard, {
     logger: loggerFor("dashboard"),
+    registry: dashboardRegistry,
     stateManager,
     events,
     notifyScheduler: () => scheduler.scheduler.wake(),
@@ -148,7 +163,7 @@ try {
   }
   const dashboardHttp = await startHttpServer({
     ...settings.dashboard.http,
-    registry: createMetricsRegistry({ app: "dashboard", collectDefault: false }),
+    registry: dashboardRegistry,
     logger,
     isReady: () => dashboard.isReady(),
     routes: (req, res) => dashboard.handle(req, res),
@@ -156,18 +171,20 @@ try {
   shutdown.add("dashboard http", () => dashboardHttp.close());
 
   const host = (h: string) => (h === "0.0.0.0" || h === "::" ? "localhost" : h);
-  const banner = [
-    "",
-    "Trellis is running (Ctrl-C stops it)",
-    `  api (gRPC)           ${host(settings.api.grpcAddr.host)}:${api.port}   metrics :${settings.api.httpAddr.port}/metrics`,
-    `  dashboard            http://${host(settings.dashboard.http.host)}:${dashboardHttp.address.port}/   Bull Board /queues`,
-    `  scheduler            metrics :${settings.scheduler.http.port}/metrics`,
-    `  worker               ${settings.worker.capabilities.join(", ")} -> ${nodeServiceAddr}   metrics :${settings.worker.http.port}/metrics`,
-    ...lines.map((l) => `  ${l}`),
-    "",
-    "  try: npm run demo",
-    "",
-  ].join("\n");
+  const banner = bannerText({
+    api: `${host(settings.api.grpcAddr.host)}:${api.port}`,
+    dashboard: `http://${host(settings.dashboard.http.host)}:${dashboardHttp.address.port}/`,
+    metricsPorts: {
+      api: settings.api.httpAddr.port,
+      scheduler: settings.scheduler.http.port,
+      worker: settings.worker.http.port,
+      exampleNodeService: exampleNodeService?.metricsPort,
+    },
+    capabilities: settings.worker.capabilities,
+    routes: settings.worker.nodeServiceRoutes ?? [],
+    nodeServiceAddr,
+    exampleNodeService: exampleNodeService?.address,
+  });
   process.stdout.write(`${banner}\n`);
 } catch (error) {
   await shutdown.shutdown("start failed").catch(() => undefined);

@@ -7,3 +7,4 @@ export * from "./node-service-client.js";
 export * from "./node-worker.js";
 export * from "./batcher.js";
 export * from "./record-retry.js";
+export * from "./node-service-routes.js";
