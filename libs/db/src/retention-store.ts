@@ -25,6 +25,13 @@ export interface RetentionBatchOptions {
   lockTimeoutMs?: number;
 }
 
+/** The pick of a batch: $1 the cutoff, $2 the batch size; through workflows_finished_at_idx. */
+export const RETENTION_SELECT_SQL = `select id, finished_at from workflows
+ where finished_at < $1
+ order by finished_at
+ limit $2
+   for update skip locked`;
+
 /**
  * Deletes one batch of finished workflows (SUCCEEDED, FAILED or CANCELLED: `finished_at` is set exactly then) that
  * finished before `before`, oldest first, with every row that belongs to them: attempts, events, edges, nodes, in one
@@ -41,14 +48,10 @@ export async function deleteFinishedWorkflows(pool: pg.Pool, options: RetentionB
     await client.query("begin");
     try {
       await client.query(`set local lock_timeout = ${Math.max(1, Math.floor(options.lockTimeoutMs ?? 2_000))}`);
-      const doomed = await client.query<{ id: string; finished_at: Date }>(
-        `select id, finished_at from workflows
-          where finished_at < $1
-          order by finished_at
-          limit $2
-            for update skip locked`,
-        [options.before, options.batchSize],
-      );
+      const doomed = await client.query<{ id: string; finished_at: Date }>(RETENTION_SELECT_SQL, [
+        options.before,
+        options.batchSize,
+      ]);
       const ids = doomed.rows.map((r) => r.id);
       if (ids.length === 0) {
         await client.query("commit");
