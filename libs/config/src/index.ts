@@ -36,18 +36,6 @@ export {
   DEFAULT_REDIS_PORT,
   REDIS_CLUSTER_PROTOCOLS,
   REDIS_SERVER_PROTOCOLS,
-  type RedisClusterNode,
-  type RedisClusterTarget,
-  type RedisServerTarget,
-  type RedisTarget,
-  describeRedisTarget,
-  isRedisClusterUrl,
-  parseRedisUrl,
-} from "./redis-url.js";
-export {
-  DEFAULT_REDIS_PORT,
-  REDIS_CLUSTER_PROTOCOLS,
-  REDIS_SERVER_PROTOCOLS,
   REDIS_URL_PROTOCOLS,
   type RedisClusterNode,
   type RedisClusterTarget,

@@ -12,7 +12,6 @@ import {
   readUrl,
 } from "./readers.js";
 import { parseRedisUrl } from "./redis-url.js";
-import { parseRedisUrl } from "./redis-url.js";
 
 /** Where the apps find PostgreSQL when `DATABASE_URL` is unset. */
 export const DEFAULT_DATABASE_URL = "postgres://postgres:postgres@localhost:5432/trellis";
