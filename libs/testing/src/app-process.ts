@@ -18,13 +18,24 @@ export interface ExitStatus {
 /** Options of {@link startApp}. */
 export interface AppProcessOptions {
   /** Which app: runs `node --import tsx apps/<app>/src/main.ts` from the repository root. */
-  app: TrellisApp;
+  app?: TrellisApp;
+  /** Another entry point than an app's (a path from the repository root), e.g. a test's helper process. */
+  entry?: string;
   /** Its settings. The child gets these plus PATH, HOME, TMPDIR and LANG: nothing else of the test's environment. */
   env: Record<string, string>;
   /** Name in errors and logs. @default app */
   name?: string;
   /** Lines of output kept in memory (oldest dropped first). @default 20000 */
   maxLines?: number;
+  /** A command the process is started under, e.g. `ip netns exec <namespace>` (see netns.ts). @default none */
+  prefix?: readonly string[];
+  /**
+   * How {@link AppProcess.waitReady} asks for `/readyz`: the HTTP status, or null when nothing answered.
+   * @default GET http://127.0.0.1:<HTTP_ADDR's port>/readyz
+   */
+  readyz?: () => Promise<number | null>;
+  /** Gives the process a stdin pipe ({@link AppProcess.send}); it reads its end when the test process exits. */
+  stdin?: boolean;
 }
 
 /** A JSON log line of an app (pino), with the fields tests look at. */
@@ -69,6 +80,7 @@ export class AppProcess {
     readonly child: ChildProcess,
     readonly env: Readonly<Record<string, string>>,
     private readonly maxLines: number,
+    private readonly readyz?: () => Promise<number | null>,
   ) {
     const onData = (stream: NodeJS.ReadableStream) => {
       let partial = "";
@@ -134,13 +146,15 @@ export class AppProcess {
 
   /** Resolves once `GET /readyz` answers 200; fails at once if the process exits meanwhile. */
   async waitReady(timeoutMs = 30_000): Promise<void> {
-    const url = `http://127.0.0.1:${this.httpPort}/readyz`;
+    const url = this.readyz ? "its /readyz" : `http://127.0.0.1:${this.httpPort}/readyz`;
+    const probe =
+      this.readyz ??
+      (async () => (await fetch(url, { signal: AbortSignal.timeout(1_000) }).catch(() => null))?.status ?? null);
     try {
       await waitFor(
         async () => {
           if (this.status) throw new ExitedError(this.status);
-          const response = await fetch(url, { signal: AbortSignal.timeout(1_000) }).catch(() => null);
-          return response?.status === 200;
+          return (await probe()) === 200;
         },
         { timeoutMs, intervalMs: 100, description: `${this.name} to be ready at ${url}` },
       );
@@ -157,6 +171,12 @@ export class AppProcess {
       intervalMs: 50,
       description: `${this.name}: ${description}`,
     });
+  }
+
+  /** Writes a line to its stdin (started with `stdin: true`). */
+  send(line: string): void {
+    if (!this.child.stdin) throw new Error(`${this.name} has no stdin pipe (start it with stdin: true)`);
+    this.child.stdin.write(`${line}\n`);
   }
 
   /** Sends a signal (SIGKILL, SIGSTOP, SIGCONT, ...). */
@@ -218,13 +238,19 @@ export function startApp(options: AppProcessOptions): AppProcess {
     if (value !== undefined) base[name] = value;
   }
   const env = { ...base, ...options.env };
-  const child = spawn(process.execPath, ["--import", "tsx", `apps/${options.app}/src/main.ts`], {
+  const entry = options.entry ?? (options.app ? `apps/${options.app}/src/main.ts` : undefined);
+  if (!entry) throw new Error("startApp: give an app or an entry");
+  const argv = [process.execPath, "--import", "tsx", entry];
+  const [command, ...args] = [...(options.prefix ?? []), ...argv];
+  const child = spawn(command!, args, {
     cwd: REPO_ROOT,
     env,
-    stdio: ["ignore", "pipe", "pipe"],
+    stdio: [options.stdin ? "pipe" : "ignore", "pipe", "pipe"],
   });
+  // A test that has gone must not make a write to the pipe crash it.
+  child.stdin?.on("error", () => undefined);
   running.add(child);
-  return new AppProcess(options.name ?? options.app, child, env, options.maxLines ?? 20_000);
+  return new AppProcess(options.name ?? options.app ?? entry, child, env, options.maxLines ?? 20_000, options.readyz);
 }
 
 /** Every process started through it, so a test file can stop them all in afterAll whatever happened. */

@@ -13,5 +13,6 @@ export * from "./measurements.js";
 export * from "./drive.js";
 export * from "./event-writer.js";
 export * from "./certificates.js";
+export * from "./netns.js";
 export * from "./private-pgbouncer.js";
 export * from "./private-redis-cluster.js";

@@ -1,5 +1,6 @@
 import { execFile, spawnSync } from "node:child_process";
 import {
+  appendFileSync,
   chmodSync,
   chownSync,
   copyFileSync,
@@ -22,8 +23,14 @@ const run = promisify(execFile);
  */
 export interface PrivatePostgres {
   port: number;
-  /** `postgres://postgres@127.0.0.1:<port>/postgres` (trust authentication). */
+  /**
+   * `postgres://postgres@127.0.0.1:<port>/postgres` (trust authentication): the test's way in. On a network host
+   * (option `host`) it names the server's Unix socket instead (`...?host=<dir>`), which the test reaches from the
+   * root namespace.
+   */
   serverUrl: string;
+  /** On a network host: `postgres://postgres@<address>:<port>/postgres`, the other hosts' way in; else serverUrl. */
+  networkUrl: string;
   /** Where its data, socket and log live. */
   dir: string;
   /** Starts it (again) and waits until it accepts connections. */
@@ -78,6 +85,12 @@ export interface PrivatePostgresOptions {
    * (`hostssl` in pg_hba.conf; a plaintext one is refused).
    */
   ssl?: { cert: string; key: string };
+  /**
+   * Run it on a host of a network of namespaces (a NetHost of netns.ts): started under the host's `prefix`
+   * (`ip netns exec <namespace>`), listening on its address (and its own loopback) on port 5432, and accepting
+   * connections from `network` (its CIDR) in pg_hba.conf. @default none: 127.0.0.1 of this machine, a free port
+   */
+  host?: { prefix: readonly string[]; address: string; network: string };
 }
 
 /** Creates (initdb) and starts a private PostgreSQL cluster on a free port; fsync off unless `durable`. */
@@ -99,11 +112,15 @@ export async function startPrivatePostgres(opts: PrivatePostgresOptions = {}): P
     own = (path) => chownSync(path, uid, gid);
   }
   const data = join(dir, "data");
-  const port = await freePort();
-  const exec = async (argv: string[]) => {
-    const [cmd, args] = asPostgres(argv);
+  const { host } = opts;
+  // A namespace of its own has every port free.
+  const port = host ? 5432 : await freePort();
+  /** Runs a PostgreSQL binary (as postgres when root), under `prefix` (e.g. `ip netns exec <namespace>`) if given. */
+  const exec = async (argv: string[], prefix: readonly string[] = []) => {
+    const [postgresCmd, postgresArgs] = asPostgres(argv);
+    const [cmd, ...args] = [...prefix, postgresCmd, ...postgresArgs];
     try {
-      return await run(cmd, args, { timeout: 60_000 });
+      return await run(cmd!, args, { timeout: 60_000 });
     } catch (error) {
       const e = error as { stderr?: string; stdout?: string; message: string };
       throw new Error(`${argv.join(" ")} failed: ${e.message}\n${e.stdout ?? ""}${e.stderr ?? ""}`);
@@ -128,25 +145,34 @@ export async function startPrivatePostgres(opts: PrivatePostgresOptions = {}): P
       "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n",
     );
   }
+  if (host) {
+    const line = `${opts.ssl ? "hostssl" : "host"} all all ${host.network} trust\n`;
+    appendFileSync(join(data, "pg_hba.conf"), line);
+  }
   const options = [
     ...ssl,
     `-p ${port}`,
     `-k ${dir}`,
-    "-c listen_addresses=127.0.0.1",
+    `-c listen_addresses=${host ? `${host.address},127.0.0.1` : "127.0.0.1"}`,
     ...(opts.durable ? [] : ["-c fsync=off", "-c full_page_writes=off"]),
     "-c max_connections=200",
     ...(opts.settings ?? []).map((setting) => `-c ${setting}`),
   ].join(" ");
   const start = async () => {
-    await exec([join(bin, "pg_ctl"), "-D", data, "-o", options, "-l", join(dir, "log"), "-w", "-t", "60", "start"]);
+    await exec(
+      [join(bin, "pg_ctl"), "-D", data, "-o", options, "-l", join(dir, "log"), "-w", "-t", "60", "start"],
+      host?.prefix,
+    );
   };
   const stop = async (mode: "fast" | "immediate" = "fast") => {
     await exec([join(bin, "pg_ctl"), "-D", data, "-m", mode, "-w", "-t", "60", "stop"]);
   };
   await start();
+  const localUrl = `postgres://postgres@127.0.0.1:${port}/postgres`;
   return {
     port,
-    serverUrl: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    serverUrl: host ? `postgres://postgres@localhost:${port}/postgres?host=${encodeURIComponent(dir)}` : localUrl,
+    networkUrl: host ? `postgres://postgres@${host.address}:${port}/postgres` : localUrl,
     dir,
     start,
     stop,

@@ -1,5 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Redis, type RedisOptions } from "ioredis";
 import { freePort } from "./free-port.js";
 import { waitFor } from "./wait-for.js";
@@ -10,9 +12,12 @@ import { waitFor } from "./wait-for.js";
  */
 export interface PrivateRedis {
   port: number;
-  /** `redis://127.0.0.1:<port>`, or `rediss://127.0.0.1:<port>` with TLS. */
+  /** `redis://127.0.0.1:<port>`, or `rediss://127.0.0.1:<port>` with TLS; on a network host `redis://<address>:6379`. */
   url: string;
-  /** The ioredis options its connections need (the CA, with TLS). */
+  /**
+   * The ioredis options the test's connections need (the CA, with TLS). On a network host: `path`, the server's Unix
+   * socket, which the test reaches from the root namespace (ioredis prefers it to the URL's address).
+   */
   options: RedisOptions;
   /** Whether the server process runs. */
   readonly running: boolean;
@@ -46,15 +51,38 @@ export interface PrivateRedisOptions {
    * one (`--tls-auth-clients no`). The server must be built with TLS (Debian's is).
    */
   tls?: { cert: string; key: string; ca: string };
+  /**
+   * Run it on a host of a network of namespaces (a NetHost of netns.ts): started under the host's `prefix`
+   * (`ip netns exec <namespace>`), listening on its address (and its own loopback) on port 6379 with protected mode
+   * off (the apps of the other hosts connect without a password), plus a Unix socket for the test. Not with `tls`.
+   */
+  host?: { prefix: readonly string[]; address: string };
 }
 
 /** Starts a private redis-server (no persistence, `maxmemory-policy noeviction`, as Trellis requires). */
 export async function startPrivateRedis(opts: PrivateRedisOptions = {}): Promise<PrivateRedis> {
   installExitHook();
-  const port = await freePort();
-  const { tls } = opts;
-  const url = `${tls ? "rediss" : "redis"}://127.0.0.1:${port}`;
-  const options: RedisOptions = tls ? { tls: { ca: readFileSync(tls.ca) } } : {};
+  const { tls, host } = opts;
+  if (tls && host) throw new Error("startPrivateRedis: tls and host together are not supported");
+  // A namespace of its own has every port free.
+  const port = host ? 6379 : await freePort();
+  const socketDir = host ? mkdtempSync(join(tmpdir(), "trellis-redis-")) : null;
+  const socket = socketDir ? join(socketDir, "redis.sock") : null;
+  const url = host ? `redis://${host.address}:${port}` : `${tls ? "rediss" : "redis"}://127.0.0.1:${port}`;
+  const options: RedisOptions = tls ? { tls: { ca: readFileSync(tls.ca) } } : socket ? { path: socket } : {};
+  const bind = host
+    ? [
+        "--bind",
+        host.address,
+        "127.0.0.1",
+        "--protected-mode",
+        "no",
+        "--unixsocket",
+        socket!,
+        "--unixsocketperm",
+        "700",
+      ]
+    : ["--bind", "127.0.0.1"];
   const listen = tls
     ? ["--port", "0", "--tls-port", String(port), "--tls-cert-file", tls.cert, "--tls-key-file", tls.key].concat([
         "--tls-ca-cert-file",
@@ -72,11 +100,11 @@ export async function startPrivateRedis(opts: PrivateRedisOptions = {}): Promise
     if (child) return;
     output = "";
     const server = spawn(
-      "redis-server",
+      host?.prefix[0] ?? "redis-server",
       [
+        ...(host ? [...host.prefix.slice(1), "redis-server"] : []),
         ...listen,
-        "--bind",
-        "127.0.0.1",
+        ...bind,
         "--save",
         "",
         "--appendonly",
@@ -151,6 +179,7 @@ export async function startPrivateRedis(opts: PrivateRedisOptions = {}): Promise
       for (const client of clients.splice(0)) client.disconnect();
       child?.kill("SIGKILL");
       await exited;
+      if (socketDir) rmSync(socketDir, { recursive: true, force: true });
     },
   };
 }
