@@ -219,7 +219,7 @@ describe("OpenTelemetry traces over OTLP/HTTP", () => {
     expect(receiver.contentTypes).toEqual(new Set(["application/json"]));
   }, 240_000);
 
-  it("gives a workflow created without a traceparent a trace of its own, rooted at its span", async () => {
+  it("gives a workflow created without a traceparent a trace of its own, and a fork the trace of ForkWorkflow's", async () => {
     const { app, client } = await stack.startApi({ name: "api-2", ready: false });
     await app.waitReady(STARTUP_MS);
     const { workflow } = await client.createWorkflow({ name: "untraced", nodes: [testNode("solo", "echo")] });
@@ -241,5 +241,36 @@ describe("OpenTelemetry traces over OTLP/HTTP", () => {
       { timeoutMs: 30_000, description: "the attempt's span" },
     );
     expect(attempt).toMatchObject({ traceId: root.traceId, parentSpanId: root.spanId });
+
+    // A fork is a new workflow: its span is parented on ForkWorkflow's traceparent, and its re-run node's attempt on it.
+    const metadata = new grpc.Metadata();
+    const forkTraceId = "0af7651916cd43dd8448eb211c80319c";
+    metadata.set("traceparent", `00-${forkTraceId}-b7ad6b7169203331-01`);
+    const { workflow: fork } = await client.forkWorkflow(
+      { workflowId: workflow!.id, fromNodeIds: ["solo"] },
+      { metadata },
+    );
+    await stack.waitFinished([fork!.id], 60_000);
+    const forkSpan = await waitFor(
+      () => receiver.spans.find((s) => s.name === "trellis.workflow" && s.traceId === forkTraceId),
+      { timeoutMs: 30_000, description: "the fork's span" },
+    );
+    expect(forkSpan).toMatchObject({
+      parentSpanId: "b7ad6b7169203331",
+      attributes: expect.objectContaining({
+        "rpc.method": "ForkWorkflow",
+        "trellis.workflow.id": fork!.id,
+        "trellis.workflow.name": "untraced",
+        "trellis.workflow.forked_from": workflow!.id,
+      }),
+    });
+    const forkAttempt = await waitFor(
+      () => receiver.spans.find((s) => s.name === "trellis.node.attempt" && s.traceId === forkTraceId),
+      { timeoutMs: 30_000, description: "the fork's attempt span" },
+    );
+    expect(forkAttempt).toMatchObject({
+      parentSpanId: forkSpan.spanId,
+      attributes: expect.objectContaining({ "trellis.workflow.id": fork!.id, "trellis.node.id": "solo" }),
+    });
   }, 240_000);
 });

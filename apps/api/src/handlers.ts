@@ -128,6 +128,7 @@ export interface WorkflowServiceMethods {
   forkWorkflow(
     request: ForkWorkflowRequest,
     caller?: Caller,
+    metadata?: grpc.Metadata,
   ): Promise<MessageInitShape<typeof ForkWorkflowResponseSchema>>;
   signalNode(request: SignalNodeRequest, caller?: Caller): Promise<MessageInitShape<typeof SignalNodeResponseSchema>>;
 }
@@ -364,23 +365,32 @@ export function workflowServiceMethods(deps: WorkflowServiceDeps): WorkflowServi
       return {};
     },
 
-    async forkWorkflow(request, caller) {
-      const workflowId = requireWorkflowId(request.workflowId);
-      if (request.fromNodeIds.length === 0) {
-        throw new InvalidArgumentError("from_node_ids", "at least one node id is required");
+    async forkWorkflow(request, caller, metadata) {
+      // Tracing on: the fork's span, as CreateWorkflow's (the fork is a new workflow, with a trace of its own).
+      const span = startWorkflowSpan("ForkWorkflow", undefined, metadata);
+      try {
+        const workflowId = requireWorkflowId(request.workflowId);
+        if (request.fromNodeIds.length === 0) {
+          throw new InvalidArgumentError("from_node_ids", "at least one node id is required");
+        }
+        for (const [i, id] of request.fromNodeIds.entries()) assertNodeId(id, `from_node_ids[${i}]`);
+        // The fork copies the source's labels, so a visible source gives a fork that carries the caller's labels.
+        await assertVisible(workflowId, caller);
+        const { workflow, created } = await stateManager.forkWorkflow({
+          workflowId,
+          fromNodeIds: request.fromNodeIds,
+          inputs: request.inputs,
+          requestId: request.requestId === "" ? undefined : request.requestId,
+          traceParent: span?.traceParent,
+        });
+        if (!created) assertOwnReplay(workflow, caller);
+        if (created) wake(workflow.id);
+        span?.end({ workflowId: workflow.id, created, name: workflow.name, forkedFrom: workflowId });
+        return { workflow };
+      } catch (error) {
+        span?.end({ error });
+        throw error;
       }
-      for (const [i, id] of request.fromNodeIds.entries()) assertNodeId(id, `from_node_ids[${i}]`);
-      // The fork copies the source's labels, so a visible source gives a fork that carries the caller's labels.
-      await assertVisible(workflowId, caller);
-      const { workflow, created } = await stateManager.forkWorkflow({
-        workflowId,
-        fromNodeIds: request.fromNodeIds,
-        inputs: request.inputs,
-        requestId: request.requestId === "" ? undefined : request.requestId,
-      });
-      if (!created) assertOwnReplay(workflow, caller);
-      if (created) wake(workflow.id);
-      return { workflow };
     },
 
     async signalNode(request, caller) {

@@ -12,8 +12,8 @@ function firstValue(metadata: grpc.Metadata | undefined, key: string): string | 
 export interface WorkflowSpan {
   /** What to store in workflows.trace_parent: the parent of the node attempts' spans. */
   traceParent: string | undefined;
-  /** Ends the span with the created workflow's id, or the error that refused it. */
-  end(outcome: { workflowId: string; created: boolean } | { error: unknown }): void;
+  /** Ends the span with the created workflow's id (a fork's: its name and source), or the error that refused it. */
+  end(outcome: { workflowId: string; created: boolean; name?: string; forkedFrom?: string } | { error: unknown }): void;
 }
 
 /**
@@ -23,7 +23,7 @@ export interface WorkflowSpan {
  */
 export function startWorkflowSpan(
   method: "CreateWorkflow" | "ForkWorkflow",
-  name: string,
+  name: string | undefined,
   metadata: grpc.Metadata | undefined,
 ): WorkflowSpan | undefined {
   if (!tracingEnabled()) return undefined;
@@ -36,7 +36,7 @@ export function startWorkflowSpan(
         "rpc.system": "grpc",
         "rpc.service": "workflow.v1.WorkflowService",
         "rpc.method": method,
-        "trellis.workflow.name": name,
+        ...(name === undefined ? {} : { "trellis.workflow.name": name }),
       },
     },
     parent,
@@ -50,6 +50,8 @@ export function startWorkflowSpan(
         span.setStatus({ code: SpanStatusCode.ERROR, message: error.message });
       } else {
         span.setAttribute("trellis.workflow.id", outcome.workflowId);
+        if (outcome.name !== undefined) span.setAttribute("trellis.workflow.name", outcome.name);
+        if (outcome.forkedFrom !== undefined) span.setAttribute("trellis.workflow.forked_from", outcome.forkedFrom);
         // A request_id replay: the workflow (and its trace) is the first call's.
         if (!outcome.created) span.setAttribute("trellis.workflow.replayed", true);
       }

@@ -15,7 +15,9 @@ import {
   createLogger,
   createMetricsRegistry,
   eventMetrics,
+  readTracesSettings,
   startHttpServer,
+  startTracing,
 } from "@trellis/observability";
 import { WorkflowChunkSource, connectRedis, redisTlsOptions } from "@trellis/queue";
 import { readSchedulerSettings, startSchedulerApp } from "@trellis/scheduler";
@@ -39,8 +41,12 @@ const settings = configOrExit(
 // In a terminal one readable line per entry (pino-pretty); piped (`npm start | tee`, a log collector) JSON lines.
 const loggerFor = (app: string) => createLogger({ app, level: settings.api.logLevel, pretty: process.stdout.isTTY });
 const logger = loggerFor("trellis");
+const traces = configOrExit(() => readTracesSettings(env), "start");
 const shutdown = new GracefulShutdown(logger);
 shutdown.listen();
+// OTEL_* asking for traces: one SDK for every app of this process (service.name `trellis`), closed last.
+const tracing = await startTracing({ serviceName: "trellis", settings: traces, logger });
+if (tracing) shutdown.add("traces", () => tracing.shutdown());
 
 function fail(error: unknown): never {
   const message = error instanceof Error ? error.message : String(error);

@@ -198,6 +198,7 @@ export class ForkStore {
             labels: { ...source.labels, [FORKED_FROM_LABEL]: source.id },
             budget: source.budget,
             requestId,
+            traceParent: input.traceParent ?? null,
           })
           .returning();
         const changes = new WorkflowChanges(row!);

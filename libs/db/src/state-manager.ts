@@ -45,6 +45,8 @@ export interface ForkWorkflowInput {
   inputs?: Readonly<Record<string, JsonObject>> | undefined;
   /** Idempotency key (shared with CreateWorkflow's): a second fork with the same id returns the first workflow. */
   requestId?: string | undefined;
+  /** The W3C traceparent of the fork's span (tracing on), as CreateWorkflow's. */
+  traceParent?: string | undefined;
 }
 
 /** Result of forkWorkflow: `created` is false when `requestId` matched an existing workflow. */
