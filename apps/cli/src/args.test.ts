@@ -1,6 +1,15 @@
 import { WorkflowStatus } from "@trellis/proto";
 import { describe, expect, it } from "vitest";
-import { DEFAULT_ADDR, UsageError, commandName, parseCliArgs, parsePeriod, parseWorkflowStatus } from "./args.js";
+import {
+  DEFAULT_ADDR,
+  DEFAULT_DASHBOARD_URL,
+  UsageError,
+  cliVersion,
+  commandName,
+  parseCliArgs,
+  parsePeriod,
+  parseWorkflowStatus,
+} from "./args.js";
 
 const ID = "6a4f1c39-5e45-48fb-9edb-6f72d9f305d9";
 
@@ -148,15 +157,55 @@ describe("parseCliArgs", () => {
   });
 
   it("answers help for --help, -h, `help` and no command at all", () => {
-    for (const argv of [["--help"], ["-h"], ["help"], [], ["run", "x.json", "--help"]]) {
-      expect(parseCliArgs(argv, {}).command).toEqual({ kind: "help" });
+    for (const argv of [["--help"], ["-h"], ["help"], []]) {
+      const help = parseCliArgs(argv, {}).command;
+      expect(help, argv.join(" ")).toMatchObject({ kind: "help" });
+      const text = (help as { text: string }).text;
+      expect(text).toMatch(/^Usage: trellis \[options\] \[command\]/);
+      for (const name of ["run", "watch", "get", "list", "cancel", "signal", "fork", "limits", "schedules"]) {
+        expect(text).toMatch(new RegExp(`^ {2}${name}\\b`, "m"));
+      }
+      expect(text).toContain("TRELLIS_DASHBOARD_URL");
+      expect(text).toContain("Exit codes: 0 success");
     }
+  });
+
+  it("gives each command its own --help, listing its flags and the global ones", () => {
+    for (const argv of [
+      ["run", "--help"],
+      ["run", "x.json", "--help"],
+      ["help", "run"],
+      ["run", "-h"],
+    ]) {
+      const help = parseCliArgs(argv, {}).command as { kind: string; text: string };
+      expect(help.kind, argv.join(" ")).toBe("help");
+      expect(help.text).toMatch(/^Usage: trellis run \[options\] <FILE>/);
+      for (const flag of ["--watch", "--chunks", "--input <JSON|@FILE>", "--addr <HOST:PORT>", "--token <TOKEN>"]) {
+        expect(help.text, flag).toContain(flag);
+      }
+      expect(help.text).not.toContain("--status");
+    }
+    const list = parseCliArgs(["list", "--help"], {}).command as { text: string };
+    for (const flag of ["--status <S>", "--label <KEY=VALUE>", "--limit <N>", "--json"])
+      expect(list.text).toContain(flag);
+    const set = parseCliArgs(["limits", "set", "--help"], {}).command as { text: string };
+    expect(set.text).toMatch(/^Usage: trellis limits set \[options\] <KEY>/);
+    expect(set.text).toContain("--max-concurrency <N>");
+  });
+
+  it("answers --version and -v with the CLI package's version", () => {
+    expect(parseCliArgs(["--version"], {}, { version: "1.2.3" }).command).toEqual({
+      kind: "version",
+      version: "1.2.3",
+    });
+    expect(parseCliArgs(["-v"], {}).command).toEqual({ kind: "version", version: cliVersion() });
+    expect(cliVersion()).toMatch(/^\d+\.\d+\.\d+/);
   });
 
   it("rejects unknown commands and options, missing and extra arguments, and options of other commands", () => {
     const cases: [string[], string][] = [
       [["launch"], 'unknown command "launch"'],
-      [["list", "--verbose"], "Unknown option '--verbose'"],
+      [["list", "--verbose"], "list: unknown option '--verbose'"],
       [["get"], "get: workflow ID required"],
       [["run"], "run: FILE required"],
       [["cancel", ID, ID], `cancel: unexpected argument "${ID}"`],
@@ -190,6 +239,90 @@ describe("parseCliArgs", () => {
       expect(() => parseCliArgs(argv, {}), argv.join(" ")).toThrow(UsageError);
       expect(() => parseCliArgs(argv, {}), argv.join(" ")).toThrow(message);
     }
+  });
+});
+
+describe("run: stdin and --input", () => {
+  const files: Record<string, string> = {
+    "input.json": '{"topic": "agents", "depth": 2}',
+    "list.json": "[1, 2]",
+    "broken.json": '{\n  "topic": "agents",\n  depth: 2\n}',
+  };
+  const readFile = (path: string): string => {
+    const text = files[path];
+    if (text === undefined) throw Object.assign(new Error(`ENOENT: no such file, open '${path}'`), { code: "ENOENT" });
+    return text;
+  };
+  const parse = (argv: string[]) => parseCliArgs(argv, {}, { readFile }).command;
+
+  it("takes - as the file (standard input) and --input as inline JSON or @file, replacing the file's input", () => {
+    expect(parse(["run", "-"])).toEqual({ kind: "run", file: "-", watch: false });
+    expect(parse(["run", "-", "--watch", "--input", '{"topic":"x"}'])).toEqual({
+      kind: "run",
+      file: "-",
+      watch: true,
+      input: { topic: "x" },
+    });
+    expect(parse(["run", "wf.yaml", "--input", "@input.json"])).toMatchObject({ input: { topic: "agents", depth: 2 } });
+  });
+
+  it("names --input, and the file, when the JSON is bad, the file is missing or the value is not an object", () => {
+    const cases: [string, RegExp][] = [
+      ['{"topic": ', /^--input: not JSON at line 1, column 11: Unexpected end of JSON input/],
+      ["{nope}", /^--input: not JSON at line 1, column 2: .*\n\n\{nope\}\n \^$/],
+      ["@missing.json", /^--input: missing\.json: no such file$/],
+      ["@", /^--input: @ without a file name/],
+      ["@broken.json", /^--input broken\.json: not JSON at line 3, column 3: .*\n\n {2}depth: 2\n {2}\^$/],
+      ["@list.json", /^--input list\.json: must be a JSON object, got a list$/],
+      ["42", /^--input: must be a JSON object, got a number$/],
+    ];
+    for (const [value, message] of cases) {
+      expect(() => parse(["run", "wf.yaml", "--input", value]), value).toThrow(UsageError);
+      expect(() => parse(["run", "wf.yaml", "--input", value]), value).toThrow(message);
+    }
+  });
+});
+
+describe("list: --json and --label", () => {
+  it("parses --json and repeated --label KEY=VALUE into a label selector", () => {
+    expect(parseCliArgs(["list", "--json"], {}).command).toEqual({
+      kind: "list",
+      status: undefined,
+      limit: 50,
+      json: true,
+    });
+    expect(
+      parseCliArgs(["list", "--label", "team=search", "--label", "env=a=b", "--label", "empty="], {}).command,
+    ).toEqual({ kind: "list", status: undefined, limit: 50, labels: { team: "search", env: "a=b", empty: "" } });
+  });
+
+  it("refuses a label that is not KEY=VALUE, or one key with two values", () => {
+    const cases: [string[], string][] = [
+      [["list", "--label", "team"], '--label: "team" is not KEY=VALUE'],
+      [["list", "--label", "=x"], '--label: "=x" is not KEY=VALUE'],
+      [["list", "--label", "a=1", "--label", "a=2"], '--label: "a" given twice with different values'],
+      [["list", "--label"], "list: option '--label <KEY=VALUE>' argument missing"],
+    ];
+    for (const [argv, message] of cases) {
+      expect(() => parseCliArgs(argv, {}), argv.join(" ")).toThrow(new UsageError(message));
+    }
+  });
+});
+
+describe("TRELLIS_DASHBOARD_URL", () => {
+  it("defaults to the local dashboard and drops trailing slashes", () => {
+    expect(parseCliArgs(["list"], {}).dashboardUrl).toBe(DEFAULT_DASHBOARD_URL);
+    expect(DEFAULT_DASHBOARD_URL).toBe("http://localhost:3000");
+    const env = { TRELLIS_DASHBOARD_URL: "https://trellis.example.com/ops/" };
+    expect(parseCliArgs(["list"], env).dashboardUrl).toBe("https://trellis.example.com/ops");
+  });
+
+  it("refuses what is not an http(s) URL, except for --help and --version", () => {
+    expect(() => parseCliArgs(["list"], { TRELLIS_DASHBOARD_URL: "localhost:3000" })).toThrow(
+      /^TRELLIS_DASHBOARD_URL: "localhost:3000" is not an http or https URL$/,
+    );
+    expect(() => parseCliArgs(["list"], { TRELLIS_DASHBOARD_URL: "not a url" })).toThrow(/is not a URL/);
+    expect(parseCliArgs(["--help"], { TRELLIS_DASHBOARD_URL: "not a url" }).command.kind).toBe("help");
   });
 });
 

@@ -1,57 +1,26 @@
-import { parseArgs } from "node:util";
+import { readFileSync } from "node:fs";
 import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 import { WorkflowStatus } from "@trellis/proto";
+import { Command as CommanderCommand, type CommanderError, Help } from "commander";
+import { parseJsonText } from "./json-text.js";
 
-/** The usage text `trellis --help` prints. */
-export const USAGE = `usage: trellis <command> [options]
+/** What `trellis --help` says below the commands: settings and exit codes. */
+const HELP_FOOTER = `
+Settings (environment):
+  TRELLIS_ADDR           the api's gRPC address (--addr), default localhost:50051
+  TRELLIS_TOKEN          bearer token (--token), when the api has API_TOKEN or API_TOKENS_FILE set
+  TRELLIS_DASHBOARD_URL  the dashboard \`run\` and \`fork\` link to, default http://localhost:3000
 
-commands:
-  run FILE [--watch [--chunks]]    create a workflow from a YAML or JSON file (a CreateWorkflowRequest in
-                                   protobuf JSON form); --watch follows it like \`watch\`
-  watch ID [--chunks]              follow a workflow live until it ends: per-node status lines and a progress bar;
-                                   --chunks also prints the text running nodes write (their output chunks)
-  get ID [--node NODE] [--json]    show a workflow, its usage and budget, and its nodes (--node: one node and its
-                                   attempts with what each spent; --json: the Workflow or GetNodeResponse as
-                                   protobuf JSON)
-  get ID --events                  the workflow's events so far, each with who caused it (actor: the api token)
-  list [--status S] [--limit N]    list workflows, newest first (S: pending, running, paused, succeeded, failed,
-                                   cancelled; N: 1..1000, default 50)
-  cancel|pause|resume|retry ID     apply an action to a workflow
-  signal ID NODE [--output JSON] [--reject [--message TEXT]] [--request-id RID]
-                                   complete a node that waits for a signal (a node with \`wait\`): PASS with the
-                                   output JSON (default null), or with --reject FAIL it (TASK_ERROR, the message);
-                                   sent before the node is ready, the signal is kept and completes it then; the
-                                   same RID again is answered like the first
-  fork ID --from A,B [--input NODE=JSON]... [--watch]
-                                   a new workflow from ID (any status): nodes A, B and everything downstream run
-                                   again (NODE with the input JSON object given), the others keep their outputs;
-                                   --watch follows it like \`watch\`
-  limits                           list the flow-control limits: cap, running, waiting, rate, units available,
-                                   throttled until
-  limits set KEY [--max-concurrency N] [--rate R [--period P] [--burst B] [--unit U]]
-                                   create or replace a key's limit (e.g. model:gpt-4o, tenant:acme,
-                                   capability:llm.chat); options left out take their defaults: no cap, no rate,
-                                   P 1s (500ms, 30s, 1m, 1h), B = R, U "" (one unit per node start) or a usage
-                                   unit such as tokens
-  limits delete KEY                remove a key's limit; the nodes it held back run
-  schedules                        list the cron schedules: cron, time zone, next run, last workflow
-  schedules create ID --cron CRON [--timezone TZ] --file FILE
-                                   create a schedule: at each tick of the 5-field CRON ("0 7 * * *") in TZ (an
-                                   IANA name such as Europe/Paris, default UTC) it creates the workflow of FILE
-                                   (YAML or JSON, as for run), labelled schedule=ID
-  schedules pause|resume|delete ID pause a schedule (it creates nothing), resume it (from its next tick after
-                                   now) or remove it
+Exit codes: 0 success (\`run --watch\` and \`watch\`: the workflow SUCCEEDED), 1 the workflow FAILED or was
+CANCELLED, or a call failed, 2 bad usage, 130 interrupted (the workflow keeps running).
 
-options:
-  --addr HOST:PORT   the api's gRPC address (env TRELLIS_ADDR, default localhost:50051)
-  --token TOKEN      bearer token, when the api has API_TOKEN set (env TRELLIS_TOKEN)
-  -h, --help         this text
-
-exit codes: 0 success (\`run --watch\` and \`watch\`: the workflow SUCCEEDED), 1 the workflow FAILED or was
-CANCELLED, or a call failed, 2 bad usage, 130 interrupted (the workflow keeps running).`;
+\`trellis COMMAND --help\` shows a command's options.`;
 
 /** Where the api listens when neither --addr nor TRELLIS_ADDR says. */
 export const DEFAULT_ADDR = "localhost:50051";
+
+/** Where the dashboard is when TRELLIS_DASHBOARD_URL does not say: the one `npm start` serves. */
+export const DEFAULT_DASHBOARD_URL = "http://localhost:3000";
 
 /** The workflow actions the CLI offers, as commands. */
 export const ACTIONS = ["cancel", "pause", "resume", "retry"] as const;
@@ -89,11 +58,28 @@ export interface SignalSpec {
 
 /** What the command line asks for. */
 export type Command =
-  | { kind: "help" }
-  | { kind: "run"; file: string; watch: boolean; chunks?: boolean }
+  | { kind: "help"; text: string }
+  | { kind: "version"; version: string }
+  | {
+      kind: "run";
+      /** A YAML or JSON file, or "-" for standard input. */
+      file: string;
+      watch: boolean;
+      chunks?: boolean;
+      /** `--input`: the workflow input, replacing the file's. */
+      input?: JsonObject;
+    }
   | { kind: "watch"; workflowId: string; chunks?: boolean }
   | { kind: "get"; workflowId: string; json: boolean; nodeId?: string | undefined; events?: boolean | undefined }
-  | { kind: "list"; status: WorkflowStatus | undefined; limit: number }
+  | {
+      kind: "list";
+      status: WorkflowStatus | undefined;
+      limit: number;
+      /** `--json`: one JSON document instead of a table. */
+      json?: boolean;
+      /** `--label k=v`: only workflows carrying every one of these labels. */
+      labels?: Record<string, string>;
+    }
   | { kind: "action"; action: ActionName; workflowId: string }
   | { kind: "signal"; signal: SignalSpec }
   | { kind: "fork"; workflowId: string; fromNodeIds: string[]; inputs: Record<string, JsonObject>; watch: boolean }
@@ -132,11 +118,29 @@ export interface CliArgs {
   addr: string;
   /** Bearer token, if any. */
   token: string | undefined;
+  /** The dashboard's base URL, without a trailing slash (`http://localhost:3000`). */
+  dashboardUrl: string;
 }
 
 /** A command line that cannot be run; the message says why (exit code 2). */
 export class UsageError extends Error {
   override readonly name = "UsageError";
+  /** The command it is about (`run`, `limits set`), "" for the command line as a whole. */
+  declare readonly command: string;
+
+  constructor(message: string, command = "") {
+    super(message);
+    // Not enumerable: two UsageErrors with one message compare equal, whichever command raised them.
+    Object.defineProperty(this, "command", { value: command, enumerable: false });
+  }
+}
+
+/** What {@link parseCliArgs} needs besides the command line and the environment. */
+export interface ParseOptions {
+  /** What `--version` prints. @default the CLI package's version */
+  version?: string;
+  /** Reads the file of `--input @FILE`. @default readFileSync(path, "utf8") */
+  readFile?: (path: string) => string;
 }
 
 const STATUS_NAMES = ["pending", "running", "paused", "succeeded", "failed", "cancelled"] as const;
@@ -193,216 +197,412 @@ export function parsePeriod(text: string): number {
   return ms;
 }
 
-/** The options of every command, besides --addr, --token and --help. */
-const OPTION_NAMES = [
-  "watch",
-  "chunks",
-  "json",
-  "status",
-  "limit",
-  "node",
-  "max-concurrency",
-  "rate",
-  "period",
-  "burst",
-  "unit",
-  "from",
-  "input",
-  "cron",
-  "timezone",
-  "file",
-  "output",
-  "reject",
-  "message",
-  "request-id",
-  "events",
-] as const;
+/** The CLI package's version (apps/cli/package.json), what `trellis --version` prints. */
+export function cliVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version?: string };
+  return pkg.version ?? "0.0.0";
+}
 
-type OptionName = (typeof OPTION_NAMES)[number];
+/** The options a command was given, as commander hands them over. */
+type Values = Record<string, string | boolean | string[] | undefined>;
 
-/** The options each command accepts besides --addr, --token and --help. */
-const COMMAND_OPTIONS: Record<string, readonly OptionName[]> = {
-  run: ["watch", "chunks"],
-  watch: ["chunks"],
-  get: ["json", "node", "events"],
-  list: ["status", "limit"],
-  cancel: [],
-  pause: [],
-  resume: [],
-  retry: [],
-  fork: ["from", "input", "watch"],
-  signal: ["output", "reject", "message", "request-id"],
-  "limits list": [],
-  "limits set": ["max-concurrency", "rate", "period", "burst", "unit"],
-  "limits delete": [],
-  "schedules list": [],
-  "schedules create": ["cron", "timezone", "file"],
-  "schedules pause": [],
-  "schedules resume": [],
-  "schedules delete": [],
-};
+/** Thrown from commander's exit hook when it printed help or the version instead of running a command. */
+class Printed extends Error {
+  constructor(readonly code: string) {
+    super(code);
+  }
+}
 
-/** The subcommands of `trellis schedules` (none means list). */
-const SCHEDULES_SUBCOMMANDS = ["list", "create", "pause", "resume", "delete"] as const;
+/** `trellis limits set` -> `limits set`. */
+function pathOf(command: CommanderCommand): string {
+  const names: string[] = [];
+  for (let c: CommanderCommand | null = command; c?.parent; c = c.parent) names.unshift(c.name());
+  return names.join(" ");
+}
 
-/** The subcommands of `trellis limits` (none means list). */
-const LIMITS_SUBCOMMANDS = ["list", "set", "delete"] as const;
+/** Every command of the tree under `root`, `root` included. */
+function allCommands(root: CommanderCommand): CommanderCommand[] {
+  return [root, ...root.commands.flatMap((c) => allCommands(c as CommanderCommand))];
+}
+
+/** `repeatable` option values collected in order. */
+const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
 
 /**
  * Parses `argv` (without `node` and the script) and the environment into a {@link CliArgs}; throws UsageError for
- * an unknown command or option, a missing or extra argument, or a bad value.
+ * an unknown command or option, a missing or extra argument, or a bad value. `--help` (any command's) and `--version`
+ * come back as the `help` and `version` commands, with the text to print.
  */
-export function parseCliArgs(argv: readonly string[], env: Record<string, string | undefined>): CliArgs {
-  let parsed: ReturnType<typeof parse>;
-  try {
-    parsed = parse(argv);
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
-  const { values, positionals } = parsed;
-  const addr = values.addr ?? env.TRELLIS_ADDR ?? DEFAULT_ADDR;
-  if (addr.trim() === "") throw new UsageError("--addr: empty");
-  const token = values.token ?? (env.TRELLIS_TOKEN || undefined);
-  let [name, ...rest] = positionals;
-  if (values.help || name === undefined || name === "help") return { command: { kind: "help" }, addr, token };
-  if (name === "limits") {
-    const sub = rest[0] ?? "list";
-    if (!(LIMITS_SUBCOMMANDS as readonly string[]).includes(sub)) {
-      throw new UsageError(`limits: unknown subcommand "${sub}" (${LIMITS_SUBCOMMANDS.join(", ")})`);
-    }
-    name = `limits ${sub}`;
-    rest = rest.slice(1);
-  }
-  if (name === "schedules") {
-    const sub = rest[0] ?? "list";
-    if (!(SCHEDULES_SUBCOMMANDS as readonly string[]).includes(sub)) {
-      throw new UsageError(`schedules: unknown subcommand "${sub}" (${SCHEDULES_SUBCOMMANDS.join(", ")})`);
-    }
-    name = `schedules ${sub}`;
-    rest = rest.slice(1);
-  }
-
-  const allowed = COMMAND_OPTIONS[name];
-  if (allowed === undefined) throw new UsageError(`unknown command "${name}"`);
-  for (const option of OPTION_NAMES) {
-    if (values[option] !== undefined && !allowed.includes(option)) {
-      throw new UsageError(`${name}: --${option} is not an option of this command`);
-    }
-  }
-  const one = (what: string): string => {
-    if (rest.length === 0) throw new UsageError(`${name}: ${what} required`);
-    if (rest.length > 1) throw new UsageError(`${name}: unexpected argument "${rest[1]}"`);
-    return rest[0]!;
-  };
-  const none = (): void => {
-    if (rest.length > 0) throw new UsageError(`${name}: unexpected argument "${rest[0]}"`);
+export function parseCliArgs(
+  argv: readonly string[],
+  env: Record<string, string | undefined>,
+  options: ParseOptions = {},
+): CliArgs {
+  let command: Command | undefined;
+  let globals: Values = {};
+  let printed = "";
+  const readFile = options.readFile ?? ((path: string) => readFileSync(path, "utf8"));
+  const set = (made: Command, cmd: CommanderCommand): void => {
+    command = made;
+    globals = cmd.optsWithGlobals();
   };
 
-  let command: Command;
-  switch (name) {
-    case "run":
-      command = { kind: "run", file: one("FILE"), watch: values.watch ?? false, ...chunksOf(values.chunks) };
-      break;
-    case "watch":
-      command = { kind: "watch", workflowId: one("workflow ID"), ...chunksOf(values.chunks) };
-      break;
-    case "get": {
-      const workflowId = one("workflow ID");
-      if (values.node?.trim() === "") throw new UsageError("--node: empty");
-      if (values.events && (values.node !== undefined || values.json)) {
-        throw new UsageError("get: --events does not go with --node or --json");
+  const program = new CommanderCommand("trellis")
+    .description("Trellis CLI: create, follow and steer workflows through the Trellis api.")
+    .version(options.version ?? cliVersion(), "-v, --version", "print the version")
+    .option("--addr <HOST:PORT>", "the api's gRPC address (env TRELLIS_ADDR, default localhost:50051)")
+    .option("--token <TOKEN>", "bearer token, when the api has API_TOKEN set (env TRELLIS_TOKEN)")
+    .helpOption("-h, --help", "show help")
+    .helpCommand("help [command]", "show help for a command")
+    .configureHelp({
+      helpWidth: 110,
+      showGlobalOptions: true,
+      // `limits [list|set|delete]` rather than commander's `limits [command...]`.
+      subcommandTerm: (cmd) =>
+        cmd.commands.length > 0
+          ? `${cmd.name()} [${cmd.commands.map((c) => c.name()).join("|")}]`
+          : new Help().subcommandTerm(cmd),
+    })
+    .configureOutput({
+      writeOut: (text) => {
+        printed += text;
+      },
+      writeErr: (text) => {
+        printed += text;
+      },
+      outputError: () => {},
+    })
+    .addHelpText("after", HELP_FOOTER);
+
+  program
+    .command("run")
+    .summary("create a workflow from a YAML or JSON file (FILE, or - for standard input)")
+    .description(
+      "Create a workflow from a YAML or JSON file: a CreateWorkflowRequest in protobuf JSON form (`parentIds` or `parent_ids`); FILE - reads it from standard input. Prints the workflow's id and its dashboard link.",
+    )
+    .argument("<FILE>", "the workflow file, or - for standard input")
+    .option("--watch", "follow the workflow like `watch` until it ends (exit 0 only when it SUCCEEDED)")
+    .option("--chunks", "with --watch: also print the text running nodes write")
+    .option("--input <JSON|@FILE>", "the workflow input (a JSON object, or @file.json), replacing the file's")
+    .action((file: string, values: Values, cmd: CommanderCommand) => {
+      const input = values.input === undefined ? {} : { input: parseWorkflowInput(values.input as string, readFile) };
+      set({ kind: "run", file, watch: values.watch === true, ...chunksOf(values.chunks), ...input }, cmd);
+    });
+
+  program
+    .command("watch")
+    .summary("follow a workflow live until it ends")
+    .description(
+      "Follow a workflow live until it ends: per-node status lines and a progress bar (replayed from its start).",
+    )
+    .argument("<ID>", "the workflow id")
+    .option("--chunks", "also print the text running nodes write (their output chunks)")
+    .action((workflowId: string, values: Values, cmd: CommanderCommand) => {
+      set({ kind: "watch", workflowId, ...chunksOf(values.chunks) }, cmd);
+    });
+
+  program
+    .command("get")
+    .summary("show a workflow and its nodes, one node's attempts, or its events")
+    .description(
+      "Show a workflow, its usage and budget, and its nodes: status, attempts, duration of the last attempt, output (shortened) and why a node waits or failed.",
+    )
+    .argument("<ID>", "the workflow id")
+    .option("--node <NODE>", "one node and every attempt it made, with what each spent")
+    .option("--json", "the Workflow (or with --node the GetNodeResponse) as protobuf JSON")
+    .option("--events", "the workflow's events so far, each with who caused it (actor: the api token)")
+    .action((workflowId: string, values: Values, cmd: CommanderCommand) => {
+      const node = values.node as string | undefined;
+      if (node?.trim() === "") throw new UsageError("--node: empty", "get");
+      if (values.events && (node !== undefined || values.json)) {
+        throw new UsageError("get: --events does not go with --node or --json", "get");
       }
-      command = { kind: "get", workflowId, json: values.json ?? false, nodeId: values.node, events: values.events };
-      break;
-    }
-    case "list":
-      none();
-      command = {
-        kind: "list",
-        status: values.status === undefined ? undefined : parseWorkflowStatus(values.status),
-        limit: parseLimit(values.limit),
-      };
-      break;
-    case "fork":
-      command = {
-        kind: "fork",
-        workflowId: one("workflow ID"),
-        fromNodeIds: parseFrom(values.from),
-        inputs: parseInputs(values.input ?? []),
-        watch: values.watch ?? false,
-      };
-      break;
-    case "signal":
-      command = { kind: "signal", signal: signalSpec(rest, values) };
-      break;
-    case "limits list":
-      none();
-      command = { kind: "limits" };
-      break;
-    case "limits set":
-      command = { kind: "set-limit", limit: limitSpec(one("KEY"), values) };
-      break;
-    case "limits delete":
-      command = { kind: "delete-limit", key: one("KEY") };
-      break;
-    case "schedules list":
-      none();
-      command = { kind: "schedules" };
-      break;
-    case "schedules create": {
-      const id = one("schedule ID");
-      if (values.cron === undefined) throw new UsageError('schedules create: --cron required (e.g. "0 7 * * *")');
-      if (values.file === undefined) throw new UsageError("schedules create: --file required (the workflow to create)");
-      command = { kind: "create-schedule", id, cron: values.cron, timezone: values.timezone ?? "", file: values.file };
-      break;
-    }
-    case "schedules pause":
-    case "schedules resume":
-    case "schedules delete":
-      command = {
-        kind: "schedule-action",
-        action: name.slice("schedules ".length) as ScheduleActionName,
-        id: one("schedule ID"),
-      };
-      break;
-    default:
-      command = { kind: "action", action: name as ActionName, workflowId: one("workflow ID") };
+      set(
+        {
+          kind: "get",
+          workflowId,
+          json: values.json === true,
+          nodeId: node,
+          events: values.events as boolean | undefined,
+        },
+        cmd,
+      );
+    });
+
+  program
+    .command("list")
+    .summary("list workflows, newest first")
+    .description("List workflows, newest first.")
+    .option("--status <S>", "only this status: pending, running, paused, succeeded, failed, cancelled")
+    .option("--label <KEY=VALUE>", "only workflows with this label (repeatable: all of them)", collect)
+    .option("--limit <N>", "at most N workflows, 1..1000 (default 50)")
+    .option("--json", "one JSON document: {workflows: [...]} in protobuf JSON form")
+    .action((values: Values, cmd: CommanderCommand) => {
+      const labels = values.label === undefined ? {} : { labels: parseLabels(values.label as string[]) };
+      set(
+        {
+          kind: "list",
+          status: values.status === undefined ? undefined : parseWorkflowStatus(values.status as string),
+          limit: parseLimit(values.limit as string | undefined),
+          ...(values.json ? { json: true } : {}),
+          ...labels,
+        },
+        cmd,
+      );
+    });
+
+  for (const action of ACTIONS) {
+    program
+      .command(action)
+      .summary(`${action} a workflow`)
+      .description(`Apply ${action.toUpperCase()} to a workflow and print its new status.`)
+      .argument("<ID>", "the workflow id")
+      .action((workflowId: string, _values: Values, cmd: CommanderCommand) => {
+        set({ kind: "action", action, workflowId }, cmd);
+      });
   }
-  return { command, addr, token };
+
+  program
+    .command("signal")
+    .summary("complete a node that waits for a signal (PASS with an output, or --reject)")
+    .description(
+      "Complete a node that waits for a signal (a node with `wait`): PASS with the output JSON (default null), or with --reject FAIL it (TASK_ERROR, the message). Sent before the node is ready, the signal is kept and completes it then; the same request id again is answered like the first.",
+    )
+    .argument("<ID>", "the workflow id")
+    .argument("<NODE>", "the waiting node's id")
+    .option("--output <JSON>", "the node's output on PASS")
+    .option("--reject", "FAIL the node instead")
+    .option("--message <TEXT>", "with --reject: why")
+    .option("--request-id <RID>", "idempotency key: the same one again is answered like the first")
+    .action((workflowId: string, nodeId: string, values: Values, cmd: CommanderCommand) => {
+      set({ kind: "signal", signal: signalSpec(workflowId, nodeId, values) }, cmd);
+    });
+
+  program
+    .command("fork")
+    .summary("a new workflow from another: some nodes run again, the others keep their outputs")
+    .description(
+      "A new workflow from ID (any status): the nodes of --from and everything downstream run again (with --input's new inputs), the others keep their outputs.",
+    )
+    .argument("<ID>", "the workflow to fork")
+    .option("--from <A,B>", "the node ids to run again from (required)")
+    .option("--input <NODE=JSON>", "a new input (a JSON object) for a node that runs again (repeatable)", collect)
+    .option("--watch", "follow the new workflow like `watch`")
+    .action((workflowId: string, values: Values, cmd: CommanderCommand) => {
+      set(
+        {
+          kind: "fork",
+          workflowId,
+          fromNodeIds: parseFrom(values.from as string | undefined),
+          inputs: parseInputs((values.input as string[] | undefined) ?? []),
+          watch: values.watch === true,
+        },
+        cmd,
+      );
+    });
+
+  const limits = program
+    .command("limits")
+    .summary("list, set or delete flow-control limits (no subcommand: list)")
+    .description("The flow-control limits (docs/flow-control.md); without a subcommand, `limits list`.")
+    .usage("[list | set KEY [options] | delete KEY]")
+    .argument("[command...]")
+    .action(([sub]: string[], _values: Values, cmd: CommanderCommand) => {
+      if (sub !== undefined) throw new UsageError(`limits: unknown subcommand "${sub}" (list, set, delete)`, "limits");
+      set({ kind: "limits" }, cmd);
+    });
+  limits
+    .command("list")
+    .description("List the limits: cap, running, waiting, rate, units available, throttled until.")
+    .action((_values: Values, cmd: CommanderCommand) => set({ kind: "limits" }, cmd));
+  limits
+    .command("set")
+    .description(
+      "Create or replace a key's limit (e.g. model:gpt-4o, tenant:acme, capability:llm.chat); options left out take their defaults: no cap, no rate, period 1s, burst = rate, one unit per node start.",
+    )
+    .argument("<KEY>", "the limit key")
+    .option("--max-concurrency <N>", "at most N nodes of the key at once")
+    .option("--rate <R>", "R units per period")
+    .option("--period <P>", "the rate's period: 500ms, 30s, 1m, 1h (default 1s)")
+    .option("--burst <B>", "the bucket's size (default R)")
+    .option("--unit <U>", 'a usage unit such as tokens (default "": one unit per node start)')
+    .action((key: string, values: Values, cmd: CommanderCommand) => {
+      set({ kind: "set-limit", limit: limitSpec(key, values) }, cmd);
+    });
+  limits
+    .command("delete")
+    .description("Remove a key's limit; the nodes it held back run.")
+    .argument("<KEY>", "the limit key")
+    .action((key: string, _values: Values, cmd: CommanderCommand) => set({ kind: "delete-limit", key }, cmd));
+
+  const schedules = program
+    .command("schedules")
+    .summary("list, create, pause, resume or delete cron schedules (no subcommand: list)")
+    .description("The cron schedules; without a subcommand, `schedules list`.")
+    .usage("[list | create ID [options] | pause|resume|delete ID]")
+    .argument("[command...]")
+    .action(([sub]: string[], _values: Values, cmd: CommanderCommand) => {
+      if (sub !== undefined) {
+        throw new UsageError(
+          `schedules: unknown subcommand "${sub}" (list, create, pause, resume, delete)`,
+          "schedules",
+        );
+      }
+      set({ kind: "schedules" }, cmd);
+    });
+  schedules
+    .command("list")
+    .description("List the schedules: cron, time zone, next run, last workflow.")
+    .action((_values: Values, cmd: CommanderCommand) => set({ kind: "schedules" }, cmd));
+  schedules
+    .command("create")
+    .description(
+      'Create a schedule: at each tick of the 5-field CRON ("0 7 * * *") in TZ it creates the workflow of FILE (YAML ' +
+        "or JSON, as for run), labelled schedule=ID.",
+    )
+    .argument("<ID>", "the schedule id")
+    .option("--cron <CRON>", 'the 5-field cron, e.g. "0 7 * * *" (required)')
+    .option("--timezone <TZ>", "an IANA time zone such as Europe/Paris (default UTC)")
+    .option("--file <FILE>", "the workflow to create (required)")
+    .action((id: string, values: Values, cmd: CommanderCommand) => {
+      if (values.cron === undefined) {
+        throw new UsageError('schedules create: --cron required (e.g. "0 7 * * *")', "schedules create");
+      }
+      if (values.file === undefined) {
+        throw new UsageError("schedules create: --file required (the workflow to create)", "schedules create");
+      }
+      set(
+        {
+          kind: "create-schedule",
+          id,
+          cron: values.cron as string,
+          timezone: (values.timezone as string | undefined) ?? "",
+          file: values.file as string,
+        },
+        cmd,
+      );
+    });
+  for (const action of ["pause", "resume", "delete"] as const) {
+    schedules
+      .command(action)
+      .description(
+        action === "pause"
+          ? "Pause a schedule: it creates nothing until resumed."
+          : action === "resume"
+            ? "Resume a schedule, from its next tick after now."
+            : "Remove a schedule.",
+      )
+      .argument("<ID>", "the schedule id")
+      .action((id: string, _values: Values, cmd: CommanderCommand) =>
+        set({ kind: "schedule-action", action, id }, cmd),
+      );
+  }
+
+  const optionsOfOthers = new Map<string, string>();
+  for (const cmd of allCommands(program)) {
+    for (const option of cmd.options) if (option.long) optionsOfOthers.set(option.long, pathOf(cmd));
+    cmd.exitOverride((error) => {
+      if (error.exitCode === 0 || error.code === "commander.help") throw new Printed(error.code);
+      throw usageErrorOf(error, cmd, optionsOfOthers);
+    });
+  }
+
+  try {
+    if (argv.length === 0) program.help();
+    program.parse([...argv], { from: "user" });
+  } catch (error) {
+    if (error instanceof Printed) {
+      const shown: Command =
+        error.code === "commander.version"
+          ? { kind: "version", version: printed.trim() }
+          : { kind: "help", text: printed.trimEnd() };
+      // Help and the version need no api: settings that would stop a command do not stop them.
+      return { command: shown, addr: DEFAULT_ADDR, token: undefined, dashboardUrl: DEFAULT_DASHBOARD_URL };
+    }
+    throw error;
+  }
+  if (command === undefined) throw new UsageError("no command (`trellis --help` lists them)");
+  return { command, ...connection(globals, env) };
+}
+
+/** --addr, --token and the dashboard's address, from the flags, else the environment, else the defaults. */
+function connection(values: Values, env: Record<string, string | undefined>): Omit<CliArgs, "command"> {
+  const addr = (values.addr as string | undefined) ?? env.TRELLIS_ADDR ?? DEFAULT_ADDR;
+  if (addr.trim() === "") throw new UsageError("--addr: empty");
+  const token = (values.token as string | undefined) ?? (env.TRELLIS_TOKEN || undefined);
+  return { addr, token, dashboardUrl: parseDashboardUrl(env.TRELLIS_DASHBOARD_URL || DEFAULT_DASHBOARD_URL) };
+}
+
+/** TRELLIS_DASHBOARD_URL: an http(s) URL, returned without its trailing slashes. */
+export function parseDashboardUrl(text: string): string {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new UsageError(`TRELLIS_DASHBOARD_URL: "${text}" is not a URL such as http://localhost:3000`);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new UsageError(`TRELLIS_DASHBOARD_URL: "${text}" is not an http or https URL`);
+  }
+  return text.trim().replace(/\/+$/, "");
+}
+
+/**
+ * Commander's messages, prefixed with the command they are about and worded as the CLI's own: `get: workflow ID
+ * required`, `cancel: unexpected argument "x"`, `list: unknown option '--verbose'`; an option of another command says
+ * so.
+ */
+function usageErrorOf(error: CommanderError, cmd: CommanderCommand, options: Map<string, string>): UsageError {
+  const path = pathOf(cmd);
+  let message = error.message.replace(/^error: /, "").replace(/\n/g, " ");
+  const quoted = /'([^']*)'/.exec(message)?.[1] ?? "";
+  switch (error.code) {
+    case "commander.unknownOption":
+      if (options.has(quoted)) message = `${quoted} is not an option of this command`;
+      break;
+    case "commander.unknownCommand":
+      message = message.replace(/^unknown command '[^']*'/, `unknown command "${quoted}"`);
+      break;
+    case "commander.missingArgument":
+      message = `${quoted === "ID" ? (path.startsWith("schedules") ? "schedule ID" : "workflow ID") : quoted} required`;
+      break;
+    case "commander.excessArguments":
+      message = `unexpected argument "${cmd.args[cmd.registeredArguments.length] ?? ""}"`;
+      break;
+  }
+  return new UsageError(path === "" ? message : `${path}: ${message}`, path);
 }
 
 /** `trellis signal ID NODE [--output JSON] [--reject] [--message TEXT] [--request-id RID]`. */
-function signalSpec(
-  rest: readonly string[],
-  values: Partial<Record<OptionName, string | boolean | string[]>>,
-): SignalSpec {
-  const [workflowId, nodeId, extra] = rest;
-  if (workflowId === undefined) throw new UsageError("signal: workflow ID required");
-  if (nodeId === undefined || nodeId.trim() === "") throw new UsageError("signal: NODE required");
-  if (extra !== undefined) throw new UsageError(`signal: unexpected argument "${extra}"`);
+function signalSpec(workflowId: string, nodeId: string, values: Values): SignalSpec {
+  if (nodeId.trim() === "") throw new UsageError("signal: NODE required", "signal");
   const reject = values.reject === true;
   const outputText = values.output as string | undefined;
   const message = (values.message as string | undefined) ?? "";
-  if (reject && outputText !== undefined) throw new UsageError("signal: --output and --reject do not go together");
-  if (!reject && values.message !== undefined) throw new UsageError("signal: --message goes with --reject");
+  if (reject && outputText !== undefined) {
+    throw new UsageError("signal: --output and --reject do not go together", "signal");
+  }
+  if (!reject && values.message !== undefined) throw new UsageError("signal: --message goes with --reject", "signal");
   let output: JsonValue | undefined;
   if (outputText !== undefined) {
     try {
       output = JSON.parse(outputText) as JsonValue;
     } catch (error) {
-      throw new UsageError(`--output: not JSON (${(error as Error).message})`);
+      throw new UsageError(`--output: not JSON (${(error as Error).message})`, "signal");
     }
   }
-  const requestId = (values["request-id"] as string | undefined) ?? "";
-  if (values["request-id"] !== undefined && requestId.trim() === "") throw new UsageError("--request-id: empty");
+  const requestId = (values.requestId as string | undefined) ?? "";
+  if (values.requestId !== undefined && requestId.trim() === "") {
+    throw new UsageError("--request-id: empty", "signal");
+  }
   return { workflowId, nodeId, output, reject, message, requestId };
 }
 
 /** `--from a,b`: the node ids a fork runs again from (at least one). */
 function parseFrom(text: string | undefined): string[] {
-  if (text === undefined) throw new UsageError("fork: --from required (the node ids to run again from, a,b)");
+  if (text === undefined) throw new UsageError("fork: --from required (the node ids to run again from, a,b)", "fork");
   const ids = text.split(",").map((id) => id.trim());
-  if (ids.some((id) => id === "")) throw new UsageError(`--from: "${text}" has an empty node id`);
+  if (ids.some((id) => id === "")) throw new UsageError(`--from: "${text}" has an empty node id`, "fork");
   return ids;
 }
 
@@ -412,36 +612,89 @@ function parseInputs(texts: readonly string[]): Record<string, JsonObject> {
   for (const text of texts) {
     const eq = text.indexOf("=");
     const nodeId = eq < 0 ? "" : text.slice(0, eq).trim();
-    if (nodeId === "") throw new UsageError(`--input: "${text}" is not NODE=JSON`);
-    if (nodeId in inputs) throw new UsageError(`--input: node "${nodeId}" given twice`);
+    if (nodeId === "") throw new UsageError(`--input: "${text}" is not NODE=JSON`, "fork");
+    if (nodeId in inputs) throw new UsageError(`--input: node "${nodeId}" given twice`, "fork");
     let value: unknown;
     try {
       value = JSON.parse(text.slice(eq + 1));
     } catch (error) {
-      throw new UsageError(`--input ${nodeId}: not JSON (${(error as Error).message})`);
+      throw new UsageError(`--input ${nodeId}: not JSON (${(error as Error).message})`, "fork");
     }
     if (value === null || typeof value !== "object" || Array.isArray(value)) {
-      throw new UsageError(`--input ${nodeId}: must be a JSON object`);
+      throw new UsageError(`--input ${nodeId}: must be a JSON object`, "fork");
     }
     inputs[nodeId] = value as JsonObject;
   }
   return inputs;
 }
 
+/**
+ * `run --input '{"topic":"agents"}'` or `--input @input.json`: the workflow input, a JSON object. A bad value, an
+ * unreadable file or text that is not a JSON object is a UsageError naming --input (and the file, with the line and
+ * column of a JSON error).
+ */
+export function parseWorkflowInput(text: string, readFile: (path: string) => string): JsonObject {
+  let json = text;
+  let source = "";
+  if (text.startsWith("@")) {
+    const path = text.slice(1);
+    if (path === "") throw new UsageError("--input: @ without a file name (--input @input.json)", "run");
+    source = ` ${path}`;
+    try {
+      json = readFile(path);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      const why = code === "ENOENT" ? "no such file" : `cannot read: ${(error as Error).message}`;
+      throw new UsageError(`--input: ${path}: ${why}`, "run");
+    }
+  }
+  const parsed = parseJsonText(json);
+  if (!parsed.ok) {
+    const where = parsed.line === undefined ? "" : ` at line ${parsed.line}, column ${parsed.column}`;
+    const excerpt = parsed.excerpt === undefined ? "" : `\n\n${parsed.excerpt}`;
+    throw new UsageError(`--input${source}: not JSON${where}: ${parsed.message}${excerpt}`, "run");
+  }
+  const value = parsed.value;
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    const got = value === null ? "null" : Array.isArray(value) ? "a list" : `a ${typeof value}`;
+    throw new UsageError(`--input${source}: must be a JSON object, got ${got}`, "run");
+  }
+  return value as JsonObject;
+}
+
+/** `--label team=search --label env=prod`: the labels every listed workflow must carry. */
+function parseLabels(texts: readonly string[]): Record<string, string> {
+  const labels: Record<string, string> = {};
+  for (const text of texts) {
+    const eq = text.indexOf("=");
+    const key = eq < 0 ? "" : text.slice(0, eq).trim();
+    if (key === "") throw new UsageError(`--label: "${text}" is not KEY=VALUE`, "list");
+    const value = text.slice(eq + 1);
+    if (key in labels && labels[key] !== value) {
+      throw new UsageError(`--label: "${key}" given twice with different values`, "list");
+    }
+    labels[key] = value;
+  }
+  return labels;
+}
+
 /** The limit `trellis limits set KEY ...` describes; the api checks the key and the bounds it knows. */
-function limitSpec(key: string, values: Partial<Record<OptionName, string | boolean | string[]>>): LimitSpec {
-  const option = (name: OptionName) => values[name] as string | undefined;
-  const maxConcurrency = option("max-concurrency");
+function limitSpec(key: string, values: Values): LimitSpec {
+  const option = (name: string) => values[name] as string | undefined;
+  const maxConcurrency = option("maxConcurrency");
   const rate = option("rate");
-  if (key.trim() === "") throw new UsageError("limits set: KEY is empty");
+  if (key.trim() === "") throw new UsageError("limits set: KEY is empty", "limits set");
   if (maxConcurrency === undefined && rate === undefined) {
     throw new UsageError(
       "limits set: --max-concurrency or --rate required (`trellis limits delete KEY` removes a limit)",
+      "limits set",
     );
   }
   if (rate === undefined) {
     for (const name of ["period", "burst", "unit"] as const) {
-      if (option(name) !== undefined) throw new UsageError(`limits set: --${name} applies to a rate: --rate required`);
+      if (option(name) !== undefined) {
+        throw new UsageError(`limits set: --${name} applies to a rate: --rate required`, "limits set");
+      }
     }
   }
   const period = option("period");
@@ -457,40 +710,6 @@ function limitSpec(key: string, values: Partial<Record<OptionName, string | bool
 }
 
 /** `--chunks`, set only when given (so commands without it compare equal to before). */
-function chunksOf(chunks: boolean | undefined): { chunks?: boolean } {
+function chunksOf(chunks: string | boolean | string[] | undefined): { chunks?: boolean } {
   return chunks ? { chunks: true } : {};
-}
-
-function parse(argv: readonly string[]) {
-  return parseArgs({
-    args: [...argv],
-    allowPositionals: true,
-    strict: true,
-    options: {
-      addr: { type: "string" },
-      token: { type: "string" },
-      watch: { type: "boolean" },
-      chunks: { type: "boolean" },
-      json: { type: "boolean" },
-      events: { type: "boolean" },
-      status: { type: "string" },
-      limit: { type: "string" },
-      node: { type: "string" },
-      "max-concurrency": { type: "string" },
-      rate: { type: "string" },
-      period: { type: "string" },
-      burst: { type: "string" },
-      unit: { type: "string" },
-      from: { type: "string" },
-      input: { type: "string", multiple: true },
-      cron: { type: "string" },
-      timezone: { type: "string" },
-      file: { type: "string" },
-      output: { type: "string" },
-      reject: { type: "boolean" },
-      message: { type: "string" },
-      "request-id": { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
-  });
 }

@@ -1,6 +1,8 @@
-import { type MessageInitShape, create, toJson } from "@bufbuild/protobuf";
+import { type MessageInitShape, create, fromJson, toJson } from "@bufbuild/protobuf";
 import { type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
 import {
+  type CreateWorkflowRequest,
+  CreateWorkflowRequestSchema,
   ErrorKind,
   type Limit,
   LimitSchema,
@@ -20,10 +22,13 @@ import {
   type CommandContext,
   describeLimits,
   describeNode,
+  OUTPUT_WIDTH,
+  dashboardLink,
   describeWorkflow,
   limitOfSpec,
   runCommand,
   table,
+  truncate,
   usageLine,
 } from "./commands.js";
 import { MemoryOutput } from "./output.js";
@@ -56,11 +61,20 @@ function fakeApi(overrides: {
 }): ApiConnection {
   const all = overrides.workflows ?? [];
   const client = {
-    async listWorkflows(request: { pageSize: number; pageToken: string; status?: WorkflowStatus }) {
+    async listWorkflows(request: {
+      pageSize: number;
+      pageToken: string;
+      status?: WorkflowStatus;
+      labelSelector?: Record<string, string>;
+    }) {
       overrides.calls?.push(request);
       const start = request.pageToken === "" ? 0 : Number(request.pageToken);
       const size = Math.min(request.pageSize, overrides.pageSize ?? 500);
-      const page = all.filter((w) => request.status === undefined || w.status === request.status);
+      const page = all.filter(
+        (w) =>
+          (request.status === undefined || w.status === request.status) &&
+          Object.entries(request.labelSelector ?? {}).every(([k, v]) => w.labels[k] === v),
+      );
       const workflows = page.slice(start, start + size);
       return { workflows, nextPageToken: start + size < page.length ? String(start + size) : "" };
     },
@@ -88,6 +102,10 @@ function fakeApi(overrides: {
       const status = overrides.signaled ?? (request.reject ? NodeStatus.FAIL : NodeStatus.PASS);
       const error = status === NodeStatus.FAIL ? { kind: ErrorKind.TASK_ERROR, message: request.message } : undefined;
       return create(NodeSchema, { id: request.nodeId, status, error });
+    },
+    async createWorkflow(request: CreateWorkflowRequest) {
+      overrides.calls?.push(request);
+      return create(WorkflowSchema, { id: ID, name: request.name, nodes: request.nodes, input: request.input });
     },
     async forkWorkflow(request: { workflowId: string }) {
       overrides.calls?.push(request);
@@ -235,6 +253,73 @@ describe("list", () => {
     const ctx = context(fakeApi({ workflows: [] }));
     await runCommand({ kind: "list", status: WorkflowStatus.PAUSED, limit: 50 }, ctx);
     expect(ctx.output.lines).toEqual(["no PAUSED workflows"]);
+    const labelled = context(fakeApi({ workflows: [] }));
+    await runCommand({ kind: "list", status: undefined, limit: 50, labels: { team: "ops", env: "prod" } }, labelled);
+    expect(labelled.output.lines).toEqual(["no workflows labelled team=ops,env=prod"]);
+  });
+
+  it("passes --label as ListWorkflows' label selector", async () => {
+    const calls: unknown[] = [];
+    const tagged = workflows.map((w, i) =>
+      create(WorkflowSchema, { ...w, labels: { team: i < 2 ? "ops" : "search" } }),
+    );
+    const ctx = context(fakeApi({ workflows: tagged, calls }));
+    await runCommand({ kind: "list", status: undefined, limit: 50, labels: { team: "ops" } }, ctx);
+    expect(calls).toEqual([expect.objectContaining({ labelSelector: { team: "ops" } })]);
+    expect(ctx.output.lines.slice(1).map((line) => line.split(/\s+/)[3])).toEqual(["wf-0", "wf-1"]);
+  });
+
+  it("--json prints one JSON document: the workflows as protobuf JSON and the next page token when more are left", async () => {
+    const ctx = context(fakeApi({ workflows, pageSize: 2 }));
+    expect(await runCommand({ kind: "list", status: undefined, limit: 3, json: true }, ctx)).toBe(0);
+    expect(ctx.output.lines).toHaveLength(1);
+    const document = JSON.parse(ctx.output.lines[0]!) as { workflows: { id: string; status: string }[] };
+    expect(document.workflows.map((w) => w.id)).toEqual(workflows.slice(0, 3).map((w) => w.id));
+    expect(document.workflows[1]).toMatchObject({ name: "wf-1", status: "WORKFLOW_STATUS_FAILED" });
+    expect(document).toHaveProperty("nextPageToken", "3");
+    expect(ctx.output.errors).toEqual([]);
+    const none = context(fakeApi({ workflows: [] }));
+    await runCommand({ kind: "list", status: WorkflowStatus.PAUSED, limit: 50, json: true }, none);
+    expect(JSON.parse(none.output.lines.join("\n"))).toEqual({ workflows: [] });
+  });
+});
+
+describe("run", () => {
+  const file = create(CreateWorkflowRequestSchema, {
+    name: "wf",
+    input: { topic: "from the file" },
+    nodes: [{ id: "a", capability: "echo" }],
+  });
+
+  it("creates the workflow, its input replaced by --input, and prints its dashboard link", async () => {
+    const calls: unknown[] = [];
+    const read: string[] = [];
+    const ctx = {
+      ...context(fakeApi({ calls })),
+      readWorkflow: (path: string) => {
+        read.push(path);
+        return create(CreateWorkflowRequestSchema, file);
+      },
+      dashboardUrl: "http://dash.local:3000",
+    };
+    const command: Command = { kind: "run", file: "-", watch: false, input: { topic: "from --input" } };
+    expect(await runCommand(command, ctx)).toBe(0);
+    expect(read).toEqual(["-"]);
+    expect((calls[0] as CreateWorkflowRequest).input).toEqual({ topic: "from --input" });
+    expect(ctx.output.lines).toEqual([
+      `created workflow ${ID} (wf, 1 nodes)`,
+      `dashboard http://dash.local:3000/workflows/${ID}`,
+    ]);
+    const kept = { ...context(fakeApi({ calls: [] })), readWorkflow: () => create(CreateWorkflowRequestSchema, file) };
+    await runCommand({ kind: "run", file: "wf.yaml", watch: false }, kept);
+    expect(kept.output.lines).toEqual([`created workflow ${ID} (wf, 1 nodes)`]);
+  });
+
+  it("links a workflow's dashboard page, under a base path too", () => {
+    expect(dashboardLink("http://localhost:3000", ID)).toBe(`http://localhost:3000/workflows/${ID}`);
+    expect(dashboardLink("https://ops.example.com/trellis/", "a b")).toBe(
+      "https://ops.example.com/trellis/workflows/a%20b",
+    );
   });
 });
 
@@ -273,10 +358,59 @@ describe("describeWorkflow", () => {
       `workflow ${ID}  failing  FAILED`,
       "created 2026-09-21T14:13:20Z · finished 2026-09-21T14:13:22Z · labels team=ops",
       "",
-      "NODE    CAPABILITY  STATUS  ATTEMPT  PARENTS  DETAIL",
-      "ok      echo        PASS    1        -",
-      "broken  fail        FAIL    3        ok       INFRA_ERROR: unreachable",
+      "NODE    CAPABILITY  STATUS  ATTEMPTS  DURATION  PARENTS  OUTPUT  DETAIL",
+      "ok      echo        PASS    1         -         -        -",
+      "broken  fail        FAIL    3         -         ok       -       INFRA_ERROR: unreachable",
     ]);
+  });
+});
+
+describe("describeWorkflow: attempts, duration and output", () => {
+  it("shows how many attempts each node made, how long the last one ran (so far) and its output, shortened", () => {
+    const NOW = 1_790_000_010_000;
+    const wf = create(WorkflowSchema, {
+      id: ID,
+      name: "outputs",
+      status: WorkflowStatus.RUNNING,
+      nodes: [
+        create(NodeSchema, {
+          id: "short",
+          capability: "echo",
+          status: NodeStatus.PASS,
+          attempt: 2,
+          startedAt: { seconds: 1_790_000_000n, nanos: 0 },
+          finishedAt: { seconds: 1_790_000_001n, nanos: 250_000_000 },
+          output: fromJson(ValueSchema, { answer: 42 }),
+        }),
+        create(NodeSchema, {
+          id: "long",
+          capability: "llm.chat",
+          status: NodeStatus.PASS,
+          attempt: 1,
+          startedAt: { seconds: 1_790_000_000n, nanos: 0 },
+          finishedAt: { seconds: 1_790_000_000n, nanos: 80_000_000 },
+          output: fromJson(ValueSchema, { text: "a summary that is much longer than the column allows" }),
+        }),
+        create(NodeSchema, {
+          id: "busy",
+          capability: "sleep",
+          status: NodeStatus.RUNNING,
+          attempt: 1,
+          startedAt: { seconds: 1_790_000_007n, nanos: 0 },
+        }),
+        create(NodeSchema, { id: "next", capability: "echo", status: NodeStatus.PENDING, parentIds: ["busy"] }),
+      ],
+    });
+    expect(describeWorkflow(wf, NOW).slice(-5)).toEqual([
+      "NODE   CAPABILITY  STATUS   ATTEMPTS  DURATION  PARENTS  OUTPUT                                   DETAIL",
+      'short  echo        PASS     2         1.25s     -        {"answer":42}',
+      'long   llm.chat    PASS     1         80ms      -        {"text":"a summary that is much longer…',
+      "busy   sleep       RUNNING  1         3.00s…    -        -",
+      "next   echo        PENDING  0         -         busy     -",
+    ]);
+    expect(truncate("abcdef", 4)).toBe("abc…");
+    expect(truncate("abcd", 4)).toBe("abcd");
+    expect(OUTPUT_WIDTH).toBe(40);
   });
 });
 
@@ -303,9 +437,9 @@ describe("describeWorkflow with waits", () => {
       ],
     });
     expect(describeWorkflow(wf).slice(-3)).toEqual([
-      "approve              WAITING  0        plan     waiting for a signal (timeout 60m00s)",
-      "ask                  WAITING  0        -        waiting for a signal",
-      "nightly  echo        WAITING  0        -        waiting until 2026-09-21T14:13:20Z",
+      "approve              WAITING  0         -         plan     -       waiting for a signal (timeout 60m00s)",
+      "ask                  WAITING  0         -         -        -       waiting for a signal",
+      "nightly  echo        WAITING  0         -         -        -       waiting until 2026-09-21T14:13:20Z",
     ]);
   });
 });
@@ -338,9 +472,9 @@ describe("describeWorkflow with flow control", () => {
       "created 2026-09-21T14:13:20Z · updated 2026-09-21T14:13:25Z",
       "usage cost_usd=0.01234 tokens=1234 · budget tokens=200000",
       "",
-      "NODE  CAPABILITY  STATUS   ATTEMPT  PARENTS  PRIORITY  LIMIT KEYS                DETAIL",
-      "plan  echo        PASS     1        -        0         -",
-      "ask   llm.chat    PENDING  0        plan     5         model:gpt-4o,tenant:acme  held by model:gpt-4o",
+      "NODE  CAPABILITY  STATUS   ATTEMPTS  DURATION  PARENTS  PRIORITY  LIMIT KEYS                OUTPUT  DETAIL",
+      "plan  echo        PASS     1         -         -        0         -                         -",
+      "ask   llm.chat    PENDING  0         -         plan     5         model:gpt-4o,tenant:acme  -       held by model:gpt-4o",
     ]);
   });
 

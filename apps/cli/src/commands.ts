@@ -1,4 +1,4 @@
-import { type MessageInitShape, fromJson, toJsonString } from "@bufbuild/protobuf";
+import { type JsonObject, type MessageInitShape, fromJson, toJson, toJsonString } from "@bufbuild/protobuf";
 import {
   type Timestamp,
   ValueSchema,
@@ -25,7 +25,6 @@ import {
   WorkflowStatus,
 } from "@trellis/proto";
 import type { ActionName, Command, LimitSpec, ScheduleActionName, SignalSpec } from "./args.js";
-import { USAGE } from "./args.js";
 import type { ApiConnection } from "./client.js";
 import { ChunkText } from "./chunk-text.js";
 import { followWorkflow } from "./follow.js";
@@ -50,8 +49,10 @@ export interface CommandContext {
   readWorkflow?: (path: string) => CreateWorkflowRequest;
   /** How often the live progress bar is redrawn on a terminal. @default 200 */
   liveRefreshMs?: number;
-  /** The clock, for "throttled until" (only future times are shown). @default Date.now */
+  /** The clock, for "throttled until" (only future times are shown) and running nodes' durations. @default Date.now */
   now?: () => number;
+  /** The dashboard's base URL (`http://localhost:3000`): `run` and `fork` print the new workflow's page there. */
+  dashboardUrl?: string;
 }
 
 const ACTION_OF: Record<ActionName, WorkflowAction> = {
@@ -65,20 +66,23 @@ const ACTION_OF: Record<ActionName, WorkflowAction> = {
 export async function runCommand(command: Command, ctx: CommandContext): Promise<number> {
   switch (command.kind) {
     case "help":
-      ctx.output.line(USAGE);
+      ctx.output.line(command.text);
+      return 0;
+    case "version":
+      ctx.output.line(command.version);
       return 0;
     case "run":
-      return run(ctx, command.file, command.watch, command.chunks ?? false);
+      return run(ctx, command);
     case "watch":
       ctx.output.line(`watching workflow ${command.workflowId}`);
       return watch(ctx, command.workflowId, command.chunks ?? false);
     case "get":
       if (command.events) return getEvents(ctx, command.workflowId);
       return command.nodeId === undefined
-        ? get(ctx, command.workflowId, command.json)
+        ? get(ctx, command.workflowId, command.json, (ctx.now ?? Date.now)())
         : getNode(ctx, command.workflowId, command.nodeId, command.json);
     case "list":
-      return list(ctx, command.status, command.limit);
+      return list(ctx, command);
     case "action":
       return act(ctx, command.action, command.workflowId);
     case "fork":
@@ -104,11 +108,19 @@ export async function runCommand(command: Command, ctx: CommandContext): Promise
   }
 }
 
-async function run(ctx: CommandContext, file: string, follow: boolean, chunks: boolean): Promise<number> {
-  const request = (ctx.readWorkflow ?? readWorkflowFile)(file);
+/** `http://localhost:3000/workflows/<id>`: the workflow's page on the dashboard. */
+export function dashboardLink(dashboardUrl: string, workflowId: string): string {
+  return `${dashboardUrl.replace(/\/+$/, "")}/workflows/${encodeURIComponent(workflowId)}`;
+}
+
+/** `trellis run`: creates the workflow of a file (its input replaced by --input), links it, and follows it with --watch. */
+async function run(ctx: CommandContext, command: Extract<Command, { kind: "run" }>): Promise<number> {
+  const request = (ctx.readWorkflow ?? readWorkflowFile)(command.file);
+  if (command.input !== undefined) request.input = command.input;
   const wf = await ctx.api.client.createWorkflow(request, ctx.api.call(ctx.signal));
   ctx.output.line(`created workflow ${wf.id} (${wf.name}, ${wf.nodes.length} nodes)`);
-  return follow ? watch(ctx, wf.id, chunks) : 0;
+  if (ctx.dashboardUrl !== undefined) ctx.output.line(`dashboard ${dashboardLink(ctx.dashboardUrl, wf.id)}`);
+  return command.watch ? watch(ctx, wf.id, command.chunks ?? false) : 0;
 }
 
 /** `trellis fork`: a new workflow from another, re-running from some nodes; followed with --watch. */
@@ -122,6 +134,7 @@ async function fork(ctx: CommandContext, command: Extract<Command, { kind: "fork
   ctx.output.line(
     `forked workflow ${wf.id} from ${command.workflowId} (${wf.name}: ${kept} node${kept === 1 ? "" : "s"} kept, ${rerun} to run again)`,
   );
+  if (ctx.dashboardUrl !== undefined) ctx.output.line(`dashboard ${dashboardLink(ctx.dashboardUrl, wf.id)}`);
   return command.watch ? watch(ctx, wf.id) : 0;
 }
 
@@ -273,11 +286,43 @@ function nodeDetail(n: Node): string {
   return [waitingText(n), held, error].filter(Boolean).join(" · ");
 }
 
+/** Longest OUTPUT cell of `trellis get`, in characters; longer outputs end with "…" (`--node --json` shows them whole). */
+export const OUTPUT_WIDTH = 40;
+
+/** `text` cut to `width` characters, the last one "…" when cut. */
+export function truncate(text: string, width: number): string {
+  const chars = [...text];
+  return chars.length <= width
+    ? text
+    : `${chars
+        .slice(0, width - 1)
+        .join("")
+        .trimEnd()}…`;
+}
+
+/** A node's output as compact JSON on one line, shortened to OUTPUT_WIDTH; "-" without one. */
+function outputCell(n: Node): string {
+  if (n.output === undefined) return "-";
+  return truncate(JSON.stringify(toJson(ValueSchema, n.output)), OUTPUT_WIDTH);
+}
+
 /**
- * A workflow and its nodes, for people. PRIORITY and LIMIT KEYS columns appear only when some node has a priority or
- * limit keys, so workflows without flow control read as they always did.
+ * How long a node's current (last) attempt ran: from its start to its end, or to `nowMs` while it runs (marked "…");
+ * "-" before it started.
  */
-export function describeWorkflow(wf: Workflow): string[] {
+function durationCell(n: Node, nowMs: number): string {
+  if (n.startedAt === undefined) return "-";
+  if (n.finishedAt !== undefined) return took(n.startedAt, n.finishedAt);
+  if (n.status !== NodeStatus.RUNNING) return "-";
+  return `${formatDuration(nowMs - timestampMs(n.startedAt))}…`;
+}
+
+/**
+ * A workflow and its nodes, for people: per node its attempts (started so far), the DURATION of its last attempt, its
+ * OUTPUT (shortened) and a DETAIL saying why it waits or failed. PRIORITY and LIMIT KEYS columns appear only when some
+ * node has a priority or limit keys, so workflows without flow control read as they always did.
+ */
+export function describeWorkflow(wf: Workflow, nowMs: number = Date.now()): string[] {
   const lines = [
     `workflow ${wf.id}  ${wf.name}  ${workflowStatusName(wf.status)}`,
     [
@@ -292,12 +337,20 @@ export function describeWorkflow(wf: Workflow): string[] {
   if (usage !== undefined) lines.push(usage);
   lines.push("");
   const flowControl = wf.nodes.some((n) => n.priority !== 0 || n.limitKeys.length > 0);
-  const head = ["NODE", "CAPABILITY", "STATUS", "ATTEMPT", "PARENTS"];
-  const rows = [flowControl ? [...head, "PRIORITY", "LIMIT KEYS", "DETAIL"] : [...head, "DETAIL"]];
+  const head = ["NODE", "CAPABILITY", "STATUS", "ATTEMPTS", "DURATION", "PARENTS"];
+  const tail = ["OUTPUT", "DETAIL"];
+  const rows = [flowControl ? [...head, "PRIORITY", "LIMIT KEYS", ...tail] : [...head, ...tail]];
   for (const n of wf.nodes) {
-    const row = [n.id, n.capability, nodeStatusName(n.status), String(n.attempt), n.parentIds.join(",") || "-"];
+    const row = [
+      n.id,
+      n.capability,
+      nodeStatusName(n.status),
+      String(n.attempt),
+      durationCell(n, nowMs),
+      n.parentIds.join(",") || "-",
+    ];
     if (flowControl) row.push(String(n.priority), n.limitKeys.join(",") || "-");
-    rows.push([...row, nodeDetail(n)]);
+    rows.push([...row, outputCell(n), nodeDetail(n)]);
   }
   return [...lines, ...table(rows)];
 }
@@ -404,10 +457,10 @@ export function limitOfSpec(spec: LimitSpec): MessageInitShape<typeof LimitSchem
   };
 }
 
-async function get(ctx: CommandContext, workflowId: string, json: boolean): Promise<number> {
+async function get(ctx: CommandContext, workflowId: string, json: boolean, nowMs: number): Promise<number> {
   const workflow = await ctx.api.client.getWorkflow({ workflowId }, ctx.api.call(ctx.signal));
   if (json) ctx.output.line(toJsonString(WorkflowSchema, workflow, { prettySpaces: 2 }));
-  else for (const line of describeWorkflow(workflow)) ctx.output.line(line);
+  else for (const line of describeWorkflow(workflow, nowMs)) ctx.output.line(line);
   return 0;
 }
 
@@ -543,19 +596,33 @@ async function scheduleAction(ctx: CommandContext, action: ScheduleActionName, i
   return 0;
 }
 
-async function list(ctx: CommandContext, status: WorkflowStatus | undefined, limit: number): Promise<number> {
+/**
+ * `trellis list`: pages through ListWorkflows (status and label filters) up to the limit; a table, or with --json one
+ * document `{"workflows": [...], "nextPageToken": "..."}` (the token only when more are left).
+ */
+async function list(ctx: CommandContext, command: Extract<Command, { kind: "list" }>): Promise<number> {
+  const { status, limit } = command;
+  const labelSelector = command.labels ?? {};
   const workflows: Workflow[] = [];
   let pageToken = "";
   do {
     const page = await ctx.api.client.listWorkflows(
-      { pageSize: Math.min(500, limit - workflows.length), pageToken, status },
+      { pageSize: Math.min(500, limit - workflows.length), pageToken, status, labelSelector },
       ctx.api.call(ctx.signal),
     );
     workflows.push(...page.workflows);
     pageToken = page.nextPageToken;
   } while (pageToken !== "" && workflows.length < limit);
+  if (command.json) {
+    const document: JsonObject = { workflows: workflows.map((w) => toJson(WorkflowSchema, w)) };
+    if (pageToken !== "") document.nextPageToken = pageToken;
+    ctx.output.line(JSON.stringify(document, null, 2));
+    return 0;
+  }
   if (workflows.length === 0) {
-    ctx.output.line(status === undefined ? "no workflows" : `no ${workflowStatusName(status)} workflows`);
+    const which = status === undefined ? "workflows" : `${workflowStatusName(status)} workflows`;
+    const labelled = Object.keys(labelSelector).length > 0 ? ` labelled ${labels(labelSelector)}` : "";
+    ctx.output.line(`no ${which}${labelled}`);
     return 0;
   }
   const rows = [["ID", "STATUS", "CREATED", "NAME"]];

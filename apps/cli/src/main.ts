@@ -14,7 +14,11 @@ try {
   args = parseCliArgs(process.argv.slice(2), process.env);
 } catch (error) {
   if (!(error instanceof UsageError)) throw error;
-  output.error(`trellis: ${error.message} (\`trellis --help\` shows the commands)`);
+  const help =
+    error.command === ""
+      ? "`trellis --help` shows the commands"
+      : `\`trellis ${error.command} --help\` shows its options`;
+  output.error(`trellis: ${error.message} (${help})`);
   process.exit(2);
 }
 
@@ -45,7 +49,12 @@ function explain(error: unknown): string {
 }
 
 try {
-  process.exitCode = await runCommand(command, { api, output, signal: controller.signal });
+  process.exitCode = await runCommand(command, {
+    api,
+    output,
+    signal: controller.signal,
+    dashboardUrl: args.dashboardUrl,
+  });
 } catch (error) {
   if (interrupted) {
     output.error(

@@ -72,6 +72,50 @@ describe("parseWorkflowFile", () => {
   });
 });
 
+describe("parseWorkflowFile syntax errors", () => {
+  it("shows YAML's whole message: what is wrong, the line and column, and the lines around it with a caret", () => {
+    const text = ["name: broken", "nodes:", "  - id: a", "    capability: [echo", "  - id: b", "    capability: echo"];
+    let message = "";
+    try {
+      parseWorkflowFile("flows/broken.yaml", text.join("\n"));
+    } catch (error) {
+      expect(error).toBeInstanceOf(WorkflowFileError);
+      message = (error as Error).message;
+    }
+    expect(message).toMatch(/^flows\/broken\.yaml: not valid YAML: .+ at line 5, column 3:$/m);
+    expect(message).toContain("    capability: [echo\n  - id: b\n  ^");
+  });
+
+  it("says how many more errors a YAML file has after the first", () => {
+    expect(() => parseWorkflowFile("a.yaml", "a: [1\nb: {2\n")).toThrow(/\(\d+ more errors? after this one\)$/);
+  });
+
+  it("gives a JSON error's line and column and shows the line with a caret", () => {
+    const text = '{\n  "name": "x",\n  "nodes": [\n    {"id": "a", capability: "echo"}\n  ]\n}';
+    expect(() => parseWorkflowFile("wf.json", text)).toThrow(
+      /^wf\.json: not valid JSON: .* at line 4, column 17:\n\n {4}\{"id": "a", capability: "echo"\}\n {16}\^$/,
+    );
+  });
+});
+
+describe("standard input (-)", () => {
+  it("reads the workflow from standard input, named stdin when the document has no name", () => {
+    const request = readWorkflowFile("-", () => "nodes:\n  - id: a\n    capability: echo\n");
+    expect(request.name).toBe("stdin");
+    expect(request.nodes.map((n) => n.id)).toEqual(["a"]);
+    expect(readWorkflowFile("-", () => '{"name": "piped", "nodes": []}').name).toBe("piped");
+  });
+
+  it("names stdin in errors", () => {
+    expect(() => readWorkflowFile("-", () => "nodes: [a")).toThrow(/^stdin: not valid YAML: /);
+    expect(() =>
+      readWorkflowFile("-", () => {
+        throw Object.assign(new Error("EAGAIN: resource temporarily unavailable, read"), { code: "EAGAIN" });
+      }),
+    ).toThrow("stdin: cannot read: EAGAIN");
+  });
+});
+
 describe("readWorkflowFile", () => {
   it("reads the file it is given", () => {
     const path = join(dir, "one.json");

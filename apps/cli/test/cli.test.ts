@@ -33,6 +33,7 @@ afterAll(async () => {
 interface CliEnv {
   TRELLIS_ADDR?: string;
   TRELLIS_TOKEN?: string;
+  TRELLIS_DASHBOARD_URL?: string;
 }
 
 /**
@@ -40,7 +41,7 @@ interface CliEnv {
  * the environment gives TRELLIS_ADDR.
  */
 function spawnCli(args: readonly string[], extraEnv: CliEnv = {}): ChildProcessWithoutNullStreams {
-  const { TRELLIS_ADDR: _addr, TRELLIS_TOKEN: _token, ...env } = process.env;
+  const { TRELLIS_ADDR: _addr, TRELLIS_TOKEN: _token, TRELLIS_DASHBOARD_URL: _dashboard, ...env } = process.env;
   const addr = extraEnv.TRELLIS_ADDR === undefined ? ["--addr", stack.apiAddr] : [];
   return spawn(process.execPath, ["--import", "tsx", MAIN, ...args, ...addr], {
     cwd: ROOT,
@@ -54,9 +55,18 @@ interface CliRun {
   stderr: string;
 }
 
-/** Runs the CLI to its end. `onStdout` sees the output so far each time more arrives. */
-function cli(args: readonly string[], onStdout?: (soFar: string) => void, env: CliEnv = {}): Promise<CliRun> {
+/**
+ * Runs the CLI to its end. `onStdout` sees the output so far each time more arrives; `stdin` is written to its
+ * standard input (closed at once without it).
+ */
+function cli(
+  args: readonly string[],
+  onStdout?: (soFar: string) => void,
+  env: CliEnv = {},
+  stdin = "",
+): Promise<CliRun> {
   const child = spawnCli(args, env);
+  child.stdin.end(stdin);
   let stdout = "";
   let stderr = "";
   child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
@@ -342,8 +352,10 @@ describe("trellis list, get and actions", () => {
     const shown = await cli(["get", id]);
     expect(shown.code).toBe(0);
     expect(shown.stdout).toMatch(new RegExp(`^workflow ${id}  diamond  SUCCEEDED$`, "m"));
-    expect(shown.stdout).toMatch(/^c\s+flaky\s+PASS\s+2\s+a$/m);
-    expect(shown.stdout).toMatch(/^d\s+echo\s+PASS\s+1\s+b,c$/m);
+    expect(shown.stdout).toMatch(/^NODE\s+CAPABILITY\s+STATUS\s+ATTEMPTS\s+DURATION\s+PARENTS\s+OUTPUT\s+DETAIL$/m);
+    // c failed once (flaky) and passed on its second attempt: two attempts, the duration of the last, its output.
+    expect(shown.stdout).toMatch(/^c\s+flaky\s+PASS\s+2\s+\d+(\.\d+)?m?s\s+a\s+\S.*$/m);
+    expect(shown.stdout).toMatch(/^d\s+echo\s+PASS\s+1\s+\d+(\.\d+)?m?s\s+b,c\s+\S.*$/m);
 
     const json = JSON.parse((await cli(["get", id, "--json"])).stdout) as { id: string; status: string };
     expect(json).toMatchObject({ id, status: "WORKFLOW_STATUS_SUCCEEDED" });
@@ -353,6 +365,130 @@ describe("trellis list, get and actions", () => {
     expect(bad.stderr).toContain(
       '--status: "done" is not one of pending, running, paused, succeeded, failed, cancelled',
     );
+  });
+});
+
+/** Tests that spawn several CLIs one after another get longer than one spawn's 25 s on a busy machine. */
+const SPAWNS_TIMEOUT_MS = 120_000;
+
+describe("trellis --version and --help", () => {
+  it("prints the package's version, and each command's own flags", { timeout: SPAWNS_TIMEOUT_MS }, async () => {
+    const pkg = JSON.parse(readFileSync(join(ROOT, "apps/cli/package.json"), "utf8")) as { version: string };
+    const version = await cli(["--version"]);
+    expect(version.code).toBe(0);
+    expect(version.stdout).toBe(`${pkg.version}\n`);
+
+    const help = await cli(["run", "--help"]);
+    expect(help.code).toBe(0);
+    expect(help.stderr).toBe("");
+    expect(help.stdout).toMatch(/^Usage: trellis run \[options\] <FILE>$/m);
+    for (const flag of ["--watch", "--chunks", "--input <JSON|@FILE>", "--addr <HOST:PORT>", "-h, --help"]) {
+      expect(help.stdout, flag).toContain(flag);
+    }
+    const bad = await cli(["run", "x.json", "--status", "failed"]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toBe(
+      "trellis: run: --status is not an option of this command (`trellis run --help` shows its options)\n",
+    );
+  });
+});
+
+describe("trellis run: stdin, --input, the dashboard link and file errors", () => {
+  const WORKFLOW = JSON.stringify({
+    name: "piped",
+    input: { topic: "from the file" },
+    nodes: [{ id: "only", capability: "echo" }],
+  });
+
+  it("reads the workflow from standard input with -, takes --input @file, and links the dashboard", {
+    timeout: SPAWNS_TIMEOUT_MS,
+  }, async () => {
+    const inputFile = join(scratch, "input.json");
+    writeFileSync(inputFile, '{"topic": "from --input", "depth": 2}');
+    const run = await cli(["run", "-", "--input", `@${inputFile}`], undefined, {}, WORKFLOW);
+    expect(run.stderr).toBe("");
+    expect(run.code).toBe(0);
+    const id = idOf(run.stdout);
+    expect(run.stdout).toBe(
+      `created workflow ${id} (piped, 1 nodes)\ndashboard http://localhost:3000/workflows/${id}\n`,
+    );
+    const json = JSON.parse((await cli(["get", id, "--json"])).stdout) as { input: unknown };
+    expect(json.input).toEqual({ topic: "from --input", depth: 2 });
+
+    // --watch prints the link before it follows; TRELLIS_DASHBOARD_URL moves it.
+    const env = { TRELLIS_DASHBOARD_URL: "https://trellis.example.com/ops/" };
+    const watched = await cli(["run", "-", "--watch", "--input", '{"topic":"inline"}'], undefined, env, WORKFLOW);
+    expect(watched.code).toBe(0);
+    const lines = watched.stdout.split("\n");
+    expect(lines[1]).toBe(`dashboard https://trellis.example.com/ops/workflows/${idOf(watched.stdout)}`);
+    expect(watched.stdout.trimEnd().split("\n").at(-1)).toMatch(/^workflow \S+ SUCCEEDED \(1 PASS\)$/);
+  });
+
+  it("names --input when its JSON is bad or its file is missing, and exits 2 without creating anything", {
+    timeout: SPAWNS_TIMEOUT_MS,
+  }, async () => {
+    const before = JSON.parse((await cli(["list", "--json", "--limit", "1000"])).stdout) as { workflows?: unknown[] };
+    const badJson = await cli(["run", "-", "--input", "{topic: 1}"], undefined, {}, WORKFLOW);
+    expect(badJson.code).toBe(2);
+    expect(badJson.stderr).toMatch(/^trellis: --input: not JSON at line 1, column 2: /);
+    const missing = await cli(["run", "-", "--input", "@/nonexistent/input.json"], undefined, {}, WORKFLOW);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain("trellis: --input: /nonexistent/input.json: no such file");
+    const after = JSON.parse((await cli(["list", "--json", "--limit", "1000"])).stdout) as { workflows?: unknown[] };
+    expect(after.workflows?.length).toBe(before.workflows?.length);
+  });
+
+  it("shows a broken YAML file's whole parser message with the line and column, and exits 1", {
+    timeout: SPAWNS_TIMEOUT_MS,
+  }, async () => {
+    const file = join(scratch, "broken.yaml");
+    writeFileSync(
+      file,
+      ["name: broken", "nodes:", "  - id: a", "    capability: [echo", "  - id: b", "    capability: echo", ""].join(
+        "\n",
+      ),
+    );
+    const run = await cli(["run", file]);
+    expect(run.code).toBe(1);
+    expect(run.stdout).toBe("");
+    expect(run.stderr).toMatch(/^trellis run: .*broken\.yaml: not valid YAML: .+ at line 5, column 3:$/m);
+    // YAML's excerpt: the lines around the error and a caret under its column.
+    expect(run.stderr).toContain("    capability: [echo\n  - id: b\n  ^");
+  });
+});
+
+describe("trellis list --json and --label", () => {
+  it("filters by labels through ListWorkflows and prints one JSON document", {
+    timeout: SPAWNS_TIMEOUT_MS,
+  }, async () => {
+    const file = join(scratch, "labelled.json");
+    const labelled = (team: string) =>
+      JSON.stringify({
+        name: `for-${team}`,
+        labels: { team, suite: "cli-labels" },
+        nodes: [{ id: "a", capability: "echo" }],
+      });
+    writeFileSync(file, labelled("ops"));
+    const ops = idOf((await cli(["run", file])).stdout);
+    writeFileSync(file, labelled("search"));
+    const search = idOf((await cli(["run", file])).stdout);
+
+    const table = await cli(["list", "--label", "suite=cli-labels", "--label", "team=ops"]);
+    expect(table.code).toBe(0);
+    expect(table.stdout).toMatch(new RegExp(`^${ops}\\s+\\S+\\s+\\S+\\s+for-ops$`, "m"));
+    expect(table.stdout).not.toContain(search);
+
+    const json = await cli(["list", "--json", "--label", "suite=cli-labels"]);
+    expect(json.code).toBe(0);
+    const document = JSON.parse(json.stdout) as { workflows: { id: string; labels: Record<string, string> }[] };
+    expect(document.workflows.map((w) => w.id)).toEqual([search, ops]);
+    expect(document.workflows[0]?.labels).toEqual({ team: "search", suite: "cli-labels" });
+
+    const none = await cli(["list", "--label", "suite=nothing-here"]);
+    expect(none.stdout).toBe("no workflows labelled suite=nothing-here\n");
+    expect(JSON.parse((await cli(["list", "--json", "--label", "suite=nothing-here"])).stdout)).toEqual({
+      workflows: [],
+    });
   });
 });
 
@@ -404,12 +540,16 @@ describe("trellis limits and flow control", () => {
     const shown = await waitFor(
       async () => {
         const got = await cli(["get", id]);
-        return /^second\s+sleep\s+PENDING\s+0\s+-\s+0\s+model:hold\s+held by model:hold$/m.test(got.stdout) && got;
+        const held = /^second\s+sleep\s+PENDING\s+0\s+-\s+-\s+0\s+model:hold\s+-\s+held by model:hold$/m;
+        return held.test(got.stdout) && got;
       },
       { timeoutMs: 15_000, description: "second to be held by model:hold" },
     );
-    expect(shown.stdout).toMatch(/^NODE\s+CAPABILITY\s+STATUS\s+ATTEMPT\s+PARENTS\s+PRIORITY\s+LIMIT KEYS\s+DETAIL$/m);
-    expect(shown.stdout).toMatch(/^first\s+sleep\s+RUNNING\s+1\s+-\s+5\s+model:hold$/m);
+    expect(shown.stdout).toMatch(
+      /^NODE\s+CAPABILITY\s+STATUS\s+ATTEMPTS\s+DURATION\s+PARENTS\s+PRIORITY\s+LIMIT KEYS\s+OUTPUT\s+DETAIL$/m,
+    );
+    // A running node's duration so far ends with "…".
+    expect(shown.stdout).toMatch(/^first\s+sleep\s+RUNNING\s+1\s+\S+…\s+-\s+5\s+model:hold\s+-$/m);
     const limits = await cli(["limits"]);
     expect(limits.stdout).toMatch(/^model:hold\s+1\s+1\s+1\s/m);
     const node = await cli(["get", id, "--node", "second"]);
