@@ -224,7 +224,7 @@ async function expectInvariants(workflowIds: readonly string[]): Promise<void> {
       requireFinished: true,
       workflowIds,
     },
-    30_000,
+    60_000,
   );
 }
 
@@ -248,6 +248,7 @@ function workNodes(width: number, ms: number): Node[] {
 
 describe.skipIf(skip !== undefined)("several hosts on a real network (network namespaces)", () => {
   beforeAll(async () => {
+    const startedAt = Date.now();
     net = Network.create();
     for (const [name, octet] of Object.entries(HOSTS)) net.addHost(name, octet);
     gateway = Gateway.start(host("client"));
@@ -297,6 +298,7 @@ describe.skipIf(skip !== undefined)("several hosts on a real network (network na
         }),
     ]);
     for (const name of APIS) clients.set(name, await apiClient(name));
+    recordMeasurement("multi-host: hosts made and every app ready", { setupMs: Date.now() - startedAt });
   }, STARTUP_MS + 60_000);
 
   afterAll(async () => {
@@ -339,7 +341,7 @@ describe.skipIf(skip !== undefined)("several hosts on a real network (network na
       const key = `${wf.id}/x`;
       const firstCall = await nodeService.waitForLog(
         (l) => l.msg === "call" && l.key === key && l.first === true,
-        30_000,
+        60_000,
         "the first call of x",
       );
       const victim = net.hostAt(peerAddress(firstCall))!;
