@@ -7,7 +7,7 @@ import {
   limitSpecFromProto,
   validateLimitKey,
 } from "@trellis/core";
-import { type ActionEffects, type LimitState, type StateManager, limitToProto } from "@trellis/db";
+import { type ActionEffects, type LimitState, type StateManager, type WorkerInfo, limitToProto } from "@trellis/db";
 import {
   ForkWorkflowRequestSchema,
   ForkWorkflowResponseSchema,
@@ -42,6 +42,8 @@ export interface ApiRouterDeps {
   logger: Logger;
   /** Period of SSE heartbeat comments. */
   heartbeatMs: number;
+  /** A worker whose heartbeat is older is not live (WORKER_STALE_MS). @default 5000 */
+  workerStaleMs?: number | undefined;
   /** Aborts every open event stream (shutdown). */
   shutdownSignal: AbortSignal;
   /** Open event streams, so the app can report and end them. */
@@ -103,6 +105,20 @@ export function limitJson(state: LimitState): { [key: string]: JsonValue } {
     ...(toJson(LimitSchema, limitToProto(state)) as { [key: string]: JsonValue }),
     configured: state.configured,
     throttledTotal: state.throttledTotal,
+  };
+}
+
+/** A worker as `GET /api/workers` answers it (camelCase JSON, timestamps as RFC 3339). */
+export function workerJson(worker: WorkerInfo): { [key: string]: JsonValue } {
+  return {
+    id: worker.id,
+    hostname: worker.hostname,
+    capabilities: worker.capabilities,
+    startedAt: worker.startedAt.toISOString(),
+    heartbeatAt: worker.heartbeatAt.toISOString(),
+    heartbeatAgeMs: worker.heartbeatAgeMs,
+    live: worker.live,
+    running: worker.running,
   };
 }
 
@@ -248,6 +264,12 @@ export function createApiRouter(deps: ApiRouterDeps): express.Router {
     if (!(await stateManager.deleteLimit(key))) throw new NotFoundError(`no limit on key ${JSON.stringify(key)}`);
     logger.info({ key }, "limit deleted from the dashboard");
     res.json({});
+  });
+
+  router.get("/workers", async (_req, res) => {
+    const staleAfterMs = deps.workerStaleMs ?? 5_000;
+    const workers = await stateManager.listWorkers(staleAfterMs);
+    res.json({ staleAfterMs, workers: workers.map(workerJson) });
   });
 
   addScheduleRoutes(router, { stateManager, logger, sameOrigin, maxBodyBytes: MAX_BODY_BYTES });

@@ -115,6 +115,7 @@ export async function startDashboardApp(settings: DashboardSettings, deps: Dashb
       basePath: "/queues",
       refreshMs: deps.queueRefreshMs ?? 5_000,
       logger,
+      actions: settings.queueActions,
     });
     closers.push(() => board.close());
 
@@ -150,6 +151,7 @@ export async function startDashboardApp(settings: DashboardSettings, deps: Dashb
         chunks,
         logger,
         heartbeatMs: deps.heartbeatMs ?? 15_000,
+        workerStaleMs: settings.workerStaleMs ?? 5_000,
         shutdownSignal: shutdown.signal,
         streams,
         onAction: (action, effects) => {

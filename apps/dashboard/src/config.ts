@@ -4,7 +4,9 @@ import {
   type HostPort,
   type LogLevel,
   readCommonSettings,
+  readBool,
   readHostPort,
+  readInt,
   readOptionalString,
   readRedisSettings,
 } from "@trellis/config";
@@ -31,6 +33,16 @@ export interface DashboardSettings {
   password: string | undefined;
   /** The api's tokens (`API_TOKENS_FILE`, `API_TOKEN`): sign-in with them, by role and labels (docs/security.md). */
   tokens?: DashboardTokenSettings | undefined;
+  /**
+   * `DASHBOARD_QUEUE_ACTIONS`: Bull Board's write actions (retry, promote, remove, clean, pause jobs and queues); off,
+   * it is read-only, since a job changed behind the StateManager's back is a node out of step. @default false
+   */
+  queueActions?: boolean | undefined;
+  /**
+   * `WORKER_STALE_MS`: a worker whose heartbeat is older is not live (the scheduler's setting of the same name; the
+   * Workers page and the unroutable banner judge by it). @default 5000
+   */
+  workerStaleMs?: number | undefined;
 }
 
 /** Reads the dashboard's settings from the environment. */
@@ -42,5 +54,7 @@ export function readDashboardSettings(env: Env): DashboardSettings {
     user: readOptionalString(env, "DASHBOARD_USER"),
     password: readOptionalString(env, "DASHBOARD_PASSWORD"),
     tokens: readDashboardTokenSettings(env, (path) => readFileSync(path, "utf8"), parseTokenFile),
+    queueActions: readBool(env, "DASHBOARD_QUEUE_ACTIONS", false),
+    workerStaleMs: readInt(env, "WORKER_STALE_MS", 5_000, { min: 500, max: 3_600_000 }),
   };
 }

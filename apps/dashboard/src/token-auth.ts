@@ -160,7 +160,11 @@ export function createDashboardAuth(options: DashboardAuthOptions): { router: ex
       return;
     }
     const needed = neededRole(req.method, req.path);
-    const global = req.path.startsWith("/api/limits") || req.path.startsWith("/api/schedules");
+    // Global views: a tenant (scoped token) sees neither the limits, the schedules nor the workers.
+    const global =
+      req.path.startsWith("/api/limits") ||
+      req.path.startsWith("/api/schedules") ||
+      req.path.startsWith("/api/workers");
     if (!roleAllows(entry.role, needed) || (global && isScoped(entry))) {
       res.status(403).json({ error: { code: "PERMISSION_DENIED", message: `token ${entry.name} may not do this` } });
       return;

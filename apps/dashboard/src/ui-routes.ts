@@ -19,7 +19,7 @@ function page(res: Response, file: string): void {
 
 /**
  * The web UI: the workflow list at `/`, one workflow at `/workflows/:id`, the flow-control limits at `/limits`, the
- * cron schedules at `/schedules`, and their assets under `/assets`.
+ * cron schedules at `/schedules`, the live workers at `/workers`, and their assets under `/assets`.
  */
 export function createUiRouter(): express.Router {
   const router = express.Router();
@@ -27,6 +27,7 @@ export function createUiRouter(): express.Router {
   router.get("/workflows/:id", (_req, res) => page(res, "workflow.html"));
   router.get("/limits", (_req, res) => page(res, "limits.html"));
   router.get("/schedules", (_req, res) => page(res, "schedules.html"));
+  router.get("/workers", (_req, res) => page(res, "workers.html"));
   router.get("/assets/vendor/elk.js", (_req, res) => {
     res.set("cache-control", "public, max-age=86400");
     res.sendFile(ELK_SCRIPT);

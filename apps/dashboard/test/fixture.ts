@@ -28,6 +28,10 @@ export interface DashboardFixtureOptions {
   heartbeatMs?: number;
   /** The api's tokens to sign in with (API_TOKENS_FILE, API_TOKEN). */
   tokens?: DashboardSettings["tokens"];
+  /** Bull Board's write actions (DASHBOARD_QUEUE_ACTIONS). */
+  queueActions?: boolean;
+  /** WORKER_STALE_MS. */
+  workerStaleMs?: number;
   /** Runs after the database and prefix exist, before the dashboard starts (e.g. to create queues). */
   before?: (f: { testDb: TestDatabase; redisUrl: string; queuePrefix: string }) => Promise<void>;
 }
@@ -51,6 +55,8 @@ export async function startDashboard(name: string, opts: DashboardFixtureOptions
       user: opts.user,
       password: opts.password,
       tokens: opts.tokens,
+      queueActions: opts.queueActions,
+      workerStaleMs: opts.workerStaleMs,
     },
     { logger, registry, heartbeatMs: opts.heartbeatMs, queueRefreshMs: 200, tokensFilePollMs: 100 },
   );

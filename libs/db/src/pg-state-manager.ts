@@ -29,6 +29,7 @@ import type {
   UpdateScheduleInput,
   UpdateWorkflowInput,
   WorkflowPage,
+  WorkerInfo,
 } from "./state-manager.js";
 import { type NewEvent, Transactions } from "./transactions.js";
 import { WorkerStore } from "./worker-store.js";
@@ -248,6 +249,10 @@ export class PgStateManager implements StateManager {
 
   liveCapabilities(maxAgeMs: number): Promise<Map<string, number>> {
     return this.scheduler.liveCapabilities(maxAgeMs);
+  }
+
+  listWorkers(maxAgeMs: number): Promise<WorkerInfo[]> {
+    return this.scheduler.listWorkers(maxAgeMs);
   }
 
   reportUnroutable(served: ReadonlySet<string>): Promise<Map<string, number>> {

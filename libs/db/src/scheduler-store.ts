@@ -4,7 +4,7 @@ import { interleaveByWorkflow } from "./interleave.js";
 import { nodeRowFromRaw } from "./mapping.js";
 import { queuedNodeOf, retriedJobs } from "./queued-node.js";
 import { nodes } from "./schema.js";
-import type { QueuedNode } from "./state-manager.js";
+import type { QueuedNode, WorkerInfo } from "./state-manager.js";
 import type { Transactions } from "./transactions.js";
 import { WorkflowChanges, flushChanges, lockWorkflows } from "./workflow-changes.js";
 import { lostAttempt, recordErrorsStatement } from "./worker-store.js";
@@ -119,6 +119,43 @@ export class SchedulerStore {
        where heartbeat_at > now() - make_interval(secs => ${maxAgeMs / 1000})
        group by c`);
     return new Map(rows.rows.map((r) => [r.capability, r.workers]));
+  }
+
+  /**
+   * Every registered worker with its heartbeat's age (PostgreSQL's clock, as liveness uses), whether it is live
+   * (heartbeat younger than `maxAgeMs`) and its RUNNING nodes per capability. Reads only.
+   */
+  async listWorkers(maxAgeMs: number): Promise<WorkerInfo[]> {
+    const { rows } = await this.transactions.db.execute<{
+      id: string;
+      hostname: string;
+      capabilities: string[];
+      started_at: Date | string;
+      heartbeat_at: Date | string;
+      heartbeat_age_ms: string | number;
+      live: boolean;
+      running: Record<string, number> | null;
+    }>(sql`
+      with running as (
+        select worker_session, capability, count(*)::int as n from nodes
+         where status = 'RUNNING' and worker_session is not null
+         group by worker_session, capability)
+      select w.id, w.hostname, w.capabilities, w.started_at, w.heartbeat_at,
+             greatest(0, round(extract(epoch from now() - w.heartbeat_at) * 1000))::bigint as heartbeat_age_ms,
+             w.heartbeat_at > now() - make_interval(secs => ${maxAgeMs / 1000}) as live,
+             (select jsonb_object_agg(r.capability, r.n) from running r where r.worker_session = w.session) as running
+        from workers w
+       order by w.id`);
+    return rows.map((r) => ({
+      id: r.id,
+      hostname: r.hostname,
+      capabilities: r.capabilities,
+      startedAt: new Date(r.started_at),
+      heartbeatAt: new Date(r.heartbeat_at),
+      heartbeatAgeMs: Number(r.heartbeat_age_ms),
+      live: r.live,
+      running: r.running ?? {},
+    }));
   }
 
   /**

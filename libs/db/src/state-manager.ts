@@ -252,6 +252,22 @@ export interface HeldLease {
   lease: string;
 }
 
+/** A registered worker as the dashboard's Workers page shows it. */
+export interface WorkerInfo {
+  id: string;
+  hostname: string;
+  capabilities: string[];
+  /** When its current session registered. */
+  startedAt: Date;
+  heartbeatAt: Date;
+  /** Age of its last heartbeat on PostgreSQL's clock (the one liveness is judged by). */
+  heartbeatAgeMs: number;
+  /** Its heartbeat is younger than the staleness asked for: the scheduler counts it as serving its capabilities. */
+  live: boolean;
+  /** RUNNING nodes of its session, per capability. */
+  running: Record<string, number>;
+}
+
 /**
  * The only door to PostgreSQL. Protobuf in, protobuf out; every change writes its events in the same
  * transaction, with a gap-free per-workflow sequence. Errors are the typed errors of libs/core.
@@ -330,6 +346,8 @@ export interface StateManager {
   removeWorker(workerId: string, session?: string): Promise<void>;
   /** Live workers per capability: those whose heartbeat is younger than `maxAgeMs`. */
   liveCapabilities(maxAgeMs: number): Promise<Map<string, number>>;
+  /** Every registered worker: capabilities, heartbeat age, live or not (`maxAgeMs`), RUNNING nodes (the dashboard). */
+  listWorkers(maxAgeMs: number): Promise<WorkerInfo[]>;
   /**
    * Emits `node.unroutable` once for each QUEUED node whose capability no live worker serves; returns how
    * many QUEUED nodes are unroutable now, per capability.

@@ -125,6 +125,7 @@ async function load({ quiet = false } = {}) {
   } finally {
     view.loading = false;
     document.body.classList.remove("is-loading");
+    document.body.dataset.ready = "true";
   }
 }
 

@@ -90,68 +90,74 @@ function usageText(usage) {
   return units.length === 0 ? "—" : units.map(([unit, amount]) => `${unit} ${formatAmount(amount)}`).join(" · ");
 }
 
-/** Every ended attempt, oldest first: its outcome, when and how long, where, what it spent and its error. */
+/** Every ended attempt, oldest first: its outcome, when and how long, on which worker, what it spent and its error. */
 function attemptsSection(attempts) {
   if (attempts === undefined) return null;
   const body =
     attempts.length === 0
       ? h("p", { class: "muted small" }, "No attempt has ended yet.")
       : h(
-          "table",
-          { class: "attempts" },
+          "div",
+          { class: "attempts-wrap" },
           h(
-            "thead",
-            {},
+            "table",
+            { class: "attempts" },
             h(
-              "tr",
+              "thead",
               {},
-              h("th", {}, "#"),
-              h("th", {}, "Outcome"),
-              h("th", {}, "Started"),
-              h("th", {}, "Took"),
-              h("th", {}, "Usage"),
+              h(
+                "tr",
+                {},
+                h("th", {}, "#"),
+                h("th", {}, "Outcome"),
+                h("th", {}, "Started"),
+                h("th", {}, "Took"),
+                h("th", {}, "Worker"),
+                h("th", {}, "Usage"),
+              ),
             ),
-          ),
-          h(
-            "tbody",
-            {},
-            ...attempts.flatMap((a) => {
-              const took = a.startedAt && a.finishedAt ? formatDuration(between(a.startedAt, a.finishedAt)) : "—";
-              const error = a.error?.message
-                ? `${errorKindName(a.error.kind) ? `${errorKindName(a.error.kind)}: ` : ""}${a.error.message}`
-                : "";
-              return [
-                h(
-                  "tr",
-                  { dataset: { attempt: String(a.attempt ?? 0), outcome: a.status ?? "" } },
-                  h("td", { class: "attempt-cell num" }, String(a.attempt ?? 0)),
+            h(
+              "tbody",
+              {},
+              ...attempts.flatMap((a) => {
+                const took = a.startedAt && a.finishedAt ? formatDuration(between(a.startedAt, a.finishedAt)) : "—";
+                const error = a.error?.message
+                  ? `${errorKindName(a.error.kind) ? `${errorKindName(a.error.kind)}: ` : ""}${a.error.message}`
+                  : "";
+                return [
                   h(
-                    "td",
-                    { class: "attempt-cell" },
-                    h("span", { class: ["outcome", `outcome-${a.status}`] }, a.status ?? ""),
+                    "tr",
+                    { dataset: { attempt: String(a.attempt ?? 0), outcome: a.status ?? "" } },
+                    h("td", { class: "attempt-cell num" }, String(a.attempt ?? 0)),
+                    h(
+                      "td",
+                      { class: "attempt-cell" },
+                      h("span", { class: ["outcome", `outcome-${a.status}`] }, a.status ?? ""),
+                    ),
+                    h(
+                      "td",
+                      { class: "attempt-cell num", title: formatDateTime(a.startedAt) },
+                      a.startedAt ? formatClock(a.startedAt) : "—",
+                    ),
+                    h("td", { class: "attempt-cell num" }, took),
+                    h(
+                      "td",
+                      { class: "attempt-cell attempt-worker mono", title: a.workerId ? `worker ${a.workerId}` : "" },
+                      a.workerId || "—",
+                    ),
+                    h("td", { class: "attempt-cell attempt-usage" }, usageText(a.usage)),
                   ),
-                  h(
-                    "td",
-                    { class: "attempt-cell num", title: formatDateTime(a.startedAt) },
-                    a.startedAt ? formatClock(a.startedAt) : "—",
-                  ),
-                  h("td", { class: "attempt-cell num" }, took),
-                  h(
-                    "td",
-                    { class: "attempt-cell attempt-usage", title: a.workerId ? `worker ${a.workerId}` : "" },
-                    usageText(a.usage),
-                  ),
-                ),
-                error
-                  ? h(
-                      "tr",
-                      { class: "attempt-error" },
-                      h("td", {}),
-                      h("td", { class: "attempt-error-cell", colspan: 4 }, error),
-                    )
-                  : null,
-              ];
-            }),
+                  error
+                    ? h(
+                        "tr",
+                        { class: "attempt-error", dataset: { attempt: String(a.attempt ?? 0) } },
+                        h("td", {}),
+                        h("td", { class: "attempt-error-cell", colspan: 5 }, error),
+                      )
+                    : null,
+                ];
+              }),
+            ),
           ),
         );
   return h("div", { class: "panel-section" }, h("h4", {}, "Attempts"), body);
@@ -205,7 +211,8 @@ function signalSection(node, onSignal) {
     spellcheck: "false",
     "aria-label": "Output JSON",
   });
-  const draftKey = `${node.workflowId}/${node.id}`;
+  // The page is one workflow: the node id is the key (a snapshot node may lack its workflow id).
+  const draftKey = `${location.pathname}#${node.id}`;
   const draft = signalDrafts.get(draftKey) ?? { output: '{\n  "approved": true\n}', message: "" };
   signalDrafts.set(draftKey, draft);
   output.value = draft.output;
@@ -280,6 +287,9 @@ function signalSection(node, onSignal) {
   );
 }
 
+/** The Re-run box's state per node, kept across the panel's re-renders. */
+const rerunDrafts = new Map();
+
 /**
  * "Re-run from here": forks the workflow from this node (it and everything downstream run again in a new workflow,
  * the other nodes keep their outputs), with the node's input as it is or as edited here.
@@ -287,7 +297,14 @@ function signalSection(node, onSignal) {
 function rerunSection(node, onRerun) {
   if (!onRerun) return null;
   const input = h("textarea", { class: "rerun-input mono", rows: 6, spellcheck: "false", "aria-label": "New input" });
-  input.value = prettyJson(node.input ?? {});
+  // What was typed and whether the box is open survive the panel's re-renders (live events, the node's reload).
+  const draftKey = `${location.pathname}#${node.id}`;
+  const draft = rerunDrafts.get(draftKey) ?? { open: false, input: prettyJson(node.input ?? {}) };
+  rerunDrafts.set(draftKey, draft);
+  input.value = draft.input;
+  input.addEventListener("input", () => {
+    draft.input = input.value;
+  });
   const status = h("p", { class: "muted small rerun-status", role: "status" });
   const button = h(
     "button",
@@ -318,7 +335,15 @@ function rerunSection(node, onRerun) {
     },
     "Re-run from here",
   );
-  const details = h("details", { class: "rerun-details" }, h("summary", {}, "with a new input"), input);
+  const details = h(
+    "details",
+    { class: "rerun-details", open: draft.open },
+    h("summary", {}, "with a new input"),
+    input,
+  );
+  details.addEventListener("toggle", () => {
+    draft.open = details.open;
+  });
   return h(
     "div",
     { class: "panel-section rerun" },
@@ -335,8 +360,9 @@ function rerunSection(node, onRerun) {
 }
 
 /**
- * Renders the panel. `view` is `{ node, attempts, loading, error, children, added, onSelect, onClose, onRerun,
- * onSignal }`, or null for the placeholder. `onRerun(nodeId, input)` forks the workflow from the node (input undefined:
+ * Renders the panel. `view` is `{ node, attempts, loading, error, children, added, workflowInput, parentOutputs,
+ * onSelect, onClose, onRerun, onSignal, onShowEvents }`, or null for the placeholder. `parentOutputs` is
+ * `[{id, status, output, error}]`; `onShowEvents(nodeId)` filters the timeline to the node. `onRerun(nodeId, input)` forks the workflow from the node (input undefined:
  * unchanged); `onSignal(nodeId, body)` approves or rejects a node with `wait` (body: a SignalNodeRequest's fields).
  */
 export function renderNodePanel(host, view) {
@@ -407,7 +433,9 @@ export function renderNodePanel(host, view) {
         )
       : null,
     waitingBox(node),
-    node.error
+    // A failed node's error is shown where its output would be (below); another status's last error (a retry
+    // pending) is shown here.
+    node.error && statusName(node.status) !== "FAIL"
       ? h(
           "div",
           { class: "error-box" },
@@ -454,10 +482,82 @@ export function renderNodePanel(host, view) {
     attemptsSection(view.attempts),
     liveOutputSection(view.live),
     jsonBlock("Input", node.input, "No input."),
-    jsonBlock("Output", node.output, statusName(node.status) === "PASS" ? "No output." : "Not produced yet."),
+    outputSection(node),
+    parentsSection(view.parentOutputs, onSelect),
+    jsonBlock("Workflow input", view.workflowInput, "No workflow input."),
+    view.onShowEvents
+      ? h(
+          "div",
+          { class: "panel-section" },
+          h(
+            "button",
+            {
+              type: "button",
+              class: "btn btn-ghost btn-small",
+              id: "show-node-events",
+              onclick: () => view.onShowEvents(node.id),
+            },
+            "Show this node's events",
+          ),
+        )
+      : null,
     rerunSection(node, view.onRerun),
   ];
   host.replaceChildren(...parts.filter(Boolean));
+}
+
+/** A node's output; a failed node's error in its place. */
+function outputSection(node) {
+  const status = statusName(node.status);
+  if (status === "FAIL") {
+    const kind = errorKindName(node.error?.kind);
+    return h(
+      "div",
+      { class: "panel-section output-section" },
+      h("h4", {}, "Output"),
+      h(
+        "div",
+        { class: "error-box output-error" },
+        h("strong", {}, kind ? `Failed: ${kind.replace("_", " ").toLowerCase()}` : "Failed"),
+        h("p", {}, node.error?.message || "No error message."),
+      ),
+    );
+  }
+  return jsonBlock("Output", node.output, status === "PASS" ? "No output." : "Not produced yet.");
+}
+
+/** What the node's parents gave it: each parent's output (or why there is none), folded. */
+function parentsSection(parents, onSelect) {
+  if (!parents || parents.length === 0) return null;
+  return h(
+    "div",
+    { class: "panel-section parent-outputs" },
+    h("h4", {}, "Parents' outputs"),
+    ...parents.map((p) => {
+      const status = statusName(p.status);
+      const empty = p.output === undefined || p.output === null;
+      let body;
+      if (status === "FAIL") body = h("p", { class: "muted small" }, `Failed: ${p.error?.message ?? "no message"}`);
+      else if (status !== "PASS")
+        body = h("p", { class: "muted small" }, `Not produced yet (${status.toLowerCase()}).`);
+      else
+        body = empty
+          ? h("p", { class: "muted small" }, "No output.")
+          : h("pre", { class: "json" }, prettyJson(p.output));
+      return h(
+        "details",
+        { class: "parent-output", dataset: { parentId: p.id }, open: parents.length <= 3 },
+        h(
+          "summary",
+          {},
+          h("span", { class: "mono" }, p.id),
+          h("span", { class: `parent-status status-${status}` }, status.toLowerCase()),
+        ),
+        body,
+        h("button", { type: "button", class: "btn btn-ghost btn-small", onclick: () => onSelect(p.id) }, "Open"),
+      );
+    }),
+  );
 }
 
 /** The text a node's current attempt has written so far (its output chunks), when it streams. */

@@ -77,15 +77,49 @@ function category(type) {
   return "node";
 }
 
-/** The timeline card. */
+/** The timeline card, filterable by node. */
 export class Timeline {
   constructor(host, countEl, { onSelectNode }) {
     this.host = host;
     this.countEl = countEl;
     this.onSelectNode = onSelectNode;
     this.count = 0;
+    /** Every event so far (oldest first): a filter picks from all of them, not only the rows drawn. */
+    this.events = [];
+    /** The node id (or part of one) whose events are shown; "" shows all. */
+    this.filter = "";
     this.list = h("ol", { class: "timeline-list" });
-    this.host.replaceChildren(this.list);
+    this.empty = h("p", { class: "muted small timeline-empty" }, "No event of this node yet.");
+    this.empty.hidden = true;
+    this.host.replaceChildren(this.list, this.empty);
+  }
+
+  /** Whether an event passes the filter: its node id is the filter, or contains it when no node has that id. */
+  matches(event) {
+    if (this.filter === "") return true;
+    const id = (event.nodeId ?? "").toLowerCase();
+    return this.exact ? id === this.filter : id.includes(this.filter);
+  }
+
+  /** Shows only the events of the node `text` names (an exact id, else ids containing it); "" shows all. */
+  setFilter(text) {
+    this.filter = text.trim().toLowerCase();
+    this.exact = this.filter !== "" && this.events.some((e) => (e.nodeId ?? "").toLowerCase() === this.filter);
+    this.host.dataset.filter = this.filter;
+    this.render();
+  }
+
+  render() {
+    const shown = this.events.filter((e) => this.matches(e));
+    this.list.replaceChildren(
+      ...shown
+        .slice(-MAX_ROWS)
+        .reverse()
+        .map((e) => this.row(e)),
+    );
+    this.shown = shown.length;
+    this.empty.hidden = !(this.filter !== "" && shown.length === 0);
+    this.updateCount();
   }
 
   row(event) {
@@ -93,7 +127,10 @@ export class Timeline {
     const status = event.nodeStatus ?? (type === "workflow.status_changed" ? event.workflowStatus : undefined);
     return h(
       "li",
-      { class: ["event", `event-kind-${category(type)}`], dataset: { sequence: event.sequence, type } },
+      {
+        class: ["event", `event-kind-${category(type)}`],
+        dataset: { sequence: event.sequence, type, nodeId: event.nodeId ?? "" },
+      },
       h("span", { class: "event-seq mono" }, `#${event.sequence}`),
       h(
         "time",
@@ -115,23 +152,28 @@ export class Timeline {
 
   /** Replaces the content with these events (oldest first). */
   setAll(events) {
-    const recent = events.slice(-MAX_ROWS).reverse();
-    this.list.replaceChildren(...recent.map((e) => this.row(e)));
+    this.events = [...events];
     this.count = events.length;
-    this.updateCount();
+    this.render();
   }
 
-  /** Adds a newer event at the top. */
+  /** Adds a newer event at the top (when it passes the filter). */
   add(event) {
-    const el = this.row(event);
-    el.classList.add("event-new");
-    this.list.prepend(el);
-    while (this.list.childElementCount > MAX_ROWS) this.list.lastElementChild.remove();
+    this.events.push(event);
     this.count++;
+    if (this.matches(event)) {
+      const el = this.row(event);
+      el.classList.add("event-new");
+      this.list.prepend(el);
+      while (this.list.childElementCount > MAX_ROWS) this.list.lastElementChild.remove();
+      this.shown = (this.shown ?? 0) + 1;
+      this.empty.hidden = true;
+    }
     this.updateCount();
   }
 
   updateCount() {
-    this.countEl.textContent = `${this.count.toLocaleString()} event${this.count === 1 ? "" : "s"}`;
+    const total = `${this.count.toLocaleString()} event${this.count === 1 ? "" : "s"}`;
+    this.countEl.textContent = this.filter === "" ? total : `${(this.shown ?? 0).toLocaleString()} of ${total}`;
   }
 }

@@ -1,6 +1,8 @@
 // One workflow, live: header and actions, progress, the DAG, the node panel and the event timeline. It loads the
 // event history, then the workflow (at least as new as that history), then follows the event stream (SSE) from
 // the last sequence seen; status events are applied in place, edits re-read the workflow and re-layout the graph.
+// The graph is searched by node id and filtered by the legend's statuses; the timeline by node. A banner says when a
+// node waits for a capability that no live worker serves (GET /api/workers).
 import { ApiError, allEvents, getJson, postJson, sendJson } from "./api.js";
 import { DagView } from "./dag-view.js";
 import {
@@ -40,6 +42,10 @@ const state = {
   selectedNode: null,
   stream: null,
   streamEnded: false,
+  /** Statuses the legend filters the graph to (empty: all). */
+  filter: new Set(),
+  /** Capabilities live workers serve (GET /api/workers), or undefined before the first answer or without access. */
+  served: undefined,
 };
 
 const el = {
@@ -61,6 +67,9 @@ const dag = new DagView(document.getElementById("dag"), {
   onSelect: (id) => select(id),
   onScale: (scale) => {
     el.zoomLevel.textContent = `${Math.round(scale * 100)}%`;
+  },
+  onGroups: ({ expanded }) => {
+    document.getElementById("dag-collapse").hidden = expanded === 0;
   },
   onDirection: (direction) => {
     const button = document.getElementById("dag-direction");
@@ -112,8 +121,18 @@ async function loadWorkflow() {
   const { workflow } = await getJson(api);
   setWorkflow(workflow, seenBefore);
   await dag.setGraph([...state.nodes.values()], state.added);
+  renderNodeIds();
   renderHeader();
   if (state.selected) void loadSelected();
+}
+
+/** The search boxes' suggestions: every node id. */
+function renderNodeIds() {
+  const list = document.getElementById("dag-node-ids");
+  const key = [...state.nodes.keys()].join("|");
+  if (list.dataset.key === key) return;
+  list.dataset.key = key;
+  list.replaceChildren(...[...state.nodes.keys()].map((id) => h("option", { value: id })));
 }
 
 let reloadTimer;
@@ -259,6 +278,7 @@ function renderHeader() {
   tickElapsed();
   renderActions(status);
   renderProgress();
+  renderUnroutable();
 }
 
 /**
@@ -351,22 +371,121 @@ function renderProgress() {
     ),
   );
   for (const part of el.progress.children) part.style.flexGrow = part.dataset.width;
-  el.legend.replaceChildren(
-    ...NODE_STATUSES.filter((s) => counts.get(s) > 0).map((s) =>
-      h(
-        "span",
-        { class: `legend-item status-${s}`, dataset: { status: s } },
+  renderLegend(counts);
+}
+
+/** Legend buttons, kept across renders (a focused one stays focused): a click shows only nodes of that status. */
+const legendButtons = new Map();
+let legendAdded;
+
+function renderLegend(counts) {
+  for (const status of NODE_STATUSES) {
+    let button = legendButtons.get(status);
+    if (!button) {
+      button = h(
+        "button",
+        {
+          type: "button",
+          class: `legend-item status-${status}`,
+          dataset: { status },
+          onclick: () => toggleFilter(status),
+        },
         h("span", { class: "badge-dot" }),
-        `${counts.get(s)} ${s.toLowerCase()}`,
+        h("span", { class: "legend-text" }),
+      );
+      legendButtons.set(status, button);
+    }
+    const n = counts.get(status) ?? 0;
+    button.hidden = n === 0 && !state.filter.has(status);
+    button.setAttribute("aria-pressed", String(state.filter.has(status)));
+    button.title = state.filter.has(status)
+      ? `Showing ${status.toLowerCase()} nodes: click to show all`
+      : `Show only ${status.toLowerCase()} nodes`;
+    button.querySelector(".legend-text").textContent = `${n} ${status.toLowerCase()}`;
+  }
+  legendAdded ??= h(
+    "span",
+    { class: "legend-item legend-added" },
+    h("span", { class: "legend-added-swatch" }),
+    h("span", { class: "legend-text" }),
+  );
+  legendAdded.querySelector(".legend-text").textContent = `${state.added.size} added`;
+  el.legend.dataset.filtering = String(state.filter.size > 0);
+  if (el.legend.childElementCount === 0) el.legend.replaceChildren(...legendButtons.values(), legendAdded);
+}
+
+/** Adds a status to the graph's filter, or takes it away (none left: every node shows again). */
+function toggleFilter(status) {
+  if (state.filter.has(status)) state.filter.delete(status);
+  else state.filter.add(status);
+  dag.setFilter(state.filter);
+  renderLegend(countByStatus());
+}
+
+// ---------------------------------------------------------------- unroutable banner
+
+/** How often the live workers are re-read for the banner. */
+const WORKERS_REFRESH_MS = 5_000;
+
+/**
+ * Nodes that wait for a capability no live worker serves: QUEUED, or PENDING with every parent passed and no limit
+ * holding them (ready), with a capability (a wait node runs nowhere).
+ */
+function unroutableNodes() {
+  if (!state.served) return [];
+  const waiting = [];
+  for (const node of state.nodes.values()) {
+    const status = statusName(node.status);
+    if (!node.capability || state.served.has(node.capability)) continue;
+    const ready =
+      status === "PENDING" &&
+      !node.heldBy &&
+      (node.parentIds ?? []).every((p) => statusName(state.nodes.get(p)?.status) === "PASS");
+    if (status === "QUEUED" || ready) waiting.push(node);
+  }
+  return waiting;
+}
+
+function renderUnroutable() {
+  const banner = document.getElementById("unroutable");
+  const wf = state.workflow;
+  const nodes = wf && !TERMINAL.has(statusName(wf.status)) ? unroutableNodes() : [];
+  const byCapability = new Map();
+  for (const node of nodes) {
+    if (!byCapability.has(node.capability)) byCapability.set(node.capability, []);
+    byCapability.get(node.capability).push(node.id);
+  }
+  const key = JSON.stringify([...byCapability]);
+  if (banner.dataset.key === key) return;
+  banner.dataset.key = key;
+  banner.hidden = byCapability.size === 0;
+  banner.dataset.capabilities = [...byCapability.keys()].join(",");
+  banner.replaceChildren(
+    ...[...byCapability].map(([capability, ids]) =>
+      h(
+        "p",
+        { dataset: { capability } },
+        h("strong", {}, `${ids.length} node${ids.length === 1 ? "" : "s"} wait${ids.length === 1 ? "s" : ""} for `),
+        h("code", {}, capability),
+        h("strong", {}, ", which no live worker serves"),
+        ` (${ids.slice(0, 5).join(", ")}${ids.length > 5 ? ", …" : ""}). Start a worker with `,
+        h("code", {}, `WORKER_CAPABILITIES=${capability}`),
+        " (or add it to a running worker's list), or route it with NODE_SERVICE_ROUTES. ",
+        h("a", { href: "/workers" }, "See the workers"),
       ),
     ),
-    h(
-      "span",
-      { class: "legend-item legend-added" },
-      h("span", { class: "legend-added-swatch" }),
-      `${state.added.size} added`,
-    ),
   );
+}
+
+async function loadServed() {
+  try {
+    const { workers } = await getJson("/workers");
+    state.served = new Set(workers.filter((w) => w.live).flatMap((w) => w.capabilities));
+  } catch {
+    // A token without access to the workers (a tenant): no banner.
+    state.served = undefined;
+  }
+  renderUnroutable();
 }
 
 // ---------------------------------------------------------------- actions
@@ -441,6 +560,9 @@ function renderPanel() {
     added: state.added.has(state.selected),
     live: state.live.get(state.selected),
     children: childrenOf(state.selected),
+    workflowInput: state.workflow?.input,
+    parentOutputs: parentOutputs(state.selectedNode),
+    onShowEvents: (id) => filterTimeline(id),
     onSelect: (id) => select(id),
     onClose: () => select(null),
     onRerun: rerunFrom,
@@ -468,10 +590,47 @@ async function rerunFrom(nodeId, input) {
   window.location.assign(`/workflows/${encodeURIComponent(workflow.id)}`);
 }
 
+/** The parents of a node with their status and output, as last read. */
+function parentOutputs(node) {
+  if (!node) return [];
+  return (node.parentIds ?? []).map((id) => {
+    const parent = state.nodes.get(id);
+    return { id, status: parent?.status, output: parent?.output, error: parent?.error };
+  });
+}
+
+/** Re-reads the parents whose output the workflow snapshot predates (they passed since). */
+async function refreshParents(node) {
+  const stale = (node.parentIds ?? []).filter((id) => {
+    const parent = state.nodes.get(id);
+    return parent && statusName(parent.status) === "PASS" && parent.output === undefined;
+  });
+  await Promise.all(
+    stale.slice(0, 20).map(async (id) => {
+      try {
+        const { node: fresh } = await getJson(`${api}/nodes/${encodeURIComponent(id)}`);
+        const parent = state.nodes.get(id);
+        if (parent) Object.assign(parent, { output: fresh.output, error: fresh.error });
+      } catch {
+        // Deleted meanwhile: the panel shows what it has.
+      }
+    }),
+  );
+}
+
+function filterTimeline(nodeId) {
+  const input = document.getElementById("timeline-filter");
+  input.value = nodeId;
+  timeline.setFilter(nodeId);
+  input.scrollIntoView({ block: "nearest" });
+}
+
 async function loadSelected() {
   const id = state.selected;
   try {
     const { node, attempts } = await getJson(`${api}/nodes/${encodeURIComponent(id)}`);
+    if (state.selected !== id) return;
+    await refreshParents(node);
     if (state.selected !== id) return;
     state.selectedNode = node;
     state.selectedAttempts = attempts ?? [];
@@ -512,6 +671,25 @@ document.getElementById("zoom-in").addEventListener("click", () => dag.zoom(1.2)
 document.getElementById("zoom-out").addEventListener("click", () => dag.zoom(1 / 1.2));
 document.getElementById("zoom-fit").addEventListener("click", () => dag.fit());
 document.getElementById("dag-direction").addEventListener("click", () => void dag.toggleDirection());
+document.getElementById("dag-collapse").addEventListener("click", () => void dag.collapseAll());
+
+// ---------------------------------------------------------------- search and timeline filter
+
+document.getElementById("dag-search-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const input = document.getElementById("dag-search");
+  const id = dag.find(input.value);
+  if (id === undefined) {
+    input.setCustomValidity("No node has this id or name");
+    input.reportValidity();
+    return;
+  }
+  input.setCustomValidity("");
+  await dag.reveal(id);
+  select(id);
+});
+document.getElementById("dag-search").addEventListener("input", (e) => e.target.setCustomValidity(""));
+document.getElementById("timeline-filter").addEventListener("input", (e) => timeline.setFilter(e.target.value));
 
 // ---------------------------------------------------------------- start
 
@@ -546,9 +724,17 @@ async function start() {
   }
   document.body.dataset.ready = "true";
   const fromHash = /^#node=(.+)$/.exec(location.hash);
-  if (fromHash) select(decodeURIComponent(fromHash[1]));
+  if (fromHash) {
+    const id = decodeURIComponent(fromHash[1]);
+    select(id);
+    if (state.nodes.has(id)) void dag.reveal(id);
+  }
   // A finished workflow's stream replays nothing and ends at once; a retried one carries on.
   openStream();
+  void loadServed();
+  setInterval(() => {
+    if (state.workflow && !TERMINAL.has(statusName(state.workflow.status))) void loadServed();
+  }, WORKERS_REFRESH_MS);
   setInterval(() => {
     tickElapsed();
     tickNodePanel(el.panel);
