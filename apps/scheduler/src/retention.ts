@@ -55,6 +55,8 @@ export interface RetentionOptions extends RetentionSettings {
   deleted?: Counter;
   /** The clock (tests). @default Date.now */
   now?: () => number;
+  /** Sleep between two batches, as a multiple of the last batch's duration. @default 4 */
+  pauseFactor?: number;
   /** Deletes one batch. @default deleteFinishedWorkflows */
   deleteBatch?: typeof deleteFinishedWorkflows;
 }
@@ -68,8 +70,8 @@ export interface RetentionPass {
 /**
  * Deletes finished workflows older than `days`: every `intervalMs` a pass deletes batches of at most `batchSize`
  * workflows (one transaction each, deleteFinishedWorkflows) until a batch comes back short. Between two batches it
- * sleeps as long as the last one took, so retention keeps at most one connection of the scheduler's pool busy half
- * of the time, and the hot path (claims, results, which never touch a finished workflow's rows) never waits for it.
+ * sleeps `pauseFactor` times as long as the last one took (4: retention keeps one connection of the scheduler's pool
+ * busy a fifth of the time at most), and the hot path (claims, results, which never touch a finished workflow's rows) never waits for it.
  * A failed batch is logged and the pass ends; the next one retries.
  */
 export class Retention {
@@ -142,7 +144,7 @@ export class Retention {
         );
       }
       if (batch.workflows < batchSize || this.stopRequested) return total;
-      await new Promise((resolve) => setTimeout(resolve, ms).unref());
+      await new Promise((resolve) => setTimeout(resolve, ms * (this.options.pauseFactor ?? 4)).unref());
     }
   }
 
