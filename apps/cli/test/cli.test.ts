@@ -170,30 +170,35 @@ describe("trellis run --watch", () => {
 
 describe("trellis watch", () => {
   it("resumes after the last event when the stream breaks, printing every change once", async () => {
-    const file = join(scratch, "slow.json");
+    // A wait node holds the workflow until the test signals it, so the stream breaks while it runs however slowly the
+    // CLI starts (a timed node could end before a loaded machine's watch even connects).
+    const file = join(scratch, "gated.json");
     writeFileSync(
       file,
       JSON.stringify({
-        name: "slow",
+        name: "gated",
         nodes: [
-          { id: "nap", capability: "sleep", input: { ms: 1500 } },
-          { id: "after", capability: "echo", parentIds: ["nap"] },
+          { id: "gate", wait: {} },
+          { id: "after", capability: "echo", parentIds: ["gate"] },
         ],
       }),
     );
     const created = await cli(["run", file]);
     const id = idOf(created.stdout);
-    let restarted: Promise<void> | undefined;
+    let restarted: Promise<CliRun> | undefined;
     const watch = await cli(["watch", id], (soFar) => {
-      // Break the stream while `nap` runs: the api goes away and comes back on the same port.
-      if (restarted === undefined && /▶ nap\s+RUNNING/.test(soFar)) restarted = stack.restartApi();
+      // Break the stream while `gate` waits: the api goes away and comes back on the same port; then open the gate.
+      if (restarted === undefined && nodeLines(soFar, "gate", "WAITING").length > 0) {
+        restarted = stack.restartApi().then(() => cli(["signal", id, "gate"]));
+      }
     });
-    await restarted;
     expect(restarted).toBeDefined();
+    const signal = await restarted;
+    expect(signal?.code).toBe(0);
     expect(watch.stderr).toMatch(/event stream interrupted \(\w+.*\); resuming after event \d+/);
     expect(watch.code).toBe(0);
-    expect(nodeLines(watch.stdout, "nap", "RUNNING")).toHaveLength(1);
-    expect(nodeLines(watch.stdout, "nap", "PASS")).toHaveLength(1);
+    expect(nodeLines(watch.stdout, "gate", "WAITING")).toHaveLength(1);
+    expect(nodeLines(watch.stdout, "gate", "PASS")).toHaveLength(1);
     expect(nodeLines(watch.stdout, "after", "PASS")).toHaveLength(1);
     expect(watch.stdout).toMatch(/workflow \S+ SUCCEEDED \(2 PASS\)/);
   });
