@@ -37,6 +37,11 @@ export interface FollowWithChunksOptions {
   drainMs?: number;
   /** Redis failed: the watch goes on without chunks. */
   onError?: (error: unknown) => void;
+  /**
+   * How long one blocking XREAD waits when no stream is added or written (a new stream interrupts it at once).
+   * Tests set it long, so that a chunk read in time shows the interruption worked. @default 1000
+   */
+  blockMs?: number;
 }
 
 /**
@@ -327,6 +332,7 @@ class AttemptStreams {
       this.connectionId = Number(await connection.client("ID"));
       this.unblockVia = this.options.redis;
     }
+    const blockMs = this.options.blockMs ?? BLOCK_MS;
     while (!this.signal.aborted) {
       if (this.streams.size === 0) {
         await new Promise<void>((resolve) => {
@@ -336,14 +342,19 @@ class AttemptStreams {
         this.wakeLoop = null;
         continue;
       }
+      if (isCluster(connection)) {
+        // Before the keys are taken: a stream added during this wait is in this read (nothing interrupts it yet).
+        await this.findReadingMaster(connection, this.streams.keys().next().value!);
+        if (this.signal.aborted) return;
+        if (this.streams.size === 0) continue;
+      }
       const keys = [...this.streams.keys()];
       const ids = keys.map((key) => this.streams.get(key)!.lastId);
-      if (isCluster(connection)) await this.findReadingMaster(connection, keys[0]!);
       this.round++;
       this.blocked = true;
       let reply: [Buffer, [Buffer, Buffer[]][]][] | null;
       try {
-        reply = (await connection.xreadBuffer("COUNT", READ_COUNT, "BLOCK", BLOCK_MS, "STREAMS", ...keys, ...ids)) as
+        reply = (await connection.xreadBuffer("COUNT", READ_COUNT, "BLOCK", blockMs, "STREAMS", ...keys, ...ids)) as
           | [Buffer, [Buffer, Buffer[]][]][]
           | null;
       } finally {
