@@ -19,7 +19,8 @@ let stack: TestStack;
 let client: GrpcClient<typeof WorkflowService>;
 let redis: Redis;
 let queues: NodeQueues;
-const deadline = () => ({ deadline: Date.now() + 5_000 });
+// Generous: a loaded 2-core machine answers late, and these bound only how long a failure takes to show.
+const deadline = () => ({ deadline: Date.now() + 15_000 });
 /** A job no worker took: BullMQ's `wait` list, or `prioritized` for a job added with a priority. */
 const isWaiting = (state: string) => state === "waiting" || state === "prioritized";
 
@@ -51,7 +52,7 @@ async function queuedForNobody(name: string, capabilities: string[]): Promise<st
       (await client.getWorkflow({ workflowId: id }, deadline())).workflow!.nodes.every(
         (n) => n.status === NodeStatus.QUEUED,
       ),
-    { timeoutMs: 10_000, description: "the nodes to be queued" },
+    { timeoutMs: 20_000, description: "the nodes to be queued" },
   );
   return id;
 }
@@ -65,13 +66,14 @@ describe("CANCEL of a workflow", () => {
       { capability: "nobody.serves", jobId: `${id}/n2/1` },
     ];
     await waitFor(async () => (await queues.jobStates(jobs)).every(isWaiting), {
+      timeoutMs: 20_000,
       description: "the jobs to wait in Redis",
     });
 
     const { workflow } = await client.updateWorkflow({ workflowId: id, action: WorkflowAction.CANCEL }, deadline());
     expect(workflow?.status).toBe(WorkflowStatus.CANCELLED);
     await waitFor(async () => (await queues.jobStates(jobs)).every((s) => s === "unknown"), {
-      timeoutMs: 5_000,
+      timeoutMs: 20_000,
       description: "the cancelled workflow's jobs to leave Redis",
     });
     for (const job of jobs) expect(await queues.queue(job.capability).getJob(job.jobId)).toBeUndefined();
@@ -79,7 +81,7 @@ describe("CANCEL of a workflow", () => {
       const counts = await queues.queue(capability).getJobCounts("wait", "prioritized", "delayed", "active");
       expect(counts).toEqual({ wait: 0, prioritized: 0, delayed: 0, active: 0 });
     }
-  });
+  }, 90_000);
 
   it("leaves the jobs of other workflows", async () => {
     const kept = await queuedForNobody("kept", ["nobody.keeps"]);
@@ -90,8 +92,9 @@ describe("CANCEL of a workflow", () => {
       { capability: "nobody.keeps", jobId: `${kept}/n0/1` },
     ];
     await waitFor(async () => (await queues.jobStates([cancelledJob]))[0] === "unknown", {
+      timeoutMs: 20_000,
       description: "the cancelled workflow's job to leave Redis",
     });
     expect((await queues.jobStates([keptJob])).every(isWaiting)).toBe(true);
-  });
+  }, 90_000);
 });
