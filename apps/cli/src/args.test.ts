@@ -296,6 +296,16 @@ describe("list: --json and --label", () => {
     ).toEqual({ kind: "list", status: undefined, limit: 50, labels: { team: "search", env: "a=b", empty: "" } });
   });
 
+  it("takes a label or a fork's node named like an Object property (constructor, __proto__) as any other", () => {
+    const list = parseCliArgs(["list", "--label", "constructor=x", "--label", "__proto__=y"], {}).command;
+    expect(list.kind === "list" && Object.entries(list.labels ?? {})).toEqual([
+      ["constructor", "x"],
+      ["__proto__", "y"],
+    ]);
+    const fork = parseCliArgs(["fork", ID, "--from", "constructor", "--input", 'constructor={"a":1}'], {}).command;
+    expect(fork.kind === "fork" && Object.entries(fork.inputs)).toEqual([["constructor", { a: 1 }]]);
+  });
+
   it("refuses a label that is not KEY=VALUE, or one key with two values", () => {
     const cases: [string[], string][] = [
       [["list", "--label", "team"], '--label: "team" is not KEY=VALUE'],

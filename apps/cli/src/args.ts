@@ -608,12 +608,13 @@ function parseFrom(text: string | undefined): string[] {
 
 /** `--input node={"k":1}`, repeatable: a new input (a JSON object) per re-run node. */
 function parseInputs(texts: readonly string[]): Record<string, JsonObject> {
-  const inputs: Record<string, JsonObject> = {};
+  // A Map, then own properties: a node or label named `constructor` or `__proto__` is a key like any other.
+  const inputs = new Map<string, JsonObject>();
   for (const text of texts) {
     const eq = text.indexOf("=");
     const nodeId = eq < 0 ? "" : text.slice(0, eq).trim();
     if (nodeId === "") throw new UsageError(`--input: "${text}" is not NODE=JSON`, "fork");
-    if (nodeId in inputs) throw new UsageError(`--input: node "${nodeId}" given twice`, "fork");
+    if (inputs.has(nodeId)) throw new UsageError(`--input: node "${nodeId}" given twice`, "fork");
     let value: unknown;
     try {
       value = JSON.parse(text.slice(eq + 1));
@@ -623,9 +624,9 @@ function parseInputs(texts: readonly string[]): Record<string, JsonObject> {
     if (value === null || typeof value !== "object" || Array.isArray(value)) {
       throw new UsageError(`--input ${nodeId}: must be a JSON object`, "fork");
     }
-    inputs[nodeId] = value as JsonObject;
+    inputs.set(nodeId, value as JsonObject);
   }
-  return inputs;
+  return Object.fromEntries(inputs);
 }
 
 /**
@@ -664,18 +665,18 @@ export function parseWorkflowInput(text: string, readFile: (path: string) => str
 
 /** `--label team=search --label env=prod`: the labels every listed workflow must carry. */
 function parseLabels(texts: readonly string[]): Record<string, string> {
-  const labels: Record<string, string> = {};
+  const labels = new Map<string, string>();
   for (const text of texts) {
     const eq = text.indexOf("=");
     const key = eq < 0 ? "" : text.slice(0, eq).trim();
     if (key === "") throw new UsageError(`--label: "${text}" is not KEY=VALUE`, "list");
     const value = text.slice(eq + 1);
-    if (key in labels && labels[key] !== value) {
+    if (labels.has(key) && labels.get(key) !== value) {
       throw new UsageError(`--label: "${key}" given twice with different values`, "list");
     }
-    labels[key] = value;
+    labels.set(key, value);
   }
-  return labels;
+  return Object.fromEntries(labels);
 }
 
 /** The limit `trellis limits set KEY ...` describes; the api checks the key and the bounds it knows. */
