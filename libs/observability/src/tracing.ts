@@ -1,6 +1,6 @@
 // OpenTelemetry traces: off unless the standard OTEL_* variables ask for an OTLP exporter. Off, only
 // @opentelemetry/api is loaded (its no-op tracer) and the apps skip every span at one boolean check; the SDK and the
-// exporter are imported only when tracing starts (docs/metrics.md#traces).
+// exporter are imported only when tracing starts (docs/traces.md).
 import {
   type Context,
   DiagLogLevel,
