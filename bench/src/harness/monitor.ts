@@ -16,6 +16,32 @@ export function processCpuSeconds(pid: number): number | null {
   }
 }
 
+/**
+ * CPU seconds used so far by a process and its children: its own user + system time, the time of the children it
+ * has reaped (cutime + cstime), and that of its children still running. For a PostgreSQL postmaster, the whole
+ * server (backends, autovacuum, checkpointer, WAL writer); null when unreadable.
+ */
+export function processTreeCpuSeconds(pid: number): number | null {
+  const fieldsOf = (p: number | string): string[] | null => {
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, "utf8");
+      return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    } catch {
+      return null;
+    }
+  };
+  const own = fieldsOf(pid);
+  if (!own) return null;
+  // After the command name: state is field 3, ppid 4, utime 14, stime 15, cutime 16, cstime 17.
+  let ticks = Number(own[11]) + Number(own[12]) + Number(own[13]) + Number(own[14]);
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const fields = fieldsOf(entry);
+    if (fields && Number(fields[1]) === pid) ticks += Number(fields[11]) + Number(fields[12]);
+  }
+  return ticks / clockTicksPerSecond();
+}
+
 /** CPU seconds used so far by each process whose command name is `comm` (e.g. every PostgreSQL backend), by pid. */
 export function commandCpuSeconds(comm: string): Map<number, number> {
   const byPid = new Map<number, number>();

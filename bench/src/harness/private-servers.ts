@@ -1,7 +1,10 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { type PrivatePostgres, type PrivateRedis, startPrivatePostgres, startPrivateRedis } from "@trellis/testing";
 import pg from "pg";
 import { createRedis } from "@trellis/queue";
 import { cleanup } from "./cleanup.js";
+import { processCpuSeconds, processTreeCpuSeconds } from "./monitor.js";
 
 /**
  * A PostgreSQL and a Redis of a workload's own, for figures that count what the whole server did (WAL bytes,
@@ -70,6 +73,20 @@ export class PrivateServers {
     }
   }
 
+  /**
+   * CPU seconds used so far by the PostgreSQL server (its postmaster and every process under it) and the Redis
+   * server: what the engine cost each, other users of the shared servers left out.
+   */
+  async cpuSeconds(): Promise<{ postgres: number; redis: number }> {
+    const postmaster = Number(readFileSync(join(this.postgres.dir, "data", "postmaster.pid"), "utf8").split("\n")[0]);
+    this.redisPid ??= Number(/process_id:(\d+)/.exec(await this.withRedis((r) => r.info("server")))?.[1] ?? Number.NaN);
+    return {
+      postgres: processTreeCpuSeconds(postmaster) ?? Number.NaN,
+      redis: processCpuSeconds(this.redisPid) ?? Number.NaN,
+    };
+  }
+
+  private redisPid: number | undefined;
   private stopped: Promise<void> | null = null;
 
   /** Stops both servers and removes their files. */

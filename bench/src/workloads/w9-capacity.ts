@@ -62,8 +62,13 @@ export interface W9Footprint {
   resources: ResourceUsage;
   /** Busy CPU of the whole machine per node, milliseconds. */
   machine_cpu_ms_per_node: number;
-  /** CPU of PostgreSQL's processes per node, milliseconds. */
+  /** CPU of the (private) PostgreSQL server per node, milliseconds: its postmaster and every process under it. */
   postgres_cpu_ms_per_node: number;
+  /** CPU of the (private) Redis server per node, milliseconds. */
+  redis_cpu_ms_per_node: number;
+  /** CPU of the worker and of the scheduler processes per node, milliseconds. */
+  worker_cpu_ms_per_node: number;
+  scheduler_cpu_ms_per_node: number;
 }
 
 /** W1's shape on `workers` worker processes and `schedulers` schedulers. */
@@ -73,8 +78,9 @@ export interface W9Scaling {
   nodes: number;
   nodes_per_s: number;
   machine_cpu_ms_per_node: number;
-  /** Average cores PostgreSQL used over the run. */
+  /** Average cores the (private) PostgreSQL server and Redis used over the run. */
   postgres_cores: number;
+  redis_cores: number;
   /** Average cores every worker process together used. */
   worker_cores: number;
   resources: ResourceUsage;
@@ -107,14 +113,16 @@ const TX_CONTROL = "^\\s*(begin|commit|rollback|start transaction|savepoint|rele
  */
 async function runThroughput(
   ctx: BenchContext,
+  servers: PrivateServers,
   stack: EngineStack,
   label: string,
   already = 0,
-): Promise<{ nodes: number; nodesPerS: number; resources: ResourceUsage }> {
+): Promise<{ nodes: number; nodesPerS: number; resources: ResourceUsage; postgresCpuS: number; redisCpuS: number }> {
   const { workflows, nodesPerWorkflow } = ctx.sizes.w1;
   const nodes = workflows * nodesPerWorkflow;
   const deadline = new Deadline(Math.max(120_000, nodes * 30), `${label} (W9)`);
   const monitor = await stack.monitor({ "node-service": ctx.nodeService.pid }, false);
+  const cpuBefore = await servers.cpuSeconds();
   const firstSent = nowMs();
   await Promise.all(
     Array.from({ length: workflows }, (_, i) =>
@@ -122,11 +130,18 @@ async function runThroughput(
     ),
   );
   await waitWorkflowsSucceeded(stack, already + workflows, deadline, 50);
+  const cpuAfter = await servers.cpuSeconds();
   const resources = await monitor.stop();
   const elapsed = (await lastFinishedAtMs(stack)) - firstSent;
   await assertAllPassed(stack, (already + workflows) * nodesPerWorkflow);
   await ctx.nodeService.reset();
-  return { nodes, nodesPerS: nodes / (elapsed / 1000), resources };
+  return {
+    nodes,
+    nodesPerS: nodes / (elapsed / 1000),
+    resources,
+    postgresCpuS: cpuAfter.postgres - cpuBefore.postgres,
+    redisCpuS: cpuAfter.redis - cpuBefore.redis,
+  };
 }
 
 /** Sums the cores of every process whose name starts with `prefix` (`worker`, `worker-2`, ...). */
@@ -134,6 +149,11 @@ function coresOf(resources: ResourceUsage, prefix: string): number {
   return Object.entries(resources.cpu_cores)
     .filter(([name]) => name === prefix || name.startsWith(`${prefix}-`))
     .reduce((sum, [, cores]) => sum + cores, 0);
+}
+
+/** The length of a monitor's window, seconds (its machine CPU over its average cores). */
+function windowSeconds(resources: ResourceUsage): number {
+  return resources.machine_busy_cpu_s / Math.max(resources.machine_busy_cores, 0.001);
 }
 
 /** Counters of the workload's database and the whole server. */
@@ -193,7 +213,7 @@ async function runFootprint(ctx: BenchContext, servers: PrivateServers, label: s
     await servers.withRedis((r) => r.config("RESETSTAT"));
     const memoryBefore = await redisUsedMemory(servers);
     const before = await serverCounters(servers, stack);
-    const run = await runThroughput(ctx, stack, label, warmWorkflows);
+    const run = await runThroughput(ctx, servers, stack, label, warmWorkflows);
     const after = await serverCounters(servers, stack);
     const memoryAfter = await redisUsedMemory(servers);
     const commandStats = await servers.withRedis((r) => r.info("commandstats"));
@@ -218,8 +238,7 @@ async function runFootprint(ctx: BenchContext, servers: PrivateServers, label: s
       (sum, m) => sum + Number(m[2]),
       0,
     );
-    const postgresCores = run.resources.cpu_cores.postgres ?? 0;
-    const seconds = nodes / run.nodesPerS;
+    const seconds = windowSeconds(run.resources);
     return {
       nodes,
       nodes_per_s: run.nodesPerS,
@@ -242,7 +261,10 @@ async function runFootprint(ctx: BenchContext, servers: PrivateServers, label: s
       })),
       resources: run.resources,
       machine_cpu_ms_per_node: (run.resources.machine_busy_cpu_s * 1000) / nodes,
-      postgres_cpu_ms_per_node: (postgresCores * seconds * 1000) / nodes,
+      postgres_cpu_ms_per_node: (run.postgresCpuS * 1000) / nodes,
+      redis_cpu_ms_per_node: (run.redisCpuS * 1000) / nodes,
+      worker_cpu_ms_per_node: (coresOf(run.resources, "worker") * seconds * 1000) / nodes,
+      scheduler_cpu_ms_per_node: (coresOf(run.resources, "scheduler") * seconds * 1000) / nodes,
     };
   });
 }
@@ -307,20 +329,22 @@ export async function runW9(ctx: BenchContext, label: string): Promise<W9Result>
         workers,
         schedulers,
       };
-      const run = await withEngineStack(options, (stack) => runThroughput(ctx, stack, options.label));
+      const run = await withEngineStack(options, (stack) => runThroughput(ctx, servers, stack, options.label));
       scaling.push({
         workers,
         schedulers,
         nodes: run.nodes,
         nodes_per_s: run.nodesPerS,
         machine_cpu_ms_per_node: (run.resources.machine_busy_cpu_s * 1000) / run.nodes,
-        postgres_cores: run.resources.cpu_cores.postgres ?? 0,
+        postgres_cores: run.postgresCpuS / windowSeconds(run.resources),
+        redis_cores: run.redisCpuS / windowSeconds(run.resources),
         worker_cores: coresOf(run.resources, "worker"),
         resources: run.resources,
       });
       ctx.log(
         `w9: ${workers} worker(s), ${schedulers} scheduler(s): ${fmt(run.nodesPerS, 0)} nodes/s, PostgreSQL ` +
-          `${fmt(run.resources.cpu_cores.postgres ?? 0)} cores, workers ${fmt(coresOf(run.resources, "worker"))}`,
+          `${fmt(run.postgresCpuS / windowSeconds(run.resources))} cores, workers ` +
+          `${fmt(coresOf(run.resources, "worker"))}, machine ${fmt(run.resources.machine_busy_cores)}`,
       );
     }
     return {
