@@ -149,12 +149,16 @@ describe.skipIf(skipReason !== undefined)("the apps through PgBouncer in transac
     ).workflow!;
     expect(afterEdit.nodes.map((n) => n.id).sort()).toEqual(["h", "x", "y"]);
 
-    const cancelCall = stack.nodeService.calls.find((c) => c.request.context?.workflowId === cancelled.id);
+    // RUNNING is committed before the worker's call leaves: wait for the call itself, or there is nothing to watch.
+    const cancelCall = await waitFor(
+      () => stack.nodeService.calls.find((c) => c.request.context?.workflowId === cancelled.id),
+      { timeoutMs: 20_000, description: "the held call to reach the NodeService" },
+    );
     const afterCancel = (await api.updateWorkflow({ workflowId: cancelled.id, action: WorkflowAction.CANCEL }, opts()))
       .workflow!;
     expect(afterCancel.status).toBe(WorkflowStatus.CANCELLED);
     // The worker hears the cancellation (LISTEN on its direct connection, or its heartbeat) and aborts the call.
-    await waitFor(() => cancelCall?.cancelled === true, { timeoutMs: 10_000, description: "the held call cancelled" });
+    await waitFor(() => cancelCall.cancelled === true, { timeoutMs: 20_000, description: "the held call cancelled" });
 
     const [failed] = await stack.waitFinished([retried.id], 30_000);
     expect(failed!.status).toBe(WorkflowStatus.FAILED);
