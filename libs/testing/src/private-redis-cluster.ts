@@ -122,6 +122,19 @@ export function parseClusterNodes(text: string): ClusterNodeInfo[] {
   return nodes;
 }
 
+/** A connection to one server of the cluster that does not retry (connect() it; disconnect() it when done). */
+function oneShotClient(port: number): Redis {
+  const client = new Redis({
+    host: "127.0.0.1",
+    port,
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  });
+  client.on("error", () => undefined);
+  return client;
+}
+
 /** Starts a private Redis Cluster: 3 masters, 1 replica each (`maxmemory-policy noeviction`, no persistence). */
 export async function startPrivateRedisCluster(opts: PrivateRedisClusterOptions = {}): Promise<PrivateRedisCluster> {
   installExitHook();
@@ -209,14 +222,7 @@ export async function startPrivateRedisCluster(opts: PrivateRedisClusterOptions 
     let last: unknown = new Error("no server of the cluster runs");
     for (const server of servers) {
       if (!server.running) continue;
-      const client = new Redis({
-        host: "127.0.0.1",
-        port: server.port,
-        lazyConnect: true,
-        maxRetriesPerRequest: 0,
-        retryStrategy: () => null,
-      });
-      client.on("error", () => undefined);
+      const client = oneShotClient(server.port);
       try {
         await client.connect();
         return await command(client);
@@ -258,14 +264,7 @@ export async function startPrivateRedisCluster(opts: PrivateRedisClusterOptions 
       await waitFor(
         async () => {
           for (const server of running) {
-            const client = new Redis({
-              host: "127.0.0.1",
-              port: server.port,
-              lazyConnect: true,
-              maxRetriesPerRequest: 0,
-              retryStrategy: () => null,
-            });
-            client.on("error", () => undefined);
+            const client = oneShotClient(server.port);
             try {
               await client.connect();
               const info = String(await client.cluster("INFO"));
@@ -305,14 +304,7 @@ export async function startPrivateRedisCluster(opts: PrivateRedisClusterOptions 
       await waitFor(
         async () => {
           if (!server.running) throw new Error(`redis-server on port ${server.port} exited: ${server.output()}`);
-          const client = new Redis({
-            host: "127.0.0.1",
-            port: server.port,
-            lazyConnect: true,
-            maxRetriesPerRequest: 0,
-            retryStrategy: () => null,
-          });
-          client.on("error", () => undefined);
+          const client = oneShotClient(server.port);
           try {
             await client.connect();
             return (await client.ping()) === "PONG";
