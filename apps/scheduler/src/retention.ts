@@ -9,7 +9,7 @@ export const DEFAULT_RETENTION_DAYS = 30;
 
 /** Retention of finished workflows (`RETENTION_DAYS`, `RETENTION_INTERVAL_MS`, `RETENTION_BATCH_SIZE`). */
 export interface RetentionSettings {
-  /** Finished workflows whose finished_at is older than this many days are deleted. */
+  /** Finished workflows whose finished_at is older than this many days (a fraction allowed) are deleted. */
   days: number;
   /** How often the scheduler looks for them. @default 60000 */
   intervalMs: number;
@@ -17,10 +17,15 @@ export interface RetentionSettings {
   batchSize: number;
 }
 
+/** The shortest retention `RETENTION_DAYS` accepts: one second (about 0.0000116 days). */
+export const MIN_RETENTION_MS = 1_000;
+/** The longest: 36500 days. */
+export const MAX_RETENTION_DAYS = 36_500;
+
 /**
- * Reads `RETENTION_DAYS` (a whole number of days, default 30; `0` or `off` keeps everything: undefined),
- * `RETENTION_INTERVAL_MS` and `RETENTION_BATCH_SIZE`. The last two are read even when retention is off, so a
- * mistake in them shows at once.
+ * Reads `RETENTION_DAYS` (a number of days, decimals allowed: `0.0005` is 43.2 s; default 30; `0` or `off` keeps
+ * everything: undefined), `RETENTION_INTERVAL_MS` and `RETENTION_BATCH_SIZE`. The last two are read even when
+ * retention is off, so a mistake in them shows at once.
  */
 export function readRetentionSettings(env: Env): RetentionSettings | undefined {
   const intervalMs = readInt(env, "RETENTION_INTERVAL_MS", 60_000, { min: 1_000, max: 86_400_000 });
@@ -28,14 +33,31 @@ export function readRetentionSettings(env: Env): RetentionSettings | undefined {
   const raw = env.RETENTION_DAYS?.trim() ?? "";
   if (raw === "") return { days: DEFAULT_RETENTION_DAYS, intervalMs, batchSize };
   if (raw.toLowerCase() === "off") return undefined;
-  const days = /^\d+$/.test(raw) ? Number(raw) : Number.NaN;
-  if (!Number.isSafeInteger(days) || days > 36_500) {
+  const got = `got ${JSON.stringify(raw)}`;
+  if (!/^[+-]?(\d+(\.\d*)?|\.\d+)$/.test(raw)) {
     throw ConfigError.invalid(
       "RETENTION_DAYS",
-      `must be a whole number of days between 1 and 36500, or 0 or "off" to keep finished workflows forever, got ${JSON.stringify(raw)}`,
+      `must be a number of days (decimals allowed, e.g. 30 or 0.5), or 0 or "off" to keep finished workflows forever, ${got}`,
     );
   }
-  return days === 0 ? undefined : { days, intervalMs, batchSize };
+  const days = Number(raw);
+  if (days < 0) {
+    throw ConfigError.invalid(
+      "RETENTION_DAYS",
+      `must not be negative (0 or "off" keeps finished workflows forever), ${got}`,
+    );
+  }
+  if (days === 0) return undefined;
+  if (days > MAX_RETENTION_DAYS) {
+    throw ConfigError.invalid("RETENTION_DAYS", `must be at most ${MAX_RETENTION_DAYS} days, ${got}`);
+  }
+  if (days * 86_400_000 < MIN_RETENTION_MS) {
+    throw ConfigError.invalid(
+      "RETENTION_DAYS",
+      `must be at least one second (0.0000116 days), or 0 or "off" to keep finished workflows forever, ${got}`,
+    );
+  }
+  return { days, intervalMs, batchSize };
 }
 
 /** Registers `trellis_retention_deleted_workflows_total`. */
