@@ -135,6 +135,61 @@ describe("Redis Cluster: queues, live output and a master failover", () => {
     }
   }, 60_000);
 
+  it("reads a stream that starts while the follower is still finding its workflow's master", async () => {
+    const redis = connectRedis(cluster.url, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+    redis.on("error", () => undefined);
+    await redis.connect();
+    const stop = new AbortController();
+    try {
+      const workflowId = "00000000-0000-4000-8000-00000000c1a7";
+      const feed = new EventFeed();
+      // b starts while the follower asks CLUSTER KEYSLOT before its first read (the lookup's round trip to Redis).
+      const command = redis as unknown as { cluster: (...args: unknown[]) => Promise<unknown> };
+      const keyslot = command.cluster.bind(redis);
+      let bStarted = false;
+      command.cluster = (...args) => {
+        if (!bStarted && String(args[0]).toUpperCase() === "KEYSLOT") {
+          bStarted = true;
+          feed.push(nodeEvent(workflowId, 2, "b", NodeStatus.RUNNING, 1));
+        }
+        return keyslot(...args);
+      };
+      const seen: string[] = [];
+      const following = (async () => {
+        for await (const event of followWithChunks({
+          redis,
+          queuePrefix: stack.queuePrefix,
+          workflowId,
+          events: feed,
+          nodes: new Map(),
+          signal: stop.signal,
+          // Nothing else ends the first read early: b's chunk is read only if b's stream is in it.
+          blockMs: 120_000,
+        })) {
+          if (event.type === "node.output_chunk") seen.push(`${event.nodeId}:${event.chunk?.text}`);
+        }
+      })();
+      feed.push(nodeEvent(workflowId, 1, "a", NodeStatus.RUNNING, 1));
+      await waitFor(() => bStarted, { timeoutMs: 20_000, description: "the follower to look up its slot" });
+      const publisher = new ChunkPublisher({
+        redis,
+        queuePrefix: stack.queuePrefix,
+        retentionMs: 60_000,
+        maxPerAttempt: 1_000,
+        maxBytesPerAttempt: 1_000_000,
+        logger: { warn: () => {}, info: () => {} },
+      });
+      publisher.open({ workflowId, nodeId: "b", attempt: 1 }).push(create(OutputChunkSchema, { text: "first" }));
+      await publisher.flush();
+      await waitFor(() => seen.includes("b:first"), { timeoutMs: 20_000, description: "b's chunk" });
+      stop.abort();
+      await following;
+    } finally {
+      stop.abort();
+      redis.disconnect();
+    }
+  }, 60_000);
+
   it("a master killed mid-run fails over to its replica, and every workflow still finishes", async () => {
     const ids = await Promise.all(
       Array.from({ length: 8 }, async () => (await stack.createWorkflow(clusterWorkflowNodes())).id),
