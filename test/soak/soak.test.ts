@@ -2,7 +2,7 @@
 // `npm run soak -- --minutes N`.
 import { recordMeasurement } from "@trellis/testing";
 import { describe, expect, it } from "vitest";
-import { runSoak, saveSoakReport } from "./soak.js";
+import { plateau, runSoak, saveSoakReport } from "./soak.js";
 
 describe("soak", () => {
   it("a minute of mixed load with worker restarts: I1-I5 hold, footprint flat", async () => {
@@ -36,4 +36,31 @@ describe("soak", () => {
       expect(rss.end, `${app} RSS ${JSON.stringify(rss)}`).toBeLessThan(rss.warm * 1.5);
     }
   }, 240_000);
+
+  // The plateau verdict of `npm run soak -- --retention-days D` (docs/retention.md), on fixed series: the CI soak
+  // runs a minute, too short for a retention window to show, so only the arithmetic is checked here.
+  it("plateau: the last third's maximum against the middle third's, within the tolerance", () => {
+    const report = plateau({
+      "nodes.rows": [0, 100, 200, 290, 300, 295, 310, 305, 300],
+      "nodes.bytes": [0, 10, 20, 30, 40, 50, 60, 70, 80],
+    });
+    expect(report.samples).toBe(9);
+    expect(report.figures["nodes.rows"]).toEqual({
+      first: 0,
+      middleMax: 300,
+      lastMax: 310,
+      end: 300,
+      growth: 0.033,
+      plateaued: true,
+    });
+    expect(report.figures["nodes.bytes"]).toMatchObject({ middleMax: 50, lastMax: 80, growth: 0.6, plateaued: false });
+    expect(report.plateaued).toBe(false);
+    expect(plateau({ "nodes.rows": [0, 100, 200, 290, 300, 295, 310, 305, 300] }).plateaued).toBe(true);
+    expect(plateau({ "nodes.rows": [0, 100, 200, 290, 300, 295, 310, 305, 300] }, 0.01).plateaued).toBe(false);
+    // Steady growth is +50% on this measure, beyond the default tolerance.
+    expect(plateau({ "nodes.rows": [10, 20, 30, 40, 50, 60, 70, 80, 90] }).figures["nodes.rows"]!.growth).toBe(0.5);
+    // Too few samples to tell: not called a plateau.
+    expect(plateau({ "nodes.rows": [5, 5, 5, 5, 5] }).plateaued).toBe(false);
+    expect(plateau({}).plateaued).toBe(false);
+  });
 });
