@@ -29,12 +29,14 @@ export interface ReconcileReport {
   lostNodes: number;
   lostJobs: number;
   unroutable: number;
+  /** Jobs removed from the queues of capabilities no live worker serves: their nodes are no longer QUEUED for them. */
+  staleJobs: number;
 }
 
 /**
  * Makes Redis rebuildable from PostgreSQL and workers disposable: re-queues the RUNNING nodes of workers whose
- * heartbeat lapsed (checked every fifth of WORKER_STALE_MS), re-adds jobs of QUEUED nodes that have none, and
- * reports nodes no live worker can take.
+ * heartbeat lapsed (checked every fifth of WORKER_STALE_MS), re-adds jobs of QUEUED nodes that have none, removes
+ * jobs of nodes no longer queued from the queues no live worker serves, and reports nodes no live worker can take.
  */
 export class Reconciler {
   private timer: NodeJS.Timeout | null = null;
@@ -141,6 +143,7 @@ export class Reconciler {
       this.options.metrics?.unroutable.set({ capability }, count);
       logger.warn({ capability, nodes: count }, "nodes queued for a capability no live worker serves");
     }
+    const staleJobs = await this.removeStaleJobs(new Set(live.keys()), batch);
     this.options.metrics?.workers.reset();
     for (const [capability, count] of live) this.options.metrics?.workers.set({ capability }, count);
     const byStatus = await stateManager.countNodesByStatus();
@@ -149,7 +152,30 @@ export class Reconciler {
       this.options.metrics?.nodes.set({ status }, byStatus.get(status) ?? 0);
     }
     await this.refreshGauges();
-    return { lostNodes, lostJobs: requeued.length, unroutable: unroutableTotal };
+    return { lostNodes, lostJobs: requeued.length, unroutable: unroutableTotal, staleJobs };
+  }
+
+  /**
+   * Removes the waiting jobs whose node is no longer QUEUED at their generation (cancelled, paused, deleted, queued
+   * anew) from the queues of capabilities no live worker serves: a worker drops such a job when it takes it, but
+   * without one it would wait for ever. A cancel removes its jobs itself (trellis_unqueued); this catches the ones
+   * it missed (the notification lost, or a job added just after the cancel committed). Up to `limit` per queue.
+   */
+  private async removeStaleJobs(served: ReadonlySet<string>, limit: number): Promise<number> {
+    const { stateManager, queues, logger } = this.options;
+    let removed = 0;
+    for (const capability of await queues.discover()) {
+      if (served.has(capability)) continue;
+      const jobIds = await queues.waitingJobIds(capability, limit);
+      if (jobIds.length === 0) continue;
+      const current = await stateManager.currentJobIds(jobIds);
+      const stale = jobIds.filter((jobId) => !current.has(jobId));
+      if (stale.length === 0) continue;
+      await queues.remove(stale.map((jobId) => ({ capability, jobId })));
+      removed += stale.length;
+      logger.info({ capability, jobs: stale.length }, "removed jobs whose nodes are no longer queued");
+    }
+    return removed;
   }
 
   /** Workflow and queue gauges; a failure here is logged and never fails the round's repairs. */

@@ -8,6 +8,7 @@ import {
   createGrpcClient,
   type GrpcClient,
 } from "@trellis/proto";
+import { DEFAULT_RETRY_POLICY } from "@trellis/core";
 import { NodeQueues, createRedis } from "@trellis/queue";
 import { type TestDatabase, createTestDatabase, waitFor } from "@trellis/testing";
 import type { Redis } from "ioredis";
@@ -94,6 +95,36 @@ describe("CANCEL of a workflow", () => {
     await waitFor(async () => (await queues.jobStates([cancelledJob]))[0] === "unknown", {
       timeoutMs: 20_000,
       description: "the cancelled workflow's job to leave Redis",
+    });
+    expect((await queues.jobStates([keptJob])).every(isWaiting)).toBe(true);
+  }, 90_000);
+
+  it("a job added after the cancel committed (its notification already handled) is removed by the reconciler", async () => {
+    const kept = await queuedForNobody("late-kept", ["nobody.late"]);
+    const cancelled = await queuedForNobody("late-cancelled", ["nobody.late"]);
+    const [lateJob, keptJob] = [
+      { capability: "nobody.late", jobId: `${cancelled}/n0/1` },
+      { capability: "nobody.late", jobId: `${kept}/n0/1` },
+    ];
+    await client.updateWorkflow({ workflowId: cancelled, action: WorkflowAction.CANCEL }, deadline());
+    await waitFor(async () => (await queues.jobStates([lateJob]))[0] === "unknown", {
+      timeoutMs: 20_000,
+      description: "the cancelled workflow's job to leave Redis",
+    });
+    // The race: a scheduler that claimed the node before the cancel adds its job only now.
+    await queues.enqueue([
+      {
+        workflowId: cancelled,
+        nodeId: "n0",
+        capability: "nobody.late",
+        jobId: lateJob.jobId,
+        retryPolicy: DEFAULT_RETRY_POLICY,
+      },
+    ]);
+    expect(isWaiting((await queues.jobStates([lateJob]))[0]!)).toBe(true);
+    await waitFor(async () => (await queues.jobStates([lateJob]))[0] === "unknown", {
+      timeoutMs: 20_000,
+      description: "the reconciler to remove the late job",
     });
     expect((await queues.jobStates([keptJob])).every(isWaiting)).toBe(true);
   }, 90_000);

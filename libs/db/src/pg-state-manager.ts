@@ -247,6 +247,10 @@ export class PgStateManager implements StateManager {
     return this.scheduler.requeueNodes(lost);
   }
 
+  currentJobIds(jobIds: readonly string[]): Promise<Set<string>> {
+    return this.scheduler.currentJobIds(jobIds);
+  }
+
   liveCapabilities(maxAgeMs: number): Promise<Map<string, number>> {
     return this.scheduler.liveCapabilities(maxAgeMs);
   }

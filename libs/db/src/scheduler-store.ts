@@ -1,5 +1,5 @@
 import { and, asc, eq, sql } from "drizzle-orm";
-import { queueGenOfJobId } from "@trellis/queue";
+import { parseJobId, queueGenOfJobId } from "@trellis/queue";
 import { interleaveByWorkflow } from "./interleave.js";
 import { nodeRowFromRaw } from "./mapping.js";
 import { queuedNodeOf, retriedJobs } from "./queued-node.js";
@@ -74,6 +74,30 @@ export class SchedulerStore {
       .orderBy(asc(nodes.queuedAt))
       .limit(limit);
     return rows.map((r) => queuedNodeOf(r));
+  }
+
+  /**
+   * Of these job ids, the ones whose node is still QUEUED at that generation (an id of another form is kept as
+   * current: it is not the engine's to judge). One read through the nodes' primary key.
+   */
+  async currentJobIds(jobIds: readonly string[]): Promise<Set<string>> {
+    const current = new Set<string>();
+    const parsed: { jobId: string; workflowId: string; nodeId: string; queueGen: number }[] = [];
+    for (const jobId of jobIds) {
+      const parts = parseJobId(jobId);
+      if (parts) parsed.push({ jobId, ...parts });
+      else current.add(jobId);
+    }
+    if (parsed.length === 0) return current;
+    const { rows } = await this.transactions.db.execute<{ job_id: string }>(sql`
+      select j.job_id
+        from unnest(${sql.param(parsed.map((p) => p.jobId))}::text[], ${sql.param(parsed.map((p) => p.workflowId))}::uuid[],
+                    ${sql.param(parsed.map((p) => p.nodeId))}::text[], ${sql.param(parsed.map((p) => p.queueGen))}::bigint[])
+                           as j(job_id, workflow_id, node_id, queue_gen)
+        join nodes n on n.workflow_id = j.workflow_id and n.id = j.node_id
+       where n.status = 'QUEUED' and n.queue_gen = j.queue_gen`);
+    for (const row of rows) current.add(row.job_id);
+    return current;
   }
 
   /** Gives QUEUED nodes whose job was lost a new queue generation (new job id); skips nodes that moved on. */

@@ -338,6 +338,11 @@ export interface StateManager {
   findQueuedNodes(olderThanMs: number, limit: number): Promise<QueuedNode[]>;
   /** Gives QUEUED nodes whose job was lost a new queue generation (new job id); skips nodes that moved on. */
   requeueNodes(lost: readonly Pick<QueuedNode, "workflowId" | "nodeId" | "jobId">[]): Promise<QueuedNode[]>;
+  /**
+   * Of these job ids (`<workflow>/<node>/<queue generation>`), the ones whose node is still QUEUED at that
+   * generation: a job not among them belongs to a node cancelled, paused, deleted or queued anew. Reads only.
+   */
+  currentJobIds(jobIds: readonly string[]): Promise<Set<string>>;
   /** Registers a worker under a new session (the nodes it starts carry it); returns the session. */
   registerWorker(workerId: string, capabilities: readonly string[], hostname: string): Promise<string>;
   /** The worker's heartbeat; false when its session was declared dead (it must drop what it holds, register anew). */

@@ -12,3 +12,9 @@ export function queueGenOfJobId(jobId: string | undefined): number | undefined {
   const match = jobId === undefined ? null : /\/(\d+)$/.exec(jobId);
   return match ? Number(match[1]) : undefined;
 }
+
+/** The parts of a job id made by {@link jobIdFor}; undefined for any other id. */
+export function parseJobId(jobId: string): { workflowId: string; nodeId: string; queueGen: number } | undefined {
+  const match = /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\/(.+)\/(\d+)$/i.exec(jobId);
+  return match ? { workflowId: match[1]!, nodeId: match[2]!, queueGen: Number(match[3]) } : undefined;
+}

@@ -89,6 +89,11 @@ export class NodeQueues {
     return Promise.all(jobs.map((j) => this.queue(j.capability).getJobState(j.jobId)));
   }
 
+  /** Ids of up to `limit` jobs of a capability that no worker has taken yet (waiting, prioritized, delayed), oldest first. */
+  waitingJobIds(capability: string, limit: number): Promise<string[]> {
+    return this.queue(capability).getRanges(["wait", "prioritized", "delayed", "paused"], 0, limit - 1, true);
+  }
+
   /** Removes waiting or delayed jobs (active ones are left to find their node changed). */
   async remove(jobs: readonly { capability: string; jobId: string }[]): Promise<void> {
     await Promise.all(
