@@ -16,11 +16,11 @@ import {
 } from "@trellis/proto";
 import { NodeQueues, createRedis } from "@trellis/queue";
 import { waitFor } from "@trellis/testing";
-import { type Browser, type BrowserContext, type Page, chromium } from "playwright-core";
+import type { Browser, BrowserContext, Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { artifact, launchChromium, skipWithoutChromium } from "./chromium.js";
 import { type DashboardFixture, node, passNode, queueNode, startDashboard, startNode } from "./fixture.js";
 
-const CHROMIUM = "/usr/bin/chromium";
 // The README's picture is refreshed with UPDATE_SCREENSHOTS=1; other runs keep theirs under test-artifacts/.
 const SCREENSHOT = fileURLToPath(
   new URL(
@@ -30,31 +30,9 @@ const SCREENSHOT = fileURLToPath(
     import.meta.url,
   ),
 );
-/** Chromium stays quiet on a machine without network: no background fetches, updates or sync. */
-const CHROMIUM_ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
 const UI_TIMEOUT_MS = 15_000;
 
-/** Where a test's other pictures go (test-artifacts/, never committed). */
-function artifact(name: string): string {
-  const path = fileURLToPath(new URL(`../../../test-artifacts/${name}`, import.meta.url));
-  mkdirSync(dirname(path), { recursive: true });
-  return path;
-}
-
-// In CI the browser tests must run (.ci/run installs chromium); elsewhere a missing browser skips them loudly.
-const skip = !existsSync(CHROMIUM) && !process.env.CI;
-if (skip) {
-  console.warn(`dashboard browser tests SKIPPED: ${CHROMIUM} is missing (apt-get install -y chromium); CI runs them`);
-}
+const skip = skipWithoutChromium("dashboard browser tests");
 
 describe.skipIf(skip)("dashboard in headless Chromium", () => {
   let f: DashboardFixture;
@@ -82,7 +60,7 @@ describe.skipIf(skip)("dashboard in headless Chromium", () => {
         redis.disconnect();
       },
     });
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 30_000 });
+    browser = await launchChromium();
   });
 
   afterAll(async () => {

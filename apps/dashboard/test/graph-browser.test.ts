@@ -1,41 +1,20 @@
 // The dashboard on real graphs, in headless Chromium (Debian's `chromium` driven by playwright-core): a 300-node
 // workflow read by panning, zooming, a collapsed fan-out, search and the legend's filter; a node's attempt history;
 // the banner of a node no live worker can run; the Workers page; a 420 px wide screen and the keyboard.
-import { existsSync, mkdirSync } from "node:fs";
-import { dirname } from "node:path";
-import { fileURLToPath } from "node:url";
 import { create, fromJson } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import { ErrorKind, type Node, NodeSchema } from "@trellis/proto";
 import { waitFor } from "@trellis/testing";
-import { type Browser, type BrowserContext, type Page, chromium } from "playwright-core";
+import type { Browser, BrowserContext, Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { artifact, launchChromium, skipWithoutChromium } from "./chromium.js";
 import { type DashboardFixture, node, passNode, startDashboard } from "./fixture.js";
 
-const CHROMIUM = "/usr/bin/chromium";
-const CHROMIUM_ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
 const UI_TIMEOUT_MS = 20_000;
 /** Siblings in the big workflow's fan-out. */
 const FANOUT = 280;
 
-function artifact(name: string): string {
-  const path = fileURLToPath(new URL(`../../../test-artifacts/${name}`, import.meta.url));
-  mkdirSync(dirname(path), { recursive: true });
-  return path;
-}
-
-// In CI the browser tests must run (.ci/run installs chromium); elsewhere a missing browser skips them loudly.
-const skip = !existsSync(CHROMIUM) && !process.env.CI;
-if (skip) console.warn(`dashboard graph browser tests SKIPPED: ${CHROMIUM} is missing (apt-get install -y chromium)`);
+const skip = skipWithoutChromium("dashboard graph browser tests");
 
 /** `plan` -> FANOUT × web.search -> `merge` -> a chain of steps: 300 nodes. */
 function bigWorkflow(): Node[] {
@@ -66,7 +45,7 @@ describe.skipIf(skip)("dashboard on real graphs in headless Chromium", () => {
 
   beforeAll(async () => {
     f = await startDashboard("dashgraph", { workerStaleMs: 60_000 });
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 30_000 });
+    browser = await launchChromium();
   });
 
   afterAll(async () => {

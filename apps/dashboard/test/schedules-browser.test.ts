@@ -1,28 +1,12 @@
 // The Schedules page in real headless Chromium (Debian's `chromium` driven by playwright-core).
-import { existsSync, mkdirSync } from "node:fs";
-import { dirname } from "node:path";
-import { fileURLToPath } from "node:url";
 import { create } from "@bufbuild/protobuf";
 import { CreateWorkflowRequestSchema, ScheduleSchema } from "@trellis/proto";
-import { type Browser, type Page, chromium } from "playwright-core";
+import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { artifact, launchChromium, skipWithoutChromium } from "./chromium.js";
 import { type DashboardFixture, startDashboard } from "./fixture.js";
 
-const CHROMIUM = "/usr/bin/chromium";
-const CHROMIUM_ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
-
-// In CI the browser tests must run (.ci/run installs chromium); elsewhere a missing browser skips them loudly.
-const skip = !existsSync(CHROMIUM) && !process.env.CI;
-if (skip) console.warn(`Schedules page browser test SKIPPED: ${CHROMIUM} is missing (apt-get install -y chromium)`);
+const skip = skipWithoutChromium("Schedules page browser test");
 
 describe.skipIf(skip)("the Schedules page in headless Chromium", () => {
   let f: DashboardFixture;
@@ -30,7 +14,7 @@ describe.skipIf(skip)("the Schedules page in headless Chromium", () => {
 
   beforeAll(async () => {
     f = await startDashboard("dashsched_ui");
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 30_000 });
+    browser = await launchChromium();
   });
 
   afterAll(async () => {
@@ -72,9 +56,7 @@ describe.skipIf(skip)("the Schedules page in headless Chromium", () => {
       const nightly = page.locator('tr[data-id="nightly-digest"]');
       await nightly.waitFor();
       expect(await nightly.locator('[data-field="next"]').textContent()).toMatch(/\d{4}-\d\d-\d\d \d\d:\d\d:00/);
-      const path = fileURLToPath(new URL("../../../test-artifacts/dashboard-schedules.png", import.meta.url));
-      mkdirSync(dirname(path), { recursive: true });
-      await page.screenshot({ path, animations: "disabled" });
+      await page.screenshot({ path: artifact("dashboard-schedules.png"), animations: "disabled" });
 
       await nightly.locator('[data-action="pause"]').click();
       await nightly.locator('[data-field="next"]', { hasText: "paused" }).waitFor();
