@@ -116,6 +116,16 @@ describe("WorkflowProgress", () => {
       progress.apply(e("node.unroutable", node("x", NodeStatus.QUEUED, { reason: 'no live worker serves "gpu"' }))),
     ).toBe('  [1/4] ! x                UNROUTABLE no live worker serves "gpu"');
     expect(
+      progress.apply(
+        e(
+          "node.unroutable",
+          node("y", NodeStatus.QUEUED, { capability: "gpu", reason: 'no live worker serves capability "gpu"' }),
+        ),
+      ),
+    ).toBe(
+      '  [1/4] ! y                UNROUTABLE no live worker serves capability "gpu" (start a worker with WORKER_CAPABILITIES=gpu)',
+    );
+    expect(
       progress.apply(e("node.requeued", node("x", NodeStatus.QUEUED, { reason: "job missing from the queue" }))),
     ).toBe("  [1/4] ↺ x                REQUEUED   job missing from the queue");
     expect(progress.total).toBe(4);

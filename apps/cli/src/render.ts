@@ -313,8 +313,16 @@ export class WorkflowProgress {
       case "node.requeued":
         this.#nodes.set(id, event.nodeStatus);
         return this.#line({ mark: "↺", label: "REQUEUED", tone: "yellow" }, id, text(field(data, "reason")));
-      case "node.unroutable":
-        return this.#line({ mark: "!", label: "UNROUTABLE", tone: "yellow" }, id, text(field(data, "reason")));
+      case "node.unroutable": {
+        // The reason and what to do about it: a worker for the capability (or a route to a NodeService serving it).
+        const capability = text(field(data, "capability"));
+        const hint = capability ? ` (start a worker with WORKER_CAPABILITIES=${capability})` : "";
+        return this.#line(
+          { mark: "!", label: "UNROUTABLE", tone: "yellow" },
+          id,
+          `${text(field(data, "reason"))}${hint}`,
+        );
+      }
       case "node.held": {
         // Ready, and left PENDING by a limit at its cap, out of tokens or throttled: said once, not a silent wait.
         this.#nodes.set(id, event.nodeStatus);
