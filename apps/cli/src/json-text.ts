@@ -33,6 +33,9 @@ export function parseJsonText(text: string): ParsedJson {
   }
 }
 
+/** Widest excerpt: a longer line (a one-line JSON document, say) is cut to this many characters around the column. */
+export const EXCERPT_WIDTH = 120;
+
 /** Line, column and a caret excerpt of character `offset` of `text`. */
 function locate(text: string, offset: number): { line: number; column: number; excerpt: string } {
   const before = text.slice(0, offset);
@@ -41,5 +44,10 @@ function locate(text: string, offset: number): { line: number; column: number; e
   const column = offset - lineStart + 1;
   const end = text.indexOf("\n", lineStart);
   const source = text.slice(lineStart, end < 0 ? undefined : end).replace(/\r$/, "");
-  return { line, column, excerpt: `${source}\n${" ".repeat(column - 1)}^` };
+  if (source.length <= EXCERPT_WIDTH) return { line, column, excerpt: `${source}\n${" ".repeat(column - 1)}^` };
+  const from = Math.max(0, Math.min(column - 1 - EXCERPT_WIDTH / 2, source.length - EXCERPT_WIDTH));
+  const to = from + EXCERPT_WIDTH;
+  const shown = `${from > 0 ? "…" : ""}${source.slice(from, to)}${to < source.length ? "…" : ""}`;
+  const caret = column - 1 - from + (from > 0 ? 1 : 0);
+  return { line, column, excerpt: `${shown}\n${" ".repeat(caret)}^` };
 }

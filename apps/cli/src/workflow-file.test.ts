@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import { EXCERPT_WIDTH } from "./json-text.js";
 import { WorkflowFileError, parseWorkflowFile, readWorkflowFile } from "./workflow-file.js";
 
 const dir = mkdtempSync(join(tmpdir(), "trellis-wf-"));
@@ -95,6 +96,26 @@ describe("parseWorkflowFile syntax errors", () => {
     expect(() => parseWorkflowFile("wf.json", text)).toThrow(
       /^wf\.json: not valid JSON: .* at line 4, column 17:\n\n {4}\{"id": "a", capability: "echo"\}\n {16}\^$/,
     );
+  });
+});
+
+describe("a JSON error on a very long line", () => {
+  it("shows the part of the line around the error, not the whole line, with the caret under it", () => {
+    const nodes = Array.from({ length: 300 }, (_, i) => `{"id": "n${i}", "capability": "echo"}`);
+    nodes[150] = '{"id": "n150", capability: "echo"}';
+    const text = `{"name": "long", "nodes": [${nodes.join(", ")}]}`;
+    let message = "";
+    try {
+      parseWorkflowFile("long.json", text);
+    } catch (error) {
+      message = (error as Error).message;
+    }
+    const [excerpt, caret] = message.split("\n").slice(-2) as [string, string];
+    expect(message).toMatch(/at line 1, column \d+:/);
+    expect(excerpt.length).toBeLessThanOrEqual(EXCERPT_WIDTH + 2);
+    expect(excerpt.startsWith("…") && excerpt.endsWith("…")).toBe(true);
+    expect(caret).toMatch(/^ *\^$/);
+    expect(excerpt.slice(caret.length - 1)).toMatch(/^capability: "echo"/);
   });
 });
 
