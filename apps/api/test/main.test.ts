@@ -29,7 +29,8 @@ function startMain(env: Record<string, string>): Started {
   child.stderr?.on("data", (chunk: Buffer) => {
     stderr += chunk.toString();
   });
-  const exit = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  // "close", not "exit": a child's last lines may still be in its stdout pipe when "exit" fires.
+  const exit = new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code)));
   return { child, stdout: () => stdout, stderr: () => stderr, exit };
 }
 
