@@ -96,11 +96,22 @@ export class AppProcess {
     if (child.stdout) onData(child.stdout);
     if (child.stderr) onData(child.stderr);
     this.exited = new Promise((resolve) => {
+      // Resolved once its output is read to the end ("close": the last lines may still be in the pipes when "exit"
+      // fires), or 2 s after "exit" should something else hold the pipes open.
+      let fallback: NodeJS.Timeout | undefined;
+      const done = () => {
+        clearTimeout(fallback);
+        this.status ??= { code: child.exitCode, signal: child.signalCode };
+        running.delete(child);
+        resolve(this.status);
+      };
       child.once("exit", (code, signal) => {
         running.delete(child);
         this.status = { code, signal };
-        resolve(this.status);
+        fallback = setTimeout(done, 2_000);
+        fallback.unref();
       });
+      child.once("close", done);
     });
   }
 
