@@ -30,7 +30,6 @@ describe("refreshQueueGauges", () => {
     let capabilities = ["echo", "llm.chat"];
     const asked: string[][] = [];
     const queues = {
-      discover: async () => capabilities,
       queue: (capability: string) =>
         ({
           getJobCounts: async (...states: string[]) => {
@@ -39,13 +38,13 @@ describe("refreshQueueGauges", () => {
           },
         }) as never,
     };
-    await refreshQueueGauges(queues, metrics);
+    await refreshQueueGauges(queues, capabilities, metrics);
     expect(asked[0]).toEqual([...QUEUE_JOB_STATES]);
     const first = await series(registry, "trellis_queue_jobs");
     expect(Object.keys(first)).toHaveLength(2 * QUEUE_JOB_STATES.length);
     expect(first).toMatchObject({ "echo/waiting": 3, "echo/active": 1, "echo/failed": 0, "llm.chat/delayed": 2 });
     capabilities = ["llm.chat"];
-    await refreshQueueGauges(queues, metrics);
+    await refreshQueueGauges(queues, capabilities, metrics);
     expect(Object.keys(await series(registry, "trellis_queue_jobs")).some((k) => k.startsWith("echo/"))).toBe(false);
   });
 });

@@ -28,14 +28,14 @@ export async function refreshWorkflowGauges(
 
 /**
  * Sets `trellis_queue_jobs{capability,state}` from BullMQ's job counts of every capability queue under the prefix
- * (found in Redis, so queues only workers or an earlier scheduler used are counted too). Queues that disappeared
- * (e.g. after a Redis flush) drop out.
+ * (`capabilities`: NodeQueues.discover's, found in Redis, so queues only workers or an earlier scheduler used are
+ * counted too). Queues that disappeared (e.g. after a Redis flush) drop out.
  */
 export async function refreshQueueGauges(
-  queues: Pick<NodeQueues, "discover" | "queue">,
+  queues: Pick<NodeQueues, "queue">,
+  capabilities: readonly string[],
   metrics: Pick<SchedulerMetrics, "queueJobs">,
 ): Promise<void> {
-  const capabilities = await queues.discover();
   const counts = await Promise.all(
     capabilities.map((capability) => queues.queue(capability).getJobCounts(...QUEUE_JOB_STATES)),
   );

@@ -143,7 +143,6 @@ export class Reconciler {
       this.options.metrics?.unroutable.set({ capability }, count);
       logger.warn({ capability, nodes: count }, "nodes queued for a capability no live worker serves");
     }
-    const staleJobs = await this.removeStaleJobs(new Set(live.keys()), batch);
     this.options.metrics?.workers.reset();
     for (const [capability, count] of live) this.options.metrics?.workers.set({ capability }, count);
     const byStatus = await stateManager.countNodesByStatus();
@@ -151,7 +150,20 @@ export class Reconciler {
     for (const status of ["PENDING", "QUEUED", "RUNNING", "WAITING"]) {
       this.options.metrics?.nodes.set({ status }, byStatus.get(status) ?? 0);
     }
-    await this.refreshGauges();
+    // One listing of Redis's queues serves the queue gauges and the stale-job sweep; Redis away fails neither the
+    // repairs above nor the PostgreSQL gauges.
+    const capabilities = await queues.discover().catch((error: unknown) => {
+      logger.warn({ err: error }, "listing the queues in Redis failed");
+      return null;
+    });
+    await this.refreshGauges(capabilities);
+    const staleJobs =
+      capabilities === null
+        ? 0
+        : await this.removeStaleJobs(capabilities, new Set(live.keys()), batch).catch((error: unknown) => {
+            logger.warn({ err: error }, "removing stale jobs failed");
+            return 0;
+          });
     return { lostNodes, lostJobs: requeued.length, unroutable: unroutableTotal, staleJobs };
   }
 
@@ -161,10 +173,14 @@ export class Reconciler {
    * without one it would wait for ever. A cancel removes its jobs itself (trellis_unqueued); this catches the ones
    * it missed (the notification lost, or a job added just after the cancel committed). Up to `limit` per queue.
    */
-  private async removeStaleJobs(served: ReadonlySet<string>, limit: number): Promise<number> {
+  private async removeStaleJobs(
+    capabilities: readonly string[],
+    served: ReadonlySet<string>,
+    limit: number,
+  ): Promise<number> {
     const { stateManager, queues, logger } = this.options;
     let removed = 0;
-    for (const capability of await queues.discover()) {
+    for (const capability of capabilities) {
       if (served.has(capability)) continue;
       const jobIds = await queues.waitingJobIds(capability, limit);
       if (jobIds.length === 0) continue;
@@ -179,12 +195,13 @@ export class Reconciler {
   }
 
   /** Workflow and queue gauges; a failure here is logged and never fails the round's repairs. */
-  private async refreshGauges(): Promise<void> {
+  private async refreshGauges(capabilities: readonly string[] | null): Promise<void> {
     const { metrics, stateManager, queues, logger } = this.options;
     if (!metrics) return;
     const results = await Promise.allSettled([
       refreshWorkflowGauges(stateManager, metrics),
-      refreshQueueGauges(queues, metrics),
+      // The queues could not be listed: their gauges keep their last values.
+      capabilities === null ? Promise.resolve() : refreshQueueGauges(queues, capabilities, metrics),
     ]);
     for (const result of results) {
       if (result.status === "rejected") logger.warn({ err: result.reason }, "refreshing gauges failed");
