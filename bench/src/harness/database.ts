@@ -15,8 +15,8 @@ export function benchServerUrl(): string {
   return process.env.BENCH_DATABASE_URL ?? "postgres://postgres:postgres@127.0.0.1:5432/postgres";
 }
 
-/** Runs one statement on the server's `postgres` database with a throwaway connection. */
-async function onAdminDatabase<T extends pg.QueryResultRow>(
+/** Runs one statement on the `postgres` database of `serverUrl`'s server (the bench's by default), with a throwaway connection. */
+export async function onAdminDatabase<T extends pg.QueryResultRow>(
   sql: string,
   params: unknown[] = [],
   serverUrl = benchServerUrl(),

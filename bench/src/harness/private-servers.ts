@@ -1,9 +1,10 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { type PrivatePostgres, type PrivateRedis, startPrivatePostgres, startPrivateRedis } from "@trellis/testing";
-import pg from "pg";
+import type pg from "pg";
 import { createRedis } from "@trellis/queue";
 import { cleanup } from "./cleanup.js";
+import { onAdminDatabase } from "./database.js";
 import { processCpuSeconds, processTreeCpuSeconds } from "./monitor.js";
 
 /**
@@ -53,14 +54,8 @@ export class PrivateServers {
   }
 
   /** Runs one statement on the server's `postgres` database. */
-  async admin<R extends pg.QueryResultRow>(sql: string, params: unknown[] = []): Promise<R[]> {
-    const client = new pg.Client({ connectionString: this.serverUrl, application_name: "trellis-bench-admin" });
-    await client.connect();
-    try {
-      return (await client.query<R>(sql, params)).rows;
-    } finally {
-      await client.end();
-    }
+  admin<R extends pg.QueryResultRow>(sql: string, params: unknown[] = []): Promise<R[]> {
+    return onAdminDatabase<R>(sql, params, this.serverUrl);
   }
 
   /** Runs `fn` with a throwaway client of the Redis. */
