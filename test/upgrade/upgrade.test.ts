@@ -34,14 +34,14 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
  * Each session that lands bumps it to the main it started from. The mid-run state is written with that main's own
  * SQL (oldClaim, oldStart, oldPass): a bump may mean updating those calls to its tables and function signatures.
  */
-const PREVIOUS_MAIN = "c1ade1d";
+const PREVIOUS_MAIN = "f9ef919";
 
 /**
  * How many migrations PREVIOUS_MAIN had (bumped with it). Migrations are append-only, so when its commit cannot be
  * read (a shallow clone), its `drizzle/` is rebuilt from the first ones of this tree; its repeatable SQL cannot be,
- * so that fallback only holds while PREVIOUS_MAIN had none (c1ade1d has some: the test needs the history).
+ * so that fallback only holds while PREVIOUS_MAIN had none (f9ef919 has some: the test needs the history).
  */
-const PREVIOUS_MAIN_MIGRATIONS = 8;
+const PREVIOUS_MAIN_MIGRATIONS = 11;
 
 /** Whether PREVIOUS_MAIN had repeatable SQL (libs/db/sql), which only its commit can give. */
 const PREVIOUS_MAIN_HAS_SQL = true;
