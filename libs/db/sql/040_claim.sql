@@ -180,7 +180,7 @@ BEGIN
                           THEN clock_timestamp() + make_interval(secs => trellis_duration_ms(n.wait ->> 'timeout') / 1000)
                      END
       FROM jsonb_to_recordset(v_fresh) AS f(workflow_id uuid, id text)
-     WHERE n.workflow_id = f.workflow_id AND n.id = f.id AND n.status = 'PENDING' AND n.pending_parents = 0
+     WHERE n.workflow_id = f.workflow_id AND n.id = f.id AND n.status::text = 'PENDING' AND n.pending_parents = 0
        AND n.held_by IS NULL AND (n.wait IS NOT NULL OR n.not_before > now())
        AND n.workflow_id IN (SELECT wf.id FROM workflows wf
                               WHERE wf.id = ANY (v_ids) AND wf.status IN ('PENDING', 'RUNNING'))
@@ -196,7 +196,7 @@ BEGIN
       UPDATE nodes n
          SET held_by = ''
         FROM jsonb_to_recordset(v_fresh) AS f(workflow_id uuid, id text)
-       WHERE n.workflow_id = f.workflow_id AND n.id = f.id AND n.status = 'PENDING' AND n.pending_parents = 0
+       WHERE n.workflow_id = f.workflow_id AND n.id = f.id AND n.status::text = 'PENDING' AND n.pending_parents = 0
          AND n.held_by IS NULL
          AND EXISTS (SELECT 1 FROM limits l WHERE l.key = ANY (n.limit_keys || ('capability:' || n.capability)))
       RETURNING n.workflow_id, n.id
@@ -279,7 +279,7 @@ BEGIN
                      SELECT t.workflow_id, t.id FROM jsonb_to_recordset(v_take) AS t(workflow_id uuid, id text)) x
                  ON c.workflow_id = x.workflow_id AND c.id = x.id
               WHERE c.workflow_id IN (SELECT w.id FROM w)
-                AND c.status = 'PENDING' AND c.pending_parents = 0
+                AND c.status::text = 'PENDING' AND c.pending_parents = 0
                 AND (c.held_by IS NULL OR (c.workflow_id, c.id) IN (SELECT t.workflow_id, t.id
                                                                         FROM jsonb_to_recordset(v_take)
                                                                           AS t(workflow_id uuid, id text)))

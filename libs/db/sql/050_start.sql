@@ -37,7 +37,7 @@ BEGIN
                          ORDER BY l.key LIMIT 1)
         FROM unnest(p_workflow_ids, p_node_ids, p_queue_gens) AS r(workflow_id, id, queue_gen),
              workflows wf
-       WHERE n.workflow_id = r.workflow_id AND n.id = r.id AND n.status = 'QUEUED'
+       WHERE n.workflow_id = r.workflow_id AND n.id = r.id AND n.status::text = 'QUEUED'
          AND (r.queue_gen IS NULL OR n.queue_gen = r.queue_gen)
          AND wf.id = n.workflow_id AND NOT trellis_workflow_finished(wf.status)
          AND EXISTS (SELECT 1 FROM limits l
@@ -64,7 +64,8 @@ BEGIN
        SET status = 'RUNNING', attempt = n.attempt + 1, lease = gen_random_uuid(), worker_session = p_worker_session,
            lease_expires_at = NULL, started_at = clock_timestamp(), updated_at = now()
       FROM unnest(p_workflow_ids, p_node_ids, p_queue_gens) WITH ORDINALITY AS r(workflow_id, id, queue_gen, ord)
-     WHERE n.workflow_id = r.workflow_id AND n.id = r.id AND n.status = 'QUEUED'
+     -- status compared as text: see "Plans" in README.md (the primary key, not a status index).
+     WHERE n.workflow_id = r.workflow_id AND n.id = r.id AND n.status::text = 'QUEUED'
        AND (r.queue_gen IS NULL OR n.queue_gen = r.queue_gen)
        AND r.workflow_id IN (SELECT w.id FROM w)
     RETURNING n.*, r.ord

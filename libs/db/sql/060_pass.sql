@@ -49,8 +49,8 @@ BEGIN
            finished_at = now(), updated_at = now()
       FROM unnest(p_workflow_ids, p_node_ids, p_leases, p_outputs) WITH ORDINALITY AS r(workflow_id, id, lease, output, ord)
      WHERE n.workflow_id = r.workflow_id AND n.id = r.id
-       AND ((r.lease IS NOT NULL AND n.lease = r.lease AND n.status = 'RUNNING')
-            OR (r.lease IS NULL AND n.status = 'WAITING' AND n.wait IS NOT NULL))
+       AND ((r.lease IS NOT NULL AND n.lease = r.lease AND n.status::text = 'RUNNING')
+            OR (r.lease IS NULL AND n.status::text = 'WAITING' AND n.wait IS NOT NULL))
     RETURNING n.workflow_id, n.id, n.attempt, n.capability, n.limit_keys, n.started_at,
               CASE WHEN r.lease IS NULL THEN 'WAITING' ELSE 'RUNNING' END AS from_status,
               (SELECT wk.id FROM workers wk WHERE wk.session = p_worker_session) AS worker_id, r.ord

@@ -54,8 +54,8 @@ BEGIN
            WITH ORDINALITY AS r(workflow_id, id, lease, error_kind, message, delay_ms, new_job, ord),
            nodes o
      WHERE n.workflow_id = r.workflow_id AND n.id = r.id
-       AND ((r.lease IS NOT NULL AND n.lease = r.lease AND n.status = 'RUNNING')
-            OR (r.lease IS NULL AND r.delay_ms IS NULL AND n.status = 'WAITING' AND n.wait IS NOT NULL))
+       AND ((r.lease IS NOT NULL AND n.lease = r.lease AND n.status::text = 'RUNNING')
+            OR (r.lease IS NULL AND r.delay_ms IS NULL AND n.status::text = 'WAITING' AND n.wait IS NOT NULL))
        AND o.workflow_id = n.workflow_id AND o.id = n.id
     RETURNING n.workflow_id, n.id, n.attempt, n.capability, n.queue_gen, n.retry_policy, n.status, n.priority,
               n.limit_keys, o.started_at, (SELECT wk.id FROM workers wk WHERE wk.session = o.worker_session) AS worker_id,

@@ -103,7 +103,7 @@ BEGIN
                                       'amount', u.value::float8))
     INTO v_spent
     FROM unnest(p_workflow_ids, p_node_ids, p_leases, p_usages) AS r(workflow_id, node_id, lease, usage)
-    JOIN nodes n ON n.workflow_id = r.workflow_id AND n.id = r.node_id AND n.lease = r.lease AND n.status = 'RUNNING',
+    JOIN nodes n ON n.workflow_id = r.workflow_id AND n.id = r.node_id AND n.lease = r.lease AND n.status::text = 'RUNNING',
          jsonb_each_text(r.usage) AS u
    WHERE r.usage IS NOT NULL AND r.usage <> '{}'::jsonb;
   IF v_spent IS NULL THEN

@@ -40,7 +40,7 @@ BEGIN
     UPDATE nodes n
        SET status = 'PENDING', wake_at = NULL, updated_at = now()
       FROM jsonb_to_recordset(v_due) AS d(workflow_id uuid, id text), workflows wf
-     WHERE n.workflow_id = d.workflow_id AND n.id = d.id AND n.status = 'WAITING' AND n.wait IS NULL
+     WHERE n.workflow_id = d.workflow_id AND n.id = d.id AND n.status::text = 'WAITING' AND n.wait IS NULL
        AND n.wake_at <= clock_timestamp() AND wf.id = n.workflow_id
     RETURNING n.workflow_id, n.id, wf.status AS workflow_status
   )
