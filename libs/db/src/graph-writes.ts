@@ -106,6 +106,12 @@ export async function insertNodes(
              as r(id, name, capability, status, parents, pending, input, retry_policy, timeout_ms, labels, priority,
                   limit_keys, wait, not_before, finished)`);
   }
+  await insertEdges(tx, workflowId, edges);
+  return rows;
+}
+
+/** Inserts edges of a workflow (one array per column, however many: not three parameters an edge). */
+async function insertEdges(tx: Tx, workflowId: string, edges: readonly Omit<NewEdge, "workflowId">[]): Promise<void> {
   for (const chunk of chunks(edges, EDGE_CHUNK)) {
     await tx.execute(sql`
       insert into node_edges (workflow_id, parent_id, child_id)
@@ -114,7 +120,6 @@ export async function insertNodes(
              as e(parent_id, child_id)
       on conflict do nothing`);
   }
-  return rows;
 }
 
 /** The graph of a locked workflow: every node's id, status and parents. */
@@ -189,12 +194,11 @@ export async function applyEditPlan(
       set.status = status;
       if (status !== "PENDING") set.finishedAt = new Date();
       await tx.delete(nodeEdges).where(and(eq(nodeEdges.workflowId, workflowId), eq(nodeEdges.childId, id)));
-      if (fields.parentIds.length > 0) {
-        await tx
-          .insert(nodeEdges)
-          .values(fields.parentIds.map((parentId) => ({ workflowId, parentId, childId: id })))
-          .onConflictDoNothing();
-      }
+      await insertEdges(
+        tx,
+        workflowId,
+        fields.parentIds.map((parentId) => ({ parentId, childId: id })),
+      );
     }
     await tx
       .update(nodes)
