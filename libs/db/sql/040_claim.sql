@@ -113,7 +113,9 @@ BEGIN
     FROM (SELECT n.workflow_id, n.id
             FROM nodes n JOIN workflows w ON w.id = n.workflow_id
            WHERE n.status = 'PENDING' AND n.pending_parents = 0 AND n.held_by IS NULL
-             AND w.status IN ('PENDING', 'RUNNING')
+             -- As text: each node's workflow by primary key, not a scan of every active workflow per node (the
+             -- partial index on active workflows looks as cheap to a generic plan: see "Plans" in README.md).
+             AND w.status::text IN ('PENDING', 'RUNNING')
            LIMIT p_limit) n;
   IF v_limited THEN
     -- Each limit now: room for more holders (null: no cap), tokens in its bucket, throttled until.
