@@ -72,6 +72,7 @@ export async function startWorkerApp(
     concurrency: settings.concurrency,
     resultRetryMs: settings.resultRetryMs,
     heartbeatMs: settings.heartbeatMs,
+    startAfterMs: settings.startAfterMs,
     workerId: settings.workerId,
     hostname: hostname(),
     logger,

@@ -22,6 +22,7 @@ import {
   DEFAULT_CHUNK_MAX_PER_ATTEMPT,
   DEFAULT_CHUNK_RETENTION_MS,
 } from "@trellis/queue";
+import { DEFAULT_START_AFTER_MS } from "./node-runner.js";
 import { type NodeServiceRoute, parseNodeServiceAddress, parseNodeServiceRoutes } from "./node-service-routes.js";
 
 const CAPABILITY = /^[a-z0-9][a-z0-9._-]{0,63}$/;
@@ -80,6 +81,12 @@ export interface WorkerSettings {
    * after WORKER_STALE_MS without one). Each beat also checks that the nodes it runs are still its own. @default 1000
    */
   heartbeatMs: number;
+  /**
+   * How long a call runs before its start (QUEUED -> RUNNING) is written. A call that ends sooner with a success
+   * writes its start and its PASS in one transaction; 0 writes every start before its call. Limited nodes (a key with
+   * a limit) are always started first. @default 200
+   */
+  startAfterMs?: number;
   /** Identity in the worker registry. @default <hostname>-<pid> */
   workerId: string;
   /** Connections of the worker's pool. @default concurrency x capabilities + 2, at most 50 */
@@ -153,6 +160,7 @@ export function readWorkerSettings(env: Env, readFile: ReadSettingFile = readFil
     }),
     resultRetryMs: readInt(env, "RESULT_RETRY_MS", 30_000, { min: 0, max: 3_600_000 }),
     heartbeatMs: readInt(env, "WORKER_HEARTBEAT_MS", 1_000, { min: 100, max: 60_000 }),
+    startAfterMs: readInt(env, "WORKER_START_AFTER_MS", DEFAULT_START_AFTER_MS, { min: 0, max: 60_000 }),
     workerId: readString(env, "WORKER_ID", `${hostname()}-${process.pid}`),
     dbPoolSize: readInt(env, "WORKER_DB_POOL_SIZE", Math.min(50, concurrency * capabilities.length + 2), {
       min: 1,

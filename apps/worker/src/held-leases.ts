@@ -3,6 +3,11 @@ import type { HeldLease } from "@trellis/db";
 /** A running node this process holds, with the means to abort its call. */
 export interface HeldNode extends HeldLease {
   controller: AbortController;
+  /**
+   * Called before its start was written (the lease is empty until it is): the node is QUEUED in PostgreSQL under this
+   * job's generation, so no lease check applies to it.
+   */
+  unstarted?: { queueGen: number } | undefined;
 }
 
 /** The nodes this worker is running right now, keyed by `<workflow>/<node>`. */
@@ -36,6 +41,22 @@ export class HeldLeases {
     if (!node || node.controller.signal.aborted) return false;
     node.controller.abort(new Error(reason));
     return true;
+  }
+
+  /**
+   * Aborts the call of a node called before its start was written, if it is held under that queue generation (its
+   * job was taken off the queue: the node was cancelled or paused); whether it did.
+   */
+  abortUnstarted(workflowId: string, nodeId: string, queueGen: number, reason: string): boolean {
+    const node = this.held.get(`${workflowId}/${nodeId}`);
+    if (!node || node.unstarted?.queueGen !== queueGen || node.controller.signal.aborted) return false;
+    node.controller.abort(new Error(reason));
+    return true;
+  }
+
+  /** Every held node whose start is written (the ones a lease check applies to). */
+  started(): HeldNode[] {
+    return [...this.held.values()].filter((n) => !n.unstarted);
   }
 
   /** Every held node. */

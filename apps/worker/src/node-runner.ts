@@ -1,16 +1,26 @@
-import type { RecordOutcome, ResultToRecord, StartedNode } from "@trellis/db";
+import type { QueuedRead, RecordOutcome, ResultToRecord, StartedNode } from "@trellis/db";
 import { toBinary } from "@bufbuild/protobuf";
 import { type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
 import { ErrorKind } from "@trellis/proto";
 import { type ChunkPublisher, RetryLaterError, queueGenOfJobId, type NodeJobData } from "@trellis/queue";
 import type { Logger } from "pino";
 import { AttemptSpans } from "./attempt-span.js";
-import type { HeldLeases } from "./held-leases.js";
+import type { CallSlots } from "./call-slots.js";
+import type { HeldLeases, HeldNode } from "./held-leases.js";
 import type { WorkerMetrics } from "./metrics.js";
 import { executeNode, type NodeServiceClientFor, type StreamingSupport } from "./node-service-client.js";
 
 /** The reason a call is aborted with when its node is cancelled (NodeWorker's cancellation LISTEN). */
 export const CANCELLED_REASON = "node cancelled";
+
+/**
+ * The reason a call made before its start was written is aborted with when the node is no longer QUEUED under its
+ * job (cancelled, paused, or queued again): NodeWorker's LISTEN on unqueued jobs, or a start that found it so.
+ */
+export const UNQUEUED_REASON = "node no longer queued";
+
+/** How long a call made before its start was written runs before the start is written (WORKER_START_AFTER_MS). */
+export const DEFAULT_START_AFTER_MS = 200;
 
 /** What happened to one job; "recording" means a success whose result is being committed in the background. */
 export type JobOutcome = "dropped" | "passed" | "failed" | "stale" | "recording" | "throttled";
@@ -22,6 +32,14 @@ export interface NodeRunnerDeps {
    * again under a newer generation than the job's.
    */
   startNode: (workflowId: string, nodeId: string, queueGen: number | undefined) => Promise<StartedNode | null>;
+  /**
+   * Reads what calling a QUEUED node needs without starting it (batched by the caller). Without it (or for a job
+   * without a queue generation) every start is written before its call.
+   */
+  readQueued?: (workflowId: string, nodeId: string, queueGen: number) => Promise<QueuedRead>;
+  /** How long a call made before its start was written runs before the start is written. @default 200 */
+  startAfterMs?: number;
+
   /**
    * Records a result under its lease (batched by the caller); with `startLocal`, `started` is the child the PASS
    * started for this worker, if any.
@@ -50,35 +68,126 @@ export interface NodeRunnerDeps {
   defer?: (recording: Promise<void>) => Promise<void>;
 }
 
-/**
- * Runs one job: QUEUED -> RUNNING with a fresh lease, ExecuteNode, then the result recorded under the lease. A node
- * with children asks its PASS to start one of them for this worker (eager local start); that child then runs here,
- * in the same job and concurrency slot, without a queue round trip, and so on down a chain. A retry throws
- * RetryLaterError so BullMQ re-delivers the job after the node's backoff.
- */
-export async function runNodeJob(deps: NodeRunnerDeps, data: NodeJobData, jobId?: string): Promise<JobOutcome> {
-  const started = await deps.startNode(data.workflowId, data.nodeId, queueGenOfJobId(jobId));
-  if (!started) {
-    deps.logger.debug(
-      { workflow_id: data.workflowId, node_id: data.nodeId },
-      "job dropped: its node is no longer QUEUED",
-    );
-    return "dropped";
-  }
-  // The job's own node's outcome decides the job's (a retry of it throws); a locally started child that fails or
-  // retries does so through PostgreSQL and its own new job, not through this one.
-  const own = await runStartedNode(deps, started, true);
-  for (let next = own.next; next; ) next = (await runStartedNode(deps, next, false)).next;
-  return own.outcome;
+/** A node to run: started (its lease written), or `unstarted`, read before its start was written. */
+interface Runnable {
+  started: StartedNode;
+  /** The job's queue generation, under which the node was read QUEUED; its start is not written yet. */
+  unstarted?: { queueGen: number };
 }
 
-/** Runs a started node to its recorded result; returns the child started locally for this worker, if any. */
+/**
+ * Runs one job: the node's call, then its result recorded under its lease. An unlimited node is called before its
+ * start is written: a success within `startAfterMs` writes QUEUED -> RUNNING and the PASS in one transaction; a
+ * longer call, or any other result, writes the start first (the job's queue generation fences it). A limited node is
+ * started (QUEUED -> RUNNING with a fresh lease) before its call. A node with children asks its PASS to start one of
+ * them for this worker (eager local start); that child then runs here, in the same job and concurrency slot, without
+ * a queue round trip, and so on down a chain. A retry throws RetryLaterError so BullMQ re-delivers the job after the
+ * node's backoff.
+ */
+export async function runNodeJob(
+  deps: NodeRunnerDeps,
+  data: NodeJobData,
+  jobId?: string,
+  slots?: CallSlots,
+): Promise<JobOutcome> {
+  // A call slot (WORKER_CONCURRENCY of the capability) from before the node is read or started until its call ends,
+  // or, when its PASS starts a child here, until that child's call ends, and so on down a chain: a job recording a
+  // result holds none, so another may call meanwhile.
+  const releaseSlot = (await slots?.acquire()) ?? (() => undefined);
+  try {
+    const first = await firstOf(deps, data, queueGenOfJobId(jobId));
+    if (!first) {
+      deps.logger.debug(
+        { workflow_id: data.workflowId, node_id: data.nodeId },
+        "job dropped: its node is no longer QUEUED",
+      );
+      return "dropped";
+    }
+    // The job's own node's outcome decides the job's (a retry of it throws); a locally started child that fails or
+    // retries does so through PostgreSQL and its own new job, not through this one.
+    const own = await runStartedNode(deps, first, true, releaseSlot);
+    for (let next = own.next; next; ) next = (await runStartedNode(deps, { started: next }, false, releaseSlot)).next;
+    return own.outcome;
+  } finally {
+    releaseSlot();
+  }
+}
+
+/** The job's node read for its call (start not written yet) or started; null when it is no longer QUEUED. */
+async function firstOf(
+  deps: NodeRunnerDeps,
+  data: NodeJobData,
+  queueGen: number | undefined,
+): Promise<Runnable | null> {
+  if (deps.readQueued && queueGen !== undefined) {
+    const read = await deps.readQueued(data.workflowId, data.nodeId, queueGen);
+    if (read === null) return null;
+    if (read.kind === "call") return { started: read.node, unstarted: { queueGen } };
+  }
+  const started = await deps.startNode(data.workflowId, data.nodeId, queueGen);
+  return started ? { started } : null;
+}
+
+/**
+ * The start of a node called before it was written: written once the call outlasts `startAfterMs` (GetNode and
+ * watchers then see it RUNNING, and the worker's liveness covers it), or before a result that is not a plain success
+ * is recorded. A start that finds the node no longer QUEUED under the job aborts the call.
+ */
+class LateStart {
+  readonly startedAt = new Date();
+  private written: Promise<StartedNode | null> | null = null;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(
+    private readonly deps: NodeRunnerDeps,
+    private readonly held: HeldNode,
+    private readonly queueGen: number,
+    log: Logger,
+  ) {
+    this.timer = setTimeout(() => {
+      this.write().catch((error: unknown) => log.warn({ err: error }, "writing a running call's start failed"));
+    }, deps.startAfterMs ?? DEFAULT_START_AFTER_MS);
+  }
+
+  /** Whether the start is still unwritten (and not being written): the result may carry it. */
+  get pending(): boolean {
+    return this.written === null;
+  }
+
+  /** Writes the start (once; again after a failure); null when the node was no longer QUEUED under the job. */
+  write(): Promise<StartedNode | null> {
+    clearTimeout(this.timer);
+    this.written ??= this.deps.startNode(this.held.workflowId, this.held.nodeId, this.queueGen).then(
+      (started) => {
+        if (started) {
+          this.held.lease = started.lease;
+          this.held.unstarted = undefined;
+        } else this.held.controller.abort(new Error(UNQUEUED_REASON));
+        return started;
+      },
+      (error: unknown) => {
+        this.written = null;
+        throw error;
+      },
+    );
+    return this.written;
+  }
+
+  /** Leaves the start unwritten (the result carries it, or there is none to write). */
+  cancel(): void {
+    clearTimeout(this.timer);
+  }
+}
+
+/** Runs a node to its recorded result; returns the child started locally for this worker, if any. */
 async function runStartedNode(
   deps: NodeRunnerDeps,
-  started: StartedNode,
+  runnable: Runnable,
   ownJob: boolean,
+  releaseSlot: () => void,
 ): Promise<{ outcome: JobOutcome; next: StartedNode | null }> {
   const { held, metrics } = deps;
+  const { started, unstarted } = runnable;
   const workflowId = started.node.workflowId;
   const nodeId = started.node.id;
   const capability = started.node.capability;
@@ -87,8 +196,9 @@ async function runStartedNode(
     metrics?.queueWaitSeconds.observe({ capability }, Math.max(0, Date.now() - started.queuedAt.getTime()) / 1000);
   }
   const controller = new AbortController();
-  const lease = { workflowId, nodeId, lease: started.lease, controller };
+  const lease: HeldNode = { workflowId, nodeId, lease: started.lease, controller, unstarted };
   held.add(lease);
+  const late = unstarted ? new LateStart(deps, lease, unstarted.queueGen, log) : null;
   // Tracing on: the attempt's spans (queued, the call, the recording) in its workflow's trace; off: nothing.
   const spans = AttemptSpans.start(started);
   const record: NodeRunnerDeps["recordResult"] = spans
@@ -131,6 +241,10 @@ async function runStartedNode(
     }
     endTimer?.();
     const startLocal = result.kind === "success" && started.hasChildren && (deps.startsLocally?.() ?? false);
+    // A success's slot is free once its call ends (its recording only waits for PostgreSQL). Kept: while a child may
+    // be started here next (until the chain ends), and through a failure's recording, so that the next call sees
+    // what it records (a THROTTLED answer's pause above all).
+    if (result.kind === "success" && !startLocal) releaseSlot();
     const item: ResultToRecord = {
       workflowId,
       nodeId,
@@ -139,7 +253,24 @@ async function runStartedNode(
       startLocal,
       startedLocally: !ownJob,
     };
-    if (result.kind === "success" && deps.defer && !startLocal) {
+    if (late && unstarted) {
+      if (late.pending && result.kind === "success" && result.edits.length === 0) {
+        // The start goes with the PASS, in one transaction.
+        late.cancel();
+        item.unstarted = { queueGen: unstarted.queueGen, startedAt: late.startedAt };
+      } else {
+        const written = await late.write();
+        if (!written) {
+          await logStale(deps, lease, log);
+          return { outcome: "stale", next: null };
+        }
+        item.lease = written.lease;
+      }
+    }
+    // A result recorded with its start is not deferred: until it commits the node is QUEUED under this job, which
+    // must stay active (BullMQ gives a dead worker's active jobs to others; the reconciler re-adds a QUEUED node's
+    // completed one).
+    if (result.kind === "success" && deps.defer && !startLocal && !item.unstarted) {
       // Safe to finish the job first: until the result commits the node is RUNNING under this worker's session,
       // and if this process dies the session lapses and the node runs again (at-least-once).
       const recording = record(item)
@@ -162,6 +293,7 @@ async function runStartedNode(
     spans?.end({ error });
     throw error;
   } finally {
+    late?.cancel();
     if (!deferred) held.delete(lease);
   }
 }
@@ -180,8 +312,9 @@ function countUsage(
 }
 
 /**
- * Logs a result refused because the node's lease was lost: at debug when the node was cancelled (its CANCELLED event
- * is the line that says so), at warn otherwise (re-queued or taken over: this worker's session lapsed).
+ * Logs a result refused because the node's lease was lost: at debug when the node was cancelled or taken off its
+ * queue (its event is the line that says so), at warn otherwise (re-queued or taken over: this worker's session
+ * lapsed).
  */
 async function logStale(
   deps: NodeRunnerDeps,
@@ -189,7 +322,8 @@ async function logStale(
   log: Logger,
 ): Promise<void> {
   const reason: unknown = lease.controller.signal.reason;
-  let cancelled = reason instanceof Error && reason.message === CANCELLED_REASON;
+  let cancelled =
+    reason instanceof Error && (reason.message === CANCELLED_REASON || reason.message === UNQUEUED_REASON);
   if (!cancelled && deps.wasCancelled) {
     cancelled = await deps.wasCancelled(lease.workflowId, lease.nodeId).catch(() => false);
   }

@@ -2,6 +2,7 @@ import { Worker } from "bullmq";
 import {
   CHANNELS,
   PgListener,
+  parseUnqueuedJobs,
   type QueuedNode,
   type ResultToRecord,
   type StartRequest,
@@ -13,14 +14,22 @@ import {
   NodeQueues,
   nodeBackoffStrategy,
   type NodeJobData,
+  parseJobId,
   type RedisConnection,
 } from "@trellis/queue";
 import { NodeStatus } from "@trellis/proto";
 import type { Logger } from "pino";
 import { Batcher } from "./batcher.js";
+import { CallSlots } from "./call-slots.js";
 import { HeldLeases } from "./held-leases.js";
 import type { WorkerMetrics } from "./metrics.js";
-import { CANCELLED_REASON, type NodeRunnerDeps, runNodeJob } from "./node-runner.js";
+import {
+  CANCELLED_REASON,
+  DEFAULT_START_AFTER_MS,
+  type NodeRunnerDeps,
+  UNQUEUED_REASON,
+  runNodeJob,
+} from "./node-runner.js";
 import { recordWithRetry } from "./record-retry.js";
 import { type NodeServiceClient, type NodeServiceClientFor, StreamingSupport } from "./node-service-client.js";
 
@@ -43,6 +52,11 @@ export interface NodeWorkerOptions {
   resultRetryMs: number;
   /** Heartbeat period (the worker's liveness, and the check that its nodes are still its own). */
   heartbeatMs: number;
+  /**
+   * How long a call runs before its start is written (WORKER_START_AFTER_MS); a success sooner writes its start with
+   * its PASS. 0: every start is written before its call. @default 200
+   */
+  startAfterMs?: number;
   workerId: string;
   hostname: string;
   logger: Logger;
@@ -72,9 +86,12 @@ export class NodeWorker {
   private readonly queues: NodeQueues;
   private readonly recordings = new Set<Promise<void>>();
   private readonly enqueues = new Set<Promise<void>>();
+  /** WORKER_CONCURRENCY NodeService calls at once per capability. */
+  private readonly callSlots: Map<string, CallSlots>;
 
   constructor(private readonly options: NodeWorkerOptions) {
     this.queues = new NodeQueues(options.connection, options.queuePrefix);
+    this.callSlots = new Map(options.capabilities.map((c) => [c, new CallSlots(options.concurrency)]));
   }
 
   /** The worker's current session (empty before start). */
@@ -89,10 +106,12 @@ export class NodeWorker {
     if (o.databaseUrl) {
       this.listener = new PgListener({
         databaseUrl: o.databaseUrl,
-        channels: [CHANNELS.cancel],
+        channels: [CHANNELS.cancel, CHANNELS.unqueued],
         onError: (e) => o.logger.warn({ err: e }, "cancellation LISTEN lost; reconnecting"),
       });
-      this.listener.on("notification", (_channel, payload) => this.onCancel(payload));
+      this.listener.on("notification", (channel, payload) =>
+        channel === CHANNELS.unqueued ? this.onUnqueued(payload) : this.onCancel(payload),
+      );
       await this.listener.start();
     }
     this.heartbeat = setInterval(() => {
@@ -100,6 +119,8 @@ export class NodeWorker {
     }, o.heartbeatMs);
     // Concurrent jobs share transactions: one commit for every start (or result) that arrives together.
     const starts = new Batcher((items: StartRequest[]) => o.stateManager.startNodes(items, this.session));
+    const reads = new Batcher((items: StartRequest[]) => o.stateManager.readQueued(items));
+    const startAfterMs = o.startAfterMs ?? DEFAULT_START_AFTER_MS;
     // Children a PASS makes ready are queued in the result's transaction and enqueued here right after commit
     // (eager dispatch); should this process die in between, the reconciler re-adds their jobs. A result that asks
     // gets one ready child of its own capability started for it in the same transaction instead.
@@ -116,6 +137,11 @@ export class NodeWorker {
     const deps: NodeRunnerDeps = {
       startNode: (workflowId: string, nodeId: string, queueGen: number | undefined) =>
         starts.run({ workflowId, nodeId, queueGen }),
+      readQueued:
+        startAfterMs > 0
+          ? (workflowId: string, nodeId: string, queueGen: number) => reads.run({ workflowId, nodeId, queueGen })
+          : undefined,
+      startAfterMs,
       // A result waits out a short PostgreSQL outage instead of costing the attempt.
       recordResult: (item: ResultToRecord) => recordWithRetry(() => results.run(item), o.resultRetryMs, o.logger),
       // A chain goes on in the same job (and slot) unless this worker is shutting down.
@@ -134,16 +160,18 @@ export class NodeWorker {
     for (const capability of o.capabilities) {
       const worker = new Worker<NodeJobData>(
         this.queues.nameOf(capability),
-        async (job) => runNodeJob(deps, job.data, job.id),
+        async (job) => runNodeJob(deps, job.data, job.id, this.callSlots.get(capability)),
         {
           connection: o.connection,
           prefix: o.queuePrefix,
-          concurrency: o.concurrency,
-          // A dead worker's active jobs go back to their queue (and are dropped there: their node has moved on to a
-          // new job once the worker's session lapsed) within a few heartbeats, not BullMQ's default 30 s, so the queue
-          // soon agrees with PostgreSQL again. BullMQ renews the lock in Redis; PostgreSQL sees nothing of it.
-          lockDuration: Math.max(1_000, 10 * o.heartbeatMs),
-          stalledInterval: Math.max(1_000, 10 * o.heartbeatMs),
+          // Twice the calls: a job whose call has ended stays active until its result commits (callSlots).
+          concurrency: 2 * o.concurrency,
+          // A dead worker's active jobs go back to their queue within a few heartbeats (lock + 2 checks: 8 s at the
+          // default 1 s), not BullMQ's default 30 s: a node it was calling before writing its start is QUEUED under
+          // that job, which then runs it again; a started node's job is dropped there (the node moved on to a new job
+          // once the worker's session lapsed). BullMQ renews the lock in Redis; PostgreSQL sees nothing of it.
+          lockDuration: Math.max(1_000, 4 * o.heartbeatMs),
+          stalledInterval: Math.max(1_000, 4 * o.heartbeatMs),
           settings: {
             backoffStrategy: (attemptsMade, type, err, job) =>
               type === NODE_BACKOFF_TYPE ? nodeBackoffStrategy(attemptsMade, type, err, job) : 1_000,
@@ -193,6 +221,26 @@ export class NodeWorker {
     while (this.recordings.size > limit) await Promise.race(this.recordings);
   }
 
+  /**
+   * Jobs taken off their queues (the nodes were cancelled or paused while QUEUED): aborts the calls this worker
+   * makes of those nodes before writing their starts.
+   */
+  private onUnqueued(payload: string): void {
+    const unqueued = parseUnqueuedJobs(payload);
+    if (!unqueued) {
+      this.options.logger.warn({ payload }, "ignored a malformed unqueued notification");
+      return;
+    }
+    let aborted = 0;
+    for (const job of unqueued.jobs) {
+      const id = parseJobId(job.jobId);
+      if (id && this.held.abortUnstarted(id.workflowId, id.nodeId, id.queueGen, UNQUEUED_REASON)) aborted++;
+    }
+    if (aborted > 0) {
+      this.options.logger.debug({ workflow_id: unqueued.workflowId, aborted }, "aborted calls of unqueued nodes");
+    }
+  }
+
   private onCancel(payload: string): void {
     try {
       const { workflowId, nodeIds } = JSON.parse(payload) as { workflowId: string; nodeIds: string[] };
@@ -215,11 +263,12 @@ export class NodeWorker {
     try {
       if (!(await o.stateManager.heartbeatWorker(o.workerId, this.session))) {
         o.logger.warn({ worker_id: o.workerId, held: this.held.size }, "worker session lapsed; registering again");
-        for (const h of this.held.all()) h.controller.abort(new Error("worker session lapsed"));
+        // Nodes called before their start was written are still QUEUED under their jobs: not the session's.
+        for (const h of this.held.started()) h.controller.abort(new Error("worker session lapsed"));
         this.session = await o.stateManager.registerWorker(o.workerId, o.capabilities, o.hostname);
         return;
       }
-      const held = this.held.all();
+      const held = this.held.started();
       if (held.length > 0) {
         for (const l of await o.stateManager.lostLeases(held)) this.held.abortLease(l, "lease lost");
       }

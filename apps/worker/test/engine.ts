@@ -24,6 +24,8 @@ export interface StartWorkerOptions {
   concurrency?: number;
   /** Another NodeService than the engine's. */
   nodeServiceAddr?: string;
+  /** WORKER_START_AFTER_MS. @default the worker's default */
+  startAfterMs?: number;
   /** Publish output chunks (to the engine's Redis unless `redisUrl`), with these bounds. */
   chunks?: { redisUrl?: string; maxPerAttempt?: number; maxBytesPerAttempt?: number; retentionMs?: number };
 }
@@ -99,6 +101,7 @@ export async function startTestEngine(
         concurrency: workerOpts.concurrency ?? 8,
         resultRetryMs: 30_000,
         heartbeatMs: 200,
+        startAfterMs: workerOpts.startAfterMs,
         workerId: `${hostname()}-${Math.random().toString(36).slice(2, 8)}`,
         hostname: hostname(),
         logger,

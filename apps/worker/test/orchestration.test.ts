@@ -263,6 +263,10 @@ describe("a workflow runs to its end through the queues and the NodeService", ()
       nodes: [node("first"), node("second", ["first"])],
     });
     await waitFor(() => callsFor(workflow.id).length === 1, { description: "first call" });
+    // A call's start is written once it has run WORKER_START_AFTER_MS: from then on it is RUNNING, and finishes.
+    await waitFor(async () => (await engine.stateManager.getNode(workflow.id, "first")).status === NodeStatus.RUNNING, {
+      description: "first RUNNING",
+    });
     await engine.stateManager.updateWorkflow(workflow.id, { action: WorkflowAction.PAUSE });
     release();
     await waitFor(async () => (await engine.stateManager.getNode(workflow.id, "first")).status === NodeStatus.PASS);

@@ -5,3 +5,5 @@ DROP FUNCTION IF EXISTS trellis_pass_nodes(uuid[], text[], uuid[], jsonb[], bool
 DROP FUNCTION IF EXISTS trellis_start_locked(uuid[], text[], integer[], uuid, boolean);
 DROP FUNCTION IF EXISTS trellis_pass_nodes(uuid[], text[], uuid[], jsonb[], boolean, boolean[], uuid, text[]);
 DROP FUNCTION IF EXISTS trellis_record_errors(uuid[], text[], uuid[], text[], text[], integer[], boolean[]);
+DROP FUNCTION IF EXISTS trellis_start_locked(uuid[], text[], integer[], uuid, boolean, jsonb);
+DROP FUNCTION IF EXISTS trellis_pass_nodes(uuid[], text[], uuid[], jsonb[], boolean, boolean[], uuid, text[], jsonb[]);

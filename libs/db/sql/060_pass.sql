@@ -1,7 +1,9 @@
 -- RUNNING -> PASS: the one implementation of a node's success, for a batch of results (with or without edits: a
 -- result's edits are applied first, in the same transaction, by the caller). Under their leases, with everything
 -- that follows in the same transaction. A null lease completes a WAITING node with `wait` instead (WAITING -> PASS:
--- a signal, or its timeout with its timeout_output; its attempt counts one):
+-- a signal, or its timeout with its timeout_output; its attempt counts one). A null lease with a p_queue_gens entry
+-- is the result of a call a worker made before writing its start (trellis_read_queued): QUEUED -> RUNNING is
+-- written first (trellis_start_locked, started at its p_started_ats entry), then the PASS:
 -- - what the attempts spent, first (p_usages, trellis_record_usage: the workflow's usage, usage-counted rate limits,
 --   and a budget reached pauses the workflow before anything is dispatched);
 -- - the attempts' endings (node_attempts);
@@ -17,12 +19,13 @@
 -- Locks the workflows in id order (a no-op when the caller's transaction already holds them). Returns 'pass'
 -- {workflow_id, id, attempt, capability} per node passed (the others were stale), 'queued' {workflow_id, id,
 -- capability, status, queue_gen, retry_policy} per child to enqueue, 'local' {workflow_id, id, parent_id} per
--- child started locally and the passed node it was started for, 'node' per child started locally (as trellis_start_locked), 'ready' {workflow_id} per workflow with a
--- ready child left to the scheduler, and the rows of trellis_write_events. Commits synchronously: its caller sends
+-- child started locally and the passed node it was started for, 'node' per child started locally (as
+-- trellis_start_locked), 'ready' {workflow_id} per workflow with a ready child left to the scheduler, and the rows of trellis_write_events. Commits synchronously: its caller sends
 -- the event notifications after commit.
 CREATE OR REPLACE FUNCTION trellis_pass_nodes(
   p_workflow_ids uuid[], p_node_ids text[], p_leases uuid[], p_outputs jsonb[], p_dispatch boolean,
-  p_start_local boolean[], p_worker_session uuid, p_capabilities text[], p_usages jsonb[] DEFAULT NULL
+  p_start_local boolean[], p_worker_session uuid, p_capabilities text[], p_usages jsonb[] DEFAULT NULL,
+  p_queue_gens integer[] DEFAULT NULL, p_started_ats timestamptz[] DEFAULT NULL
 )
 RETURNS TABLE (kind text, body jsonb)
 LANGUAGE plpgsql
@@ -34,12 +37,52 @@ DECLARE
   v_local_wf uuid[];
   v_local_ids text[];
   v_limited boolean;
+  v_leases uuid[] := p_leases;
+  v_unstarted jsonb;
+  v_row record;
+  v_started jsonb := '{}'::jsonb;
 BEGIN
   PERFORM 1 FROM workflows WHERE id = ANY (p_workflow_ids) ORDER BY id FOR UPDATE;
   v_limited := EXISTS (SELECT 1 FROM limits);
+  -- Results of calls made before their start was written (a null lease with a queue generation): the start first,
+  -- its one implementation and its events, then these PASSes under the leases it gave. A node no longer QUEUED under
+  -- that generation is not started, and its result is stale (a lease that matches nothing).
+  IF p_queue_gens IS NOT NULL AND EXISTS (SELECT 1 FROM unnest(p_leases, p_queue_gens) AS u(lease, queue_gen)
+                                           WHERE u.lease IS NULL AND u.queue_gen IS NOT NULL) THEN
+    SELECT jsonb_agg(jsonb_build_object('workflow_id', u.workflow_id, 'id', u.id, 'queue_gen', u.queue_gen,
+                                        'started_at', u.started_at) ORDER BY u.ord)
+      INTO v_unstarted
+      FROM unnest(p_workflow_ids, p_node_ids, p_leases, p_queue_gens, p_started_ats)
+             WITH ORDINALITY AS u(workflow_id, id, lease, queue_gen, started_at, ord)
+     WHERE u.lease IS NULL AND u.queue_gen IS NOT NULL;
+    FOR v_row IN
+      SELECT x.kind, x.body
+        FROM trellis_start_locked(
+               ARRAY(SELECT (e ->> 'workflow_id')::uuid FROM jsonb_array_elements(v_unstarted) AS e),
+               ARRAY(SELECT e ->> 'id' FROM jsonb_array_elements(v_unstarted) AS e),
+               ARRAY(SELECT (e ->> 'queue_gen')::integer FROM jsonb_array_elements(v_unstarted) AS e),
+               p_worker_session, false, '[]'::jsonb,
+               ARRAY(SELECT (e ->> 'started_at')::timestamptz FROM jsonb_array_elements(v_unstarted) AS e),
+               false) AS x
+    LOOP
+      IF v_row.kind = 'started' THEN
+        v_started := v_started || jsonb_build_object((v_row.body ->> 'workflow_id') || '/' || (v_row.body ->> 'id'),
+                                                     v_row.body -> 'lease');
+      ELSE
+        kind := v_row.kind;
+        body := v_row.body;
+        RETURN NEXT;
+      END IF;
+    END LOOP;
+    SELECT array_agg(CASE WHEN u.lease IS NULL AND u.queue_gen IS NOT NULL
+                          THEN coalesce((v_started ->> (u.workflow_id || '/' || u.id))::uuid, gen_random_uuid())
+                          ELSE u.lease END ORDER BY u.ord)
+      INTO v_leases
+      FROM unnest(p_workflow_ids, p_node_ids, p_leases, p_queue_gens) WITH ORDINALITY AS u(workflow_id, id, lease, queue_gen, ord);
+  END IF;
   IF p_usages IS NOT NULL THEN
     RETURN QUERY
-    SELECT x.kind, x.body FROM trellis_record_usage(p_workflow_ids, p_node_ids, p_leases, p_usages) AS x;
+    SELECT x.kind, x.body FROM trellis_record_usage(p_workflow_ids, p_node_ids, v_leases, p_usages) AS x;
   END IF;
   -- A passing node is never a child of another in the batch: a child cannot run before its parents passed.
   WITH passed AS (
@@ -47,7 +90,7 @@ BEGIN
        SET status = 'PASS', output = r.output, error_kind = NULL, error_message = NULL, lease = NULL,
            worker_session = NULL, lease_expires_at = NULL, wake_at = NULL, attempt = n.attempt + (r.lease IS NULL)::int,
            finished_at = now(), updated_at = now()
-      FROM unnest(p_workflow_ids, p_node_ids, p_leases, p_outputs) WITH ORDINALITY AS r(workflow_id, id, lease, output, ord)
+      FROM unnest(p_workflow_ids, p_node_ids, v_leases, p_outputs) WITH ORDINALITY AS r(workflow_id, id, lease, output, ord)
      WHERE n.workflow_id = r.workflow_id AND n.id = r.id
        AND ((r.lease IS NOT NULL AND n.lease = r.lease AND n.status::text = 'RUNNING')
             OR (r.lease IS NULL AND n.status::text = 'WAITING' AND n.wait IS NOT NULL))

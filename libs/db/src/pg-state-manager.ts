@@ -23,6 +23,7 @@ import type {
   RecordedResults,
   ResultToRecord,
   ScheduleTicks,
+  QueuedRead,
   StartRequest,
   StartedNode,
   StateManager,
@@ -200,6 +201,10 @@ export class PgStateManager implements StateManager {
 
   startNodes(requests: readonly StartRequest[], workerSession: string | null = null): Promise<(StartedNode | null)[]> {
     return this.worker.startNodes(requests, workerSession);
+  }
+
+  readQueued(requests: readonly StartRequest[]): Promise<QueuedRead[]> {
+    return this.worker.readQueued(requests);
   }
 
   async recordResult(workflowId: string, nodeId: string, lease: string, result: NodeResult): Promise<RecordOutcome> {

@@ -188,6 +188,12 @@ export interface ResultToRecord {
    */
   startLocal?: boolean;
   /**
+   * The call was made before the node's start was written (readQueued): `lease` is ignored, and a success without
+   * edits records QUEUED -> RUNNING (started at `startedAt`) and the PASS in one transaction, if the node is still
+   * QUEUED under `queueGen` (else the result is stale). Any other result must be recorded after a start.
+   */
+  unstarted?: { queueGen: number; startedAt: Date };
+  /**
    * The attempt was started locally by a parent's PASS and has no job of its own: a retry then gets a new job
    * (returned in RecordedResults.dispatched, with its delay) instead of BullMQ re-delivering one. @default false
    */
@@ -214,6 +220,14 @@ export interface RecordedResults {
   /** Per item: the child started for the recording worker (`startLocal`), else null. */
   started: (StartedNode | null)[];
 }
+
+/**
+ * What readQueued found for a request: `call`, a node QUEUED under the request's generation, as its call would see it
+ * once started (status RUNNING, the next attempt, no lease yet: `lease` is empty); `start`, a node that must be
+ * started before it is called (one of its keys has a limit); null, nothing to run (not QUEUED under that generation,
+ * or its workflow finished).
+ */
+export type QueuedRead = { kind: "call"; node: StartedNode } | { kind: "start" } | null;
 
 /** A node to start, for startNodes. */
 export interface StartRequest {
@@ -316,6 +330,12 @@ export interface StateManager {
   startNode(workflowId: string, nodeId: string, workerSession?: string | null): Promise<StartedNode | null>;
   /** Starts many nodes in one transaction; each entry is null when its node was no longer QUEUED. */
   startNodes(requests: readonly StartRequest[], workerSession?: string | null): Promise<(StartedNode | null)[]>;
+  /**
+   * Reads what calling QUEUED nodes needs without starting them (writes nothing): their start is then recorded with
+   * their result (ResultToRecord.unstarted), or written by startNodes if the call lasts or fails. Requests without a
+   * queue generation get `start`.
+   */
+  readQueued(requests: readonly StartRequest[]): Promise<QueuedRead[]>;
   /** Records an attempt's result if `lease` is still held. */
   recordResult(workflowId: string, nodeId: string, lease: string, result: NodeResult): Promise<RecordOutcome>;
   /** Records many results in one transaction (one commit); outcomes in the order given. */

@@ -1,6 +1,6 @@
 import { and, eq, sql } from "drizzle-orm";
 import { fromJson, type JsonObject } from "@bufbuild/protobuf";
-import { ValueSchema } from "@bufbuild/protobuf/wkt";
+import { ValueSchema, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import {
   TrellisError,
   decideRetry,
@@ -10,7 +10,7 @@ import {
   type RetryDecision,
   type WorkflowLimits,
 } from "@trellis/core";
-import { ErrorKind } from "@trellis/proto";
+import { ErrorKind, NodeStatus } from "@trellis/proto";
 import { applyEditPlan, loadGraph } from "./graph-writes.js";
 import {
   errorKindToName,
@@ -28,6 +28,7 @@ import { workers } from "./schema.js";
 import type {
   HeldLease,
   QueuedNode,
+  QueuedRead,
   RecordOptions,
   RecordOutcome,
   RecordedResults,
@@ -133,6 +134,20 @@ function startedNodeOf(body: Record<string, unknown>): StartedNode {
     traceParent: typeof body.trace_parent === "string" ? body.trace_parent : null,
     hasChildren: body.has_children === true,
   };
+}
+
+/**
+ * A QUEUED node as trellis_read_queued returns it ('node' rows), as its call sees it once started: RUNNING, the
+ * next attempt, started now; no lease until the start is written.
+ */
+function unstartedNodeOf(body: Record<string, unknown>): StartedNode {
+  const started = startedNodeOf({ ...body, node: { ...(body.node as Record<string, unknown>), lease: "" } });
+  const now = new Date();
+  started.attempt += 1;
+  started.node.attempt = started.attempt;
+  started.node.status = NodeStatus.RUNNING;
+  started.node.startedAt = timestampFromDate(now);
+  return started;
 }
 
 /** A result's output as the JSON text of a jsonb parameter (null for none). */
@@ -266,6 +281,31 @@ export class WorkerStore {
     });
   }
 
+  /** What calling QUEUED nodes needs, read without starting them (trellis_read_queued). */
+  async readQueued(requests: readonly StartRequest[]): Promise<QueuedRead[]> {
+    const read = requests.filter((r) => r.queueGen !== undefined && r.queueGen !== null);
+    if (read.length === 0) return requests.map(() => ({ kind: "start" }));
+    const { rows } = await this.transactions.db.execute<FunctionRow>(sql`
+      select kind, body from trellis_read_queued(${sql.param(read.map((r) => r.workflowId))}::uuid[],
+                                                 ${sql.param(read.map((r) => r.nodeId))}::text[],
+                                                 ${sql.param(read.map((r) => r.queueGen))}::integer[])`);
+    const found = new Map<string, QueuedRead>();
+    for (const { kind, body } of rows) {
+      if (kind === "start") found.set(`${String(body.workflow_id)}/${String(body.id)}`, { kind: "start" });
+      else if (kind === "node") {
+        const node = unstartedNodeOf(body);
+        found.set(`${node.node.workflowId}/${node.node.id}`, { kind: "call", node });
+      }
+    }
+    return requests.map((r) => {
+      if (r.queueGen === undefined || r.queueGen === null) return { kind: "start" };
+      const read = found.get(keyOf(r)) ?? null;
+      // A node asked for twice is read for the first request only (the other job is a duplicate).
+      found.delete(keyOf(r));
+      return read;
+    });
+  }
+
   /**
    * Records results under their leases, in one transaction (one commit). Successes go through trellis_pass_nodes
    * (after their edits, when they carry any), failed attempts through trellis_record_errors: whatever the mix, each
@@ -296,6 +336,9 @@ export class WorkerStore {
     const successes: ResultToRecord[] = [];
     const seen = new Set<string>();
     for (const item of items) {
+      if (item.unstarted && (item.result.kind !== "success" || item.result.edits.length > 0)) {
+        throw new Error(`${keyOf(item)}: only a success without edits is recorded with its start`);
+      }
       // A node given twice in one batch is recorded once; the later item is stale.
       if (seen.has(keyOf(item)) || !changesOf.has(item.workflowId)) continue;
       seen.add(keyOf(item));
@@ -369,16 +412,20 @@ export class WorkerStore {
   }
 
   private passStatement(items: readonly ResultToRecord[], options: RecordOptions) {
+    // Null unless a result records its start too: the function then skips that part.
+    const unstarted = items.some((i) => i.unstarted);
     return sql`
       select kind, body from trellis_pass_nodes(${sql.param(items.map((i) => i.workflowId))}::uuid[],
                                                 ${sql.param(items.map((i) => i.nodeId))}::text[],
-                                                ${sql.param(items.map((i) => i.lease))}::uuid[],
+                                                ${sql.param(items.map((i) => (i.unstarted ? null : i.lease)))}::uuid[],
                                                 ${sql.param(items.map(outputJson))}::jsonb[],
                                                 ${options.dispatch ?? false},
                                                 ${sql.param(items.map((i) => i.startLocal === true))}::boolean[],
                                                 ${options.workerSession ?? null}::uuid,
                                                 ${sql.param([...(options.capabilities ?? [])])}::text[],
-                                                ${sql.param(usagesJson(items.map((i) => i.result.usage)))}::jsonb[])`;
+                                                ${sql.param(usagesJson(items.map((i) => i.result.usage)))}::jsonb[],
+                                                ${sql.param(unstarted ? items.map((i) => i.unstarted?.queueGen ?? null) : null)}::integer[],
+                                                ${sql.param(unstarted ? items.map((i) => i.unstarted?.startedAt.toISOString() ?? null) : null)}::timestamptz[])`;
   }
 
   /** One outcome per item from the rows of the functions, plus the nodes dispatched and started locally. */
