@@ -1,6 +1,7 @@
 import { create, fromJson } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import { EditType, ErrorKind, NodeEditSchema, NodeSchema, type Node } from "@trellis/proto";
+import { queueGenOfJobId } from "@trellis/queue";
 import { createTestDatabase, type TestDatabase } from "@trellis/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PgStateManager, type ResultToRecord } from "../src/index.js";
@@ -126,6 +127,64 @@ describe("recording results", () => {
       planner: "PASS",
       skipped: "SKIPPED",
     });
+  });
+
+  it("writes the same rows and events for a success recorded with its start as for a start, then a PASS", async () => {
+    const session = await sm.registerWorker("parity-worker", ["echo"], "localhost");
+    const successes = Object.entries(RESULTS).filter(([, r]) => r.kind === "success" && r.edits.length === 0);
+    const queued = async (name: string) => {
+      const { workflow } = await sm.createWorkflow({ name, nodes: GRAPH });
+      const claimed = (await sm.claimReadyNodes(1_000)).filter((n) => n.workflowId === workflow.id);
+      return { id: workflow.id, genOf: new Map(claimed.map((n) => [n.nodeId, queueGenOfJobId(n.jobId)!])) };
+    };
+    // Started first (its own transaction), then passed.
+    const separate = await queued("separate");
+    const started = await sm.startNodes(
+      successes.map(([nodeId]) => ({ workflowId: separate.id, nodeId, queueGen: separate.genOf.get(nodeId) })),
+      session,
+    );
+    await sm.recordResults(
+      successes.map(([nodeId, result], i) => ({ workflowId: separate.id, nodeId, lease: started[i]!.lease, result })),
+      { dispatch: true, workerSession: session, capabilities: ["echo"] },
+    );
+    // Read, called, and recorded with the start in one transaction.
+    const together = await queued("together");
+    const read = await sm.readQueued(
+      successes.map(([nodeId]) => ({ workflowId: together.id, nodeId, queueGen: together.genOf.get(nodeId) })),
+    );
+    expect(read.map((r) => r?.kind)).toEqual(successes.map(() => "call"));
+    const { outcomes } = await sm.recordResults(
+      successes.map(([nodeId, result]) => ({
+        workflowId: together.id,
+        nodeId,
+        lease: "",
+        result,
+        unstarted: { queueGen: together.genOf.get(nodeId)!, startedAt: new Date() },
+      })),
+      { dispatch: true, workerSession: session, capabilities: ["echo"] },
+    );
+    expect(outcomes.map((o) => o.outcome)).toEqual(successes.map(() => "passed"));
+    const [a, b] = [await snapshot(separate.id), await snapshot(together.id)];
+    expect(b).toEqual(a);
+    expect(a.attempts.map((r) => [r.node_id, r.attempt, r.outcome])).toEqual(
+      successes.map(([nodeId]) => [nodeId, 1, "PASS"]).sort(),
+    );
+    // A stale generation (the node was queued again since the read) records nothing.
+    const again = await queued("stale");
+    const { outcomes: stale } = await sm.recordResults(
+      [
+        {
+          workflowId: again.id,
+          nodeId: "lone",
+          lease: "",
+          result: RESULTS.lone!,
+          unstarted: { queueGen: again.genOf.get("lone")! + 1, startedAt: new Date() },
+        },
+      ],
+      { dispatch: true, workerSession: session, capabilities: ["echo"] },
+    );
+    expect(stale.map((o) => o.outcome)).toEqual(["stale"]);
+    expect((await sm.getNode(again.id, "lone")).attempt).toBe(0);
   });
 
   it("records a result once when it is given twice in a batch, on either path", async () => {
