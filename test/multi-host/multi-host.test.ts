@@ -347,6 +347,18 @@ describe.skipIf(skip !== undefined)("several hosts on a real network (network na
       const victim = net.hostAt(peerAddress(firstCall))!;
       expect(WORKERS as readonly string[]).toContain(victim.name);
       const victimApp = app.get(victim.name as HostName)!;
+      // Past WORKER_START_AFTER_MS its start is written: x is RUNNING under the victim's session, which the cut
+      // makes lapse (a call cut before that is QUEUED under its job, and comes back through BullMQ instead).
+      await waitFor(
+        async () => {
+          const { rows } = await db.pool.query<{ status: string }>(
+            "select status::text as status from nodes where workflow_id = $1 and id = 'x'",
+            [wf.id],
+          );
+          return rows[0]?.status === "RUNNING";
+        },
+        { timeoutMs: 10_000, description: "x's start to be written" },
+      );
 
       victim.cut();
       const cutAt = Date.now();
