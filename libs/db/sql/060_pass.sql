@@ -41,6 +41,7 @@ DECLARE
   v_unstarted jsonb;
   v_row record;
   v_started jsonb := '{}'::jsonb;
+  v_settle uuid[];
 BEGIN
   PERFORM 1 FROM workflows WHERE id = ANY (p_workflow_ids) ORDER BY id FOR UPDATE;
   v_limited := EXISTS (SELECT 1 FROM limits);
@@ -203,7 +204,15 @@ BEGIN
    WHERE e ->> 'status' = 'QUEUED'
      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(v_rows -> 'local') l
                       WHERE l ->> 'workflow_id' = e ->> 'workflow_id' AND l ->> 'id' = e ->> 'id');
-  RETURN QUERY SELECT x.kind, x.body FROM trellis_settle_workflows(p_workflow_ids) AS x;
+  -- A workflow with a child made ready here (QUEUED, started, or left PENDING for the scheduler) has an unfinished
+  -- node: it cannot settle, and the check is skipped (a chain's every PASS).
+  SELECT coalesce(array_agg(DISTINCT wid), '{}')
+    INTO v_settle
+    FROM unnest(p_workflow_ids) AS wid
+   WHERE NOT EXISTS (SELECT 1 FROM jsonb_array_elements(v_rows -> 'ready') AS e WHERE (e ->> 'workflow_id')::uuid = wid);
+  IF cardinality(v_settle) > 0 THEN
+    RETURN QUERY SELECT x.kind, x.body FROM trellis_settle_workflows(v_settle) AS x;
+  END IF;
   -- Ready children of a workflow that did not dispatch now (PAUSED, without p_dispatch, or held back by a limit),
   -- and slots freed on capped keys: the scheduler's.
   RETURN QUERY
