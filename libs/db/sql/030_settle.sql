@@ -11,16 +11,18 @@ DECLARE
   v_statuses jsonb;
   v_events jsonb;
 BEGIN
-  -- The FAIL check scans the workflow's nodes, so it runs only once nothing is unfinished (CASE is lazy).
+  -- The FAIL check scans the workflow's nodes, so it runs only once nothing is unfinished (CASE is lazy). Both are
+  -- scalar subqueries with LIMIT, probed per workflow: as EXISTS, a generic plan without statistics hashed every
+  -- unfinished node of the database once per call instead (see "Plans" in README.md).
   SELECT jsonb_object_agg(s.id, s.to_status),
          jsonb_agg(jsonb_build_object('workflow_id', s.id, 'type', 'workflow.status_changed',
                                       'workflow_status', s.to_status, 'data', jsonb_build_object('from', s.status))
                    ORDER BY s.id)
     INTO v_statuses, v_events
     FROM (SELECT w.id, w.status,
-                 CASE WHEN EXISTS (SELECT 1 FROM nodes n
-                                    WHERE n.workflow_id = w.id AND trellis_node_unfinished(n.status)) THEN NULL
-                      WHEN EXISTS (SELECT 1 FROM nodes n WHERE n.workflow_id = w.id AND n.status = 'FAIL')
+                 CASE WHEN (SELECT true FROM nodes n
+                             WHERE n.workflow_id = w.id AND trellis_node_unfinished(n.status) LIMIT 1) THEN NULL
+                      WHEN (SELECT true FROM nodes n WHERE n.workflow_id = w.id AND n.status = 'FAIL' LIMIT 1)
                       THEN 'FAILED'
                       ELSE 'SUCCEEDED' END AS to_status
             FROM workflows w

@@ -73,6 +73,16 @@ function mostRowsFiltered(plans: string): number {
   return Math.max(0, ...[...plans.matchAll(/Rows Removed by (?:Join )?Filter: (\d+)/g)].map((m) => Number(m[1])));
 }
 
+/** The most rows any scan of `nodes` returned over all its loops (a hashed subplan reads its whole input once). */
+function mostNodeRowsRead(plans: string): number {
+  return Math.max(
+    0,
+    ...[...plans.matchAll(/Scan (?:Backward )?(?:using \w+ )?on nodes \w+ .*?actual rows=(\d+) loops=(\d+)/g)].map(
+      (m) => Number(m[1]) * Number(m[2]),
+    ),
+  );
+}
+
 /** The most rows any scan of a CTE (no index) returned over all its loops. */
 function mostCteRowsRead(plans: string): number {
   return Math.max(
@@ -114,6 +124,7 @@ for (const statistics of [false, true]) {
       expect(leases).toHaveLength(2);
       expect(start.plans).toContain("Index Scan using nodes_workflow_id_id_pk on nodes n");
       expect(mostRowsFiltered(start.plans)).toBeLessThan(WIDE / 3);
+      expect(mostNodeRowsRead(start.plans)).toBeLessThan(WIDE / 3);
 
       const pass = await plansOf(
         "select kind from trellis_pass_nodes($1::uuid[], $2::text[], $3::uuid[], $4::jsonb[], true, '{f}', $5::uuid, '{echo}')",
@@ -121,6 +132,7 @@ for (const statistics of [false, true]) {
       );
       expect(pass.rows.filter((r) => r.kind === "pass")).toHaveLength(1);
       expect(mostRowsFiltered(pass.plans)).toBeLessThan(WIDE / 3);
+    expect(mostNodeRowsRead(pass.plans)).toBeLessThan(WIDE / 3);
 
       const retry = await plansOf(
         `select kind from trellis_record_errors($1::uuid[], $2::text[], $3::uuid[], '{INFRA_ERROR}', '{reset}',
@@ -129,6 +141,7 @@ for (const statistics of [false, true]) {
       );
       expect(retry.rows.filter((r) => r.kind === "retry")).toHaveLength(1);
       expect(mostRowsFiltered(retry.plans)).toBeLessThan(WIDE / 3);
+      expect(mostNodeRowsRead(retry.plans)).toBeLessThan(WIDE / 3);
     });
 
     it("a PASS that readies a fan-out of 300 and starts one of them locally", async () => {
