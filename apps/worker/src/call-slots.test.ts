@@ -8,23 +8,45 @@ describe("CallSlots", () => {
     const b = await slots.acquire();
     expect(slots.inUse).toBe(2);
     const order: string[] = [];
-    const inOrder = (name: string) => (release: () => void) => {
-      order.push(name);
-      return release;
-    };
+    const inOrder =
+      (name: string) =>
+      <T>(slot: T) => {
+        order.push(name);
+        return slot;
+      };
     const c = slots.acquire().then(inOrder("c"));
     const d = slots.acquire().then(inOrder("d"));
     await Promise.resolve();
     expect(order).toEqual([]);
-    a();
-    a(); // twice: one slot back, not two
-    const releaseC = await c;
+    a.end();
+    a.end(); // twice: one slot back, not two
+    const slotC = await c;
     expect(order).toEqual(["c"]);
-    b();
-    const releaseD = await d;
+    b.end();
+    const slotD = await d;
     expect(order).toEqual(["c", "d"]);
-    releaseC();
-    releaseD();
+    slotC.end();
+    slotD.end();
     expect(slots.inUse).toBe(0);
+  });
+
+  it("lends a released slot's job room until it ends", async () => {
+    const slots = new CallSlots(1);
+    const lent: number[] = [];
+    slots.onLend = (delta) => lent.push(delta);
+    const slot = await slots.acquire();
+    slot.release();
+    slot.release();
+    expect(slots.inUse).toBe(0);
+    expect(lent).toEqual([1]);
+    const next = await slots.acquire();
+    expect(slots.inUse).toBe(1);
+    slot.end();
+    slot.end();
+    expect(lent).toEqual([1, -1]);
+    expect(slots.inUse).toBe(1);
+    next.end();
+    expect(slots.inUse).toBe(0);
+    expect(lent).toEqual([1, -1]);
   });
 });

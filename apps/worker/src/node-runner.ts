@@ -92,8 +92,9 @@ export async function runNodeJob(
 ): Promise<JobOutcome> {
   // A call slot (WORKER_CONCURRENCY of the capability) from before the node is read or started until its call ends,
   // or, when its PASS starts a child here, until that child's call ends, and so on down a chain: a job recording a
-  // result holds none, so another may call meanwhile.
-  const releaseSlot = (await slots?.acquire()) ?? (() => undefined);
+  // success holds none (it lends the slot: see CallSlots), so another may call meanwhile.
+  const slot = await slots?.acquire();
+  const releaseSlot = () => slot?.release();
   try {
     const first = await firstOf(deps, data, queueGenOfJobId(jobId));
     if (!first) {
@@ -109,7 +110,7 @@ export async function runNodeJob(
     for (let next = own.next; next; ) next = (await runStartedNode(deps, { started: next }, false, releaseSlot)).next;
     return own.outcome;
   } finally {
-    releaseSlot();
+    slot?.end();
   }
 }
 

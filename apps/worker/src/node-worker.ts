@@ -164,8 +164,8 @@ export class NodeWorker {
         {
           connection: o.connection,
           prefix: o.queuePrefix,
-          // Twice the calls: a job whose call has ended stays active until its result commits (callSlots).
-          concurrency: 2 * o.concurrency,
+          // Raised by one for each job recording a success after lending its call slot (CallSlots.onLend).
+          concurrency: o.concurrency,
           // A dead worker's active jobs go back to their queue within a few heartbeats (lock + 2 checks: 8 s at the
           // default 1 s), not BullMQ's default 30 s: a node it was calling before writing its start is QUEUED under
           // that job, which then runs it again; a started node's job is dropped there (the node moved on to a new job
@@ -178,6 +178,12 @@ export class NodeWorker {
           },
         },
       );
+      this.callSlots.get(capability)!.onLend = (delta) => {
+        // Taken back after BullMQ has completed the job, which fetches the next one in the same call only while it
+        // is under its concurrency.
+        if (delta > 0) worker.concurrency += delta;
+        else setImmediate(() => (worker.concurrency += delta));
+      };
       worker.on("error", (e) => o.logger.warn({ err: e, capability }, "queue worker error"));
       worker.on("failed", (job, e) => {
         if (e.name !== "RetryLaterError") {
