@@ -132,7 +132,7 @@ for (const statistics of [false, true]) {
       );
       expect(pass.rows.filter((r) => r.kind === "pass")).toHaveLength(1);
       expect(mostRowsFiltered(pass.plans)).toBeLessThan(WIDE / 3);
-    expect(mostNodeRowsRead(pass.plans)).toBeLessThan(WIDE / 3);
+      expect(mostNodeRowsRead(pass.plans)).toBeLessThan(WIDE / 3);
 
       const retry = await plansOf(
         `select kind from trellis_record_errors($1::uuid[], $2::text[], $3::uuid[], '{INFRA_ERROR}', '{reset}',
