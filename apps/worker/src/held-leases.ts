@@ -59,11 +59,6 @@ export class HeldLeases {
     return [...this.held.values()].filter((n) => !n.unstarted);
   }
 
-  /** Every held node. */
-  all(): HeldNode[] {
-    return [...this.held.values()];
-  }
-
   /** Aborts the calls of the given nodes of a workflow; returns how many were aborted. */
   abort(workflowId: string, nodeIds: readonly string[], reason: string): number {
     let aborted = 0;

@@ -142,7 +142,8 @@ class LateStart {
   constructor(
     private readonly deps: NodeRunnerDeps,
     private readonly held: HeldNode,
-    private readonly queueGen: number,
+    /** The job's queue generation, under which the node was read QUEUED (the start's fencing). */
+    readonly queueGen: number,
     log: Logger,
   ) {
     this.timer = setTimeout(() => {
@@ -254,11 +255,11 @@ async function runStartedNode(
       startLocal,
       startedLocally: !ownJob,
     };
-    if (late && unstarted) {
+    if (late) {
       if (late.pending && result.kind === "success" && result.edits.length === 0) {
         // The start goes with the PASS, in one transaction.
         late.cancel();
-        item.unstarted = { queueGen: unstarted.queueGen, startedAt: late.startedAt };
+        item.unstarted = { queueGen: late.queueGen, startedAt: late.startedAt };
       } else {
         const written = await late.write();
         if (!written) {
