@@ -4,7 +4,9 @@ import { Registry } from "prom-client";
 import { PgStateManager, createDatabase, createPool } from "@trellis/db";
 import { ChunkPublisher, createRedis } from "@trellis/queue";
 import { startSchedulerApp, type SchedulerApp } from "@trellis/scheduler";
-import type { TestDatabase } from "@trellis/testing";
+import { isTerminalWorkflowStatus } from "@trellis/core";
+import type { Workflow } from "@trellis/proto";
+import { type TestDatabase, waitFor } from "@trellis/testing";
 import { createNodeServiceClient } from "../src/node-service-client.js";
 import { NodeWorker } from "../src/node-worker.js";
 
@@ -16,6 +18,8 @@ export interface TestEngine {
   workers: NodeWorker[];
   startWorker(capabilities: string[], opts?: StartWorkerOptions): Promise<NodeWorker>;
   startScheduler(): Promise<SchedulerApp>;
+  /** Waits for the workflow to be SUCCEEDED, FAILED or CANCELLED (20 s unless said) and returns it. */
+  finished(workflowId: string, timeoutMs?: number): Promise<Workflow>;
   close(): Promise<void>;
 }
 
@@ -74,6 +78,14 @@ export async function startTestEngine(
     scheduler,
     workers,
     startScheduler,
+    finished: (workflowId, timeoutMs = 20_000) =>
+      waitFor(
+        async () => {
+          const workflow = await stateManager.getWorkflow(workflowId);
+          return isTerminalWorkflowStatus(workflow.status) && workflow;
+        },
+        { timeoutMs, description: `workflow ${workflowId} to finish` },
+      ),
     async startWorker(capabilities, workerOpts = {}) {
       const redis = createRedis(redisUrl);
       const client = createNodeServiceClient(workerOpts.nodeServiceAddr ?? nodeServiceAddr, 16 * 1024 * 1024);

@@ -26,15 +26,7 @@ function node(id: string, capability: string, input: JsonObject = {}): Node {
   return create(NodeSchema, { id, capability, input, retryPolicy: { maxAttempts: 3, initialBackoff: { nanos: 1e6 } } });
 }
 
-async function finished(workflowId: string) {
-  return waitFor(
-    async () => {
-      const wf = await engine.stateManager.getWorkflow(workflowId);
-      return [WorkflowStatus.SUCCEEDED, WorkflowStatus.FAILED, WorkflowStatus.CANCELLED].includes(wf.status) && wf;
-    },
-    { timeoutMs: 20_000, description: `workflow ${workflowId} to finish` },
-  );
-}
+const finished = (workflowId: string, timeoutMs?: number) => engine.finished(workflowId, timeoutMs);
 
 function callsOf(workflowId: string, nodeId: string) {
   return nodeService.calls.filter((c) => c.request.context?.workflowId === workflowId && c.request.node?.id === nodeId);

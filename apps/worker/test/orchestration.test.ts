@@ -58,15 +58,7 @@ function defaultHandler(): Parameters<typeof startNodeServiceServer>[0] {
   };
 }
 
-async function finished(workflowId: string, timeoutMs = 20_000) {
-  return waitFor(
-    async () => {
-      const wf = await engine.stateManager.getWorkflow(workflowId);
-      return [WorkflowStatus.SUCCEEDED, WorkflowStatus.FAILED, WorkflowStatus.CANCELLED].includes(wf.status) && wf;
-    },
-    { timeoutMs, description: `workflow ${workflowId} to finish` },
-  );
-}
+const finished = (workflowId: string, timeoutMs?: number) => engine.finished(workflowId, timeoutMs);
 
 function callsFor(workflowId: string) {
   return nodeService.calls.filter((c) => c.request.context?.workflowId === workflowId);
