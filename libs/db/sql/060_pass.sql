@@ -38,7 +38,10 @@ DECLARE
   v_local_ids text[];
   v_limited boolean;
   v_leases uuid[] := p_leases;
-  v_unstarted jsonb;
+  v_unstarted_wf uuid[];
+  v_unstarted_ids text[];
+  v_unstarted_gens integer[];
+  v_unstarted_ats timestamptz[];
   v_row record;
   v_started jsonb := '{}'::jsonb;
   v_settle uuid[];
@@ -48,23 +51,19 @@ BEGIN
   -- Results of calls made before their start was written (a null lease with a queue generation): the start first,
   -- its one implementation and its events, then these PASSes under the leases it gave. A node no longer QUEUED under
   -- that generation is not started, and its result is stale (a lease that matches nothing).
-  IF p_queue_gens IS NOT NULL AND EXISTS (SELECT 1 FROM unnest(p_leases, p_queue_gens) AS u(lease, queue_gen)
-                                           WHERE u.lease IS NULL AND u.queue_gen IS NOT NULL) THEN
-    SELECT jsonb_agg(jsonb_build_object('workflow_id', u.workflow_id, 'id', u.id, 'queue_gen', u.queue_gen,
-                                        'started_at', u.started_at) ORDER BY u.ord)
-      INTO v_unstarted
+  IF p_queue_gens IS NOT NULL THEN
+    SELECT array_agg(u.workflow_id ORDER BY u.ord), array_agg(u.id ORDER BY u.ord),
+           array_agg(u.queue_gen ORDER BY u.ord), array_agg(u.started_at ORDER BY u.ord)
+      INTO v_unstarted_wf, v_unstarted_ids, v_unstarted_gens, v_unstarted_ats
       FROM unnest(p_workflow_ids, p_node_ids, p_leases, p_queue_gens, p_started_ats)
              WITH ORDINALITY AS u(workflow_id, id, lease, queue_gen, started_at, ord)
      WHERE u.lease IS NULL AND u.queue_gen IS NOT NULL;
+  END IF;
+  IF v_unstarted_ids IS NOT NULL THEN
     FOR v_row IN
       SELECT x.kind, x.body
-        FROM trellis_start_locked(
-               ARRAY(SELECT (e ->> 'workflow_id')::uuid FROM jsonb_array_elements(v_unstarted) AS e),
-               ARRAY(SELECT e ->> 'id' FROM jsonb_array_elements(v_unstarted) AS e),
-               ARRAY(SELECT (e ->> 'queue_gen')::integer FROM jsonb_array_elements(v_unstarted) AS e),
-               p_worker_session, false, '[]'::jsonb,
-               ARRAY(SELECT (e ->> 'started_at')::timestamptz FROM jsonb_array_elements(v_unstarted) AS e),
-               false) AS x
+        FROM trellis_start_locked(v_unstarted_wf, v_unstarted_ids, v_unstarted_gens, p_worker_session, false,
+                                  '[]'::jsonb, v_unstarted_ats, false) AS x
     LOOP
       IF v_row.kind = 'started' THEN
         v_started := v_started || jsonb_build_object((v_row.body ->> 'workflow_id') || '/' || (v_row.body ->> 'id'),
