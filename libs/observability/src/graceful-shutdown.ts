@@ -74,7 +74,33 @@ export class GracefulShutdown {
       this.#logger.warn({ signal: name }, "second signal during shutdown, exiting now");
       process.exit(1);
     }
-    void this.#run(name).then((ok) => process.exit(ok ? 0 : 1));
+    void this.#run(name)
+      .then(async (ok) => {
+        await this.#flushLog();
+        return ok;
+      })
+      .then((ok) => process.exit(ok ? 0 : 1));
+  }
+
+  /**
+   * Waits (at most 5 s) until the log's buffered lines are written: pino's stdout stream writes asynchronously,
+   * and a process that exits with a write in flight loses those lines or prints them after later ones.
+   */
+  async #flushLog(): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      new Promise<void>((resolve) => {
+        try {
+          this.#logger.flush(() => resolve());
+        } catch {
+          resolve();
+        }
+      }),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, 5_000);
+      }),
+    ]);
+    clearTimeout(timer);
   }
 
   #run(reason: string): Promise<boolean> {

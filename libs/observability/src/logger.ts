@@ -115,7 +115,10 @@ export function createLogger(opts: LoggerOptions): Logger {
         messageFormat: prettyMessage,
         ignore: PRETTY_IGNORED.join(","),
       })
-    : opts.destination;
+    : (opts.destination ??
+      // Asynchronous, as pino's default; minLength 1 (every line is still written at once) makes logger.flush(cb)
+      // wait until the writes in flight are done, which GracefulShutdown does before the process exits.
+      pino.destination({ dest: 1, minLength: 1 }));
   return pino(
     {
       level: opts.level,

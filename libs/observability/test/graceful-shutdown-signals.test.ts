@@ -1,5 +1,6 @@
 import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import { waitFor } from "@trellis/testing";
 import { describe, expect, it } from "vitest";
 
 const fixture = fileURLToPath(new URL("./fixtures/signal-app.ts", import.meta.url));
@@ -10,12 +11,16 @@ interface Ended {
 }
 
 /** Starts the fixture app and resolves once it logged "ready". */
-async function startApp(mode: string): Promise<{ child: ChildProcessWithoutNullStreams; ended: Promise<Ended> }> {
+async function startApp(
+  mode: string,
+): Promise<{ child: ChildProcessWithoutNullStreams; ended: Promise<Ended>; stderr: () => string }> {
   const child = spawn(process.execPath, ["--import", "tsx", fixture, mode], { stdio: "pipe" });
   let stdout = "";
   let stderr = "";
+  // Complete lines only: a chunk may end inside one.
   const messages = (): string[] =>
     stdout
+      .slice(0, stdout.lastIndexOf("\n") + 1)
       .split("\n")
       .filter((line) => line.startsWith("{"))
       .map((line) => String((JSON.parse(line) as { msg: unknown }).msg));
@@ -33,7 +38,7 @@ async function startApp(mode: string): Promise<{ child: ChildProcessWithoutNullS
     });
     child.on("exit", (code) => reject(new Error(`fixture exited early with ${code}: ${stderr}`)));
   });
-  return { child, ended };
+  return { child, ended, stderr: () => stderr };
 }
 
 describe("GracefulShutdown.listen", () => {
@@ -48,8 +53,32 @@ describe("GracefulShutdown.listen", () => {
     expect(messages.filter((m) => m !== "ready" && m !== "shutting down")).toEqual([
       "signal aborted",
       "closed worker",
+      "closed log burst",
       "closed pool",
       "closed keep-alive",
+      "closed last",
+      "shutdown complete",
+    ]);
+  });
+
+  it("exits only after every log line is written, in the order logged", async () => {
+    const { child, ended, stderr } = await startApp("loud");
+    // The reader stalls (as a busy machine's log collector does) until the closers are done: the log's writes are
+    // then still pending when the app would exit.
+    child.stdout.pause();
+    child.kill("SIGTERM");
+    await waitFor(() => stderr().includes("closers done") || undefined, { timeoutMs: 10_000, description: "closers" });
+    child.stdout.resume();
+    const { code, messages } = await ended;
+    expect(code).toBe(0);
+    const burst = messages.filter((m) => m.startsWith("line "));
+    expect(burst).toHaveLength(4_000);
+    expect(burst.every((m, i) => m === `line ${i}`)).toBe(true);
+    expect(messages.slice(messages.indexOf("closed log burst"))).toEqual([
+      "closed log burst",
+      "closed pool",
+      "closed keep-alive",
+      "closed last",
       "shutdown complete",
     ]);
   });
