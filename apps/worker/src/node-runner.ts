@@ -77,8 +77,8 @@ interface Runnable {
 
 /**
  * Runs one job: the node's call, then its result recorded under its lease. An unlimited node is called before its
- * start is written: a success within `startAfterMs` writes QUEUED -> RUNNING and the PASS in one transaction; a
- * longer call, or any other result, writes the start first (the job's queue generation fences it). A limited node is
+ * start is written: a result within `startAfterMs` is recorded with QUEUED -> RUNNING in one transaction; a longer
+ * call gets its start written then (the job's queue generation fences it either way). A limited node is
  * started (QUEUED -> RUNNING with a fresh lease) before its call. A node with children asks its PASS to start one of
  * them for this worker (eager local start); that child then runs here, in the same job and concurrency slot, without
  * a queue round trip, and so on down a chain. A retry throws RetryLaterError so BullMQ re-delivers the job after the
@@ -256,8 +256,8 @@ async function runStartedNode(
       startedLocally: !ownJob,
     };
     if (late) {
-      if (late.pending && result.kind === "success" && result.edits.length === 0) {
-        // The start goes with the PASS, in one transaction.
+      if (late.pending) {
+        // The start goes with the result, in one transaction.
         late.cancel();
         item.unstarted = { queueGen: late.queueGen, startedAt: late.startedAt };
       } else {
@@ -289,7 +289,11 @@ async function runStartedNode(
     }
     const recorded = await record(item);
     countUsage(metrics, capability, recorded.outcome, result);
-    if (recorded.outcome.outcome === "stale") await logStale(deps, lease, log);
+    if (recorded.outcome.outcome === "stale") {
+      // Recorded with its start, stale: the node was no longer QUEUED under the job (cancelled, paused, re-queued).
+      if (item.unstarted) controller.abort(new Error(UNQUEUED_REASON));
+      await logStale(deps, lease, log);
+    }
     return { outcome: describeOutcome(recorded.outcome, result, log, ownJob), next: recorded.started };
   } catch (error) {
     spans?.end({ error });

@@ -1,5 +1,13 @@
 import { create, type JsonObject } from "@bufbuild/protobuf";
-import { ExecutionStatus, NodeSchema, NodeStatus, WorkflowAction, WorkflowStatus, type Node } from "@trellis/proto";
+import {
+  EditType,
+  ExecutionStatus,
+  NodeSchema,
+  NodeStatus,
+  WorkflowAction,
+  WorkflowStatus,
+  type Node,
+} from "@trellis/proto";
 import {
   createTestDatabase,
   startNodeServiceServer,
@@ -10,9 +18,9 @@ import {
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestEngine, type TestEngine } from "./engine.js";
 
-// A worker calls an unlimited node before writing its start (QUEUED -> RUNNING): a success within
-// WORKER_START_AFTER_MS writes the start and the PASS in one transaction; a longer call, a failure or edits write
-// the start first; a node with a limit is started before its call. `quick` nodes run on a worker with the default
+// A worker calls an unlimited node before writing its start (QUEUED -> RUNNING): a result within
+// WORKER_START_AFTER_MS (a success, a failure, edits) is recorded with its start in one transaction; a longer call
+// gets its start written then; a node with a limit is started before its call. `quick` nodes run on a worker with the default
 // (200 ms), `held` ones on a worker whose starts are written only after a minute (so the start stays unwritten for
 // as long as a test needs), `capped` ones have a limit.
 
@@ -52,6 +60,12 @@ beforeAll(async () => {
         gates.set(key, resolve);
         signal.addEventListener("abort", () => resolve(), { once: true });
       });
+    }
+    if (n.input?.insert === true) {
+      return {
+        status: ExecutionStatus.SUCCESS,
+        edits: [{ type: EditType.INSERT, node: { id: `${n.id}-child`, capability: "quick", parentIds: [n.id] } }],
+      };
     }
     if (n.input?.fail === "task") return { status: ExecutionStatus.TASK_ERROR, errorMessage: "bad input" };
     if (n.input?.fail === "once" && request.context!.attempt === 1) {
@@ -124,7 +138,7 @@ describe("a call made before its start is written", () => {
     expect(events[1]!.tx).not.toBe(events[2]!.tx);
   });
 
-  it("a failure writes the start first: a TASK_ERROR fails attempt 1, an INFRA_ERROR is retried as attempt 2", async () => {
+  it("a failure is recorded with its start: a TASK_ERROR fails attempt 1, an INFRA_ERROR is retried as attempt 2", async () => {
     const { workflow } = await engine.stateManager.createWorkflow({
       name: "failures",
       nodes: [node("bad", "quick", { fail: "task" }), node("flaky", "quick", { fail: "once" })],
@@ -134,18 +148,32 @@ describe("a call made before its start is written", () => {
     const bad = done.nodes.find((n) => n.id === "bad")!;
     expect(bad.status).toBe(NodeStatus.FAIL);
     expect(bad.attempt).toBe(1);
-    expect((await eventsOf(workflow.id, "bad")).map((e) => e.status)).toEqual(["QUEUED", "RUNNING", "FAIL"]);
+    const badEvents = await eventsOf(workflow.id, "bad");
+    expect(badEvents.map((e) => e.status)).toEqual(["QUEUED", "RUNNING", "FAIL"]);
+    expect(badEvents[1]!.tx).toBe(badEvents[2]!.tx);
     const flaky = done.nodes.find((n) => n.id === "flaky")!;
     expect(flaky.status).toBe(NodeStatus.PASS);
     expect(flaky.attempt).toBe(2);
     expect(callsOf(workflow.id, "flaky").map((c) => c.request.context!.attempt)).toEqual([1, 2]);
-    expect((await eventsOf(workflow.id, "flaky")).map((e) => e.status)).toEqual([
-      "QUEUED",
-      "RUNNING",
-      "QUEUED",
-      "RUNNING",
-      "PASS",
+    const flakyEvents = await eventsOf(workflow.id, "flaky");
+    expect(flakyEvents.map((e) => e.status)).toEqual(["QUEUED", "RUNNING", "QUEUED", "RUNNING", "PASS"]);
+    expect(flakyEvents[1]!.tx).toBe(flakyEvents[2]!.tx);
+  });
+
+  it("edits are recorded with the start, and their node runs", async () => {
+    const { workflow } = await engine.stateManager.createWorkflow({
+      name: "edits",
+      nodes: [node("planner", "quick", { insert: true })],
+    });
+    const done = await finished(workflow.id);
+    expect(done.status).toBe(WorkflowStatus.SUCCEEDED);
+    expect(done.nodes.map((n) => [n.id, n.status, n.attempt]).sort()).toEqual([
+      ["planner", NodeStatus.PASS, 1],
+      ["planner-child", NodeStatus.PASS, 1],
     ]);
+    const events = await eventsOf(workflow.id, "planner");
+    expect(events.map((e) => e.status)).toEqual(["QUEUED", "RUNNING", "PASS"]);
+    expect(events[1]!.tx).toBe(events[2]!.tx);
   });
 
   it("CANCEL aborts it (the node was still QUEUED) and nothing is recorded", async () => {

@@ -188,9 +188,9 @@ export interface ResultToRecord {
    */
   startLocal?: boolean;
   /**
-   * The call was made before the node's start was written (readQueued): `lease` is ignored, and a success without
-   * edits records QUEUED -> RUNNING (started at `startedAt`) and the PASS in one transaction, if the node is still
-   * QUEUED under `queueGen` (else the result is stale). Any other result must be recorded after a start.
+   * The call was made before the node's start was written (readQueued): `lease` is ignored, and the result's
+   * transaction first records QUEUED -> RUNNING (started at `startedAt`) if the node is still QUEUED under `queueGen`
+   * (else the result is stale), then the result as under the lease that start gave.
    */
   unstarted?: { queueGen: number; startedAt: Date };
   /**

@@ -158,6 +158,9 @@ function outputJson(item: Pick<ResultToRecord, "result">): string | null {
 
 const keyOf = (i: { workflowId: string; nodeId: string }) => `${i.workflowId}/${i.nodeId}`;
 
+/** A lease no node holds (gen_random_uuid never makes the nil UUID): a result under it is stale. */
+const NO_LEASE = "00000000-0000-0000-0000-000000000000";
+
 /**
  * The worker's side of PostgreSQL: its registration and heartbeat (liveness is per worker session), starting nodes,
  * recording results. Every state change goes through the functions of libs/db/sql; this module only decides which.
@@ -331,14 +334,15 @@ export class WorkerStore {
     errorsOf: Map<string, AttemptError>,
   ): Promise<FunctionRow[]> {
     const { tx } = ctx;
-    const locked = await lockWorkflows(tx, [...new Set(items.map((i) => i.workflowId))]);
+    const workflowIds = [...new Set(items.map((i) => i.workflowId))];
+    let locked = await lockWorkflows(tx, workflowIds);
+    const recording = await this.startUnstarted(ctx, items, options);
+    // Read again after starts, which may have made a workflow RUNNING.
+    if (recording !== items) locked = await lockWorkflows(tx, workflowIds);
     const changesOf = new Map(locked.map((w) => [w.id, new WorkflowChanges(w)]));
     const successes: ResultToRecord[] = [];
     const seen = new Set<string>();
-    for (const item of items) {
-      if (item.unstarted && (item.result.kind !== "success" || item.result.edits.length > 0)) {
-        throw new Error(`${keyOf(item)}: only a success without edits is recorded with its start`);
-      }
+    for (const item of recording) {
       // A node given twice in one batch is recorded once; the later item is stale.
       if (seen.has(keyOf(item)) || !changesOf.has(item.workflowId)) continue;
       seen.add(keyOf(item));
@@ -399,6 +403,42 @@ export class WorkerStore {
       rows.push(...(await this.transactions.callIn(ctx, this.passStatement(successes, options))));
     }
     return rows;
+  }
+
+  /**
+   * The items with their starts written first, in the result's transaction (trellis_start_locked, the one start), for
+   * those called before their start was written: each then carries the lease its start gave, or none when the node
+   * was no longer QUEUED under the item's queue generation (its result is then stale).
+   */
+  private async startUnstarted(
+    ctx: TxContext,
+    items: readonly ResultToRecord[],
+    options: RecordOptions,
+  ): Promise<readonly ResultToRecord[]> {
+    const unstarted = items.filter((i) => i.unstarted);
+    if (unstarted.length === 0) return items;
+    const rows = await this.transactions.callIn(
+      ctx,
+      sql`
+      select kind, body from trellis_start_locked(${sql.param(unstarted.map((i) => i.workflowId))}::uuid[],
+                                                  ${sql.param(unstarted.map((i) => i.nodeId))}::text[],
+                                                  ${sql.param(unstarted.map((i) => i.unstarted!.queueGen))}::integer[],
+                                                  ${options.workerSession ?? null}::uuid, false, '[]'::jsonb,
+                                                  ${sql.param(unstarted.map((i) => i.unstarted!.startedAt.toISOString()))}::timestamptz[],
+                                                  false)`,
+    );
+    const leaseOf = new Map<string, string>();
+    for (const { kind, body } of rows) {
+      // A node given twice is started once: the first item of it gets the lease.
+      if (kind === "started") leaseOf.set(`${String(body.workflow_id)}/${String(body.id)}`, String(body.lease));
+    }
+    return items.map((item) => {
+      if (!item.unstarted) return item;
+      const lease = leaseOf.get(keyOf(item));
+      leaseOf.delete(keyOf(item));
+      // No lease: the running-row lookup finds nothing, and the result is stale.
+      return { ...item, lease: lease ?? NO_LEASE, unstarted: undefined };
+    });
   }
 
   /** A node's row while it is RUNNING under the item's lease (locked), else null: the result is stale. */

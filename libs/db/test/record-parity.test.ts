@@ -1,6 +1,6 @@
 import { create, fromJson } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
-import { EditType, ErrorKind, NodeEditSchema, NodeSchema, type Node } from "@trellis/proto";
+import { EditType, ErrorKind, NodeEditSchema, NodeSchema, NodeStatus, type Node } from "@trellis/proto";
 import { queueGenOfJobId } from "@trellis/queue";
 import { createTestDatabase, type TestDatabase } from "@trellis/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -129,7 +129,7 @@ describe("recording results", () => {
     });
   });
 
-  it("writes the same rows and events for a success recorded with its start as for a start, then a PASS", async () => {
+  it("writes the same rows and events for results recorded with their start as for a start, then the results", async () => {
     const session = await sm.registerWorker("parity-worker", ["echo"], "localhost");
     const successes = Object.entries(RESULTS).filter(([, r]) => r.kind === "success" && r.edits.length === 0);
     const queued = async (name: string) => {
@@ -137,38 +137,53 @@ describe("recording results", () => {
       const claimed = (await sm.claimReadyNodes(1_000)).filter((n) => n.workflowId === workflow.id);
       return { id: workflow.id, genOf: new Map(claimed.map((n) => [n.nodeId, queueGenOfJobId(n.jobId)!])) };
     };
-    // Started first (its own transaction), then passed.
-    const separate = await queued("separate");
-    const started = await sm.startNodes(
-      successes.map(([nodeId]) => ({ workflowId: separate.id, nodeId, queueGen: separate.genOf.get(nodeId) })),
-      session,
-    );
-    await sm.recordResults(
-      successes.map(([nodeId, result], i) => ({ workflowId: separate.id, nodeId, lease: started[i]!.lease, result })),
-      { dispatch: true, workerSession: session, capabilities: ["echo"] },
-    );
-    // Read, called, and recorded with the start in one transaction.
-    const together = await queued("together");
-    const read = await sm.readQueued(
-      successes.map(([nodeId]) => ({ workflowId: together.id, nodeId, queueGen: together.genOf.get(nodeId) })),
-    );
-    expect(read.map((r) => r?.kind)).toEqual(successes.map(() => "call"));
-    const { outcomes } = await sm.recordResults(
-      successes.map(([nodeId, result]) => ({
-        workflowId: together.id,
-        nodeId,
-        lease: "",
-        result,
-        unstarted: { queueGen: together.genOf.get(nodeId)!, startedAt: new Date() },
-      })),
-      { dispatch: true, workerSession: session, capabilities: ["echo"] },
-    );
-    expect(outcomes.map((o) => o.outcome)).toEqual(successes.map(() => "passed"));
-    const [a, b] = [await snapshot(separate.id), await snapshot(together.id)];
-    expect(b).toEqual(a);
+    const options = { dispatch: true, workerSession: session, capabilities: ["echo"] };
+    /** Started first (its own transaction), then recorded. */
+    const separately = async (name: string, results: [string, Result][]) => {
+      const wf = await queued(name);
+      const started = await sm.startNodes(
+        results.map(([nodeId]) => ({ workflowId: wf.id, nodeId, queueGen: wf.genOf.get(nodeId) })),
+        session,
+      );
+      await sm.recordResults(
+        results.map(([nodeId, result], i) => ({ workflowId: wf.id, nodeId, lease: started[i]!.lease, result })),
+        options,
+      );
+      return wf.id;
+    };
+    /** Read, called, and recorded with the start in one transaction. */
+    const together = async (name: string, results: [string, Result][]) => {
+      const wf = await queued(name);
+      const read = await sm.readQueued(
+        results.map(([nodeId]) => ({ workflowId: wf.id, nodeId, queueGen: wf.genOf.get(nodeId) })),
+      );
+      expect(read.map((r) => r?.kind)).toEqual(results.map(() => "call"));
+      const { outcomes } = await sm.recordResults(
+        results.map(([nodeId, result]) => ({
+          workflowId: wf.id,
+          nodeId,
+          lease: "",
+          result,
+          unstarted: { queueGen: wf.genOf.get(nodeId)!, startedAt: new Date() },
+        })),
+        options,
+      );
+      return { id: wf.id, outcomes: outcomes.map((o) => o.outcome) };
+    };
+    // Successes alone (the PASS function runs the start), and every kind of result (the mixed transaction does).
+    const plain = await together("together", successes);
+    expect(plain.outcomes).toEqual(successes.map(() => "passed"));
+    const a = await snapshot(await separately("separate", successes));
+    expect(await snapshot(plain.id)).toEqual(a);
     expect(a.attempts.map((r) => [r.node_id, r.attempt, r.outcome])).toEqual(
       successes.map(([nodeId]) => [nodeId, 1, "PASS"]).sort(),
     );
+    const all = Object.entries(RESULTS);
+    const mixed = await together("together mixed", all);
+    expect(mixed.outcomes).toEqual(["passed", "passed", "failed", "retry", "passed"]);
+    const m = await snapshot(await separately("separate mixed", all));
+    expect(await snapshot(mixed.id)).toEqual(m);
+    expect(m.nodes.find((n) => n.id === "inserted")?.status).toBe("QUEUED");
     // A stale generation (the node was queued again since the read) records nothing.
     const again = await queued("stale");
     const { outcomes: stale } = await sm.recordResults(
@@ -181,10 +196,26 @@ describe("recording results", () => {
           unstarted: { queueGen: again.genOf.get("lone")! + 1, startedAt: new Date() },
         },
       ],
-      { dispatch: true, workerSession: session, capabilities: ["echo"] },
+      options,
     );
     expect(stale.map((o) => o.outcome)).toEqual(["stale"]);
     expect((await sm.getNode(again.id, "lone")).attempt).toBe(0);
+    // So does a failure's, in the mixed transaction.
+    const { outcomes: staleFailure } = await sm.recordResults(
+      [
+        {
+          workflowId: again.id,
+          nodeId: "failing",
+          lease: "",
+          result: RESULTS.failing!,
+          unstarted: { queueGen: again.genOf.get("failing")! + 1, startedAt: new Date() },
+        },
+      ],
+      options,
+    );
+    expect(staleFailure.map((o) => o.outcome)).toEqual(["stale"]);
+    const failing = await sm.getNode(again.id, "failing");
+    expect([failing.status, failing.attempt]).toEqual([NodeStatus.QUEUED, 0]);
   });
 
   it("records a result once when it is given twice in a batch, on either path", async () => {
