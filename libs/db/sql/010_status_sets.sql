@@ -8,7 +8,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT s IN ('PENDING', 'QUEUED', 'RU
 -- The unfinished nodes of a workflow (the settle check), for the set above. Here and not in a migration: an index
 -- predicate naming an enum value cannot be created in the transaction that adds the value (migration 0007 adds
 -- WAITING, and drizzle-kit applies every pending migration in one transaction); these files run after, in their own.
--- It replaces nodes_unfinished_idx of migration 0000, whose predicate lacks WAITING.
+-- It replaces nodes_unfinished_idx of migration 0000, whose predicate lacks WAITING (dropped by migration 0011).
 CREATE INDEX IF NOT EXISTS nodes_unfinished_all_idx ON nodes (workflow_id, status)
  WHERE status IN ('PENDING', 'QUEUED', 'RUNNING', 'WAITING');
 

@@ -180,9 +180,6 @@ export const nodes = pgTable(
     index("nodes_ready_unheld_idx")
       .on(t.workflowId)
       .where(sql`${t.status} = 'PENDING' and ${t.pendingParents} = 0 and ${t.heldBy} is null`),
-    index("nodes_unfinished_idx")
-      .on(t.workflowId, t.status)
-      .where(sql`${t.status} in ('PENDING', 'QUEUED', 'RUNNING')`),
     index("nodes_in_flight_idx").on(t.status, t.queuedAt).where(sql`${t.status} in ('QUEUED', 'RUNNING')`),
     index("nodes_running_session_idx").on(t.workerSession).where(sql`${t.status} = 'RUNNING'`),
   ],
