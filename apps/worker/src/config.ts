@@ -82,9 +82,9 @@ export interface WorkerSettings {
    */
   heartbeatMs: number;
   /**
-   * How long a call runs before its start (QUEUED -> RUNNING) is written. A call that ends sooner with a success
-   * writes its start and its PASS in one transaction; 0 writes every start before its call. Limited nodes (a key with
-   * a limit) are always started first. @default 200
+   * How long a call runs before its start (QUEUED -> RUNNING) is written. The result of a call that ends sooner is
+   * recorded with its start in one transaction; 0 writes every start before its call. Limited nodes (a key with a
+   * limit) are always started first. @default 200
    */
   startAfterMs?: number;
   /** Identity in the worker registry. @default <hostname>-<pid> */

@@ -131,8 +131,8 @@ async function firstOf(
 
 /**
  * The start of a node called before it was written: written once the call outlasts `startAfterMs` (GetNode and
- * watchers then see it RUNNING, and the worker's liveness covers it), or before a result that is not a plain success
- * is recorded. A start that finds the node no longer QUEUED under the job aborts the call.
+ * watchers then see it RUNNING, and the worker's liveness covers it); a result that comes sooner carries it instead.
+ * A start that finds the node no longer QUEUED under the job aborts the call.
  */
 class LateStart {
   readonly startedAt = new Date();

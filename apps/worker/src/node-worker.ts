@@ -53,8 +53,8 @@ export interface NodeWorkerOptions {
   /** Heartbeat period (the worker's liveness, and the check that its nodes are still its own). */
   heartbeatMs: number;
   /**
-   * How long a call runs before its start is written (WORKER_START_AFTER_MS); a success sooner writes its start with
-   * its PASS. 0: every start is written before its call. @default 200
+   * How long a call runs before its start is written (WORKER_START_AFTER_MS); a result sooner is recorded with its
+   * start. 0: every start is written before its call. @default 200
    */
   startAfterMs?: number;
   workerId: string;

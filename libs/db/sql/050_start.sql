@@ -41,10 +41,10 @@ $$;
 -- spans, so no worker reads it separately)}, a node asked for twice is started once; then what trellis_write_events
 -- returns.
 -- p_events_before: events of the caller's to write first, in the same trellis_write_events call (the PASS's).
--- p_started_ats: when each node's call began, where it began before this start was written (a PASS that records the
--- start with the result, trellis_pass_nodes); null entries (or none) are the clock's time.
--- p_bodies false: a 'started' row {workflow_id, id, lease} per started node instead of its call body (the PASS that
--- records a start with its result needs only the lease).
+-- p_started_ats: when each node's call began, where it began before this start was written (a result recorded with
+-- its start: trellis_pass_nodes, or the worker's mixed transaction); null entries (or none) are the clock's time.
+-- p_bodies false: a 'started' row {workflow_id, id, lease} per started node instead of its call body (a result
+-- recorded with its start needs only the lease).
 -- A node one of whose keys a THROTTLED answer paused (limits.throttled_until, libs/db/sql/070_errors.sql) is not
 -- started: it goes back to PENDING, held by that key (a `node.held` event), for the scheduler's claim once the pause
 -- ends; its job finds it so and is dropped. So a throttled provider sees no call until then.

@@ -332,7 +332,7 @@ export interface StateManager {
   startNodes(requests: readonly StartRequest[], workerSession?: string | null): Promise<(StartedNode | null)[]>;
   /**
    * Reads what calling QUEUED nodes needs without starting them (writes nothing): their start is then recorded with
-   * their result (ResultToRecord.unstarted), or written by startNodes if the call lasts or fails. Requests without a
+   * their result (ResultToRecord.unstarted), or written by startNodes if the call lasts. Requests without a
    * queue generation get `start`.
    */
   readQueued(requests: readonly StartRequest[]): Promise<QueuedRead[]>;

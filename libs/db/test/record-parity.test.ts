@@ -184,38 +184,26 @@ describe("recording results", () => {
     const m = await snapshot(await separately("separate mixed", all));
     expect(await snapshot(mixed.id)).toEqual(m);
     expect(m.nodes.find((n) => n.id === "inserted")?.status).toBe("QUEUED");
-    // A stale generation (the node was queued again since the read) records nothing.
+    // A stale generation (the node was queued again since the read) records nothing: a success's (the PASS
+    // function's start) nor a failure's (the mixed transaction's).
     const again = await queued("stale");
-    const { outcomes: stale } = await sm.recordResults(
-      [
-        {
-          workflowId: again.id,
-          nodeId: "lone",
-          lease: "",
-          result: RESULTS.lone!,
-          unstarted: { queueGen: again.genOf.get("lone")! + 1, startedAt: new Date() },
-        },
-      ],
-      options,
-    );
-    expect(stale.map((o) => o.outcome)).toEqual(["stale"]);
-    expect((await sm.getNode(again.id, "lone")).attempt).toBe(0);
-    // So does a failure's, in the mixed transaction.
-    const { outcomes: staleFailure } = await sm.recordResults(
-      [
-        {
-          workflowId: again.id,
-          nodeId: "failing",
-          lease: "",
-          result: RESULTS.failing!,
-          unstarted: { queueGen: again.genOf.get("failing")! + 1, startedAt: new Date() },
-        },
-      ],
-      options,
-    );
-    expect(staleFailure.map((o) => o.outcome)).toEqual(["stale"]);
-    const failing = await sm.getNode(again.id, "failing");
-    expect([failing.status, failing.attempt]).toEqual([NodeStatus.QUEUED, 0]);
+    for (const nodeId of ["lone", "failing"]) {
+      const { outcomes: stale } = await sm.recordResults(
+        [
+          {
+            workflowId: again.id,
+            nodeId,
+            lease: "",
+            result: RESULTS[nodeId]!,
+            unstarted: { queueGen: again.genOf.get(nodeId)! + 1, startedAt: new Date() },
+          },
+        ],
+        options,
+      );
+      expect(stale.map((o) => o.outcome)).toEqual(["stale"]);
+      const node = await sm.getNode(again.id, nodeId);
+      expect([node.status, node.attempt]).toEqual([NodeStatus.QUEUED, 0]);
+    }
   });
 
   it("records a result once when it is given twice in a batch, on either path", async () => {
